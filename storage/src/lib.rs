@@ -1,0 +1,11 @@
+//! keel-storage: the crash-safe, append-only segment log every Raft group keeps its entries in,
+//! plus the two small files beside it (hard state and snapshots).
+//!
+//! It owns bytes on disk and nothing else: no networking, no async runtime, no consensus
+//! logic. All file I/O goes through the [`io::Io`] trait so that tests can swap in a
+//! fault-injecting layer that models power loss (DESIGN.md 3 and 12.4).
+
+pub mod error;
+pub mod io;
+
+pub use error::{Result, StorageError};
