@@ -6,6 +6,7 @@
 //! fault-injecting layer that models power loss (DESIGN.md 3 and 12.4).
 
 pub mod error;
+pub mod faulty_io;
 pub mod io;
 
 pub use error::{Result, StorageError};
