@@ -127,6 +127,8 @@ struct Faults {
     writes_before_failure: Option<u64>,
     /// Every `create` fails with ENOSPC.
     disk_full_on_create: bool,
+    /// `Some(n)`: n more mutating calls succeed, then every one fails with EIO.
+    operations_before_halt: Option<u64>,
 }
 
 impl std::fmt::Debug for Faults {
@@ -135,6 +137,7 @@ impl std::fmt::Debug for Faults {
             .field("fail_next_sync", &self.fail_next_sync.is_some())
             .field("writes_before_failure", &self.writes_before_failure)
             .field("disk_full_on_create", &self.disk_full_on_create)
+            .field("operations_before_halt", &self.operations_before_halt)
             .finish()
     }
 }
@@ -215,6 +218,14 @@ impl FaultyIo {
         lock(&self.state).faults.disk_full_on_create = true;
     }
 
+    /// After `operations` more mutating calls (create, rename, remove, sync_dir, write_at,
+    /// set_len, sync_data) succeed, every further one fails with EIO and does nothing, until
+    /// [`FaultyIo::clear_faults`]. Followed by [`FaultyIo::power_loss`], this crashes a
+    /// multi-step operation (an atomic file replace, a segment roll) between any two steps.
+    pub fn halt_after(&self, operations: u64) {
+        lock(&self.state).faults.operations_before_halt = Some(operations);
+    }
+
     /// Disarms every fault.
     pub fn clear_faults(&self) {
         lock(&self.state).faults = Faults::default();
@@ -288,6 +299,7 @@ impl Io for FaultyIo {
     fn create(&self, path: &Path, len_bytes: u64) -> io::Result<Arc<dyn IoFile>> {
         let key = canonical_file_path(path)?;
         let mut state = lock(&self.state);
+        state.consume_operation()?;
         if state.faults.disk_full_on_create {
             return Err(rustix::io::Errno::NOSPC.into());
         }
@@ -313,6 +325,7 @@ impl Io for FaultyIo {
         let from_key = canonical_file_path(from)?;
         let to_key = canonical_file_path(to)?;
         let mut state = lock(&self.state);
+        state.consume_operation()?;
         if from_key == to_key {
             return self.real.rename(from, to);
         }
@@ -351,6 +364,7 @@ impl Io for FaultyIo {
     fn remove(&self, path: &Path) -> io::Result<()> {
         let key = canonical_file_path(path)?;
         let mut state = lock(&self.state);
+        state.consume_operation()?;
         let id = state.id_of_existing(&key)?;
         let bytes = std::fs::read(path)?;
         self.real.remove(path)?;
@@ -367,6 +381,7 @@ impl Io for FaultyIo {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let key = std::fs::canonicalize(dir)?;
         let mut state = lock(&self.state);
+        state.consume_operation()?;
         if state.take_sync_failure(dir) {
             return Err(injected_eio());
         }
@@ -392,6 +407,7 @@ impl Io for FaultyIo {
 impl IoFile for FaultyFile {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let mut state = lock(&self.state);
+        state.consume_operation()?;
         state.consume_write_budget()?;
         let Some(record) = state.tracked_mut(self.id) else {
             return self.inner.write_at(buf, offset);
@@ -416,6 +432,7 @@ impl IoFile for FaultyFile {
 
     fn sync_data(&self) -> io::Result<()> {
         let mut state = lock(&self.state);
+        state.consume_operation()?;
         if state.take_sync_failure(self.inner.path()) {
             return Err(injected_eio());
         }
@@ -433,6 +450,7 @@ impl IoFile for FaultyFile {
 
     fn set_len(&self, len_bytes: u64) -> io::Result<()> {
         let mut state = lock(&self.state);
+        state.consume_operation()?;
         let Some(record) = state.tracked_mut(self.id) else {
             return self.inner.set_len(len_bytes);
         };
@@ -513,15 +531,12 @@ impl State {
         matches
     }
 
+    fn consume_operation(&mut self) -> io::Result<()> {
+        consume(&mut self.faults.operations_before_halt)
+    }
+
     fn consume_write_budget(&mut self) -> io::Result<()> {
-        match &mut self.faults.writes_before_failure {
-            None => Ok(()),
-            Some(0) => Err(injected_eio()),
-            Some(remaining) => {
-                *remaining -= 1;
-                Ok(())
-            }
-        }
+        consume(&mut self.faults.writes_before_failure)
     }
 
     fn undo_dir_op(&mut self, op: DirOp, report: &mut PowerLossReport) -> io::Result<()> {
@@ -725,6 +740,18 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Spends one unit of a fault budget: `None` is unlimited, `Some(0)` is spent (EIO).
+fn consume(budget: &mut Option<u64>) -> io::Result<()> {
+    match budget {
+        None => Ok(()),
+        Some(0) => Err(injected_eio()),
+        Some(remaining) => {
+            *remaining -= 1;
+            Ok(())
+        }
+    }
 }
 
 fn injected_eio() -> io::Error {
@@ -1067,6 +1094,23 @@ mod tests {
         assert!(crate::StorageError::io("create", &path, error).is_retriable());
         io.clear_faults();
         io.create(&path, 4096).unwrap();
+    }
+
+    #[test]
+    fn halt_stops_every_mutating_call_after_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = FaultyIo::new();
+        io.halt_after(2);
+        let file = io.create(&dir.path().join("f"), 0).unwrap();
+        file.write_at(b"1", 0).unwrap();
+        assert!(file.sync_data().is_err());
+        assert!(file.write_at(b"2", 1).is_err());
+        assert!(io.sync_dir(dir.path()).is_err());
+        assert!(io.create(&dir.path().join("g"), 0).is_err());
+        assert!(!dir.path().join("g").exists());
+        let mut buf = [0u8; 1];
+        file.read_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"1", "reads still work");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod faulty_io;
+pub mod hard_state;
 pub mod io;
 
 pub use error::{Result, StorageError};
