@@ -9,5 +9,6 @@ pub mod error;
 pub mod faulty_io;
 pub mod hard_state;
 pub mod io;
+pub mod snapshot;
 
 pub use error::{Result, StorageError};
