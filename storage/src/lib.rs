@@ -6,6 +6,15 @@
 //! fault-injecting layer that models power loss (DESIGN.md 3 and 12.4).
 
 pub mod error;
+pub mod frame;
+mod index;
 pub mod io;
+mod log;
+mod mmap;
+pub mod options;
+mod recovery;
+pub mod segment;
 
 pub use error::{Result, StorageError};
+pub use log::{Cut, CutReason, Entry, Log, RecoveryReport, StoredEntry};
+pub use options::{FsyncPolicy, LogOptions};
