@@ -7,8 +7,17 @@
 
 pub mod error;
 pub mod faulty_io;
+pub mod frame;
 pub mod hard_state;
+mod index;
 pub mod io;
+mod log;
+mod mmap;
+pub mod options;
+mod recovery;
+pub mod segment;
 pub mod snapshot;
 
 pub use error::{Result, StorageError};
+pub use log::{Cut, CutReason, Entry, Log, RecoveryReport, StoredEntry};
+pub use options::{FsyncPolicy, LogOptions};
