@@ -1,0 +1,211 @@
+//! I/O errors against the real log, injected by [`FaultyIo`] (DESIGN.md 3):
+//!
+//! - a failed fdatasync or write is fatal: the call returns the I/O error, every later write
+//!   is refused as `Poisoned`, and what was durable before stays durable;
+//! - a full disk when a segment must be created is the typed, retriable `DiskFull`: nothing is
+//!   written, the log stays usable, and the same append succeeds once space is back.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use keel_storage::faulty_io::{FaultyIo, PowerLossMode};
+use keel_storage::io::Io;
+use keel_storage::{Entry, FsyncPolicy, Log, LogOptions, StorageError};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+fn options() -> LogOptions {
+    LogOptions {
+        segment_bytes: 4096,
+        max_entry_bytes: 512,
+        index_interval_bytes: 256,
+        fsync: FsyncPolicy::Always,
+        offset_key: None,
+    }
+}
+
+fn payload_of(index: u64) -> Vec<u8> {
+    vec![(index % 251) as u8; 100 + (index % 7) as usize * 30]
+}
+
+fn open(io: &Arc<FaultyIo>, dir: &Path) -> Log {
+    let io: Arc<dyn Io> = io.clone();
+    Log::open_with_io(dir, options(), io).unwrap().0
+}
+
+fn append(log: &mut Log, indexes: std::ops::RangeInclusive<u64>) -> keel_storage::Result<()> {
+    let payloads: Vec<(u64, Vec<u8>)> = indexes.map(|index| (index, payload_of(index))).collect();
+    let entries: Vec<Entry<'_>> = payloads
+        .iter()
+        .map(|(index, payload)| Entry {
+            index: *index,
+            term: 1,
+            kind: 0,
+            payload,
+            offset_key: None,
+        })
+        .collect();
+    log.append(&entries)
+}
+
+/// Every entry in `[1, last]` has the content it was appended with.
+fn assert_entries(log: &Log, last: u64) {
+    assert_eq!(log.last_index(), last);
+    let entries = log.read(1, last + 1, u64::MAX).unwrap();
+    assert_eq!(entries.len() as u64, last);
+    for (entry, index) in entries.iter().zip(1..) {
+        assert_eq!(entry.index, index);
+        assert_eq!(&entry.payload[..], &payload_of(index)[..], "entry {index}");
+    }
+}
+
+fn is_segment(path: &Path) -> bool {
+    path.extension().is_some_and(|extension| extension == "log")
+}
+
+#[test]
+fn failed_fsync_poisons_the_log_and_keeps_what_was_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = FaultyIo::new();
+    let mut log = open(&io, dir.path());
+    append(&mut log, 1..=5).unwrap();
+    log.sync_now().unwrap();
+    append(&mut log, 6..=8).unwrap();
+    io.fail_next_sync(is_segment);
+
+    let error = log.sync_now().unwrap_err();
+    assert!(
+        matches!(error, StorageError::Io { .. }) && !error.is_retriable(),
+        "{error:?}"
+    );
+    assert_eq!(
+        log.durable_index(),
+        5,
+        "a failed fsync makes nothing durable"
+    );
+    // Never retried: the page cache state is unknown after a failed fsync.
+    assert!(matches!(log.sync_now(), Err(StorageError::Poisoned(_))));
+    assert!(matches!(
+        append(&mut log, 9..=9),
+        Err(StorageError::Poisoned(_))
+    ));
+    assert!(matches!(
+        log.truncate_suffix(7),
+        Err(StorageError::Poisoned(_))
+    ));
+
+    drop(log);
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    io.power_loss(PowerLossMode::DropAll, &mut rng).unwrap();
+    let log = open(&io, dir.path());
+    assert_entries(&log, 5);
+}
+
+#[test]
+fn failed_write_poisons_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = FaultyIo::new();
+    let mut log = open(&io, dir.path());
+    append(&mut log, 1..=3).unwrap();
+    log.sync_now().unwrap();
+    io.fail_writes_after(0);
+    let error = append(&mut log, 4..=6).unwrap_err();
+    assert!(matches!(error, StorageError::Io { .. }), "{error:?}");
+    io.clear_faults();
+    assert!(matches!(
+        append(&mut log, 4..=6),
+        Err(StorageError::Poisoned(_))
+    ));
+    assert!(matches!(log.sync_now(), Err(StorageError::Poisoned(_))));
+    // Reads of what is there continue.
+    assert_eq!(log.read(1, 4, u64::MAX).unwrap().len(), 3);
+
+    drop(log);
+    // The failed write wrote nothing, so a restart finds exactly the first three.
+    assert_entries(&open(&io, dir.path()), 3);
+}
+
+#[test]
+fn disk_full_when_a_segment_is_needed_is_retriable_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = FaultyIo::new();
+    let mut log = open(&io, dir.path());
+    // Enough for an index slot, so the first segment's index file exists before the disk
+    // fills (index files are created lazily by a sync; see the ignored test below).
+    append(&mut log, 1..=4).unwrap();
+    log.sync_now().unwrap();
+    io.disk_full_on_create();
+    // Append one entry at a time, without syncing, until the log needs a new segment.
+    let mut next = 5;
+    let error = loop {
+        match append(&mut log, next..=next) {
+            Ok(()) => {
+                next += 1;
+                assert!(next < 1000, "the log never created a segment");
+            }
+            Err(error) => break error,
+        }
+    };
+    assert!(
+        matches!(error, StorageError::DiskFull { .. }) && error.is_retriable(),
+        "{error:?}"
+    );
+    assert_eq!(
+        log.last_index(),
+        next - 1,
+        "nothing of the failed append was kept"
+    );
+    assert_entries(&log, next - 1);
+
+    io.clear_faults();
+    append(&mut log, next..=next + 20).unwrap();
+    log.sync_now().unwrap();
+    assert_entries(&log, next + 20);
+    drop(log);
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    io.power_loss(PowerLossMode::DropAll, &mut rng).unwrap();
+    assert_entries(&open(&io, dir.path()), next + 20);
+}
+
+/// A full disk while `sync_now` creates a segment's `.index` file (created lazily, at the
+/// first sync that has a slot to persist, not with the segment) comes back as `DiskFull`,
+/// which `is_retriable()`, but the log has poisoned itself: every later append fails with
+/// `Poisoned` even after space is back. The segment itself was fdatasynced before the index
+/// write failed, so nothing justifies stopping the log (the index is a hint that recovery
+/// rebuilds). Either create the index files with the segment (where a full disk is already
+/// the retriable "no new segment" case) or do not poison on a failed index persist.
+#[test]
+#[ignore = "storage-log bug: DiskFull creating an .index file during sync_now poisons the log \
+            although the error says retriable (log.rs sync_now -> persist_indexes -> poison)"]
+fn disk_full_while_sync_creates_an_index_file_does_not_poison_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = FaultyIo::new();
+    let mut log = open(&io, dir.path());
+    io.disk_full_on_create();
+    append(&mut log, 1..=4).unwrap(); // more than index_interval_bytes: one slot to persist
+    let result = log.sync_now();
+    io.clear_faults();
+    if let Err(error) = &result {
+        assert!(error.is_retriable(), "{error:?}");
+    }
+    assert_eq!(log.durable_index(), 4, "the segment itself was synced");
+    append(&mut log, 5..=5).expect("a retriable error must leave the log usable");
+    log.sync_now().unwrap();
+    assert_entries(&log, 5);
+}
+
+#[test]
+fn disk_full_on_reset_is_retriable() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = FaultyIo::new();
+    let mut log = open(&io, dir.path());
+    append(&mut log, 1..=3).unwrap();
+    log.sync().unwrap();
+    io.disk_full_on_create();
+    let error = log.reset(100).unwrap_err();
+    assert!(error.is_retriable(), "{error:?}");
+    assert_entries(&log, 3);
+    io.clear_faults();
+    log.reset(100).unwrap();
+    assert_eq!((log.first_index(), log.last_index()), (100, 99));
+}
