@@ -107,6 +107,8 @@ struct State {
     pending_dir_ops: Vec<PendingDirOp>,
     open_handles: Vec<Weak<FaultyFile>>,
     faults: Faults,
+    /// Whether syncs also call the real fsync (see [`FaultyIo::with_real_syncs`]).
+    real_syncs: bool,
 }
 
 impl std::fmt::Debug for State {
@@ -115,6 +117,7 @@ impl std::fmt::Debug for State {
             .field("files", &self.files.len())
             .field("pending_dir_ops", &self.pending_dir_ops.len())
             .field("faults", &self.faults)
+            .field("real_syncs", &self.real_syncs)
             .finish()
     }
 }
@@ -196,8 +199,19 @@ pub struct FaultyFile {
 }
 
 impl FaultyIo {
+    /// A layer whose `sync_data`/`sync_dir` only update the model and skip the real fsync:
+    /// durability is what this layer tracks, and the machine running the tests never loses
+    /// power, so real fsyncs would only make simulations slow.
     pub fn new() -> Arc<FaultyIo> {
         Arc::new(FaultyIo::default())
+    }
+
+    /// Like [`FaultyIo::new`], but every sync also reaches the real disk (for tests that care
+    /// about the real call's cost or errors).
+    pub fn with_real_syncs() -> Arc<FaultyIo> {
+        let io = FaultyIo::default();
+        lock(&io.state).real_syncs = true;
+        Arc::new(io)
     }
 
     /// Arms a one-shot fault: the next `sync_data` of a file, or `sync_dir` of a directory,
@@ -385,7 +399,9 @@ impl Io for FaultyIo {
         if state.take_sync_failure(dir) {
             return Err(injected_eio());
         }
-        self.real.sync_dir(dir)?;
+        if state.real_syncs {
+            self.real.sync_dir(dir)?;
+        }
         for pending_op in &mut state.pending_dir_ops {
             pending_op.awaiting_sync.retain(|awaiting| *awaiting != key);
         }
@@ -436,7 +452,9 @@ impl IoFile for FaultyFile {
         if state.take_sync_failure(self.inner.path()) {
             return Err(injected_eio());
         }
-        self.inner.sync_data()?;
+        if state.real_syncs {
+            self.inner.sync_data()?;
+        }
         let len_bytes = self.inner.len_bytes()?;
         if let Some(record) = state.tracked_mut(self.id) {
             record.mark_synced(len_bytes);
@@ -805,7 +823,7 @@ mod tests {
     #[test]
     fn drop_all_keeps_exactly_the_synced_content() {
         let dir = tempfile::tempdir().unwrap();
-        let io = FaultyIo::new();
+        let io = FaultyIo::with_real_syncs();
         let path = dir.path().join("f");
         let file = io.create(&path, 0).unwrap();
         io.sync_dir(dir.path()).unwrap();
