@@ -24,7 +24,9 @@ use rand_chacha::ChaCha8Rng;
 /// Environment variable that turns the re-executed test binary into the appending child.
 const CHILD_DIR_VARIABLE: &str = "KEEL_CRASH_CHILD_DIR";
 const SEED_VARIABLE: &str = "KEEL_CRASH_SEED";
-/// The only stdout lines the parent trusts: `DURABLE <index>`.
+/// The only stdout lines the parent trusts: `OPENED <last_index>` once the child has opened
+/// the log, then `DURABLE <index>` after each synced batch.
+const OPENED_PREFIX: &str = "OPENED ";
 const DURABLE_PREFIX: &str = "DURABLE ";
 const ROUNDS: usize = 10;
 const MIN_RUN_MS: u64 = 200;
@@ -63,6 +65,11 @@ fn run_child(dir: &Path) -> ! {
     use std::io::Write;
     let (mut log, _report) = Log::open(dir, options()).expect("child opens the log");
     let stdout = std::io::stdout();
+    {
+        let mut out = stdout.lock();
+        writeln!(out, "{OPENED_PREFIX}{}", log.last_index()).expect("stdout");
+        out.flush().expect("stdout");
+    }
     let mut batch_number: u64 = 0;
     loop {
         batch_number += 1;
@@ -96,8 +103,31 @@ fn crash_child() {
     run_child(Path::new(&dir));
 }
 
-/// Starts a child on `dir`; returns it and a channel of the durable indexes it reports.
-fn spawn_child(dir: &Path) -> (std::process::Child, mpsc::Receiver<u64>) {
+/// What the child reports.
+enum Report {
+    Opened { last_index: u64 },
+    Durable { index: u64 },
+}
+
+/// A running child, SIGKILLed and reaped when dropped (so a failing parent leaves none).
+struct ChildGuard(std::process::Child);
+
+impl ChildGuard {
+    fn kill(&mut self) {
+        // SIGKILL on Unix. Err means it already exited, which the checks then catch.
+        let _ = self.0.kill();
+        self.0.wait().expect("reap the child");
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts a child on `dir`; returns it and a channel of what it reports.
+fn spawn_child(dir: &Path) -> (ChildGuard, mpsc::Receiver<Report>) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["crash_child", "--exact", "--ignored", "--nocapture"])
         .args(["--test-threads", "1"])
@@ -107,15 +137,27 @@ fn spawn_child(dir: &Path) -> (std::process::Child, mpsc::Receiver<u64>) {
         .spawn()
         .expect("spawn child");
     let stdout = child.stdout.take().unwrap();
+    let child = ChildGuard(child);
     let (sender, receiver) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if let Some(index) = line.strip_prefix(DURABLE_PREFIX) {
-                let index: u64 = index.trim().parse().expect("a durable index");
-                if sender.send(index).is_err() {
-                    break;
+            // libtest prints `test crash_child ... ` without a newline, so a report may
+            // share its line.
+            let after = |prefix: &str| line.split_once(prefix).map(|(_, rest)| rest.to_string());
+            let report = if let Some(index) = after(DURABLE_PREFIX) {
+                Report::Durable {
+                    index: index.trim().parse().expect("a durable index"),
                 }
+            } else if let Some(index) = after(OPENED_PREFIX) {
+                Report::Opened {
+                    last_index: index.trim().parse().expect("a last index"),
+                }
+            } else {
+                continue;
+            };
+            if sender.send(report).is_err() {
+                break;
             }
         }
     });
@@ -200,25 +242,40 @@ fn killed_child_keeps_every_reported_entry() {
     for round in 0..ROUNDS {
         let context = format!("seed {seed} round {round}");
         let (mut child, reports) = spawn_child(&dir);
-        // Wait for the child to be appending (its first report), then let it run a random
-        // while so that the kill lands at a random point of its loop.
-        let first_report = reports
-            .recv_timeout(Duration::from_millis(CHILD_START_TIMEOUT_MS))
-            .unwrap_or_else(|_| {
-                let _ = child.kill();
-                panic!("{context}: child reported nothing")
-            });
+        // The restarted child sees the log the parent checked, and appends right after it.
+        let timeout = Duration::from_millis(CHILD_START_TIMEOUT_MS);
+        match reports.recv_timeout(timeout) {
+            Ok(Report::Opened { last_index: opened }) => {
+                assert_eq!(
+                    opened, last_index,
+                    "{context}: the child opened another log"
+                )
+            }
+            _ => panic!("{context}: the child did not report opening the log"),
+        }
+        // Wait for it to be appending (its first report), then let it run a random while so
+        // that the kill lands at a random point of its loop.
+        let first_durable_index = match reports.recv_timeout(timeout) {
+            Ok(Report::Durable { index }) => index,
+            _ => panic!("{context}: the child reported no durable index"),
+        };
         assert!(
-            first_report > last_index,
-            "{context}: the child continues after index {last_index}, reported {first_report}"
+            first_durable_index > last_index,
+            "{context}: the child continues after index {last_index}, reported \
+             {first_durable_index}"
         );
         let run_until =
             Instant::now() + Duration::from_millis(rng.random_range(MIN_RUN_MS..=MAX_RUN_MS));
         std::thread::sleep(run_until.saturating_duration_since(Instant::now()));
-        child.kill().expect("SIGKILL the child");
-        child.wait().expect("reap the child");
+        child.kill();
         // Every line the child printed before it died is in the pipe; drain it.
-        let reported_durable_index = reports.iter().fold(first_report, u64::max);
+        let reported_durable_index = reports
+            .iter()
+            .filter_map(|report| match report {
+                Report::Durable { index } => Some(index),
+                Report::Opened { .. } => None,
+            })
+            .fold(first_durable_index, u64::max);
 
         let (new_last_index, cut) = check_log(&dir, reported_durable_index, &context);
         cuts += usize::from(cut);
