@@ -34,7 +34,7 @@ use rand_chacha::ChaCha8Rng;
 const SEED_VARIABLE: &str = "KEEL_POWER_LOSS_SEED";
 const SEEDS_VARIABLE: &str = "KEEL_POWER_LOSS_SEEDS";
 /// The CI budget: well under 15 s in release on a loaded 2-core machine.
-const DEFAULT_SEEDS: u64 = 150;
+const DEFAULT_SEEDS: u64 = 400;
 const ROUNDS_PER_SEED: usize = 4;
 const MAX_OPERATIONS_PER_ROUND: usize = 80;
 const SEGMENT_BYTES: u64 = 16 * 1024;
@@ -90,6 +90,7 @@ struct Coverage {
     resets: u64,
     hard_state_stores: u64,
     durable_entries_checked: u64,
+    find_offset_hits: u64,
 }
 
 impl Coverage {
@@ -108,6 +109,7 @@ impl Coverage {
         self.resets += other.resets;
         self.hard_state_stores += other.hard_state_stores;
         self.durable_entries_checked += other.durable_entries_checked;
+        self.find_offset_hits += other.find_offset_hits;
     }
 
     fn assert_every_case_was_exercised(&self) {
@@ -130,10 +132,27 @@ impl Coverage {
             ("resets", self.resets),
             ("hard_state_stores", self.hard_state_stores),
             ("durable_entries_checked", self.durable_entries_checked),
+            ("find_offset_hits", self.find_offset_hits),
         ] {
             assert!(count > 0, "the schedule never exercised {name}: {self:#?}");
         }
     }
+}
+
+/// Every entry stands for `MESSAGES_PER_ENTRY` messages; entry `i` holds message offsets
+/// `[i * MESSAGES_PER_ENTRY, (i + 1) * MESSAGES_PER_ENTRY)`, so offsets grow with indexes
+/// across truncations and resets, as a partition's do.
+const MESSAGES_PER_ENTRY: u64 = 10;
+/// Each payload starts with its first message offset, so the log can rebuild `.offsets`.
+const OFFSET_PREFIX_BYTES: usize = 8;
+
+fn message_offset_of(index: u64) -> u64 {
+    index * MESSAGES_PER_ENTRY
+}
+
+fn offset_key_of_payload(_kind: u8, payload: &[u8]) -> Option<u64> {
+    let prefix = payload.get(..OFFSET_PREFIX_BYTES)?;
+    Some(u64::from_le_bytes(prefix.try_into().expect("8 bytes")))
 }
 
 /// What the log must hold, as far as the test knows.
@@ -185,7 +204,7 @@ fn run_seed(seed: u64) -> Coverage {
         max_entry_bytes: MAX_ENTRY_BYTES,
         index_interval_bytes: 512,
         fsync,
-        offset_key: None,
+        offset_key: Some(offset_key_of_payload),
     };
     let temp_dir = real_disk_temp_dir();
     let group_dir = temp_dir.path().to_path_buf();
@@ -238,7 +257,8 @@ impl Run {
                     .unwrap_or_else(|error| panic!("{context}: sync: {error}"));
             }
             760..810 => self.truncate_suffix(log, context),
-            810..900 => self.commit(log),
+            810..870 => self.commit(log),
+            870..900 => self.read_committed(log, context),
             900..950 => self.snapshot_and_compact(log, context),
             950..955 => self.install_snapshot(log, context),
             _ => self.store_hard_state(context),
@@ -261,8 +281,9 @@ impl Run {
             } else {
                 self.rng.random_range(0..200)
             };
-            let mut payload = vec![0u8; payload_bytes];
+            let mut payload = vec![0u8; payload_bytes.max(OFFSET_PREFIX_BYTES)];
             self.rng.fill(&mut payload[..]);
+            payload[..OFFSET_PREFIX_BYTES].copy_from_slice(&message_offset_of(index).to_le_bytes());
             let entry = ModelEntry {
                 term: self.model.last_term.max(1),
                 kind: self.rng.random_range(0..4),
@@ -277,7 +298,7 @@ impl Run {
                 term: entry.term,
                 kind: entry.kind,
                 payload: &entry.payload,
-                offset_key: None,
+                offset_key: Some(message_offset_of(*index)),
             })
             .collect();
         log.append(&entries)
@@ -307,6 +328,33 @@ impl Run {
             log.durable_index() < from,
             "{context}: truncated entries are not durable"
         );
+    }
+
+    /// Reads a random range of committed entries (which no truncation may touch) and checks
+    /// them, as a consumer fetch would.
+    fn read_committed(&mut self, log: &Log, context: &str) {
+        let first = log.first_index();
+        if self.model.commit_index < first {
+            return;
+        }
+        let from = self.rng.random_range(first..=self.model.commit_index);
+        let to_exclusive = self.rng.random_range(from..=self.model.commit_index) + 1;
+        let max_bytes = self.rng.random_range(0..4096);
+        let entries = log
+            .read(from, to_exclusive, max_bytes)
+            .unwrap_or_else(|error| panic!("{context}: read [{from}, {to_exclusive}): {error}"));
+        assert!(
+            !entries.is_empty(),
+            "{context}: a read returns at least one entry"
+        );
+        for (stored, index) in entries.iter().zip(from..to_exclusive) {
+            let expected = &self.model.entries[&index];
+            assert_eq!(
+                (stored.index, stored.term, stored.kind, &stored.payload[..]),
+                (index, expected.term, expected.kind, &expected.payload[..]),
+                "{context}: read of committed entry {index}"
+            );
+        }
     }
 
     /// Commits a random prefix of what is durable.
@@ -426,6 +474,7 @@ impl Run {
 
         let (log, report) = self.open();
         self.check_entries(&log, first_index_before, &context);
+        self.coverage.find_offset_hits += check_find_offset(&log, &context);
         if mode.is_none() {
             assert_eq!(
                 log.last_index(),
@@ -572,6 +621,26 @@ impl Run {
             ),
         }
     }
+}
+
+/// `find_offset` answers with a floor entry that exists and does not lie past the entry
+/// holding the offset: a stale `.offsets` slot surviving a cut would point past the end.
+/// Returns how many offsets found an entry.
+fn check_find_offset(log: &Log, context: &str) -> u64 {
+    let mut hits = 0;
+    let (first, last) = (log.first_index(), log.last_index());
+    let offsets = message_offset_of(first)..message_offset_of(last + 2);
+    for offset in offsets.step_by(7) {
+        if let Some(index) = log.find_offset(offset) {
+            hits += 1;
+            let holder = offset / MESSAGES_PER_ENTRY;
+            assert!(
+                first <= index && index <= holder.min(last),
+                "{context}: find_offset({offset}) = {index}, log [{first}, {last}], held by {holder}"
+            );
+        }
+    }
+    hits
 }
 
 /// The raw bytes of every segment file, by base index, as the power loss left them.
