@@ -475,6 +475,25 @@ mod tests {
     use crate::io::RealIo;
 
     #[test]
+    fn bytes_match_the_worked_example_in_format_md() {
+        let header = "4b 45 45 4c 01 00 00 00 65 00 00 00 00 00 00 00 00 00 00 00 da 57 6d f3";
+        assert_eq!(hex(&encode_header(101)), header);
+        let mut frame_bytes = Vec::new();
+        frame::encode(&mut frame_bytes, 101, 2, 1, b"hello");
+        let frame_hex = "1e 00 00 00 b7 b1 71 7b 65 00 00 00 00 00 00 00 \
+                         02 00 00 00 00 00 00 00 01 68 65 6c 6c 6f";
+        assert_eq!(
+            hex(&frame_bytes),
+            frame_hex.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        let parts: Vec<String> = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+        parts.join(" ")
+    }
+
+    #[test]
     fn header_round_trips_and_rejects_damage() {
         let header = encode_header(101);
         assert_eq!(decode_header(&header), Ok(101));
@@ -528,25 +547,34 @@ mod tests {
         let mut buffer = Vec::new();
         let payload = [7u8; 1000];
         let mut position = SEGMENT_HEADER_BYTES as u64;
-        for index in 101..=106 {
+        for index in 101..=110 {
             let frame_start = buffer.len();
             frame::encode(&mut buffer, index, 1, 0, &payload);
-            segment.note_frame(index, position, None, 4096);
+            // docs/FORMAT.md: each entry carries 10 messages, entry 101 starts at offset 5000.
+            let offset_key = 5000 + (index - 101) * 10;
+            segment.note_frame(index, position, Some(offset_key), 4096);
             position += (buffer.len() - frame_start) as u64;
         }
         segment.file.write_at(&buffer, 24).unwrap();
         segment.end_position = position;
-        segment.last_index = 106;
+        segment.last_index = 110;
         assert_eq!(segment.locate(102).unwrap(), 1049);
         assert_eq!(segment.locate(103).unwrap(), 2074);
-        assert_eq!(
-            segment.index.slots(),
-            &[IndexSlot {
-                relative_index: 4,
-                position: 4124
-            }]
-        );
+        let slot = |relative_index, position| IndexSlot {
+            relative_index,
+            position,
+        };
+        assert_eq!(segment.index.slots(), &[slot(4, 4124), slot(8, 8224)]);
         assert_eq!(segment.locate(106).unwrap(), 4124 + 1025);
+        assert_eq!(segment.locate(107).unwrap(), 6174);
+        let offsets: Vec<(u64, u32, u32)> = segment
+            .offsets
+            .slots()
+            .iter()
+            .map(|slot| (slot.offset, slot.relative_index, slot.position))
+            .collect();
+        assert_eq!(offsets[..2], [(5000, 0, 24), (5040, 4, 4124)]);
+        assert_eq!(segment.offsets.floor(5047).unwrap().relative_index, 4);
         assert_eq!(segment.term_at(105).unwrap(), 1);
         assert_eq!(segment.nonzero_end(24), Some(position));
         assert_eq!(segment.nonzero_end(position), None);
