@@ -596,21 +596,17 @@ impl Log {
         position: u64,
         term_before: u64,
     ) -> Result<()> {
-        let io = self.io.clone();
+        let (io, dir) = (self.io.clone(), self.dir.clone());
         while self.segments.len() > keep_segment + 1 {
             let segment = self.segments.pop().expect("more than one");
-            remove_segment_files(io.as_ref(), &self.dir, segment.base_index)?;
-            sync_dir(io.as_ref(), &self.dir)?;
+            remove_segment_files(io.as_ref(), &dir, segment.base_index)?;
+            sync_dir(io.as_ref(), &dir)?;
         }
-        let dir = self.dir.clone();
         let segment = self.active_mut();
         let relative_index = u32::try_from(from_index - segment.base_index).expect("in segment");
         segment.index.truncate_from_relative_index(relative_index);
         segment.offsets.truncate_from_relative_index(relative_index);
         segment.reset_slot_positions();
-        // Index files first: a stale slot must not survive to point at bytes written later.
-        segment.index.persist_durably(io.as_ref(), &dir)?;
-        segment.offsets.persist_durably(io.as_ref(), &dir)?;
         let old_end = segment.end_position;
         segment.dirty = true;
         segment
@@ -619,7 +615,13 @@ impl Log {
         segment.end_position = position;
         segment.last_index = from_index - 1;
         segment.last_term = term_before;
-        self.sync_now()
+        // Zeroes durable first: until then the old index slots still match the old frames.
+        // Then the index files, durably: a stale slot must not survive to point at a frame
+        // written later (recovery would start its scan there, past a possible hole).
+        self.sync_now()?;
+        let segment = self.active_mut();
+        segment.index.persist_durably(io.as_ref(), &dir)?;
+        segment.offsets.persist_durably(io.as_ref(), &dir)
     }
 
     /// Deletes whole segments whose entries are all `<= up_to_index`, oldest first (directory
