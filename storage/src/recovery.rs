@@ -283,14 +283,15 @@ fn recover_active(
     segment.index.truncate(keep_index);
     segment.offsets.truncate(keep_offsets);
     segment.reset_slot_positions();
+    segment.dirty = true;
     finish_segment(io, dir, &mut segment)?;
     Ok((segment, cut))
 }
 
-/// Makes what recovery kept durable: the log file (it may hold writes a crashed process left
-/// in the page cache), then the index files.
+/// Makes what recovery kept durable: the log file if it may hold writes a crashed process
+/// left in the page cache (the active segment: sealed ones were fdatasynced when sealed,
+/// except under `FsyncPolicy::Never`), then rebuilt index files.
 fn finish_segment(io: &dyn Io, dir: &Path, segment: &mut Segment) -> Result<()> {
-    segment.dirty = true;
     segment.sync_data()?;
     if segment.index.needs_persist() {
         segment.index.persist_durably(io, dir)?;

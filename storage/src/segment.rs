@@ -213,7 +213,15 @@ impl Segment {
         let path = file_path(dir, base_index, FileKind::Log);
         let file = create_segment_file(io, &path, base_index, capacity_bytes)?;
         sync_dir(io, dir)?;
-        Segment::from_file(dir, base_index, file, last_term)
+        let segment = Segment::from_file(dir, base_index, file, last_term)?;
+        if segment.capacity_bytes < capacity_bytes {
+            let source = io::Error::other(format!(
+                "created with {} bytes instead of {capacity_bytes}",
+                segment.capacity_bytes
+            ));
+            return Err(StorageError::io("create", path, source));
+        }
+        Ok(segment)
     }
 
     /// Opens an existing segment file; the caller recovers its state.
@@ -267,11 +275,11 @@ impl Segment {
     }
 
     pub fn remaining_bytes(&self) -> u64 {
-        self.capacity_bytes - self.end_position
+        self.capacity_bytes.saturating_sub(self.end_position)
     }
 
+    /// A corruption error for this file; logged where it is returned to a caller.
     pub fn corruption(&self, position: u64, reason: impl Into<String>) -> StorageError {
-        tracing::error!(path = %self.path.display(), position, "segment corruption");
         StorageError::Corruption {
             path: self.path.clone(),
             offset: position,
@@ -362,7 +370,12 @@ impl Segment {
         for slot in self.index.slots()[..candidates].iter().rev() {
             let slot_index = self.base_index + u64::from(slot.relative_index);
             let slot_position = u64::from(slot.position);
-            if self.checked_frame(slot_position, slot_index).is_ok() {
+            let matches = self
+                .map
+                .get(slot_position as usize..self.end_position as usize)
+                .and_then(|bytes| frame::decode(bytes).ok())
+                .is_some_and(|frame| frame.index == slot_index);
+            if matches {
                 return self.walk_to(slot_position, slot_index, index);
             }
             tracing::warn!(path = %self.index.path().display(), ?slot, "index slot does not match the log; skipping it");
