@@ -445,23 +445,45 @@ impl Segment {
     }
 
     /// Position just past the last non-zero byte at or after `from`, if any: how far a torn
-    /// tail reaches into the preallocated (zero) area. Reads through the map, 64 KiB at a
-    /// time from the end, so a clean tail costs one pass over memory and no writes.
+    /// tail reaches into the preallocated (zero) area. Only the file's data regions are read
+    /// (SEEK_DATA/SEEK_HOLE: the never-written preallocated space is a hole, so a clean
+    /// 128 MiB segment costs a few pages, not a pass over 128 MiB of page cache), through the
+    /// map, from the end.
     pub fn nonzero_end(&self, from: u64) -> Option<u64> {
-        const BLOCK_BYTES: usize = 64 << 10;
-        let bytes = self.map.get(from as usize..self.capacity_bytes as usize)?;
-        let mut block_end = bytes.len();
-        while block_end > 0 {
-            let block_start = block_end.saturating_sub(BLOCK_BYTES);
-            let block = &bytes[block_start..block_end];
-            // OR-fold vectorises; only a block with data gets a byte-wise search.
-            if block.iter().fold(0u8, |acc, &byte| acc | byte) != 0 {
-                let last = block.iter().rposition(|&byte| byte != 0).expect("non-zero");
-                return Some(from + (block_start + last + 1) as u64);
+        let end = self.capacity_bytes.min(self.map.len() as u64);
+        for (region_start, region_end) in self.data_regions(from, end).into_iter().rev() {
+            let bytes = &self.map[region_start as usize..region_end as usize];
+            if let Some(last) = last_nonzero(bytes) {
+                return Some(region_start + last as u64 + 1);
             }
-            block_end = block_start;
         }
         None
+    }
+
+    /// `[start, end)` ranges within `[from, end)` that may hold data. If the file system
+    /// cannot tell, the whole range.
+    fn data_regions(&self, from: u64, end: u64) -> Vec<(u64, u64)> {
+        use rustix::fs::{seek, SeekFrom};
+        let file = self.file.file();
+        let mut regions = Vec::new();
+        let mut position = from;
+        while position < end {
+            let data_start = match seek(file, SeekFrom::Data(position)) {
+                Ok(data_start) => data_start,
+                Err(rustix::io::Errno::NXIO) => break, // only a hole up to the end of file
+                Err(_) => {
+                    regions.push((position, end));
+                    break;
+                }
+            };
+            if data_start >= end {
+                break;
+            }
+            let data_end = seek(file, SeekFrom::Hole(data_start)).map_or(end, |hole| hole.min(end));
+            regions.push((data_start, data_end.max(data_start + 1).min(end)));
+            position = data_end.max(data_start + 1);
+        }
+        regions
     }
 
     /// fdatasyncs the log file if it holds unsynced writes.
@@ -482,10 +504,53 @@ impl Segment {
     }
 }
 
+/// Index of the last non-zero byte, checking 64 KiB blocks from the end with an OR-fold
+/// (which vectorises) before searching a block byte by byte.
+fn last_nonzero(bytes: &[u8]) -> Option<usize> {
+    const BLOCK_BYTES: usize = 64 << 10;
+    let mut block_end = bytes.len();
+    while block_end > 0 {
+        let block_start = block_end.saturating_sub(BLOCK_BYTES);
+        let block = &bytes[block_start..block_end];
+        if block.iter().fold(0u8, |acc, &byte| acc | byte) != 0 {
+            return block
+                .iter()
+                .rposition(|&byte| byte != 0)
+                .map(|last| block_start + last);
+        }
+        block_end = block_start;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::io::RealIo;
+
+    #[test]
+    fn last_nonzero_finds_the_last_set_byte() {
+        let mut bytes = vec![0u8; 200_000];
+        assert_eq!(last_nonzero(&bytes), None);
+        bytes[5] = 1;
+        assert_eq!(last_nonzero(&bytes), Some(5));
+        bytes[150_001] = 9;
+        assert_eq!(last_nonzero(&bytes), Some(150_001));
+    }
+
+    #[test]
+    fn nonzero_end_sees_data_in_a_preallocated_hole() {
+        let dir = tempfile::tempdir().unwrap();
+        let segment = Segment::create(&RealIo, dir.path(), 1, 1 << 20, 0).unwrap();
+        assert_eq!(segment.nonzero_end(24), None);
+        segment.file.write_at(b"x", 700_000).unwrap();
+        assert_eq!(segment.nonzero_end(24), Some(700_001));
+        segment.file.write_at(b"y", 30).unwrap();
+        assert_eq!(segment.nonzero_end(24), Some(700_001));
+        assert_eq!(segment.nonzero_end(700_001), None);
+        segment.zero(700_000, 700_001).unwrap();
+        assert_eq!(segment.nonzero_end(24), Some(31));
+    }
 
     #[test]
     fn bytes_match_the_worked_example_in_format_md() {
