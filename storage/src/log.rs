@@ -5,28 +5,6 @@
 //! zero-copy slices of read-only maps, made durable by `sync`/`sync_now`, removed from the end
 //! by `truncate_suffix` (Raft conflicts), from the front by `compact_prefix` (after a snapshot)
 //! or all at once by `reset` (InstallSnapshot). Opening a log recovers it (recovery.rs).
-//!
-//! ```
-//! use keel_storage::{Entry, FsyncPolicy, Log, LogOptions};
-//!
-//! let dir = tempfile::tempdir()?;
-//! let options = LogOptions { fsync: FsyncPolicy::Always, ..LogOptions::default() };
-//! let (mut log, report) = Log::open(dir.path(), options.clone())?;
-//! assert_eq!((log.first_index(), log.last_index(), report.cut), (1, 0, None));
-//!
-//! let entry = |index, payload: &'static [u8]| Entry { index, term: 1, kind: 0, payload, offset_key: None };
-//! log.append(&[entry(1, b"hello"), entry(2, b"world")])?;
-//! log.sync()?; // under FsyncPolicy::Always: durable before we acknowledge
-//! assert_eq!(log.durable_index(), 2);
-//!
-//! let entries = log.read(1, 3, u64::MAX)?;
-//! assert_eq!(&entries[1].payload[..], b"world");
-//! drop(log);
-//!
-//! let (log, report) = Log::open(dir.path(), options)?;
-//! assert_eq!((log.last_index(), log.last_term(), report.cut), (2, 1, None));
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,6 +84,28 @@ pub enum CutReason {
 }
 
 /// The segment log. Not safe to open twice on one directory; nothing else may write its files.
+///
+/// ```
+/// use keel_storage::{Entry, FsyncPolicy, Log, LogOptions};
+///
+/// let dir = tempfile::tempdir()?;
+/// let options = LogOptions { fsync: FsyncPolicy::Always, ..LogOptions::default() };
+/// let (mut log, report) = Log::open(dir.path(), options.clone())?;
+/// assert_eq!((log.first_index(), log.last_index(), report.cut), (1, 0, None));
+///
+/// let entry = |index, payload: &'static [u8]| Entry { index, term: 1, kind: 0, payload, offset_key: None };
+/// log.append(&[entry(1, b"hello"), entry(2, b"world")])?;
+/// log.sync()?; // under FsyncPolicy::Always: durable before we acknowledge
+/// assert_eq!(log.durable_index(), 2);
+///
+/// let entries = log.read(1, 3, u64::MAX)?;
+/// assert_eq!(&entries[1].payload[..], b"world");
+/// drop(log);
+///
+/// let (log, report) = Log::open(dir.path(), options)?;
+/// assert_eq!((log.last_index(), log.last_term(), report.cut), (2, 1, None));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct Log {
     dir: PathBuf,
@@ -492,6 +492,16 @@ impl Log {
     /// must lie in `[first_index, last_index + 1]`. Every frame's CRC is verified; a bad one is
     /// `Corruption` naming the file and byte offset.
     pub fn read(&self, from: u64, to_exclusive: u64, max_bytes: u64) -> Result<Vec<StoredEntry>> {
+        self.read_entries(from, to_exclusive, max_bytes)
+            .inspect_err(log_corruption)
+    }
+
+    fn read_entries(
+        &self,
+        from: u64,
+        to_exclusive: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<StoredEntry>> {
         let end = self.last_index() + 1;
         if from < self.first_index() || from > end {
             return Err(self.out_of_range(from));
@@ -540,7 +550,9 @@ impl Log {
         if index == self.last_index() {
             return Ok(self.last_term());
         }
-        self.segments[self.segment_number_for(index)].term_at(index)
+        self.segments[self.segment_number_for(index)]
+            .term_at(index)
+            .inspect_err(log_corruption)
     }
 
     /// An entry index at or before the entry holding message `offset`: the floor in the sparse
@@ -596,21 +608,17 @@ impl Log {
         position: u64,
         term_before: u64,
     ) -> Result<()> {
-        let io = self.io.clone();
+        let (io, dir) = (self.io.clone(), self.dir.clone());
         while self.segments.len() > keep_segment + 1 {
             let segment = self.segments.pop().expect("more than one");
-            remove_segment_files(io.as_ref(), &self.dir, segment.base_index)?;
-            sync_dir(io.as_ref(), &self.dir)?;
+            remove_segment_files(io.as_ref(), &dir, segment.base_index)?;
+            sync_dir(io.as_ref(), &dir)?;
         }
-        let dir = self.dir.clone();
         let segment = self.active_mut();
         let relative_index = u32::try_from(from_index - segment.base_index).expect("in segment");
         segment.index.truncate_from_relative_index(relative_index);
         segment.offsets.truncate_from_relative_index(relative_index);
         segment.reset_slot_positions();
-        // Index files first: a stale slot must not survive to point at bytes written later.
-        segment.index.persist_durably(io.as_ref(), &dir)?;
-        segment.offsets.persist_durably(io.as_ref(), &dir)?;
         let old_end = segment.end_position;
         segment.dirty = true;
         segment
@@ -619,7 +627,13 @@ impl Log {
         segment.end_position = position;
         segment.last_index = from_index - 1;
         segment.last_term = term_before;
-        self.sync_now()
+        // Zeroes durable first: until then the old index slots still match the old frames.
+        // Then the index files, durably: a stale slot must not survive to point at a frame
+        // written later (recovery would start its scan there, past a possible hole).
+        self.sync_now()?;
+        let segment = self.active_mut();
+        segment.index.persist_durably(io.as_ref(), &dir)?;
+        segment.offsets.persist_durably(io.as_ref(), &dir)
     }
 
     /// Deletes whole segments whose entries are all `<= up_to_index`, oldest first (directory
@@ -721,4 +735,27 @@ pub(crate) fn finish_reset(
         .map_err(|source| StorageError::io("rename", reset_path, source))?;
     sync_dir(io, dir)?;
     Segment::open(io, dir, next_index)
+}
+
+fn log_corruption(error: &StorageError) {
+    if let StorageError::Corruption {
+        path,
+        offset,
+        reason,
+    } = error
+    {
+        tracing::error!(path = %path.display(), offset, reason, "corrupt frame in the log");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_can_be_shared_between_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Log>();
+        assert_send_sync::<StoredEntry>();
+    }
 }

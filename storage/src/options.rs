@@ -35,8 +35,9 @@ pub enum FsyncPolicy {
     Always,
     /// `sync()` fdatasyncs only if `ms` milliseconds passed since the last fdatasync.
     Interval { ms: u64 },
-    /// `sync()` never fdatasyncs (benchmarks only). A power loss may also tear a sealed
-    /// segment, which the next open reports as corruption.
+    /// `sync()` never fdatasyncs (benchmarks only). Segments are not fdatasynced when sealed
+    /// either (nor by a later open, which syncs only the active segment), so a power loss may
+    /// tear a sealed segment, which the next open or read reports as corruption.
     Never,
 }
 

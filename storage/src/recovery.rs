@@ -159,15 +159,23 @@ fn drop_unwritten_tail(
 ) -> Result<()> {
     while let Some(&base) = bases.last() {
         let segment = Segment::open(io, dir, base)?;
-        let header_end = SEGMENT_HEADER_BYTES as u64;
-        let nothing_after_header = segment.nonzero_end(header_end).is_none();
+        // Cheap test first: a written segment has a non-zero first length field.
+        let nothing_after_header = || {
+            let header_end = SEGMENT_HEADER_BYTES;
+            let first_len = segment
+                .map
+                .get(header_end..header_end + 4)
+                .unwrap_or_default();
+            first_len.iter().all(|&byte| byte == 0)
+                && segment.nonzero_end(header_end as u64).is_none()
+        };
         match decode_header(&segment.map) {
             Ok(found) if found != base => {
                 return Err(segment.corruption(0, format!("header names base {found}")))
             }
-            Ok(_) if !(nothing_after_header && bases.len() > 1) => return Ok(()),
+            Ok(_) if bases.len() == 1 || !nothing_after_header() => return Ok(()),
             Ok(_) => {}
-            Err(HeaderError::Unwritten) if nothing_after_header => {}
+            Err(HeaderError::Unwritten) if nothing_after_header() => {}
             Err(HeaderError::Unwritten) => {
                 return Err(segment.corruption(0, "zero header but data after it"))
             }
@@ -275,14 +283,15 @@ fn recover_active(
     segment.index.truncate(keep_index);
     segment.offsets.truncate(keep_offsets);
     segment.reset_slot_positions();
+    segment.dirty = true;
     finish_segment(io, dir, &mut segment)?;
     Ok((segment, cut))
 }
 
-/// Makes what recovery kept durable: the log file (it may hold writes a crashed process left
-/// in the page cache), then the index files.
+/// Makes what recovery kept durable: the log file if it may hold writes a crashed process
+/// left in the page cache (the active segment: sealed ones were fdatasynced when sealed,
+/// except under `FsyncPolicy::Never`), then rebuilt index files.
 fn finish_segment(io: &dyn Io, dir: &Path, segment: &mut Segment) -> Result<()> {
-    segment.dirty = true;
     segment.sync_data()?;
     if segment.index.needs_persist() {
         segment.index.persist_durably(io, dir)?;

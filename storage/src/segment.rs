@@ -213,7 +213,15 @@ impl Segment {
         let path = file_path(dir, base_index, FileKind::Log);
         let file = create_segment_file(io, &path, base_index, capacity_bytes)?;
         sync_dir(io, dir)?;
-        Segment::from_file(dir, base_index, file, last_term)
+        let segment = Segment::from_file(dir, base_index, file, last_term)?;
+        if segment.capacity_bytes < capacity_bytes {
+            let source = io::Error::other(format!(
+                "created with {} bytes instead of {capacity_bytes}",
+                segment.capacity_bytes
+            ));
+            return Err(StorageError::io("create", path, source));
+        }
+        Ok(segment)
     }
 
     /// Opens an existing segment file; the caller recovers its state.
@@ -267,11 +275,11 @@ impl Segment {
     }
 
     pub fn remaining_bytes(&self) -> u64 {
-        self.capacity_bytes - self.end_position
+        self.capacity_bytes.saturating_sub(self.end_position)
     }
 
+    /// A corruption error for this file; logged where it is returned to a caller.
     pub fn corruption(&self, position: u64, reason: impl Into<String>) -> StorageError {
-        tracing::error!(path = %self.path.display(), position, "segment corruption");
         StorageError::Corruption {
             path: self.path.clone(),
             offset: position,
@@ -362,7 +370,12 @@ impl Segment {
         for slot in self.index.slots()[..candidates].iter().rev() {
             let slot_index = self.base_index + u64::from(slot.relative_index);
             let slot_position = u64::from(slot.position);
-            if self.checked_frame(slot_position, slot_index).is_ok() {
+            let matches = self
+                .map
+                .get(slot_position as usize..self.end_position as usize)
+                .and_then(|bytes| frame::decode(bytes).ok())
+                .is_some_and(|frame| frame.index == slot_index);
+            if matches {
                 return self.walk_to(slot_position, slot_index, index);
             }
             tracing::warn!(path = %self.index.path().display(), ?slot, "index slot does not match the log; skipping it");
@@ -432,23 +445,45 @@ impl Segment {
     }
 
     /// Position just past the last non-zero byte at or after `from`, if any: how far a torn
-    /// tail reaches into the preallocated (zero) area. Reads through the map, 64 KiB at a
-    /// time from the end, so a clean tail costs one pass over memory and no writes.
+    /// tail reaches into the preallocated (zero) area. Only the file's data regions are read
+    /// (SEEK_DATA/SEEK_HOLE: the never-written preallocated space is a hole, so a clean
+    /// 128 MiB segment costs a few pages, not a pass over 128 MiB of page cache), through the
+    /// map, from the end.
     pub fn nonzero_end(&self, from: u64) -> Option<u64> {
-        const BLOCK_BYTES: usize = 64 << 10;
-        let bytes = self.map.get(from as usize..self.capacity_bytes as usize)?;
-        let mut block_end = bytes.len();
-        while block_end > 0 {
-            let block_start = block_end.saturating_sub(BLOCK_BYTES);
-            let block = &bytes[block_start..block_end];
-            // OR-fold vectorises; only a block with data gets a byte-wise search.
-            if block.iter().fold(0u8, |acc, &byte| acc | byte) != 0 {
-                let last = block.iter().rposition(|&byte| byte != 0).expect("non-zero");
-                return Some(from + (block_start + last + 1) as u64);
+        let end = self.capacity_bytes.min(self.map.len() as u64);
+        for (region_start, region_end) in self.data_regions(from, end).into_iter().rev() {
+            let bytes = &self.map[region_start as usize..region_end as usize];
+            if let Some(last) = last_nonzero(bytes) {
+                return Some(region_start + last as u64 + 1);
             }
-            block_end = block_start;
         }
         None
+    }
+
+    /// `[start, end)` ranges within `[from, end)` that may hold data. If the file system
+    /// cannot tell, the whole range.
+    fn data_regions(&self, from: u64, end: u64) -> Vec<(u64, u64)> {
+        use rustix::fs::{seek, SeekFrom};
+        let file = self.file.file();
+        let mut regions = Vec::new();
+        let mut position = from;
+        while position < end {
+            let data_start = match seek(file, SeekFrom::Data(position)) {
+                Ok(data_start) => data_start,
+                Err(rustix::io::Errno::NXIO) => break, // only a hole up to the end of file
+                Err(_) => {
+                    regions.push((position, end));
+                    break;
+                }
+            };
+            if data_start >= end {
+                break;
+            }
+            let data_end = seek(file, SeekFrom::Hole(data_start)).map_or(end, |hole| hole.min(end));
+            regions.push((data_start, data_end.max(data_start + 1).min(end)));
+            position = data_end.max(data_start + 1);
+        }
+        regions
     }
 
     /// fdatasyncs the log file if it holds unsynced writes.
@@ -469,10 +504,72 @@ impl Segment {
     }
 }
 
+/// Index of the last non-zero byte, checking 64 KiB blocks from the end with an OR-fold
+/// (which vectorises) before searching a block byte by byte.
+fn last_nonzero(bytes: &[u8]) -> Option<usize> {
+    const BLOCK_BYTES: usize = 64 << 10;
+    let mut block_end = bytes.len();
+    while block_end > 0 {
+        let block_start = block_end.saturating_sub(BLOCK_BYTES);
+        let block = &bytes[block_start..block_end];
+        if block.iter().fold(0u8, |acc, &byte| acc | byte) != 0 {
+            return block
+                .iter()
+                .rposition(|&byte| byte != 0)
+                .map(|last| block_start + last);
+        }
+        block_end = block_start;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::io::RealIo;
+
+    #[test]
+    fn last_nonzero_finds_the_last_set_byte() {
+        let mut bytes = vec![0u8; 200_000];
+        assert_eq!(last_nonzero(&bytes), None);
+        bytes[5] = 1;
+        assert_eq!(last_nonzero(&bytes), Some(5));
+        bytes[150_001] = 9;
+        assert_eq!(last_nonzero(&bytes), Some(150_001));
+    }
+
+    #[test]
+    fn nonzero_end_sees_data_in_a_preallocated_hole() {
+        let dir = tempfile::tempdir().unwrap();
+        let segment = Segment::create(&RealIo, dir.path(), 1, 1 << 20, 0).unwrap();
+        assert_eq!(segment.nonzero_end(24), None);
+        segment.file.write_at(b"x", 700_000).unwrap();
+        assert_eq!(segment.nonzero_end(24), Some(700_001));
+        segment.file.write_at(b"y", 30).unwrap();
+        assert_eq!(segment.nonzero_end(24), Some(700_001));
+        assert_eq!(segment.nonzero_end(700_001), None);
+        segment.zero(700_000, 700_001).unwrap();
+        assert_eq!(segment.nonzero_end(24), Some(31));
+    }
+
+    #[test]
+    fn bytes_match_the_worked_example_in_format_md() {
+        let header = "4b 45 45 4c 01 00 00 00 65 00 00 00 00 00 00 00 00 00 00 00 da 57 6d f3";
+        assert_eq!(hex(&encode_header(101)), header);
+        let mut frame_bytes = Vec::new();
+        frame::encode(&mut frame_bytes, 101, 2, 1, b"hello");
+        let frame_hex = "1e 00 00 00 b7 b1 71 7b 65 00 00 00 00 00 00 00 \
+                         02 00 00 00 00 00 00 00 01 68 65 6c 6c 6f";
+        assert_eq!(
+            hex(&frame_bytes),
+            frame_hex.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        let parts: Vec<String> = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+        parts.join(" ")
+    }
 
     #[test]
     fn header_round_trips_and_rejects_damage() {
@@ -528,25 +625,34 @@ mod tests {
         let mut buffer = Vec::new();
         let payload = [7u8; 1000];
         let mut position = SEGMENT_HEADER_BYTES as u64;
-        for index in 101..=106 {
+        for index in 101..=110 {
             let frame_start = buffer.len();
             frame::encode(&mut buffer, index, 1, 0, &payload);
-            segment.note_frame(index, position, None, 4096);
+            // docs/FORMAT.md: each entry carries 10 messages, entry 101 starts at offset 5000.
+            let offset_key = 5000 + (index - 101) * 10;
+            segment.note_frame(index, position, Some(offset_key), 4096);
             position += (buffer.len() - frame_start) as u64;
         }
         segment.file.write_at(&buffer, 24).unwrap();
         segment.end_position = position;
-        segment.last_index = 106;
+        segment.last_index = 110;
         assert_eq!(segment.locate(102).unwrap(), 1049);
         assert_eq!(segment.locate(103).unwrap(), 2074);
-        assert_eq!(
-            segment.index.slots(),
-            &[IndexSlot {
-                relative_index: 4,
-                position: 4124
-            }]
-        );
+        let slot = |relative_index, position| IndexSlot {
+            relative_index,
+            position,
+        };
+        assert_eq!(segment.index.slots(), &[slot(4, 4124), slot(8, 8224)]);
         assert_eq!(segment.locate(106).unwrap(), 4124 + 1025);
+        assert_eq!(segment.locate(107).unwrap(), 6174);
+        let offsets: Vec<(u64, u32, u32)> = segment
+            .offsets
+            .slots()
+            .iter()
+            .map(|slot| (slot.offset, slot.relative_index, slot.position))
+            .collect();
+        assert_eq!(offsets[..2], [(5000, 0, 24), (5040, 4, 4124)]);
+        assert_eq!(segment.offsets.floor(5047).unwrap().relative_index, 4);
         assert_eq!(segment.term_at(105).unwrap(), 1);
         assert_eq!(segment.nonzero_end(24), Some(position));
         assert_eq!(segment.nonzero_end(position), None);
