@@ -875,6 +875,32 @@ mod crash_points {
         completed
     }
 
+    /// `open` reports its recovered log as durable (`durable_index() == last_index()`), so a
+    /// power loss right after it, before any sync, must leave that same log.
+    fn assert_recovered_log_is_durable(
+        io: &Arc<FaultyIo>,
+        dir: &Path,
+        rng: &mut ChaCha8Rng,
+        context: &str,
+    ) {
+        let (log, _) = open(io, dir).unwrap();
+        let (first, last) = (log.first_index(), log.last_index());
+        assert_eq!(log.durable_index(), last, "{context}");
+        drop(log);
+        let mode = PowerLossMode::ALL[rng.random_range(0..PowerLossMode::ALL.len())];
+        io.power_loss(mode, rng).unwrap();
+        let (log, _) = open(io, dir)
+            .unwrap_or_else(|error| panic!("{context}: power loss right after open: {error}"));
+        assert_eq!(
+            log.last_index(),
+            last,
+            "{context}: power loss right after open"
+        );
+        // An undone compaction may bring older segments back; what was there still is.
+        assert!(log.first_index() <= first, "{context}");
+        assert_holds(&log, log.first_index(), last, context);
+    }
+
     fn crash(io: &Arc<FaultyIo>, mode: Option<PowerLossMode>, rng: &mut ChaCha8Rng) {
         if let Some(mode) = mode {
             io.power_loss(mode, rng).unwrap();
@@ -904,7 +930,8 @@ mod crash_points {
             let last = log.last_index();
             assert!(last >= confirmed, "{context}: lost {last}..{confirmed}");
             assert_holds(&log, 1, last, &context);
-            append(&mut log, last + 1..=last + 1).unwrap();
+            drop(log);
+            assert_recovered_log_is_durable(&io, dir.path(), rng, &context);
             completed
         });
     }
@@ -930,8 +957,83 @@ mod crash_points {
                 assert_eq!(last, 6, "{context}: truncated entries came back");
             }
             assert_holds(&log, 1, last, &context);
+            // Not `assert_recovered_log_is_durable` here: it fails, see the ignored test below.
             completed
         });
+    }
+
+    /// The process dies inside `truncate_suffix` after unlinking the newest segment and before
+    /// fsyncing the directory. On restart `open` lists the directory without that segment,
+    /// reports its log (ending before the segment) as durable, and never fsyncs the
+    /// directory, so the unlink is still not durable. The node appends a new entry of a newer
+    /// term into the active segment and fsyncs it: acknowledged. A power loss then brings the
+    /// unlinked segment back, recovery trusts the sealed segment's extent from the next
+    /// segment's base, and the log serves the old, truncated entries in place of the
+    /// acknowledged one.
+    ///
+    /// Fix: `open` should fsync the log directory once after listing it (it relies on that
+    /// listing), or recovery should not trust a later segment that overlaps a sealed one.
+    #[test]
+    #[ignore = "storage-log bug: open does not fsync the directory it listed, so a segment \
+                unlinked by an interrupted truncate_suffix can reappear after a power loss and \
+                replace acknowledged entries with truncated ones"]
+    fn interrupted_truncate_then_restart_never_resurrects_truncated_entries() {
+        let mut window_found = false;
+        for halt_after in 0..30 {
+            let dir = real_disk_temp_dir();
+            let io = FaultyIo::new();
+            let log = durable_log(&io, dir.path(), 40);
+            let newest_base = newest_segment_base(dir.path());
+            // The process dies inside truncate_suffix (page cache kept: no power loss).
+            let mut rng = ChaCha8Rng::seed_from_u64(halt_after);
+            crash_during(&io, log, halt_after, None, &mut rng, |log| {
+                log.truncate_suffix(7)
+            });
+            let (mut log, _) = open(&io, dir.path()).unwrap();
+            if log.last_index() != newest_base - 1 {
+                continue; // not the window where only the newest segment is gone
+            }
+            window_found = true;
+            let context = format!("halt after {halt_after}");
+            // The leader's entry for that index, of a newer term, small enough to fit the
+            // active segment; synced, so acknowledged.
+            let index = newest_base;
+            let entry = Entry {
+                index,
+                term: TERM + 1,
+                kind: 0,
+                payload: b"new",
+                offset_key: None,
+            };
+            log.append(&[entry]).unwrap();
+            log.sync_now().unwrap();
+            assert_eq!(log.durable_index(), index);
+            drop(log);
+            io.power_loss(PowerLossMode::DropAll, &mut rng).unwrap();
+
+            let (log, _) = open(&io, dir.path()).unwrap();
+            let stored = log.read(index, index + 1, u64::MAX).unwrap();
+            assert!(
+                stored[0].term == TERM + 1 && &stored[0].payload[..] == b"new",
+                "{context}: the acknowledged entry {index} (term {}) was replaced by one of term \
+                 {} and {} payload bytes; the log now ends at {}",
+                TERM + 1,
+                stored[0].term,
+                stored[0].payload.len(),
+                log.last_index()
+            );
+        }
+        assert!(
+            window_found,
+            "no halt point stopped between the unlink and the dir fsync"
+        );
+    }
+
+    fn newest_segment_base(dir: &Path) -> u64 {
+        read_segments(dir)
+            .last_key_value()
+            .map(|(&base, _)| base)
+            .expect("a segment")
     }
 
     /// `compact_prefix` crashed anywhere leaves a contiguous log with every entry above the
@@ -958,6 +1060,8 @@ mod crash_points {
                 assert_eq!(first, first_after, "{context}: compaction was durable");
             }
             assert_holds(&log, first, 40, &context);
+            drop(log);
+            assert_recovered_log_is_durable(&io, dir.path(), rng, &context);
             completed
         });
     }
@@ -980,6 +1084,8 @@ mod crash_points {
             } else {
                 assert_holds(&log, 1, 40, &context);
             }
+            drop(log);
+            assert_recovered_log_is_durable(&io, dir.path(), rng, &context);
             completed
         });
     }
@@ -1018,6 +1124,8 @@ mod crash_points {
                 report.cut.is_none(),
                 "{context}: third open cut: {report:?}"
             );
+            drop(report);
+            assert_recovered_log_is_durable(&io, dir.path(), rng, &context);
             completed
         });
     }
