@@ -930,6 +930,8 @@ mod crash_points {
             let last = log.last_index();
             assert!(last >= confirmed, "{context}: lost {last}..{confirmed}");
             assert_holds(&log, 1, last, &context);
+            // Appending continues right after the recovered end.
+            append(&mut log, last + 1..=last + 1).unwrap();
             drop(log);
             assert_recovered_log_is_durable(&io, dir.path(), rng, &context);
             completed
