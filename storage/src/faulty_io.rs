@@ -26,6 +26,14 @@
 //!   durable). Real kernels may drop them silently instead, which is why the log never retries;
 //!   the tests check that it does not, rather than relying on the model to punish a retry.
 //! - A rename counts as durable once every directory it touched has been synced after it.
+//! - `sync_data` and `sync_dir` update the model and, unless built with
+//!   [`FaultyIo::with_real_syncs`], skip the real fsync: the test machine never loses power,
+//!   and simulations run many times faster without it.
+//!
+//! Faults besides power loss: [`FaultyIo::fail_next_sync`] (EIO, one shot),
+//! [`FaultyIo::fail_writes_after`] (EIO), [`FaultyIo::disk_full_on_create`] (ENOSPC, so
+//! `ErrorKind::StorageFull`) and [`FaultyIo::halt_after`] (every mutating call fails from then
+//! on: with a power loss or a reopen after it, a crash between any two steps).
 //!
 //! Paths are compared after canonicalising their parent directory, so `dir/./x` and `dir/x`
 //! name the same file.
