@@ -139,28 +139,29 @@ impl Log {
         io.create_dir_all(dir)
             .map_err(|source| StorageError::io("create dir", dir, source))?;
         let (segments, cut) = recovery::recover(dir, &options, io.as_ref())?;
+        let last_index = segments
+            .last()
+            .expect("recovery keeps a segment")
+            .last_index;
         let log = Log {
             dir: dir.to_path_buf(),
             options,
             io,
             segments,
             write_buffer: Vec::new(),
-            durable_index: 0,
+            // Recovery fdatasynced the active segment; sealed ones were synced when sealed
+            // (except under `FsyncPolicy::Never`, which promises nothing).
+            durable_index: last_index,
             last_sync: Instant::now(),
             handed_out_watermark: AtomicU64::new(0),
             poisoned: None,
         };
+        log.debug_check();
         let report = RecoveryReport {
             segments: log.segments.len(),
-            last_index: log.last_index(),
+            last_index,
             cut,
         };
-        // Recovery fdatasynced every segment, so all that is left is durable.
-        let log = Log {
-            durable_index: report.last_index,
-            ..log
-        };
-        log.debug_check();
         Ok((log, report))
     }
 

@@ -15,7 +15,12 @@
 //!   frame), or the whole segment if the index is missing or garbage; a bad frame is
 //!   `Corruption`.
 //! - The active segment is scanned from its last good slot and cut at the first frame that is
-//!   zero-length, truncated, fails its CRC, breaks contiguity or lowers the term.
+//!   zero-length, truncated, fails its CRC, breaks contiguity or lowers the term. Starting at
+//!   the slot is safe because slots reach disk only for fdatasynced frames (index.rs): a power
+//!   loss cannot have torn anything before it. Damage there (a bad disk, not a torn write) is
+//!   found by reads, as `Corruption`, like in sealed segments.
+//! - Only the active segment is fdatasynced on open (it may hold a crashed process's writes
+//!   still in the page cache); sealed segments were fdatasynced when sealed.
 
 use std::collections::BTreeSet;
 use std::path::Path;
