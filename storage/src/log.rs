@@ -19,7 +19,7 @@ use crate::io::{Io, RealIo};
 use crate::options::{FsyncPolicy, LogOptions};
 use crate::recovery;
 use crate::segment::{
-    create_segment_file, file_path, remove_segment_files, sync_dir, FileKind, Segment,
+    create_segment_file, file_path, remove_segment_files, sync_dir, FileKind, Segment, MAX_INDEX,
     SEGMENT_HEADER_BYTES,
 };
 
@@ -669,7 +669,7 @@ impl Log {
     /// place. Recovery finishes a reset whose `.reset` file has a valid header.
     pub fn reset(&mut self, next_index: u64) -> Result<()> {
         self.check_writable()?;
-        if next_index == 0 {
+        if next_index == 0 || next_index > MAX_INDEX {
             return Err(self.out_of_range(next_index));
         }
         let io = self.io.clone();

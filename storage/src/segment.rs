@@ -119,14 +119,21 @@ pub(crate) fn file_path(dir: &Path, base_index: u64, kind: FileKind) -> PathBuf 
     dir.join(file_name(base_index, kind))
 }
 
+/// Largest entry index the log accepts (`reset` and file names): far beyond any real log, and
+/// low enough that index arithmetic (`last_index + 1`, `base + relative_index`) never wraps.
+pub const MAX_INDEX: u64 = u64::MAX / 2;
+
 /// Parses one of our file names; `None` for anything else (base 0 is not ours either:
-/// indexes start at 1).
+/// indexes start at 1; nor is a base above [`MAX_INDEX`]).
 pub(crate) fn parse_file_name(name: &str) -> Option<(u64, FileKind)> {
     let (stem, extension) = name.split_once('.')?;
     if stem.len() != 20 || !stem.bytes().all(|byte| byte.is_ascii_digit()) {
         return None;
     }
-    let base_index: u64 = stem.parse().ok().filter(|&base| base > 0)?;
+    let base_index: u64 = stem
+        .parse()
+        .ok()
+        .filter(|&base| base > 0 && base <= MAX_INDEX)?;
     let kind = [
         FileKind::Log,
         FileKind::Index,
@@ -613,6 +620,7 @@ mod tests {
             "00000000000000000101.txt",
             "hard_state",
             "99999999999999999999.log",
+            "18446744073709551615.log",
         ] {
             assert_eq!(parse_file_name(stray), None, "{stray}");
         }

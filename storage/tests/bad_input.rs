@@ -159,7 +159,12 @@ fn truncate_compact_and_reset_reject_impossible_indexes() {
         log.truncate_suffix(12),
         Err(StorageError::OutOfRange { .. })
     ));
-    assert!(matches!(log.reset(0), Err(StorageError::OutOfRange { .. })));
+    for next_index in [0, u64::MAX] {
+        assert!(matches!(
+            log.reset(next_index),
+            Err(StorageError::OutOfRange { .. })
+        ));
+    }
     log.truncate_suffix(11).unwrap(); // nothing to remove
     log.compact_prefix(u64::MAX).unwrap(); // never removes the active segment
     assert_unchanged(&log);

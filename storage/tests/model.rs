@@ -329,13 +329,13 @@ fn run(ops: Vec<Op>, dir: &Path) {
     }
 }
 
-/// 32 cases keep CI at a few seconds even on a busy disk (each case fdatasyncs ~100 times);
+/// 24 cases keep CI at a few seconds even on a busy disk (each case fdatasyncs ~100 times);
 /// `PROPTEST_CASES=1000` runs a deeper search.
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|cases| cases.parse().ok())
-        .unwrap_or(32)
+        .unwrap_or(24)
 }
 
 proptest! {
