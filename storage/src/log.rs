@@ -138,7 +138,8 @@ impl Log {
         options.validate()?;
         io.create_dir_all(dir)
             .map_err(|source| StorageError::io("create dir", dir, source))?;
-        let (segments, cut) = recovery::recover(dir, &options, io.as_ref())?;
+        let (segments, cut) =
+            recovery::recover(dir, &options, io.as_ref()).inspect_err(log_corruption)?;
         let last_index = segments
             .last()
             .expect("recovery keeps a segment")
@@ -434,7 +435,9 @@ impl Log {
     }
 
     /// Applies the fsync policy: `always` fdatasyncs now, `interval` only if the interval has
-    /// passed since the last fdatasync, `never` does nothing.
+    /// passed since the last fdatasync, `never` does nothing. There is no background timer:
+    /// under `interval` the caller (the node driver) calls this after each batch and on its
+    /// ticks, so an idle log still gets its last writes synced.
     pub fn sync(&mut self) -> Result<()> {
         match self.options.fsync {
             FsyncPolicy::Always => self.sync_now(),
@@ -575,7 +578,9 @@ impl Log {
     ///
     /// # Panics
     /// If `from_index` is at or below an index `read` handed out: those bytes are being read
-    /// (DESIGN.md 3; Raft only truncates above its commit index).
+    /// (DESIGN.md 3; Raft only truncates above its commit index). The watermark belongs to
+    /// this `Log` value: payloads read through an earlier `Log` of the same directory must be
+    /// dropped before a reopened log truncates below them.
     pub fn truncate_suffix(&mut self, from_index: u64) -> Result<()> {
         self.check_writable()?;
         if from_index < self.first_index() || from_index > self.last_index() + 1 {
