@@ -138,6 +138,12 @@ impl Log {
         options.validate()?;
         io.create_dir_all(dir)
             .map_err(|source| StorageError::io("create dir", dir, source))?;
+        // A log directory just created must itself survive a power loss.
+        let parent = dir
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        sync_dir(io.as_ref(), parent)?;
         let (segments, cut) =
             recovery::recover(dir, &options, io.as_ref()).inspect_err(log_corruption)?;
         let last_index = segments
@@ -380,7 +386,9 @@ impl Log {
         if policy != FsyncPolicy::Never {
             sealed = active.sync_data();
         }
-        let sealed = sealed.and_then(|()| active.persist_indexes(io.as_ref(), &dir));
+        if sealed.is_ok() {
+            active.persist_indexes(io.as_ref(), &dir);
+        }
         active.index.close();
         active.offsets.close();
         let last_index = active.last_index;
@@ -453,7 +461,8 @@ impl Log {
     }
 
     /// fdatasyncs every segment with unsynced writes, whatever the policy; then writes the
-    /// index slots of the now durable frames (see index.rs for why only durable ones).
+    /// index slots of the now durable frames (see index.rs for why only durable ones; a
+    /// failure to write those hints is logged and retried, it does not poison the log).
     pub fn sync_now(&mut self) -> Result<()> {
         self.check_writable()?;
         // Unsynced segments are always a suffix: sealing syncs (except under `never`).
@@ -472,8 +481,8 @@ impl Log {
         self.durable_index = self.last_index();
         self.last_sync = Instant::now();
         let (io, dir) = (self.io.clone(), self.dir.clone());
-        let persisted = self.active_mut().persist_indexes(io.as_ref(), &dir);
-        self.poison(persisted)
+        self.active_mut().persist_indexes(io.as_ref(), &dir);
+        Ok(())
     }
 
     fn segment_number_for(&self, index: u64) -> usize {
@@ -638,8 +647,8 @@ impl Log {
         // written later (recovery would start its scan there, past a possible hole).
         self.sync_now()?;
         let segment = self.active_mut();
-        segment.index.persist_durably(io.as_ref(), &dir)?;
-        segment.offsets.persist_durably(io.as_ref(), &dir)
+        segment.index.persist_durably_or_remove(io.as_ref(), &dir)?;
+        segment.offsets.persist_durably_or_remove(io.as_ref(), &dir)
     }
 
     /// Deletes whole segments whose entries are all `<= up_to_index`, oldest first (directory

@@ -74,6 +74,10 @@ pub(crate) fn recover(
     io: &dyn Io,
 ) -> Result<(Vec<Segment>, Option<Cut>)> {
     let mut listing = Listing::read(io, dir)?;
+    // Recovery trusts this listing, so make it durable: a crashed process may have left an
+    // unlink (truncate_suffix, compact_prefix) or a create not yet fsynced, and a power loss
+    // after we build on the listing must not bring back what it does not show.
+    sync_dir(io, dir)?;
     if let Some(segment) = finish_interrupted_reset(io, dir, &listing)? {
         return Ok((vec![segment], None));
     }
@@ -299,10 +303,10 @@ fn recover_active(
 fn finish_segment(io: &dyn Io, dir: &Path, segment: &mut Segment) -> Result<()> {
     segment.sync_data()?;
     if segment.index.needs_persist() {
-        segment.index.persist_durably(io, dir)?;
+        segment.index.persist_durably_or_remove(io, dir)?;
     }
     if segment.offsets.needs_persist() {
-        segment.offsets.persist_durably(io, dir)?;
+        segment.offsets.persist_durably_or_remove(io, dir)?;
     }
     Ok(())
 }
