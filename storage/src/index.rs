@@ -246,6 +246,48 @@ impl<S: Slot> SparseIndex<S> {
             .map_err(|source| StorageError::io("fdatasync index", &self.path, source))
     }
 
+    /// Rewrites the file durably, or if that fails removes it (a missing index is rebuilt on
+    /// open): either way no dropped slot survives a crash. An error only if both fail.
+    pub fn persist_durably_or_remove(&mut self, io: &dyn Io, dir: &Path) -> Result<()> {
+        let Err(error) = self.persist_durably(io, dir) else {
+            return Ok(());
+        };
+        tracing::warn!(path = %self.path.display(), %error, "cannot rewrite an index file; removing it");
+        self.file = None;
+        self.file_stale = true;
+        match io.remove(&self.path) {
+            Ok(()) => {}
+            Err(missing) if missing.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(StorageError::io("remove index", &self.path, source)),
+        }
+        io.sync_dir(dir)
+            .map_err(|source| StorageError::io("fsync dir", dir, source))
+    }
+
+    /// Persists if possible. The file is a hint over frames that are already durable, so a
+    /// failure (a full disk, an I/O error) is logged, not fatal: the file is rewritten in full
+    /// at the next try, and recovery rebuilds whatever it lacks.
+    pub fn persist_best_effort(&mut self, io: &dyn Io, dir: &Path) {
+        if let Err(error) = self.persist(io, dir) {
+            tracing::warn!(path = %self.path.display(), %error, "cannot write an index file; will retry");
+            self.file_stale = true;
+        }
+    }
+
+    /// Creates the (empty) file of a new segment's index, so a full disk shows up with the
+    /// segment's creation (retriable) rather than at a later sync. The caller fsyncs the
+    /// directory.
+    pub fn create_file(&mut self, io: &dyn Io) -> Result<()> {
+        let file = io
+            .create(&self.path, 0)
+            .map_err(|source| StorageError::io("create index", &self.path, source))?;
+        self.file = Some(file);
+        self.slots.clear();
+        self.persisted_slots = 0;
+        self.file_stale = false;
+        Ok(())
+    }
+
     /// Closes the file handle (sealed segments keep no index file open).
     pub fn close(&mut self) {
         self.file = None;

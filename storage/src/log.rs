@@ -19,7 +19,7 @@ use crate::io::{Io, RealIo};
 use crate::options::{FsyncPolicy, LogOptions};
 use crate::recovery;
 use crate::segment::{
-    create_segment_file, file_path, remove_segment_files, sync_dir, FileKind, Segment,
+    create_segment_file, file_path, remove_segment_files, sync_dir, FileKind, Segment, MAX_INDEX,
     SEGMENT_HEADER_BYTES,
 };
 
@@ -138,29 +138,37 @@ impl Log {
         options.validate()?;
         io.create_dir_all(dir)
             .map_err(|source| StorageError::io("create dir", dir, source))?;
-        let (segments, cut) = recovery::recover(dir, &options, io.as_ref())?;
+        // A log directory just created must itself survive a power loss.
+        let parent = dir
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        sync_dir(io.as_ref(), parent)?;
+        let (segments, cut) =
+            recovery::recover(dir, &options, io.as_ref()).inspect_err(log_corruption)?;
+        let last_index = segments
+            .last()
+            .expect("recovery keeps a segment")
+            .last_index;
         let log = Log {
             dir: dir.to_path_buf(),
             options,
             io,
             segments,
             write_buffer: Vec::new(),
-            durable_index: 0,
+            // Recovery fdatasynced the active segment; sealed ones were synced when sealed
+            // (except under `FsyncPolicy::Never`, which promises nothing).
+            durable_index: last_index,
             last_sync: Instant::now(),
             handed_out_watermark: AtomicU64::new(0),
             poisoned: None,
         };
+        log.debug_check();
         let report = RecoveryReport {
             segments: log.segments.len(),
-            last_index: log.last_index(),
+            last_index,
             cut,
         };
-        // Recovery fdatasynced every segment, so all that is left is durable.
-        let log = Log {
-            durable_index: report.last_index,
-            ..log
-        };
-        log.debug_check();
         Ok((log, report))
     }
 
@@ -378,7 +386,9 @@ impl Log {
         if policy != FsyncPolicy::Never {
             sealed = active.sync_data();
         }
-        let sealed = sealed.and_then(|()| active.persist_indexes(io.as_ref(), &dir));
+        if sealed.is_ok() {
+            active.persist_indexes(io.as_ref(), &dir);
+        }
         active.index.close();
         active.offsets.close();
         let last_index = active.last_index;
@@ -433,7 +443,9 @@ impl Log {
     }
 
     /// Applies the fsync policy: `always` fdatasyncs now, `interval` only if the interval has
-    /// passed since the last fdatasync, `never` does nothing.
+    /// passed since the last fdatasync, `never` does nothing. There is no background timer:
+    /// under `interval` the caller (the node driver) calls this after each batch and on its
+    /// ticks, so an idle log still gets its last writes synced.
     pub fn sync(&mut self) -> Result<()> {
         match self.options.fsync {
             FsyncPolicy::Always => self.sync_now(),
@@ -449,7 +461,8 @@ impl Log {
     }
 
     /// fdatasyncs every segment with unsynced writes, whatever the policy; then writes the
-    /// index slots of the now durable frames (see index.rs for why only durable ones).
+    /// index slots of the now durable frames (see index.rs for why only durable ones; a
+    /// failure to write those hints is logged and retried, it does not poison the log).
     pub fn sync_now(&mut self) -> Result<()> {
         self.check_writable()?;
         // Unsynced segments are always a suffix: sealing syncs (except under `never`).
@@ -468,8 +481,8 @@ impl Log {
         self.durable_index = self.last_index();
         self.last_sync = Instant::now();
         let (io, dir) = (self.io.clone(), self.dir.clone());
-        let persisted = self.active_mut().persist_indexes(io.as_ref(), &dir);
-        self.poison(persisted)
+        self.active_mut().persist_indexes(io.as_ref(), &dir);
+        Ok(())
     }
 
     fn segment_number_for(&self, index: u64) -> usize {
@@ -574,7 +587,9 @@ impl Log {
     ///
     /// # Panics
     /// If `from_index` is at or below an index `read` handed out: those bytes are being read
-    /// (DESIGN.md 3; Raft only truncates above its commit index).
+    /// (DESIGN.md 3; Raft only truncates above its commit index). The watermark belongs to
+    /// this `Log` value: payloads read through an earlier `Log` of the same directory must be
+    /// dropped before a reopened log truncates below them.
     pub fn truncate_suffix(&mut self, from_index: u64) -> Result<()> {
         self.check_writable()?;
         if from_index < self.first_index() || from_index > self.last_index() + 1 {
@@ -632,8 +647,8 @@ impl Log {
         // written later (recovery would start its scan there, past a possible hole).
         self.sync_now()?;
         let segment = self.active_mut();
-        segment.index.persist_durably(io.as_ref(), &dir)?;
-        segment.offsets.persist_durably(io.as_ref(), &dir)
+        segment.index.persist_durably_or_remove(io.as_ref(), &dir)?;
+        segment.offsets.persist_durably_or_remove(io.as_ref(), &dir)
     }
 
     /// Deletes whole segments whose entries are all `<= up_to_index`, oldest first (directory
@@ -668,7 +683,7 @@ impl Log {
     /// place. Recovery finishes a reset whose `.reset` file has a valid header.
     pub fn reset(&mut self, next_index: u64) -> Result<()> {
         self.check_writable()?;
-        if next_index == 0 {
+        if next_index == 0 || next_index > MAX_INDEX {
             return Err(self.out_of_range(next_index));
         }
         let io = self.io.clone();

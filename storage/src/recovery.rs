@@ -15,7 +15,12 @@
 //!   frame), or the whole segment if the index is missing or garbage; a bad frame is
 //!   `Corruption`.
 //! - The active segment is scanned from its last good slot and cut at the first frame that is
-//!   zero-length, truncated, fails its CRC, breaks contiguity or lowers the term.
+//!   zero-length, truncated, fails its CRC, breaks contiguity or lowers the term. Starting at
+//!   the slot is safe because slots reach disk only for fdatasynced frames (index.rs): a power
+//!   loss cannot have torn anything before it. Damage there (a bad disk, not a torn write) is
+//!   found by reads, as `Corruption`, like in sealed segments.
+//! - Only the active segment is fdatasynced on open (it may hold a crashed process's writes
+//!   still in the page cache); sealed segments were fdatasynced when sealed.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -69,6 +74,10 @@ pub(crate) fn recover(
     io: &dyn Io,
 ) -> Result<(Vec<Segment>, Option<Cut>)> {
     let mut listing = Listing::read(io, dir)?;
+    // Recovery trusts this listing, so make it durable: a crashed process may have left an
+    // unlink (truncate_suffix, compact_prefix) or a create not yet fsynced, and a power loss
+    // after we build on the listing must not bring back what it does not show.
+    sync_dir(io, dir)?;
     if let Some(segment) = finish_interrupted_reset(io, dir, &listing)? {
         return Ok((vec![segment], None));
     }
@@ -294,10 +303,10 @@ fn recover_active(
 fn finish_segment(io: &dyn Io, dir: &Path, segment: &mut Segment) -> Result<()> {
     segment.sync_data()?;
     if segment.index.needs_persist() {
-        segment.index.persist_durably(io, dir)?;
+        segment.index.persist_durably_or_remove(io, dir)?;
     }
     if segment.offsets.needs_persist() {
-        segment.offsets.persist_durably(io, dir)?;
+        segment.offsets.persist_durably_or_remove(io, dir)?;
     }
     Ok(())
 }

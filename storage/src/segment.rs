@@ -119,14 +119,21 @@ pub(crate) fn file_path(dir: &Path, base_index: u64, kind: FileKind) -> PathBuf 
     dir.join(file_name(base_index, kind))
 }
 
+/// Largest entry index the log accepts (`reset` and file names): far beyond any real log, and
+/// low enough that index arithmetic (`last_index + 1`, `base + relative_index`) never wraps.
+pub const MAX_INDEX: u64 = u64::MAX / 2;
+
 /// Parses one of our file names; `None` for anything else (base 0 is not ours either:
-/// indexes start at 1).
+/// indexes start at 1; nor is a base above [`MAX_INDEX`]).
 pub(crate) fn parse_file_name(name: &str) -> Option<(u64, FileKind)> {
     let (stem, extension) = name.split_once('.')?;
     if stem.len() != 20 || !stem.bytes().all(|byte| byte.is_ascii_digit()) {
         return None;
     }
-    let base_index: u64 = stem.parse().ok().filter(|&base| base > 0)?;
+    let base_index: u64 = stem
+        .parse()
+        .ok()
+        .filter(|&base| base > 0 && base <= MAX_INDEX)?;
     let kind = [
         FileKind::Log,
         FileKind::Index,
@@ -158,7 +165,8 @@ pub(crate) fn sync_dir(io: &dyn Io, dir: &Path) -> Result<()> {
 }
 
 /// Creates a preallocated file at `path` holding only a durable header for `base_index`.
-/// A full disk is [`StorageError::DiskFull`] and leaves no file behind.
+/// A full disk is [`StorageError::DiskFull`]. On any error no file is left behind (best
+/// effort: a leftover would be an unwritten segment, which open removes).
 pub(crate) fn create_segment_file(
     io: &dyn Io,
     path: &Path,
@@ -171,7 +179,11 @@ pub(crate) fn create_segment_file(
     let written = file
         .write_at(&encode_header(base_index), 0)
         .and_then(|()| file.sync_data());
-    written.map_err(|source| StorageError::io("write header", path, source))?;
+    if let Err(source) = written {
+        drop(file);
+        let _ = io.remove(path);
+        return Err(StorageError::io("write header", path, source));
+    }
     Ok(file)
 }
 
@@ -202,7 +214,9 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    /// Creates a new empty segment (durable: header fdatasynced, directory fsynced).
+    /// Creates a new empty segment with its (empty) index files, durably: header
+    /// fdatasynced, directory fsynced. A full disk is [`StorageError::DiskFull`] and, like any
+    /// error here, leaves none of the three files behind (best effort; open removes leftovers).
     pub fn create(
         io: &dyn Io,
         dir: &Path,
@@ -210,17 +224,44 @@ impl Segment {
         capacity_bytes: u64,
         last_term: u64,
     ) -> Result<Segment> {
+        // Leftover index files of an earlier segment with this base would block creation.
+        for kind in [FileKind::Index, FileKind::Offsets] {
+            let path = file_path(dir, base_index, kind);
+            match io.remove(&path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => return Err(StorageError::io("remove", path, source)),
+            }
+        }
         let path = file_path(dir, base_index, FileKind::Log);
         let file = create_segment_file(io, &path, base_index, capacity_bytes)?;
-        sync_dir(io, dir)?;
-        let segment = Segment::from_file(dir, base_index, file, last_term)?;
+        let created = Segment::finish_create(io, dir, base_index, capacity_bytes, file, last_term);
+        if created.is_err() {
+            // All three files are ours: the .log was just created (create_new).
+            let _ = remove_segment_files(io, dir, base_index);
+        }
+        created
+    }
+
+    fn finish_create(
+        io: &dyn Io,
+        dir: &Path,
+        base_index: u64,
+        capacity_bytes: u64,
+        file: Arc<dyn IoFile>,
+        last_term: u64,
+    ) -> Result<Segment> {
+        let mut segment = Segment::from_file(dir, base_index, file, last_term)?;
         if segment.capacity_bytes < capacity_bytes {
             let source = io::Error::other(format!(
                 "created with {} bytes instead of {capacity_bytes}",
                 segment.capacity_bytes
             ));
-            return Err(StorageError::io("create", path, source));
+            return Err(StorageError::io("create", &segment.path, source));
         }
+        segment.index.create_file(io)?;
+        segment.offsets.create_file(io)?;
+        sync_dir(io, dir)?;
         Ok(segment)
     }
 
@@ -497,10 +538,11 @@ impl Segment {
         Ok(())
     }
 
-    /// Writes both index files' missing slots (no fsync; see index.rs).
-    pub fn persist_indexes(&mut self, io: &dyn Io, dir: &Path) -> Result<()> {
-        self.index.persist(io, dir)?;
-        self.offsets.persist(io, dir)
+    /// Writes both index files' missing slots (no fsync; see index.rs). Never fails: the
+    /// files are hints over durable frames (see `SparseIndex::persist_best_effort`).
+    pub fn persist_indexes(&mut self, io: &dyn Io, dir: &Path) {
+        self.index.persist_best_effort(io, dir);
+        self.offsets.persist_best_effort(io, dir);
     }
 }
 
@@ -613,6 +655,7 @@ mod tests {
             "00000000000000000101.txt",
             "hard_state",
             "99999999999999999999.log",
+            "18446744073709551615.log",
         ] {
             assert_eq!(parse_file_name(stray), None, "{stray}");
         }

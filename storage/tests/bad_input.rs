@@ -159,7 +159,12 @@ fn truncate_compact_and_reset_reject_impossible_indexes() {
         log.truncate_suffix(12),
         Err(StorageError::OutOfRange { .. })
     ));
-    assert!(matches!(log.reset(0), Err(StorageError::OutOfRange { .. })));
+    for next_index in [0, u64::MAX] {
+        assert!(matches!(
+            log.reset(next_index),
+            Err(StorageError::OutOfRange { .. })
+        ));
+    }
     log.truncate_suffix(11).unwrap(); // nothing to remove
     log.compact_prefix(u64::MAX).unwrap(); // never removes the active segment
     assert_unchanged(&log);
@@ -232,12 +237,14 @@ struct SwitchedIo {
     disk_full: AtomicBool,
     fail_sync: Arc<AtomicBool>,
     fail_list: AtomicBool,
+    fail_index_writes: Arc<AtomicBool>,
 }
 
 #[derive(Debug)]
 struct SwitchedFile {
     inner: Arc<dyn IoFile>,
     fail_sync: Arc<AtomicBool>,
+    fail_index_writes: Arc<AtomicBool>,
 }
 
 impl Io for SwitchedIo {
@@ -275,12 +282,20 @@ impl SwitchedIo {
         Ok(Arc::new(SwitchedFile {
             inner: file?,
             fail_sync: self.fail_sync.clone(),
+            fail_index_writes: self.fail_index_writes.clone(),
         }))
     }
 }
 
 impl IoFile for SwitchedFile {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let is_index = self
+            .path()
+            .extension()
+            .is_some_and(|extension| extension == "index" || extension == "offsets");
+        if is_index && self.fail_index_writes.load(Ordering::SeqCst) {
+            return Err(io::ErrorKind::StorageFull.into());
+        }
         self.inner.write_at(buf, offset)
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
@@ -388,4 +403,29 @@ fn interval_policy_syncs_only_after_the_interval() {
     assert_eq!(log.durable_index(), 0, "interval not elapsed");
     log.sync_now().unwrap();
     assert_eq!(log.durable_index(), 1);
+}
+
+#[test]
+fn failing_index_writes_do_not_poison_the_log() {
+    // The index files are hints over durable frames: losing them costs a rebuild, not the log.
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(SwitchedIo::default());
+    let (mut log, _) = Log::open_with_io(dir.path(), options(), io.clone()).unwrap();
+    io.fail_index_writes.store(true, Ordering::SeqCst);
+    let payloads: Vec<Vec<u8>> = (1..=40).map(payload).collect();
+    for index in 1..=40u64 {
+        log.append(&[entry(index, 1, &payloads[index as usize - 1])])
+            .unwrap();
+        log.sync_now().unwrap();
+    }
+    assert_eq!(log.durable_index(), 40);
+    io.fail_index_writes.store(false, Ordering::SeqCst);
+    log.sync_now().unwrap(); // the retry rewrites the index files in full
+    drop(log);
+    let (log, report) = Log::open(dir.path(), options()).unwrap();
+    assert_eq!((report.last_index, report.cut), (40, None));
+    let entries = log.read(1, 41, u64::MAX).unwrap();
+    assert!(entries
+        .iter()
+        .all(|entry| entry.payload[..] == payload(entry.index)[..]));
 }

@@ -329,8 +329,17 @@ fn run(ops: Vec<Op>, dir: &Path) {
     }
 }
 
+/// 24 cases keep CI at a few seconds even on a busy disk (each case fdatasyncs ~100 times);
+/// `PROPTEST_CASES=1000` runs a deeper search.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|cases| cases.parse().ok())
+        .unwrap_or(24)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 40, max_shrink_iters: 200, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), max_shrink_iters: 200, ..ProptestConfig::default() })]
 
     #[test]
     fn log_matches_model(ops in proptest::collection::vec(op_strategy(), 1..150)) {
