@@ -138,9 +138,13 @@ impl Progress {
         true
     }
 
-    /// Entries the follower has durably but not applied yet.
-    pub fn unapplied_entries(&self) -> u64 {
-        self.match_index.saturating_sub(self.applied_index)
+    /// Entries the follower could apply but has not: it holds them durably and they are
+    /// committed. (Counting uncommitted entries too would deadlock: a follower cannot apply
+    /// what the leader cannot commit without sending it more.)
+    pub fn unapplied_entries(&self, commit_index: Index) -> u64 {
+        self.match_index
+            .min(commit_index)
+            .saturating_sub(self.applied_index)
     }
 }
 
@@ -240,11 +244,16 @@ mod tests {
     }
 
     #[test]
-    fn unapplied_entries_is_the_gap_between_persisted_and_applied() {
+    fn unapplied_entries_counts_committed_entries_the_follower_holds_but_has_not_applied() {
         let mut progress = progress(ProgressState::Replicate, 50, 51);
         progress.applied_index = 20;
-        assert_eq!(progress.unapplied_entries(), 30);
+        assert_eq!(progress.unapplied_entries(100), 30);
+        assert_eq!(
+            progress.unapplied_entries(40),
+            20,
+            "uncommitted entries cannot be applied yet"
+        );
         progress.applied_index = 60;
-        assert_eq!(progress.unapplied_entries(), 0);
+        assert_eq!(progress.unapplied_entries(100), 0);
     }
 }

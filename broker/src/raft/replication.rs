@@ -47,15 +47,14 @@ impl<L: RaftLog> RaftNode<L> {
         }
     }
 
-    /// Heartbeats prove leadership and carry the commit index. Each names the follower's
-    /// match as its prev entry, so it never fails on entries still in flight; a follower that
-    /// lost entries it acknowledged rejects it and is probed again.
+    /// Heartbeats prove leadership and carry the commit index. Each names the entry before
+    /// the follower's next index as its prev entry: accepted, it acknowledges everything sent
+    /// so far (so lost acknowledgements cannot stall a pipeline); rejected, it reveals lost
+    /// AppendEntries or a follower that lost entries it acknowledged, and the leader probes.
     fn broadcast_heartbeat(&mut self) {
         let ids: Vec<NodeId> = self.progress.keys().copied().collect();
         for to in ids {
-            let progress = &self.progress[&to];
-            let prev_log_index = progress.match_index;
-            let leader_commit = self.log.commit_index().min(prev_log_index);
+            let prev_log_index = self.progress[&to].next_index - 1;
             let prev_log_term = self
                 .log
                 .term(prev_log_index)
@@ -64,7 +63,7 @@ impl<L: RaftLog> RaftNode<L> {
                 prev_log_index,
                 prev_log_term,
                 entries: Vec::new(),
-                leader_commit,
+                leader_commit: self.log.commit_index(),
             };
             let term = self.term;
             self.send(
@@ -102,7 +101,8 @@ impl<L: RaftLog> RaftNode<L> {
         if progress.is_paused() {
             return false;
         }
-        let backlog_full = progress.unapplied_entries() > self.config.max_unapplied_entries;
+        let backlog_full =
+            progress.unapplied_entries(self.log.commit_index()) > self.config.max_unapplied_entries;
         let entries_waiting = progress.next_index <= self.log.last_index() && !backlog_full;
         entries_waiting || progress.commit_sent < self.log.commit_index()
     }
@@ -115,7 +115,8 @@ impl<L: RaftLog> RaftNode<L> {
         if progress.is_paused() {
             return false;
         }
-        let backlog_full = progress.unapplied_entries() > self.config.max_unapplied_entries;
+        let backlog_full =
+            progress.unapplied_entries(self.log.commit_index()) > self.config.max_unapplied_entries;
         let entries = if backlog_full || progress.next_index > last {
             Vec::new()
         } else {
@@ -236,8 +237,11 @@ impl<L: RaftLog> RaftNode<L> {
                     self.maybe_commit();
                 } else if progress.state == ProgressState::Probe {
                     progress.probe_sent = false;
-                } else {
-                    progress.inflights.free_to(match_index);
+                } else if progress.inflights.is_full() {
+                    // A full pipeline and an answer (typically to a heartbeat, sent after
+                    // everything in flight) that acknowledges nothing new: the messages in
+                    // flight were lost. Probe again from the match instead of stalling.
+                    progress.become_probe();
                 }
             }
             AppendResult::Rejected {
