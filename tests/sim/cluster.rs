@@ -96,8 +96,6 @@ pub struct Cluster {
     pub violation: Option<Violation>,
     nodes: BTreeMap<NodeId, SimNode>,
     configuration: Configuration,
-    /// Abstain index from the recovery of each crashed node, handed over at restart.
-    pending_recovery: BTreeMap<NodeId, Option<Index>>,
 }
 
 impl Cluster {
@@ -114,7 +112,6 @@ impl Cluster {
             violation: None,
             nodes: BTreeMap::new(),
             configuration,
-            pending_recovery: BTreeMap::new(),
             rng: ChaCha8Rng::seed_from_u64(rng.random()),
             options,
         };
@@ -281,7 +278,6 @@ impl Cluster {
             .line(self.now, || format!("crash {id}: {report:?}"));
         self.trace
             .hash_event(self.now, 1, id, report.abstain_until_index.unwrap_or(0));
-        self.pending_recovery.insert(id, report.abstain_until_index);
         self.nodes.get_mut(&id).expect("known node").state = NodeState::Down(disk);
         self.workload.node_crashed(id);
     }
@@ -296,7 +292,7 @@ impl Cluster {
         let recovered = RecoveredState {
             hard_state: disk.hard_state(),
             applied_index: 0,
-            abstain_until_index: self.pending_recovery.remove(&id).flatten(),
+            abstain_until_index: disk.abstain_until_index(),
         };
         self.trace
             .line(self.now, || format!("restart {id}: {recovered:?}"));
@@ -335,15 +331,12 @@ impl Cluster {
 
     /// Nodes whose votes are withheld by the abstain rule, up or (after a crash) down.
     pub fn abstaining_count(&self) -> usize {
-        let up = self
-            .up_nodes()
-            .iter()
-            .filter(|node| node.abstain_until_index().is_some())
-            .count();
-        up + self
-            .pending_recovery
+        self.nodes
             .values()
-            .filter(|abstain| abstain.is_some())
+            .filter(|node| match &node.state {
+                NodeState::Up(raft) => raft.abstain_until_index().is_some(),
+                NodeState::Down(disk) => disk.abstain_until_index().is_some(),
+            })
             .count()
     }
 
@@ -365,7 +358,11 @@ impl Cluster {
 
     /// The driver's order (Ready's doc): queue the writes, send what may go now, apply.
     fn handle_ready(&mut self, id: NodeId) {
-        let ready = self.node_mut(id).ready();
+        let raft = self.node_mut(id);
+        if raft.abstain_until_index().is_none() && raft.storage().abstain_until_index().is_some() {
+            raft.storage_mut().clear_abstain_marker();
+        }
+        let ready = raft.ready();
         for entry in &ready.entries {
             let previous_term = self.node(id).term_at(entry.index - 1).unwrap_or(0);
             let check = invariants::log_matching::observe_written(

@@ -18,6 +18,9 @@ pub struct SimDisk {
     synced_entries: usize,
     hard_state: HardState,
     unsynced_hard_state: Option<HardState>,
+    /// The abstain index survives further crashes until the node's log reaches it: a second
+    /// recovery no longer sees the frames the first one cut (RAFT-CORE.md, abstain rule).
+    abstain_until_index: Option<Index>,
 }
 
 /// What a restarted node learns from its recovery.
@@ -31,6 +34,15 @@ pub struct RecoveryReport {
 impl SimDisk {
     pub fn hard_state(&self) -> HardState {
         self.hard_state
+    }
+
+    pub fn abstain_until_index(&self) -> Option<Index> {
+        self.abstain_until_index
+    }
+
+    /// The node's log reached its abstain index: the marker is no longer needed.
+    pub fn clear_abstain_marker(&mut self) {
+        self.abstain_until_index = None;
     }
 
     pub fn write(
@@ -107,6 +119,7 @@ impl SimDisk {
         }
         self.entries.truncate(cut);
         self.synced_entries = self.entries.len();
+        self.abstain_until_index = self.abstain_until_index.max(abstain_until_index);
         let report = RecoveryReport {
             abstain_until_index,
             synced_entries_lost,

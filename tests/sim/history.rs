@@ -55,6 +55,8 @@ pub struct LeaderWatch {
 pub struct History {
     pub leaders_by_term: BTreeMap<Term, NodeId>,
     pub leader_watch: BTreeMap<NodeId, LeaderWatch>,
+    /// `(term, commit index)` of each leader at the last check.
+    pub leader_commit_watch: BTreeMap<NodeId, (Term, Index)>,
     pub entries_seen: HashMap<(Index, Term), SeenEntry>,
     pub committed: BTreeMap<Index, CommittedEntry>,
     pub commit_observed: BTreeMap<NodeId, Index>,
@@ -69,5 +71,6 @@ impl History {
         self.commit_observed.insert(id, 0);
         self.applied_by_node.insert(id, 0);
         self.leader_watch.remove(&id);
+        self.leader_commit_watch.remove(&id);
     }
 }

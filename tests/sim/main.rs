@@ -128,7 +128,7 @@ fn planted_bug_counting_old_term_entries_is_caught() {
         count_old_term_entries_for_commit: true,
         ..PlantedBugs::default()
     };
-    let (seed, failure) = first_violation(bugs, 400);
+    let (seed, failure) = first_violation(bugs, 200);
     println!("old-term commit caught at seed {seed}: {failure:?}");
 }
 
@@ -148,6 +148,6 @@ fn planted_bug_ignoring_the_abstain_rule_is_caught() {
         ignore_abstain_rule: true,
         ..PlantedBugs::default()
     };
-    let (seed, failure) = first_violation(bugs, 400);
+    let (seed, failure) = first_violation(bugs, 2_000);
     println!("abstain rule ignored caught at seed {seed}: {failure:?}");
 }

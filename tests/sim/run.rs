@@ -96,12 +96,14 @@ fn draw_options(rng: &mut ChaCha8Rng, planted_bugs: PlantedBugs) -> (ClusterOpti
     let mut config = Config::new(0, 0);
     config.heartbeat_interval_ticks = rng.random_range(1..=3);
     config.election_timeout_min_ticks = 10;
-    config.max_append_bytes = [64, 256, 4096][rng.random_range(0..3)];
+    // 1 byte: every AppendEntries carries exactly one entry.
+    config.max_append_bytes = [1, 64, 256, 4096][rng.random_range(0..4)];
     config.max_inflight_msgs = rng.random_range(1..=8);
     config.max_inflight_bytes = config.max_append_bytes * rng.random_range(1..=8);
     config.max_unapplied_entries = [2, 8, 1_000][rng.random_range(0..3)];
-    config.max_uncommitted_bytes = config.max_append_bytes * [2, 100][rng.random_range(0..2)];
-    config.max_apply_bytes = config.max_append_bytes * rng.random_range(1..=4);
+    config.max_uncommitted_bytes =
+        [128, 1_024, 1 << 20][rng.random_range(0..3)].max(config.max_append_bytes);
+    config.max_apply_bytes = [1, 256, 1 << 20][rng.random_range(0..3)];
     config.planted_bugs = planted_bugs;
     let network = NetworkFaults {
         drop_probability: rng.random_range(0.0..0.1),
@@ -116,7 +118,7 @@ fn draw_options(rng: &mut ChaCha8Rng, planted_bugs: PlantedBugs) -> (ClusterOpti
         producer_count: rng.random_range(1..=6),
     };
     let rates = FaultRates {
-        crash_per_tick: rng.random_range(0.0..0.01),
+        crash_per_tick: [0.002, 0.01, 0.03][rng.random_range(0..3)],
         restart_per_tick: rng.random_range(0.02..0.2),
         partition_per_tick: rng.random_range(0.0..0.03),
         propose_per_unit: rng.random_range(0.005..0.05),

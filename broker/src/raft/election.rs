@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use crate::raft::entry::{EntryKind, NodeId, Term};
+use crate::raft::entry::{Entry, EntryKind, NodeId, Term};
 use crate::raft::log::RaftLog;
 use crate::raft::message::{
     AppendEntriesResponse, AppendResult, ConflictHint, Message, MessageBody, VoteRequest,
@@ -168,8 +168,13 @@ impl<L: RaftLog> RaftNode<L> {
             .collect();
         self.uncommitted.clear();
         self.uncommitted_bytes = 0;
-        self.propose_entry(EntryKind::NoOp, Bytes::new())
-            .expect("a new leader can always append its no-op");
+        let no_op = Entry {
+            index: self.log.last_index() + 1,
+            term: self.term,
+            kind: EntryKind::NoOp,
+            payload: Bytes::new(),
+        };
+        self.append_own_entry(no_op);
     }
 
     pub(crate) fn handle_vote_request(

@@ -3,8 +3,8 @@
 
 use crate::raft::entry::NodeId;
 
-/// Why a proposal was refused. Every variant is retriable somewhere: at the leader named by
-/// the hint, later, or (for `PayloadTooLarge`) after splitting the payload.
+/// Why a proposal was refused. `NotLeader` and `Overloaded` are retriable (at the leader named by
+/// the hint, or later); `PayloadTooLarge` is not.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProposeError {
     /// This node does not lead the group; `leader_hint` is the leader it last heard from.
@@ -17,11 +17,12 @@ pub enum ProposeError {
         uncommitted_bytes: u64,
         max_uncommitted_bytes: u64,
     },
-    /// A single payload larger than one AppendEntries may carry.
-    #[error("payload of {size_bytes} bytes exceeds max_append_bytes {max_append_bytes}")]
+    /// A single entry larger than the leader may ever hold uncommitted: it could never be
+    /// accepted, so retrying is pointless (split the payload).
+    #[error("entry of {size_bytes} bytes exceeds max_uncommitted_bytes {max_uncommitted_bytes}")]
     PayloadTooLarge {
         size_bytes: u64,
-        max_append_bytes: u64,
+        max_uncommitted_bytes: u64,
     },
 }
 

@@ -185,10 +185,10 @@ impl<L: RaftLog> RaftNode<L> {
             payload,
         };
         let size_bytes = entry.size_bytes();
-        if size_bytes > self.config.max_append_bytes {
+        if size_bytes > self.config.max_uncommitted_bytes {
             return Err(ProposeError::PayloadTooLarge {
                 size_bytes,
-                max_append_bytes: self.config.max_append_bytes,
+                max_uncommitted_bytes: self.config.max_uncommitted_bytes,
             });
         }
         if self.uncommitted_bytes + size_bytes > self.config.max_uncommitted_bytes {
@@ -197,11 +197,23 @@ impl<L: RaftLog> RaftNode<L> {
                 max_uncommitted_bytes: self.config.max_uncommitted_bytes,
             });
         }
+        Ok(self.append_own_entry(entry))
+    }
+
+    /// The leader appends an entry of its term, tracked as uncommitted until it commits. The
+    /// no-op of a new term comes here directly: it is never refused.
+    pub(crate) fn append_own_entry(&mut self, entry: Entry) -> (Index, Term) {
+        assert_eq!(self.role, Role::Leader);
+        assert_eq!(
+            (entry.index, entry.term),
+            (self.log.last_index() + 1, self.term)
+        );
         let position = (entry.index, entry.term);
-        self.uncommitted.push_back((entry.index, size_bytes));
-        self.uncommitted_bytes += size_bytes;
+        self.uncommitted
+            .push_back((entry.index, entry.size_bytes()));
+        self.uncommitted_bytes += entry.size_bytes();
         self.log.append(&[entry]);
-        Ok(position)
+        position
     }
 
     /// The driver made the log durable up to `(index, term)`.

@@ -1,6 +1,7 @@
 //! The safety properties of RAFT.md ("Safety properties the simulation checks after every
-//! step"), one per file, plus the core's own `validate()`.
+//! step"), one per file, plus the commit rule and the core's own `validate()`.
 
+pub mod commit_rule;
 pub mod durability;
 pub mod election_safety;
 pub mod leader_append_only;
@@ -21,6 +22,7 @@ pub fn check_step(history: &mut History, nodes: &[&RaftNode<SimDisk>]) -> Check 
         validate_core(node)?;
     }
     election_safety::check(history, nodes)?;
+    commit_rule::check(history, nodes)?;
     // Completeness first: it recognises new leaders by the watch append-only then updates.
     leader_completeness::check(history, nodes)?;
     leader_append_only::check(history, nodes)
