@@ -1,5 +1,5 @@
 //! The Raft consensus core: a pure state machine driven by `tick`, `step` and `propose`.
-//! It never touches tokio, quinn, files, the wall clock or a global RNG (tests/tidy.rs
+//! It never touches an async runtime, sockets, files, the wall clock or a global RNG (tests/tidy.rs
 //! enforces it): messages and ticks go in, a [`Ready`] comes out (DESIGN.md 2).
 //!
 //! A single-node group, driven by hand:
