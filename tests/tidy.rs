@@ -47,7 +47,10 @@ fn rust_files_under(directory: &Path) -> Vec<PathBuf> {
 fn raft_core_does_no_io_and_reads_no_clock_or_unseeded_rng() {
     let core = Path::new(env!("CARGO_MANIFEST_DIR")).join("broker/src/raft");
     let files = rust_files_under(&core);
-    assert!(files.len() >= 10, "expected the core's files under {core:?}, found {files:?}");
+    assert!(
+        files.len() >= 10,
+        "expected the core's files under {core:?}, found {files:?}"
+    );
     let mut failures = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file).expect("readable source file");
@@ -55,7 +58,11 @@ fn raft_core_does_no_io_and_reads_no_clock_or_unseeded_rng() {
             failures.push(format!("{}: {offence}", file.display()));
         }
     }
-    assert!(failures.is_empty(), "the Raft core must stay sans-I/O:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "the Raft core must stay sans-I/O:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -65,5 +72,8 @@ fn tidy_catches_each_forbidden_string() {
         assert_eq!(offences(&text).len(), 1, "tidy must catch `{needle}`");
     }
     assert!(offences("let rng = ChaCha8Rng::seed_from_u64(seed);").is_empty());
-    assert_eq!(offences("use std::time::SystemTime; tokio::spawn(x);").len(), 2);
+    assert_eq!(
+        offences("use std::time::SystemTime; tokio::spawn(x);").len(),
+        2
+    );
 }

@@ -26,6 +26,8 @@ use crate::workload::Workload;
 
 pub const TICK_UNITS: u64 = 10;
 
+pub type SendFilter = Box<dyn Fn(NodeId, NodeId, &Message) -> bool>;
+
 /// Everything a run is parameterised by (the simulator draws it from the seed).
 #[derive(Clone, Debug)]
 pub struct ClusterOptions {
@@ -94,6 +96,10 @@ pub struct Cluster {
     pub ticks_enabled: bool,
     /// Set once a safety property broke; the run stops there.
     pub violation: Option<Violation>,
+    /// Scenario tests: messages for which this returns false are dropped when sent.
+    pub send_filter: Option<SendFilter>,
+    /// Scenario tests: every delivered message as `(from, to, kind, term)`.
+    pub delivered: Option<Vec<(NodeId, NodeId, &'static str, Term)>>,
     nodes: BTreeMap<NodeId, SimNode>,
     configuration: Configuration,
 }
@@ -110,6 +116,8 @@ impl Cluster {
             trace: Trace::from_environment(),
             ticks_enabled: true,
             violation: None,
+            send_filter: None,
+            delivered: None,
             nodes: BTreeMap::new(),
             configuration,
             rng: ChaCha8Rng::seed_from_u64(rng.random()),
@@ -197,6 +205,10 @@ impl Cluster {
             if self.is_up(envelope.to) {
                 self.trace
                     .delivered(self.now, envelope.from, envelope.to, &envelope.message);
+                if let Some(delivered) = &mut self.delivered {
+                    let kind = envelope.message.body.kind_name();
+                    delivered.push((envelope.from, envelope.to, kind, envelope.message.term));
+                }
                 self.node_mut(envelope.to)
                     .step(envelope.from, envelope.message);
             }
@@ -300,6 +312,14 @@ impl Cluster {
         let raft = self.start_node(id, disk, recovered);
         self.nodes.get_mut(&id).expect("known node").state = NodeState::Up(raft);
         self.history.forget_volatile_state(id);
+    }
+
+    /// Crash and restart with every write synced first: the node forgets only its volatile
+    /// state (leader, commit index, election timer).
+    pub fn reboot(&mut self, id: NodeId) {
+        self.settle();
+        self.crash(id, false);
+        self.restart(id);
     }
 
     pub fn partition(&mut self, side_a: &[NodeId], side_b: &[NodeId]) {
@@ -430,6 +450,13 @@ impl Cluster {
     }
 
     fn send(&mut self, from: NodeId, to: NodeId, message: Message) {
+        if self
+            .send_filter
+            .as_ref()
+            .is_some_and(|allow| !allow(from, to, &message))
+        {
+            return;
+        }
         let envelope = Envelope { from, to, message };
         self.network.send(&mut self.rng, self.now, envelope);
     }

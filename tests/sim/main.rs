@@ -9,6 +9,9 @@
 //!
 //! A failing seed is printed with the violated rule.
 
+// The fixture is shared with tests/raft_scenarios.rs; each target uses a part of it.
+#![allow(dead_code)]
+
 mod cluster;
 mod disk;
 mod history;
