@@ -16,7 +16,7 @@ use crate::invariants::durability;
 use crate::network::NetworkFaults;
 use crate::workload::{Pending, PROPOSAL_TIMEOUT_UNITS};
 
-pub const FAULT_PHASE_TICKS: u64 = 250;
+pub const FAULT_PHASE_TICKS: u64 = 1_000;
 pub const LIVENESS_LEADER_TICKS: u64 = 300;
 pub const LIVENESS_COMMIT_TICKS: u64 = 300;
 pub const LIVENESS_PROPOSALS: usize = 5;
