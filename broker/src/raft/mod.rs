@@ -74,3 +74,6 @@ pub use node::{RaftNode, RecoveredState, Role};
 pub use progress::{Progress, ProgressState};
 pub use quorum::{Configuration, VoteResult};
 pub use ready::{PeerMessages, Ready};
+
+#[cfg(test)]
+mod node_tests;
