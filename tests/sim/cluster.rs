@@ -38,6 +38,8 @@ pub struct ClusterOptions {
     /// Template for every node's config (id and seed are set per node).
     pub config: Config,
     pub producer_count: usize,
+    /// Clock drift: a node ticks every `TICK_UNITS ± max_tick_skew_units` units.
+    pub max_tick_skew_units: u64,
 }
 
 impl ClusterOptions {
@@ -49,6 +51,7 @@ impl ClusterOptions {
             max_disk_latency_units: 1,
             config: Config::new(0, 0),
             producer_count: 0,
+            max_tick_skew_units: 0,
         }
     }
 }
@@ -82,7 +85,9 @@ struct SimNode {
     state: NodeState,
     writes: VecDeque<WriteJob>,
     writing: Option<GroupWrite>,
-    tick_phase: u64,
+    /// Each node's clock runs at its own rate: it ticks every `tick_interval_units`.
+    tick_interval_units: u64,
+    next_tick_at: u64,
 }
 
 pub struct Cluster {
@@ -125,12 +130,15 @@ impl Cluster {
         };
         for id in 1..=cluster.options.node_count {
             let raft = cluster.start_node(id, SimDisk::default(), RecoveredState::default());
-            let tick_phase = rng.random_range(0..TICK_UNITS);
+            let skew = cluster.options.max_tick_skew_units;
+            let tick_interval_units = rng.random_range(TICK_UNITS - skew..=TICK_UNITS + skew);
+            let next_tick_at = rng.random_range(0..TICK_UNITS);
             let node = SimNode {
                 state: NodeState::Up(raft),
                 writes: VecDeque::new(),
                 writing: None,
-                tick_phase,
+                tick_interval_units,
+                next_tick_at,
             };
             cluster.nodes.insert(id, node);
         }
@@ -196,8 +204,13 @@ impl Cluster {
     pub fn step(&mut self) {
         if self.ticks_enabled {
             for id in self.ids() {
-                if self.is_up(id) && (self.now + self.nodes[&id].tick_phase) % TICK_UNITS == 0 {
-                    self.node_mut(id).tick();
+                let node = self.nodes.get_mut(&id).expect("known node");
+                if node.next_tick_at > self.now {
+                    continue;
+                }
+                node.next_tick_at = self.now + node.tick_interval_units;
+                if let NodeState::Up(raft) = &mut node.state {
+                    raft.tick();
                 }
             }
         }

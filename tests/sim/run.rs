@@ -116,6 +116,7 @@ fn draw_options(rng: &mut ChaCha8Rng, planted_bugs: PlantedBugs) -> (ClusterOpti
         max_disk_latency_units: rng.random_range(1..=10),
         config,
         producer_count: rng.random_range(1..=6),
+        max_tick_skew_units: rng.random_range(0..=2),
     };
     let rates = FaultRates {
         crash_per_tick: [0.002, 0.01, 0.03][rng.random_range(0..3)],
