@@ -131,7 +131,7 @@ fn planted_bug_counting_old_term_entries_is_caught() {
         count_old_term_entries_for_commit: true,
         ..PlantedBugs::default()
     };
-    let (seed, failure) = first_violation(bugs, 200);
+    let (seed, failure) = first_violation(bugs, 20);
     println!("old-term commit caught at seed {seed}: {failure:?}");
 }
 
@@ -141,7 +141,7 @@ fn planted_bug_voting_without_log_check_is_caught() {
         grant_vote_without_log_check: true,
         ..PlantedBugs::default()
     };
-    let (seed, failure) = first_violation(bugs, 200);
+    let (seed, failure) = first_violation(bugs, 20);
     println!("vote without log check caught at seed {seed}: {failure:?}");
 }
 
@@ -151,6 +151,6 @@ fn planted_bug_ignoring_the_abstain_rule_is_caught() {
         ignore_abstain_rule: true,
         ..PlantedBugs::default()
     };
-    let (seed, failure) = first_violation(bugs, 2_000);
+    let (seed, failure) = first_violation(bugs, 500);
     println!("abstain rule ignored caught at seed {seed}: {failure:?}");
 }
