@@ -1,18 +1,17 @@
 //! `RaftNode`: one member of one Raft group, as a pure state machine.
 //!
 //! ```text
-//!                 election timeout                majority of pre-votes
-//!   +----------+ ----------------> +--------------+ -------------------> +-----------+
-//!   | Follower |                   | PreCandidate |                      | Candidate |
-//!   +----------+ <---------------- +--------------+                      +-----------+
-//!     ^    ^       pre-vote lost,          | timeout: pre-vote again        |   | timeout:
-//!     |    |       leader heard            v                                |   | term+1
-//!     |    +-------------------------------------------------------------- +   | again
-//!     |          higher term, or AppendEntries of the current term              |
-//!     |                                                              majority   v
-//!     |   higher term, or check-quorum fails                 of votes +--------+
-//!     +-------------------------------------------------------------- | Leader |
-//!                                                                     +--------+
+//!               election timeout              majority of pre-votes
+//!  +----------+ -------------> +--------------+ ------------------> +-----------+
+//!  | Follower |                | PreCandidate |                     | Candidate |
+//!  +----------+ <------------- +--------------+ <------------------ +-----------+
+//!    ^     ^    pre-votes lost,    |      ^      election timeout:     |      |
+//!    |     |    leader heard,      +------+      pre-vote again        |      | majority
+//!    |     |    higher term        timeout: again                      |      | of votes
+//!    |     +-----------------------------------------------------------+      v
+//!    |              votes lost, leader heard, higher term                +--------+
+//!    +------------------------------------------------------------------ | Leader |
+//!                     higher term, or check-quorum fails                 +--------+
 //! ```
 //!
 //! Inputs: `tick`, `step`, `propose`, `on_persisted`, `on_applied`, `campaign`. Output: `ready`.
