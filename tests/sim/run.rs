@@ -242,71 +242,18 @@ fn propose_for(cluster: &mut Cluster, producer: usize, target: NodeId) -> Option
 
 /// Phase two: heal, restart, then demand a leader and the commit of new proposals everywhere.
 fn check_liveness(cluster: &mut Cluster) -> Result<(), Failure> {
-    cluster.heal();
-    cluster.network.faults = NetworkFaults {
-        drop_probability: 0.0,
-        duplicate_probability: 0.0,
-        max_delay_units: cluster.network.faults.max_delay_units,
-    };
-    for id in cluster.ids() {
-        if !cluster.is_up(id) {
-            cluster.restart(id);
-        }
-    }
-    let ids = cluster.ids();
-    let agreed = |cluster: &Cluster| {
-        cluster.leader().is_some_and(|leader| {
-            let term = cluster.node(leader).term();
-            ids.iter().all(|&id| {
-                cluster.node(id).leader() == Some(leader) && cluster.node(id).term() == term
-            })
-        })
-    };
-    if !cluster.run_until(LIVENESS_LEADER_TICKS, agreed) {
-        return Err(liveness(
-            cluster,
-            format!("no leader all nodes agree on within {LIVENESS_LEADER_TICKS} ticks"),
-        ));
-    }
-    let mut proposed: Vec<(Index, Bytes)> = Vec::new();
-    let deadline = cluster.now + LIVENESS_COMMIT_TICKS * TICK_UNITS;
-    while proposed.len() < LIVENESS_PROPOSALS {
-        if cluster.now >= deadline {
-            return Err(liveness(
-                cluster,
-                format!("only {} proposals committed in time", proposed.len()),
-            ));
-        }
-        // Check-quorum may still demote a leader that was cut off just before the heal.
-        let Some(leader) = cluster.leader() else {
-            cluster.run_ticks(1);
-            continue;
-        };
-        let payload = Bytes::from(format!("liveness-{}", proposed.len()));
-        let Ok((index, term)) = cluster.propose(leader, payload.clone()) else {
-            cluster.run_ticks(1);
-            continue;
-        };
-        let remaining_ticks = deadline.saturating_sub(cluster.now) / TICK_UNITS;
-        cluster.run_until(remaining_ticks, |cluster| {
-            let node = cluster.node(leader);
-            node.applied_index() >= index || node.term_at(index) != Some(term)
-        });
-        check_safety(cluster)?;
-        if cluster.node(leader).applied_index() >= index
-            && cluster.node(leader).term_at(index) == Some(term)
-        {
-            proposed.push((index, payload));
-        }
-    }
+    heal_everything(cluster);
+    wait_for_agreed_leader(cluster)?;
+    let proposed = commit_new_proposals(cluster)?;
     let last = proposed.last().map_or(0, |&(index, _)| index);
+    let ids = cluster.ids();
     let everywhere = |cluster: &Cluster| {
         ids.iter()
             .all(|&id| cluster.node(id).applied_index() >= last)
     };
-    let committed = cluster.run_until(LIVENESS_COMMIT_TICKS, everywhere);
+    let applied_everywhere = cluster.run_until(LIVENESS_COMMIT_TICKS, everywhere);
     check_safety(cluster)?;
-    if !committed {
+    if !applied_everywhere {
         return Err(liveness(
             cluster,
             format!("proposals up to index {last} not applied everywhere"),
@@ -331,6 +278,73 @@ fn check_liveness(cluster: &mut Cluster) -> Result<(), Failure> {
         }
     }
     durability::check_final(&cluster.history, &final_log).map_err(Failure::Safety)
+}
+
+/// No more drops, duplicates, cuts or crashes; every node restarted. Delays stay.
+fn heal_everything(cluster: &mut Cluster) {
+    cluster.heal();
+    cluster.network.faults = NetworkFaults {
+        drop_probability: 0.0,
+        duplicate_probability: 0.0,
+        max_delay_units: cluster.network.faults.max_delay_units,
+    };
+    for id in cluster.ids() {
+        if !cluster.is_up(id) {
+            cluster.restart(id);
+        }
+    }
+}
+
+fn wait_for_agreed_leader(cluster: &mut Cluster) -> Result<(), Failure> {
+    let ids = cluster.ids();
+    let agreed = |cluster: &Cluster| {
+        cluster.leader().is_some_and(|leader| {
+            let term = cluster.node(leader).term();
+            ids.iter().all(|&id| {
+                cluster.node(id).leader() == Some(leader) && cluster.node(id).term() == term
+            })
+        })
+    };
+    if cluster.run_until(LIVENESS_LEADER_TICKS, agreed) {
+        return Ok(());
+    }
+    let what = format!("no leader all nodes agree on within {LIVENESS_LEADER_TICKS} ticks");
+    Err(liveness(cluster, what))
+}
+
+/// Proposes until `LIVENESS_PROPOSALS` are applied by the leader that took them (a leader
+/// change may drop one: it is proposed again), within `LIVENESS_COMMIT_TICKS`.
+fn commit_new_proposals(cluster: &mut Cluster) -> Result<Vec<(Index, Bytes)>, Failure> {
+    let mut proposed: Vec<(Index, Bytes)> = Vec::new();
+    let deadline = cluster.now + LIVENESS_COMMIT_TICKS * TICK_UNITS;
+    while proposed.len() < LIVENESS_PROPOSALS {
+        if cluster.now >= deadline {
+            let what = format!("only {} proposals committed in time", proposed.len());
+            return Err(liveness(cluster, what));
+        }
+        // Check-quorum may still demote a leader that was cut off just before the heal.
+        let Some(leader) = cluster.leader() else {
+            cluster.run_ticks(1);
+            continue;
+        };
+        let payload = Bytes::from(format!("liveness-{}", proposed.len()));
+        let Ok((index, term)) = cluster.propose(leader, payload.clone()) else {
+            cluster.run_ticks(1);
+            continue;
+        };
+        let remaining_ticks = deadline.saturating_sub(cluster.now) / TICK_UNITS;
+        let decided = |cluster: &Cluster| {
+            let node = cluster.node(leader);
+            node.applied_index() >= index || node.term_at(index) != Some(term)
+        };
+        cluster.run_until(remaining_ticks, decided);
+        check_safety(cluster)?;
+        let node = cluster.node(leader);
+        if node.applied_index() >= index && node.term_at(index) == Some(term) {
+            proposed.push((index, payload));
+        }
+    }
+    Ok(proposed)
 }
 
 fn check_safety(cluster: &mut Cluster) -> Result<(), Failure> {
