@@ -134,6 +134,18 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// The committed index is the largest N that a majority of voters has acknowledged.
+        #[test]
+        fn committed_index_is_the_largest_index_a_majority_holds(acknowledged in proptest::collection::vec(0u64..20, 1..8)) {
+            let configuration = Configuration::with_voters(1..=acknowledged.len() as NodeId);
+            let committed = configuration.committed_index(|id| acknowledged[(id - 1) as usize]);
+            let holding = |index: Index| acknowledged.iter().filter(|&&a| a >= index).count();
+            proptest::prop_assert!(holding(committed) >= configuration.quorum_size());
+            proptest::prop_assert!(holding(committed + 1) < configuration.quorum_size());
+        }
+    }
+
     #[test]
     fn quorum_sizes() {
         let sizes: Vec<usize> = (1..=6)

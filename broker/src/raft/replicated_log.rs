@@ -269,3 +269,78 @@ impl<L: RaftLog> ReplicatedLog<L> {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::raft::entry::EntryKind;
+    use crate::raft::memory_log::MemoryLog;
+
+    fn entry(index: Index, term: Term, payload_bytes: usize) -> Entry {
+        Entry {
+            index,
+            term,
+            kind: EntryKind::Data,
+            payload: Bytes::from(vec![0u8; payload_bytes]),
+        }
+    }
+
+    proptest::proptest! {
+        /// Reads spanning the stable and unstable parts return a non-empty, contiguous prefix of
+        /// the range within `max_bytes` (one entry may exceed it alone).
+        #[test]
+        fn entries_across_stable_and_unstable_are_a_bounded_prefix(
+            sizes in proptest::collection::vec(0usize..50, 2..30),
+            stable_count in 0usize..30,
+            from_offset in 0usize..30,
+            max_bytes in 1u64..400,
+        ) {
+            let stable_count = stable_count.min(sizes.len());
+            let all: Vec<Entry> = sizes.iter().enumerate().map(|(i, &size)| entry(i as Index + 1, 1, size)).collect();
+            let mut storage = MemoryLog::new();
+            storage.append(&all[..stable_count]);
+            let mut log = ReplicatedLog::new(storage, 0);
+            log.append(&all[stable_count..]);
+            let from = (from_offset % sizes.len()) as Index + 1;
+            let taken = log.entries(from, all.len() as Index + 1, max_bytes);
+            proptest::prop_assert!(!taken.is_empty());
+            for (position, entry) in taken.iter().enumerate() {
+                proptest::prop_assert_eq!(entry, &all[from as usize - 1 + position]);
+            }
+            let bytes: u64 = taken.iter().map(Entry::size_bytes).sum();
+            proptest::prop_assert!(taken.len() == 1 || bytes <= max_bytes);
+            let next = from as usize - 1 + taken.len();
+            if next < all.len() {
+                proptest::prop_assert!(bytes + all[next].size_bytes() > max_bytes, "stopped early");
+            }
+        }
+    }
+
+    #[test]
+    fn a_truncation_below_what_was_written_is_handed_out_first() {
+        let mut storage = MemoryLog::new();
+        storage.append(&[entry(1, 1, 0), entry(2, 1, 0), entry(3, 1, 0)]);
+        let mut log = ReplicatedLog::new(storage, 0);
+        assert_eq!(
+            log.append_after_match(&[entry(2, 1, 0), entry(3, 2, 0)]),
+            Some(3)
+        );
+        let (truncate, entries) = log.take_entries_to_write();
+        assert_eq!((truncate, entries.len(), entries[0].term), (Some(3), 1, 2));
+        assert_eq!(
+            log.persisted_index(),
+            2,
+            "the replaced entry is no longer durable"
+        );
+        assert!(
+            !log.persisted_to(3, 1),
+            "a stale report of the replaced entry is ignored"
+        );
+        log.storage_mut().write(truncate, &entries);
+        assert!(log.persisted_to(3, 2));
+        assert_eq!(log.persisted_index(), 3);
+        log.validate();
+    }
+}
