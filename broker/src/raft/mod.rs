@@ -1,2 +1,79 @@
 //! The Raft consensus core: a pure state machine driven by `tick`, `step` and `propose`.
-//! It never touches tokio, quinn, files, the wall clock or a global RNG (tests/tidy enforces it).
+//! It never touches an async runtime, sockets, files, the wall clock or a global RNG (tests/tidy.rs
+//! enforces it): messages and ticks go in, a [`Ready`] comes out (DESIGN.md 2).
+//!
+//! A single-node group, driven by hand:
+//!
+//! ```
+//! use keel_broker::raft::{Config, Configuration, MemoryLog, RaftNode, RecoveredState, Role};
+//!
+//! let configuration = Configuration::with_voters([1]);
+//! let mut node = RaftNode::new(Config::new(1, 42), configuration, MemoryLog::new(), RecoveredState::default())
+//!     .expect("valid configuration");
+//! node.campaign(); // a single voter wins at once and appends its no-op
+//! assert_eq!(node.role(), Role::Leader);
+//! let (index, term) = node.propose(bytes::Bytes::from_static(b"hello")).expect("leader");
+//!
+//! // The driver's loop: write, report durability, send, apply.
+//! let mut applied = Vec::new();
+//! while node.has_ready() {
+//!     let ready = node.ready();
+//!     node.storage_mut().write(ready.truncate_from, &ready.entries);
+//!     if let Some((last_index, last_term)) = ready.last_entry() {
+//!         node.on_persisted(last_index, last_term);
+//!     }
+//!     if let Some(last) = ready.committed_entries.last() {
+//!         node.on_applied(last.index);
+//!     }
+//!     applied.extend(ready.committed_entries);
+//! }
+//! assert_eq!((applied[1].index, applied[1].term), (index, term));
+//! assert_eq!(&applied[1].payload[..], b"hello");
+//! ```
+//!
+//! Files: `node.rs` (the state machine and its API), `election.rs`, `replication.rs`,
+//! `progress.rs` + `inflights.rs` (flow control), `quorum.rs`, `replicated_log.rs` +
+//! `unstable.rs` (the log view), `log.rs` (the storage trait), `ready.rs`, `message.rs`.
+//! Design decisions beyond RAFT.md: docs/RAFT-CORE.md.
+
+mod config;
+mod election;
+mod entry;
+mod error;
+mod inflights;
+mod log;
+mod memory_log;
+mod message;
+mod node;
+mod progress;
+mod quorum;
+mod ready;
+mod replicated_log;
+mod replication;
+mod unstable;
+
+#[cfg(feature = "fault-injection")]
+pub use config::PlantedBugs;
+pub use config::{
+    Config, DEFAULT_ELECTION_TIMEOUT_MIN_TICKS, DEFAULT_HEARTBEAT_INTERVAL_TICKS,
+    DEFAULT_MAX_APPEND_BYTES, DEFAULT_MAX_APPLY_BYTES, DEFAULT_MAX_INFLIGHT_BYTES,
+    DEFAULT_MAX_INFLIGHT_MSGS, DEFAULT_MAX_UNAPPLIED_ENTRIES, DEFAULT_MAX_UNCOMMITTED_BYTES,
+};
+pub use entry::{
+    entries_size_bytes, Entry, EntryKind, HardState, Index, NodeId, Term, ENTRY_OVERHEAD_BYTES,
+};
+pub use error::{ConfigError, ProposeError};
+pub use inflights::Inflights;
+pub use log::RaftLog;
+pub use memory_log::MemoryLog;
+pub use message::{
+    AppendEntries, AppendEntriesResponse, AppendResult, ConflictHint, Message, MessageBody,
+    VoteRequest, VoteResponse,
+};
+pub use node::{RaftNode, RecoveredState, Role};
+pub use progress::{Progress, ProgressState};
+pub use quorum::{Configuration, VoteResult};
+pub use ready::{PeerMessages, Ready};
+
+#[cfg(test)]
+mod node_tests;

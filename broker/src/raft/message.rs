@@ -1,0 +1,89 @@
+//! The messages Raft nodes exchange (RAFT.md Roles, terms, messages). Every message carries
+//! the sender's term; the sender's id travels beside it (`RaftNode::step(from, message)`).
+//! InstallSnapshot and TimeoutNow arrive with the next issue.
+
+use crate::raft::entry::{Entry, Index, Term};
+
+/// One message with the sender's term. For a `PreVote` the term is the one the sender would
+/// campaign in (its term + 1) and it raises nobody's term.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub term: Term,
+    pub body: MessageBody,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MessageBody {
+    /// "Would you vote for me at `term`?" Sent before raising the term.
+    PreVote(VoteRequest),
+    PreVoteResponse(VoteResponse),
+    RequestVote(VoteRequest),
+    RequestVoteResponse(VoteResponse),
+    /// Entries (possibly none: a heartbeat or a commit notice) after `prev_log_index`.
+    AppendEntries(AppendEntries),
+    AppendEntriesResponse(AppendEntriesResponse),
+}
+
+/// The candidate's last log entry, for the up-to-date check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VoteRequest {
+    pub last_log_index: Index,
+    pub last_log_term: Term,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VoteResponse {
+    pub granted: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendEntries {
+    pub prev_log_index: Index,
+    pub prev_log_term: Term,
+    pub entries: Vec<Entry>,
+    pub leader_commit: Index,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendEntriesResponse {
+    pub result: AppendResult,
+    /// The follower's applied index, for the leader's unapplied-backlog limit.
+    pub applied_index: Index,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendResult {
+    /// The follower's log matches the leader's up to `match_index`, durably.
+    Accepted { match_index: Index },
+    /// The follower has no entry `(prev_log_index, prev_log_term)`; `rejected_index` is that
+    /// `prev_log_index`.
+    Rejected {
+        rejected_index: Index,
+        hint: ConflictHint,
+    },
+}
+
+/// What a rejecting follower tells the leader so it can skip back a whole term per round trip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConflictHint {
+    /// The follower's last log index.
+    pub last_index: Index,
+    /// The term of the follower's entry at the rejected index, if it has one.
+    pub conflict_term: Option<Term>,
+    /// The first index the follower holds of `conflict_term` (0 without a conflict term).
+    pub conflict_term_first_index: Index,
+}
+
+impl MessageBody {
+    /// A short name for traces and counters.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            MessageBody::PreVote(_) => "PreVote",
+            MessageBody::PreVoteResponse(_) => "PreVoteResponse",
+            MessageBody::RequestVote(_) => "RequestVote",
+            MessageBody::RequestVoteResponse(_) => "RequestVoteResponse",
+            MessageBody::AppendEntries(_) => "AppendEntries",
+            MessageBody::AppendEntriesResponse(_) => "AppendEntriesResponse",
+        }
+    }
+}

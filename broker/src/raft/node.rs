@@ -1,0 +1,418 @@
+//! `RaftNode`: one member of one Raft group, as a pure state machine.
+//!
+//! ```text
+//!               election timeout              majority of pre-votes
+//!  +----------+ -------------> +--------------+ ------------------> +-----------+
+//!  | Follower |                | PreCandidate |                     | Candidate |
+//!  +----------+ <------------- +--------------+ <------------------ +-----------+
+//!    ^     ^    pre-votes lost,    |      ^      election timeout:     |      |
+//!    |     |    leader heard,      +------+      pre-vote again        |      | majority
+//!    |     |    higher term        timeout: again                      |      | of votes
+//!    |     +-----------------------------------------------------------+      v
+//!    |              votes lost, leader heard, higher term                +--------+
+//!    +------------------------------------------------------------------ | Leader |
+//!                     higher term, or check-quorum fails                 +--------+
+//! ```
+//!
+//! Inputs: `tick`, `step`, `propose`, `on_persisted`, `on_applied`, `campaign`. Output: `ready`.
+//! Elections live in election.rs, replication and commit in replication.rs.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::raft::config::Config;
+use crate::raft::entry::{Entry, EntryKind, HardState, Index, NodeId, Term};
+use crate::raft::error::{ConfigError, ProposeError};
+use crate::raft::log::RaftLog;
+use crate::raft::message::{Message, MessageBody};
+use crate::raft::progress::Progress;
+use crate::raft::quorum::Configuration;
+use crate::raft::ready::{PeerMessages, Ready};
+use crate::raft::replicated_log::ReplicatedLog;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Follower,
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+/// What a node recovered from its disk, besides the log itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecoveredState {
+    pub hard_state: HardState,
+    /// The state machine's applied index (0 when it is rebuilt from the log).
+    pub applied_index: Index,
+    /// From storage's recovery report: the highest index seen beyond the cut of a damaged tail.
+    /// The node grants no votes and does not campaign until its log reaches it again.
+    pub abstain_until_index: Option<Index>,
+}
+
+/// Where a message goes in the Ready: at once, or after local durability.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SendWhen {
+    Now,
+    AfterPersist,
+}
+
+pub struct RaftNode<L: RaftLog> {
+    pub(crate) config: Config,
+    pub(crate) configuration: Configuration,
+    pub(crate) term: Term,
+    pub(crate) vote: Option<NodeId>,
+    pub(crate) role: Role,
+    pub(crate) leader: Option<NodeId>,
+    pub(crate) log: ReplicatedLog<L>,
+    /// Votes (or pre-votes) received in the current campaign.
+    pub(crate) votes: BTreeMap<NodeId, bool>,
+    /// Leader only: one entry per other member.
+    pub(crate) progress: BTreeMap<NodeId, Progress>,
+    pub(crate) election_elapsed_ticks: u32,
+    pub(crate) heartbeat_elapsed_ticks: u32,
+    pub(crate) randomized_election_timeout_ticks: u32,
+    pub(crate) abstain_until_index: Option<Index>,
+    /// Leader only: `(index, bytes)` of its own entries not yet committed.
+    pub(crate) uncommitted: VecDeque<(Index, u64)>,
+    pub(crate) uncommitted_bytes: u64,
+    rng: ChaCha8Rng,
+    hard_state_handed_out: HardState,
+    messages: BTreeMap<NodeId, Vec<Message>>,
+    messages_after_persist: BTreeMap<NodeId, Vec<Message>>,
+}
+
+impl<L: RaftLog> RaftNode<L> {
+    /// A node over a recovered log. Returns the configuration error if `config` is invalid.
+    pub fn new(
+        config: Config,
+        configuration: Configuration,
+        storage: L,
+        recovered: RecoveredState,
+    ) -> Result<RaftNode<L>, ConfigError> {
+        config.validate()?;
+        if configuration.voters.is_empty() {
+            return Err(ConfigError::NoVoters);
+        }
+        if !configuration.is_voter(config.id) {
+            return Err(ConfigError::NotAMember {
+                id: config.id,
+                voters: configuration.voters.iter().copied().collect(),
+            });
+        }
+        let log = ReplicatedLog::new(storage, recovered.applied_index);
+        let mut node = RaftNode {
+            rng: ChaCha8Rng::seed_from_u64(config.random_seed),
+            config,
+            configuration,
+            term: recovered.hard_state.term,
+            vote: recovered.hard_state.vote,
+            role: Role::Follower,
+            leader: None,
+            log,
+            votes: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            election_elapsed_ticks: 0,
+            heartbeat_elapsed_ticks: 0,
+            randomized_election_timeout_ticks: 0,
+            abstain_until_index: recovered.abstain_until_index,
+            uncommitted: VecDeque::new(),
+            uncommitted_bytes: 0,
+            hard_state_handed_out: recovered.hard_state,
+            messages: BTreeMap::new(),
+            messages_after_persist: BTreeMap::new(),
+        };
+        node.reset_election_timer();
+        node.maybe_end_abstention();
+        Ok(node)
+    }
+
+    /// One unit of logical time passed.
+    pub fn tick(&mut self) {
+        match self.role {
+            Role::Leader => self.tick_leader(),
+            Role::Follower | Role::PreCandidate | Role::Candidate => self.tick_election(),
+        }
+    }
+
+    /// A message from peer `from` arrived.
+    pub fn step(&mut self, from: NodeId, message: Message) {
+        assert_ne!(from, self.config.id, "a node does not message itself");
+        if !self.step_term(from, &message) {
+            return;
+        }
+        match message.body {
+            MessageBody::PreVote(request) => {
+                self.handle_vote_request(from, message.term, request, true)
+            }
+            MessageBody::RequestVote(request) => {
+                self.handle_vote_request(from, message.term, request, false)
+            }
+            MessageBody::PreVoteResponse(response) => {
+                self.handle_pre_vote_response(from, message.term, response)
+            }
+            MessageBody::RequestVoteResponse(response) => self.handle_vote_response(from, response),
+            MessageBody::AppendEntries(append) => self.handle_append_entries(from, append),
+            MessageBody::AppendEntriesResponse(response) => {
+                self.handle_append_response(from, response)
+            }
+        }
+    }
+
+    /// Appends `payload` as a `Data` entry if this node leads. Returns the entry's
+    /// `(index, term)`: the proposal succeeded iff that entry is later applied.
+    pub fn propose(&mut self, payload: Bytes) -> Result<(Index, Term), ProposeError> {
+        self.propose_entry(EntryKind::Data, payload)
+    }
+
+    pub(crate) fn propose_entry(
+        &mut self,
+        kind: EntryKind,
+        payload: Bytes,
+    ) -> Result<(Index, Term), ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader_hint: self.leader,
+            });
+        }
+        let entry = Entry {
+            index: self.log.last_index() + 1,
+            term: self.term,
+            kind,
+            payload,
+        };
+        let size_bytes = entry.size_bytes();
+        if size_bytes > self.config.max_uncommitted_bytes {
+            return Err(ProposeError::PayloadTooLarge {
+                size_bytes,
+                max_uncommitted_bytes: self.config.max_uncommitted_bytes,
+            });
+        }
+        if self.uncommitted_bytes + size_bytes > self.config.max_uncommitted_bytes {
+            return Err(ProposeError::Overloaded {
+                uncommitted_bytes: self.uncommitted_bytes,
+                max_uncommitted_bytes: self.config.max_uncommitted_bytes,
+            });
+        }
+        Ok(self.append_own_entry(entry))
+    }
+
+    /// The leader appends an entry of its term, tracked as uncommitted until it commits. The
+    /// no-op of a new term comes here directly: it is never refused.
+    pub(crate) fn append_own_entry(&mut self, entry: Entry) -> (Index, Term) {
+        assert_eq!(self.role, Role::Leader);
+        assert_eq!(
+            (entry.index, entry.term),
+            (self.log.last_index() + 1, self.term)
+        );
+        let position = (entry.index, entry.term);
+        self.uncommitted
+            .push_back((entry.index, entry.size_bytes()));
+        self.uncommitted_bytes += entry.size_bytes();
+        self.log.append(&[entry]);
+        position
+    }
+
+    /// The driver made the log durable up to `(index, term)`.
+    pub fn on_persisted(&mut self, index: Index, term: Term) {
+        if self.log.persisted_to(index, term) {
+            self.maybe_end_abstention();
+            if self.role == Role::Leader {
+                self.maybe_commit();
+            }
+        }
+    }
+
+    /// The state machine applied every entry up to `index`.
+    pub fn on_applied(&mut self, index: Index) {
+        self.log.applied_to(index);
+    }
+
+    /// Starts an election now, as an election timeout would (pre-vote first).
+    pub fn campaign(&mut self) {
+        if self.role != Role::Leader {
+            self.start_pre_vote();
+        }
+    }
+
+    /// Takes everything the driver must do now. See `Ready` for the order.
+    pub fn ready(&mut self) -> Ready {
+        if self.role == Role::Leader {
+            self.send_appends_to_all();
+        }
+        let hard_state = self.hard_state();
+        let hard_state = (hard_state != self.hard_state_handed_out).then(|| {
+            self.hard_state_handed_out = hard_state;
+            hard_state
+        });
+        let (truncate_from, entries) = self.log.take_entries_to_write();
+        Ready {
+            hard_state,
+            truncate_from,
+            entries,
+            messages: drain_batches(&mut self.messages),
+            messages_after_persist: drain_batches(&mut self.messages_after_persist),
+            committed_entries: self
+                .log
+                .take_committed_to_apply(self.config.max_apply_bytes),
+        }
+    }
+
+    /// True when `ready()` would return something to do.
+    pub fn has_ready(&self) -> bool {
+        self.hard_state() != self.hard_state_handed_out
+            || self.log.has_work()
+            || !self.messages.is_empty()
+            || !self.messages_after_persist.is_empty()
+            || (self.role == Role::Leader && self.has_appends_to_send())
+    }
+
+    pub(crate) fn send(&mut self, to: NodeId, when: SendWhen, message: Message) {
+        let queue = match when {
+            SendWhen::Now => &mut self.messages,
+            SendWhen::AfterPersist => &mut self.messages_after_persist,
+        };
+        queue.entry(to).or_default().push(message);
+    }
+
+    pub(crate) fn reset_election_timer(&mut self) {
+        self.election_elapsed_ticks = 0;
+        let minimum = self.config.election_timeout_min_ticks;
+        self.randomized_election_timeout_ticks = self.rng.random_range(minimum..2 * minimum);
+    }
+
+    /// True while the recovery rule forbids voting and campaigning.
+    pub(crate) fn is_abstaining(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        if self.config.planted_bugs.ignore_abstain_rule {
+            return false;
+        }
+        self.abstain_until_index.is_some()
+    }
+
+    fn maybe_end_abstention(&mut self) {
+        if let Some(until) = self.abstain_until_index {
+            if self.log.persisted_index() >= until {
+                self.abstain_until_index = None;
+            }
+        }
+    }
+
+    /// The O(1) invariants of the node (STYLE.md 7), checked by tests after every step.
+    pub fn validate(&self) {
+        self.log.validate();
+        assert!(self.configuration.is_voter(self.config.id));
+        if let Some(vote) = self.vote {
+            assert!(
+                self.configuration.is_voter(vote),
+                "voted for non-voter {vote}"
+            );
+        }
+        match self.role {
+            Role::Leader => {
+                assert_eq!(self.leader, Some(self.config.id));
+                assert_eq!(self.vote, Some(self.config.id), "a leader voted for itself");
+                for (id, progress) in &self.progress {
+                    assert!(
+                        progress.match_index < progress.next_index,
+                        "progress of {id}"
+                    );
+                    assert!(
+                        progress.next_index <= self.log.last_index() + 1,
+                        "progress of {id}"
+                    );
+                    assert!(progress.inflights.count() <= self.config.max_inflight_msgs);
+                }
+                let own: u64 = self.uncommitted.iter().map(|&(_, bytes)| bytes).sum();
+                assert_eq!(own, self.uncommitted_bytes);
+            }
+            Role::Candidate => assert_eq!(self.vote, Some(self.config.id)),
+            Role::Follower | Role::PreCandidate => assert!(self.progress.is_empty()),
+        }
+        assert!(self.randomized_election_timeout_ticks >= self.config.election_timeout_min_ticks);
+        assert!(
+            self.randomized_election_timeout_ticks < 2 * self.config.election_timeout_min_ticks
+        );
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+    pub fn term(&self) -> Term {
+        self.term
+    }
+    pub fn vote(&self) -> Option<NodeId> {
+        self.vote
+    }
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+        }
+    }
+    pub fn commit_index(&self) -> Index {
+        self.log.commit_index()
+    }
+    pub fn applied_index(&self) -> Index {
+        self.log.applied_index()
+    }
+    pub fn persisted_index(&self) -> Index {
+        self.log.persisted_index()
+    }
+    pub fn first_index(&self) -> Index {
+        self.log.first_index()
+    }
+    pub fn last_index(&self) -> Index {
+        self.log.last_index()
+    }
+    /// Term of the entry at `index` in the node's whole log (stable and unstable).
+    pub fn term_at(&self, index: Index) -> Option<Term> {
+        self.log.term(index)
+    }
+    /// Entries `from..to_exclusive` of the whole log (for tests and the simulator).
+    pub fn entries(&self, from: Index, to_exclusive: Index) -> Vec<Entry> {
+        self.log.entries(from, to_exclusive, u64::MAX)
+    }
+    pub fn abstain_until_index(&self) -> Option<Index> {
+        self.abstain_until_index
+    }
+    pub fn uncommitted_bytes(&self) -> u64 {
+        self.uncommitted_bytes
+    }
+    pub fn configuration(&self) -> &Configuration {
+        &self.configuration
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    /// The leader's progress of follower `id`.
+    pub fn progress(&self, id: NodeId) -> Option<&Progress> {
+        self.progress.get(&id)
+    }
+    pub fn storage(&self) -> &L {
+        self.log.storage()
+    }
+    /// The driver writes the log through this (following `Ready`), never the core.
+    pub fn storage_mut(&mut self) -> &mut L {
+        self.log.storage_mut()
+    }
+    /// Gives the log back (a crash in the simulator, a shutdown in the node).
+    pub fn into_storage(self) -> L {
+        self.log.into_storage()
+    }
+}
+
+fn drain_batches(queue: &mut BTreeMap<NodeId, Vec<Message>>) -> Vec<PeerMessages> {
+    std::mem::take(queue)
+        .into_iter()
+        .map(|(to, messages)| PeerMessages { to, messages })
+        .collect()
+}

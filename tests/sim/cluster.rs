@@ -1,0 +1,564 @@
+//! The simulated cluster: N Raft nodes in one thread over a simulated network and simulated
+//! disks, in simulated time. This is the driver the real node will be (STYLE.md 2), with every
+//! step made deterministic by one seeded RNG. The fixture language of the scenario tests:
+//! `cluster.campaign(1)`, `cluster.crash(2)`, `cluster.partition(&[1, 2], &[3, 4, 5])`,
+//! `cluster.run_ticks(20)`.
+//!
+//! One time unit is a "millisecond"; a node ticks every `TICK_UNITS`. Per unit: ticks, message
+//! deliveries, disk progress, then every node's Ready is handled, then the invariants run.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use keel_broker::raft::{
+    Config, Configuration, Entry, HardState, Index, Message, NodeId, PeerMessages, ProposeError,
+    RaftNode, RecoveredState, Role, Term,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::disk::SimDisk;
+use crate::history::{Acknowledgement, Check, History, Violation};
+use crate::invariants;
+use crate::network::{Envelope, Network, NetworkFaults};
+use crate::trace::Trace;
+use crate::workload::Workload;
+
+pub const TICK_UNITS: u64 = 10;
+
+pub type SendFilter = Box<dyn Fn(NodeId, NodeId, &Message) -> bool>;
+
+/// Everything a run is parameterised by (the simulator draws it from the seed).
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    pub node_count: u64,
+    pub network: NetworkFaults,
+    /// Each disk write and each sync takes `1..=max_disk_latency_units`.
+    pub max_disk_latency_units: u64,
+    /// Template for every node's config (id and seed are set per node).
+    pub config: Config,
+    pub producer_count: usize,
+    /// Clock drift: a node ticks every `TICK_UNITS ± max_tick_skew_units` units.
+    pub max_tick_skew_units: u64,
+}
+
+impl ClusterOptions {
+    /// A quiet cluster for scripted scenarios: no faults, one unit per hop and per write.
+    pub fn quiet(node_count: u64) -> ClusterOptions {
+        ClusterOptions {
+            node_count,
+            network: NetworkFaults::NONE,
+            max_disk_latency_units: 1,
+            config: Config::new(0, 0),
+            producer_count: 0,
+            max_tick_skew_units: 0,
+        }
+    }
+}
+
+/// One Ready's writes and what waits for them to be durable.
+struct WriteJob {
+    truncate_from: Option<Index>,
+    entries: Vec<Entry>,
+    hard_state: Option<HardState>,
+    messages_after_persist: Vec<PeerMessages>,
+}
+
+impl WriteJob {
+    fn writes_something(&self) -> bool {
+        self.truncate_from.is_some() || !self.entries.is_empty() || self.hard_state.is_some()
+    }
+}
+
+/// The write in progress: every job queued when it started (group commit), one sync.
+struct GroupWrite {
+    jobs: Vec<WriteJob>,
+    sync_due_at: u64,
+}
+
+enum NodeState {
+    Up(Box<RaftNode<SimDisk>>),
+    Down(SimDisk),
+}
+
+struct SimNode {
+    state: NodeState,
+    writes: VecDeque<WriteJob>,
+    writing: Option<GroupWrite>,
+    /// Each node's clock runs at its own rate: it ticks every `tick_interval_units`.
+    tick_interval_units: u64,
+    next_tick_at: u64,
+}
+
+pub struct Cluster {
+    pub now: u64,
+    pub options: ClusterOptions,
+    pub network: Network,
+    pub history: History,
+    pub workload: Workload,
+    pub trace: Trace,
+    pub rng: ChaCha8Rng,
+    pub ticks_enabled: bool,
+    /// Set once a safety property broke; the run stops there.
+    pub violation: Option<Violation>,
+    /// Scenario tests: messages for which this returns false are dropped when sent.
+    pub send_filter: Option<SendFilter>,
+    /// Scenario tests: every delivered message as `(from, to, kind, term)`.
+    pub delivered: Option<Vec<(NodeId, NodeId, &'static str, Term)>>,
+    nodes: BTreeMap<NodeId, SimNode>,
+    configuration: Configuration,
+}
+
+impl Cluster {
+    pub fn new(options: ClusterOptions, seed: u64) -> Cluster {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let configuration = Configuration::with_voters(1..=options.node_count);
+        let mut cluster = Cluster {
+            now: 0,
+            network: Network::new(options.network),
+            history: History::default(),
+            workload: Workload::new(options.producer_count),
+            trace: Trace::from_environment(),
+            ticks_enabled: true,
+            violation: None,
+            send_filter: None,
+            delivered: None,
+            nodes: BTreeMap::new(),
+            configuration,
+            rng: ChaCha8Rng::seed_from_u64(rng.random()),
+            options,
+        };
+        for id in 1..=cluster.options.node_count {
+            let raft = cluster.start_node(id, SimDisk::default(), RecoveredState::default());
+            let skew = cluster.options.max_tick_skew_units;
+            let tick_interval_units = rng.random_range(TICK_UNITS - skew..=TICK_UNITS + skew);
+            let next_tick_at = rng.random_range(0..TICK_UNITS);
+            let node = SimNode {
+                state: NodeState::Up(raft),
+                writes: VecDeque::new(),
+                writing: None,
+                tick_interval_units,
+                next_tick_at,
+            };
+            cluster.nodes.insert(id, node);
+        }
+        cluster
+    }
+
+    fn start_node(
+        &mut self,
+        id: NodeId,
+        disk: SimDisk,
+        recovered: RecoveredState,
+    ) -> Box<RaftNode<SimDisk>> {
+        let mut config = self.options.config.clone();
+        config.id = id;
+        config.random_seed = self.rng.random();
+        let raft = RaftNode::new(config, self.configuration.clone(), disk, recovered)
+            .expect("valid config");
+        Box::new(raft)
+    }
+
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.nodes.keys().copied().collect()
+    }
+
+    pub fn is_up(&self, id: NodeId) -> bool {
+        matches!(self.nodes[&id].state, NodeState::Up(_))
+    }
+
+    pub fn node(&self, id: NodeId) -> &RaftNode<SimDisk> {
+        match &self.nodes[&id].state {
+            NodeState::Up(raft) => raft,
+            NodeState::Down(_) => panic!("node {id} is down"),
+        }
+    }
+
+    fn node_mut(&mut self, id: NodeId) -> &mut RaftNode<SimDisk> {
+        match &mut self.nodes.get_mut(&id).expect("known node").state {
+            NodeState::Up(raft) => raft,
+            NodeState::Down(_) => panic!("node {id} is down"),
+        }
+    }
+
+    pub fn up_nodes(&self) -> Vec<&RaftNode<SimDisk>> {
+        self.nodes
+            .values()
+            .filter_map(|node| match &node.state {
+                NodeState::Up(raft) => Some(&**raft),
+                NodeState::Down(_) => None,
+            })
+            .collect()
+    }
+
+    /// The up node that leads the highest term, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.up_nodes()
+            .into_iter()
+            .filter(|node| node.role() == Role::Leader)
+            .max_by_key(|node| node.term())
+            .map(|node| node.id())
+    }
+
+    /// Advances one time unit.
+    pub fn step(&mut self) {
+        if self.ticks_enabled {
+            for id in self.ids() {
+                let node = self.nodes.get_mut(&id).expect("known node");
+                if node.next_tick_at > self.now {
+                    continue;
+                }
+                node.next_tick_at = self.now + node.tick_interval_units;
+                if let NodeState::Up(raft) = &mut node.state {
+                    raft.tick();
+                }
+            }
+        }
+        while let Some(envelope) = self.network.next_due(self.now) {
+            if self.is_up(envelope.to) {
+                self.trace
+                    .delivered(self.now, envelope.from, envelope.to, &envelope.message);
+                if let Some(delivered) = &mut self.delivered {
+                    let kind = envelope.message.body.kind_name();
+                    delivered.push((envelope.from, envelope.to, kind, envelope.message.term));
+                }
+                self.node_mut(envelope.to)
+                    .step(envelope.from, envelope.message);
+            }
+        }
+        for id in self.ids() {
+            self.advance_disk(id);
+        }
+        self.handle_all_ready();
+        self.workload.expire(self.now);
+        self.now += 1;
+    }
+
+    pub fn run_ticks(&mut self, ticks: u64) {
+        for _ in 0..ticks * TICK_UNITS {
+            self.step();
+        }
+    }
+
+    /// Runs until `done` holds (true) or `max_ticks` pass (false).
+    pub fn run_until(&mut self, max_ticks: u64, done: impl Fn(&Cluster) -> bool) -> bool {
+        for _ in 0..max_ticks * TICK_UNITS {
+            if done(self) {
+                return true;
+            }
+            self.step();
+        }
+        done(self)
+    }
+
+    /// Delivers, writes and handles Readys without ticking until nothing is left in flight.
+    pub fn settle(&mut self) {
+        let ticks = self.ticks_enabled;
+        self.ticks_enabled = false;
+        for _ in 0..100_000 {
+            if self.network.in_flight_count() == 0
+                && self
+                    .nodes
+                    .values()
+                    .all(|node| node.writes.is_empty() && node.writing.is_none())
+            {
+                break;
+            }
+            self.step();
+        }
+        self.ticks_enabled = ticks;
+    }
+
+    pub fn campaign(&mut self, id: NodeId) {
+        self.node_mut(id).campaign();
+        self.handle_all_ready();
+    }
+
+    pub fn tick(&mut self, id: NodeId) {
+        self.node_mut(id).tick();
+        self.handle_all_ready();
+    }
+
+    pub fn propose(&mut self, id: NodeId, payload: Bytes) -> Result<(Index, Term), ProposeError> {
+        let result = self.node_mut(id).propose(payload);
+        self.trace
+            .line(self.now, || format!("propose at {id}: {result:?}"));
+        self.handle_all_ready();
+        result
+    }
+
+    /// A power loss at node `id`: every write not yet synced may be lost or torn; with
+    /// `may_abstain`, holes (and rarely damage to synced entries) that make it abstain.
+    pub fn crash(&mut self, id: NodeId, may_abstain: bool) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let NodeState::Up(raft) =
+            std::mem::replace(&mut node.state, NodeState::Down(SimDisk::default()))
+        else {
+            panic!("node {id} is already down");
+        };
+        node.writes.clear();
+        node.writing = None;
+        let (disk, report) = raft.into_storage().crash(&mut self.rng, may_abstain);
+        self.trace
+            .line(self.now, || format!("crash {id}: {report:?}"));
+        self.trace
+            .hash_event(self.now, 1, id, report.abstain_until_index.unwrap_or(0));
+        self.nodes.get_mut(&id).expect("known node").state = NodeState::Down(disk);
+        self.workload.node_crashed(id);
+    }
+
+    pub fn restart(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let NodeState::Down(disk) =
+            std::mem::replace(&mut node.state, NodeState::Down(SimDisk::default()))
+        else {
+            panic!("node {id} is already up");
+        };
+        let recovered = RecoveredState {
+            hard_state: disk.hard_state(),
+            applied_index: 0,
+            abstain_until_index: disk.abstain_until_index(),
+        };
+        self.trace
+            .line(self.now, || format!("restart {id}: {recovered:?}"));
+        self.trace.hash_event(self.now, 2, id, 0);
+        let raft = self.start_node(id, disk, recovered);
+        self.nodes.get_mut(&id).expect("known node").state = NodeState::Up(raft);
+        self.history.forget_volatile_state(id);
+    }
+
+    /// Crash and restart with every write synced first: the node forgets only its volatile
+    /// state (leader, commit index, election timer).
+    pub fn reboot(&mut self, id: NodeId) {
+        self.settle();
+        self.crash(id, false);
+        self.restart(id);
+    }
+
+    pub fn partition(&mut self, side_a: &[NodeId], side_b: &[NodeId]) {
+        self.trace
+            .line(self.now, || format!("partition {side_a:?} | {side_b:?}"));
+        self.network.partition(side_a, side_b);
+    }
+
+    /// Cuts the one-way link `from -> to`.
+    pub fn cut(&mut self, from: NodeId, to: NodeId) {
+        self.trace.line(self.now, || format!("cut {from} -> {to}"));
+        self.network.cut(from, to);
+    }
+
+    /// Cuts node `id` off from everyone, both ways.
+    pub fn isolate(&mut self, id: NodeId) {
+        let others: Vec<NodeId> = self
+            .ids()
+            .into_iter()
+            .filter(|&other| other != id)
+            .collect();
+        self.partition(&[id], &others);
+    }
+
+    pub fn heal(&mut self) {
+        self.trace.line(self.now, || "heal".to_string());
+        self.network.heal();
+    }
+
+    /// Nodes whose votes are withheld by the abstain rule, up or (after a crash) down.
+    pub fn abstaining_count(&self) -> usize {
+        self.nodes
+            .values()
+            .filter(|node| match &node.state {
+                NodeState::Up(raft) => raft.abstain_until_index().is_some(),
+                NodeState::Down(disk) => disk.abstain_until_index().is_some(),
+            })
+            .count()
+    }
+
+    fn handle_all_ready(&mut self) {
+        loop {
+            let mut any = false;
+            for id in self.ids() {
+                if self.is_up(id) && self.node(id).has_ready() {
+                    any = true;
+                    self.handle_ready(id);
+                }
+            }
+            if !any || self.violation.is_some() {
+                break;
+            }
+        }
+        self.check_invariants();
+    }
+
+    /// The driver's order (Ready's doc): queue the writes, send what may go now, apply.
+    fn handle_ready(&mut self, id: NodeId) {
+        let raft = self.node_mut(id);
+        if raft.abstain_until_index().is_none() && raft.storage().abstain_until_index().is_some() {
+            raft.storage_mut().clear_abstain_marker();
+        }
+        let ready = raft.ready();
+        for entry in &ready.entries {
+            let previous_term = self.node(id).term_at(entry.index - 1).unwrap_or(0);
+            let check = invariants::log_matching::observe_written(
+                &mut self.history,
+                id,
+                entry,
+                previous_term,
+            );
+            self.record(check);
+        }
+        if ready.hard_state.is_some()
+            || !ready.entries.is_empty()
+            || ready.truncate_from.is_some()
+            || !ready.messages_after_persist.is_empty()
+        {
+            let job = WriteJob {
+                truncate_from: ready.truncate_from,
+                entries: ready.entries,
+                hard_state: ready.hard_state,
+                messages_after_persist: ready.messages_after_persist,
+            };
+            self.nodes
+                .get_mut(&id)
+                .expect("known node")
+                .writes
+                .push_back(job);
+        }
+        self.send_all(id, ready.messages);
+        if let Some(last) = ready.committed_entries.last().map(|entry| entry.index) {
+            for entry in &ready.committed_entries {
+                self.apply(id, entry);
+            }
+            self.node_mut(id).on_applied(last);
+        }
+    }
+
+    fn apply(&mut self, id: NodeId, entry: &Entry) {
+        let check = invariants::state_machine_safety::observe_applied(&mut self.history, id, entry);
+        self.record(check);
+        if let Some(producer) = self
+            .workload
+            .applied(id, entry.index, entry.term, &entry.payload)
+        {
+            self.trace.line(self.now, || {
+                format!(
+                    "acknowledged {:?} at ({}, {})",
+                    entry.payload, entry.index, entry.term
+                )
+            });
+            self.history.acknowledged.push(Acknowledgement {
+                producer,
+                index: entry.index,
+                term: entry.term,
+                payload: entry.payload.clone(),
+            });
+        }
+    }
+
+    fn send_all(&mut self, from: NodeId, batches: Vec<PeerMessages>) {
+        for batch in batches {
+            for message in batch.messages {
+                self.send(from, batch.to, message);
+            }
+        }
+    }
+
+    fn send(&mut self, from: NodeId, to: NodeId, message: Message) {
+        if self
+            .send_filter
+            .as_ref()
+            .is_some_and(|allow| !allow(from, to, &message))
+        {
+            return;
+        }
+        let envelope = Envelope { from, to, message };
+        self.network.send(&mut self.rng, self.now, envelope);
+    }
+
+    /// Moves node `id`'s disk forward like a group-committing driver: a write in progress
+    /// completes its sync (then reports and sends what waited); queued jobs start the next
+    /// write together. Jobs that only wait (no writes) finish once everything before them has.
+    fn advance_disk(&mut self, id: NodeId) {
+        if !self.is_up(id) {
+            return;
+        }
+        let now = self.now;
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let NodeState::Up(raft) = &mut node.state else {
+            return;
+        };
+        if let Some(writing) = &node.writing {
+            if writing.sync_due_at > now {
+                return;
+            }
+            let writing = node.writing.take().expect("checked");
+            raft.storage_mut().sync();
+            if let Some(last) = writing.jobs.iter().rev().find_map(|job| job.entries.last()) {
+                raft.on_persisted(last.index, last.term);
+            }
+            let messages: Vec<PeerMessages> = writing
+                .jobs
+                .into_iter()
+                .flat_map(|job| job.messages_after_persist)
+                .collect();
+            self.send_all(id, messages);
+        }
+        let node = self.nodes.get_mut(&id).expect("known node");
+        if node.writes.is_empty() {
+            return;
+        }
+        let jobs: Vec<WriteJob> = node.writes.drain(..).collect();
+        if !jobs.iter().any(WriteJob::writes_something) {
+            let messages: Vec<PeerMessages> = jobs
+                .into_iter()
+                .flat_map(|job| job.messages_after_persist)
+                .collect();
+            self.send_all(id, messages);
+            return;
+        }
+        let latency = self
+            .rng
+            .random_range(1..=self.options.max_disk_latency_units);
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let NodeState::Up(raft) = &mut node.state else {
+            return;
+        };
+        for job in &jobs {
+            raft.storage_mut()
+                .write(job.truncate_from, &job.entries, job.hard_state);
+        }
+        node.writing = Some(GroupWrite {
+            jobs,
+            sync_due_at: now + latency,
+        });
+    }
+
+    pub fn check_invariants(&mut self) {
+        if self.violation.is_some() {
+            return;
+        }
+        let nodes: Vec<&RaftNode<SimDisk>> = self
+            .nodes
+            .values()
+            .filter_map(|node| match &node.state {
+                NodeState::Up(raft) => Some(&**raft),
+                NodeState::Down(_) => None,
+            })
+            .collect();
+        let check = invariants::check_step(&mut self.history, &nodes);
+        self.record(check);
+    }
+
+    pub fn record(&mut self, check: Check) {
+        if let Err(violation) = check {
+            self.trace
+                .line(self.now, || format!("VIOLATION {violation:?}"));
+            self.violation.get_or_insert(violation);
+        }
+    }
+
+    /// The committed log as node `id` holds it.
+    pub fn committed_log(&self, id: NodeId) -> Vec<Entry> {
+        let node = self.node(id);
+        node.entries(1, node.commit_index() + 1)
+    }
+}

@@ -1,0 +1,162 @@
+//! The simulated disk of one node: a `RaftLog` in memory that keeps written-but-unsynced
+//! entries apart from synced ones, and a crash model for them (DESIGN.md 12.4).
+//!
+//! At a crash, unsynced entries of the tail reach the platter in any order: none, a prefix (a
+//! torn tail), or an arbitrary subset. Recovery cuts the log at the first missing entry and
+//! reports the highest index it saw beyond the cut: the abstain index (RAFT.md Membership).
+//! Sometimes, and only when `may_abstain` allows it, the torn page also damages the last synced
+//! entries (an append rewrites the partly filled page they share): the node then lost entries
+//! it acknowledged, which the surviving later entry makes detectable.
+
+use keel_broker::raft::{Entry, HardState, Index, RaftLog, Term};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+#[derive(Debug, Default)]
+pub struct SimDisk {
+    entries: Vec<Entry>,
+    synced_entries: usize,
+    hard_state: HardState,
+    unsynced_hard_state: Option<HardState>,
+    /// The abstain index survives further crashes until the node's log reaches it: a second
+    /// recovery no longer sees the frames the first one cut (RAFT-CORE.md, abstain rule).
+    abstain_until_index: Option<Index>,
+}
+
+/// What a restarted node learns from its recovery.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub abstain_until_index: Option<Index>,
+    /// Entries that had been synced and were lost (only with `may_abstain`).
+    pub synced_entries_lost: u64,
+}
+
+impl SimDisk {
+    pub fn hard_state(&self) -> HardState {
+        self.hard_state
+    }
+
+    pub fn abstain_until_index(&self) -> Option<Index> {
+        self.abstain_until_index
+    }
+
+    /// The node's log reached its abstain index: the marker is no longer needed.
+    pub fn clear_abstain_marker(&mut self) {
+        self.abstain_until_index = None;
+    }
+
+    pub fn write(
+        &mut self,
+        truncate_from: Option<Index>,
+        entries: &[Entry],
+        hard_state: Option<HardState>,
+    ) {
+        if let Some(from) = truncate_from {
+            // keel-storage zeroes truncated bytes before returning: the cut is durable at once.
+            self.entries.truncate((from - 1) as usize);
+            self.synced_entries = self.synced_entries.min(self.entries.len());
+        }
+        for entry in entries {
+            assert_eq!(
+                entry.index,
+                self.entries.len() as Index + 1,
+                "disk appends must be contiguous"
+            );
+            self.entries.push(entry.clone());
+        }
+        if let Some(hard_state) = hard_state {
+            self.unsynced_hard_state = Some(hard_state);
+        }
+    }
+
+    pub fn sync(&mut self) {
+        self.synced_entries = self.entries.len();
+        if let Some(hard_state) = self.unsynced_hard_state.take() {
+            self.hard_state = hard_state;
+        }
+    }
+
+    /// A power loss: returns the disk as recovery finds it.
+    pub fn crash(mut self, rng: &mut ChaCha8Rng, may_abstain: bool) -> (SimDisk, RecoveryReport) {
+        if let Some(hard_state) = self.unsynced_hard_state.take() {
+            // Written by rename: either the old or the new file survives.
+            if rng.random_bool(0.5) {
+                self.hard_state = hard_state;
+            }
+        }
+        let total = self.entries.len();
+        let mut survives = vec![true; total];
+        let unsynced = self.synced_entries..total;
+        // Without `may_abstain` only prefixes survive: no hole, so no abstain index (the
+        // simulator keeps abstaining nodes a minority, or the cluster could never elect).
+        match rng.random_range(0..if may_abstain { 3 } else { 2 }) {
+            0 => survives[unsynced.clone()]
+                .iter_mut()
+                .for_each(|s| *s = false),
+            1 => {
+                let kept = rng.random_range(unsynced.start..=total);
+                survives[kept..].iter_mut().for_each(|s| *s = false);
+            }
+            _ => survives[unsynced.clone()]
+                .iter_mut()
+                .for_each(|s| *s = rng.random_bool(0.5)),
+        }
+        let later_survivor = survives[unsynced.clone()].iter().any(|&s| s);
+        let mut synced_entries_lost = 0;
+        if may_abstain && later_survivor && self.synced_entries > 0 && rng.random_bool(0.5) {
+            let damaged = rng.random_range(1..=self.synced_entries.min(3));
+            let first_damaged = self.synced_entries - damaged;
+            survives[first_damaged..self.synced_entries]
+                .iter_mut()
+                .for_each(|s| *s = false);
+            synced_entries_lost = damaged as u64;
+        }
+        let cut = survives.iter().position(|&s| !s).unwrap_or(total);
+        let beyond = (cut..total).rev().find(|&position| survives[position]);
+        let abstain_until_index = beyond.map(|position| position as Index + 1);
+        if abstain_until_index.is_none() {
+            synced_entries_lost = 0;
+        }
+        self.entries.truncate(cut);
+        self.synced_entries = self.entries.len();
+        self.abstain_until_index = self.abstain_until_index.max(abstain_until_index);
+        let report = RecoveryReport {
+            abstain_until_index,
+            synced_entries_lost,
+        };
+        (self, report)
+    }
+}
+
+impl RaftLog for SimDisk {
+    fn first_index(&self) -> Index {
+        1
+    }
+
+    fn last_index(&self) -> Index {
+        self.entries.len() as Index
+    }
+
+    fn term(&self, index: Index) -> Option<Term> {
+        if index == 0 {
+            return None;
+        }
+        self.entries
+            .get((index - 1) as usize)
+            .map(|entry| entry.term)
+    }
+
+    fn entries(&self, from: Index, to_exclusive: Index, max_bytes: u64) -> Vec<Entry> {
+        assert!(from >= 1 && from <= to_exclusive && to_exclusive <= self.last_index() + 1);
+        let mut taken = Vec::new();
+        let mut bytes = 0;
+        for entry in &self.entries[(from - 1) as usize..(to_exclusive - 1) as usize] {
+            bytes += entry.size_bytes();
+            if !taken.is_empty() && bytes > max_bytes {
+                break;
+            }
+            taken.push(entry.clone());
+        }
+        taken
+    }
+}

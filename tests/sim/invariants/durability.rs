@@ -1,0 +1,52 @@
+//! RAFT.md safety property 6, durability: every proposal acknowledged to a client is in the
+//! final committed log, once, in acknowledgement order per producer. Checked at the end of a
+//! run against the committed log every node converged on.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use keel_broker::raft::{Entry, Index};
+
+use crate::history::{violation, Check, History};
+
+pub fn check_final(history: &History, final_committed_log: &[Entry]) -> Check {
+    let mut position: HashMap<&Bytes, (Index, usize)> = HashMap::new();
+    for entry in final_committed_log {
+        let counted = position.entry(&entry.payload).or_insert((entry.index, 0));
+        counted.1 += 1;
+    }
+    let mut last_index_per_producer: HashMap<usize, Index> = HashMap::new();
+    for acknowledged in &history.acknowledged {
+        let Some(&(index, copies)) = position.get(&acknowledged.payload) else {
+            return violation(
+                "durability",
+                format!(
+                    "acknowledged proposal {:?} at index {} is lost",
+                    acknowledged.payload, acknowledged.index
+                ),
+            );
+        };
+        if copies != 1 || index != acknowledged.index {
+            return violation(
+                "durability",
+                format!(
+                    "acknowledged proposal {:?} at index {} is in the final log {copies} times, first at {index}",
+                    acknowledged.payload, acknowledged.index
+                ),
+            );
+        }
+        let previous = last_index_per_producer
+            .insert(acknowledged.producer, index)
+            .unwrap_or(0);
+        if index <= previous {
+            return violation(
+                "durability",
+                format!(
+                    "producer {} acknowledged index {index} after index {previous}",
+                    acknowledged.producer
+                ),
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,382 @@
+//! One seeded simulation run. The seed decides everything: cluster size, limits, fault rates,
+//! and every fault and proposal. Phase one injects faults and checks safety after every step;
+//! phase two heals everything and demands liveness: a leader within a bounded number of ticks,
+//! then every new proposal committed on every node (TigerBeetle VOPR, STYLE.md 9).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use bytes::Bytes;
+use keel_broker::raft::{Config, Index, NodeId, PlantedBugs, ProposeError, Term};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::cluster::{Cluster, ClusterOptions, TICK_UNITS};
+use crate::history::Violation;
+use crate::invariants::durability;
+use crate::network::NetworkFaults;
+use crate::workload::{Pending, PROPOSAL_TIMEOUT_UNITS};
+
+pub const FAULT_PHASE_TICKS: u64 = 1_000;
+pub const LIVENESS_LEADER_TICKS: u64 = 300;
+pub const LIVENESS_COMMIT_TICKS: u64 = 300;
+pub const LIVENESS_PROPOSALS: usize = 5;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    Safety(Violation),
+    Liveness(String),
+    Panic(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunReport {
+    pub seed: u64,
+    pub node_count: u64,
+    pub trace_hash: u64,
+    pub trace_events: u64,
+    pub messages_sent: u64,
+    pub committed_entries: u64,
+    pub acknowledged: u64,
+    pub crashes: u64,
+}
+
+/// Fault rates drawn from the seed.
+struct FaultRates {
+    crash_per_tick: f64,
+    restart_per_tick: f64,
+    partition_per_tick: f64,
+    propose_per_unit: f64,
+}
+
+/// Runs one seed; a panic inside the core or the simulator is a failure too.
+pub fn run_seed(seed: u64, planted_bugs: PlantedBugs) -> Result<RunReport, Failure> {
+    match catch_unwind(AssertUnwindSafe(|| run_seed_unguarded(seed, planted_bugs))) {
+        Ok(result) => result,
+        Err(panic) => {
+            let text = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
+                .unwrap_or_default();
+            Err(Failure::Panic(text))
+        }
+    }
+}
+
+fn run_seed_unguarded(seed: u64, planted_bugs: PlantedBugs) -> Result<RunReport, Failure> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (options, rates) = draw_options(&mut rng, planted_bugs);
+    let mut cluster = Cluster::new(options, rng.random());
+    let mut crashes = 0;
+    let mut partition_ends_at = None;
+    for _ in 0..FAULT_PHASE_TICKS {
+        inject_faults(&mut cluster, &rates, &mut partition_ends_at, &mut crashes);
+        for _ in 0..TICK_UNITS {
+            drive_producers(&mut cluster, rates.propose_per_unit);
+            cluster.step();
+            if let Some(violation) = cluster.violation.take() {
+                return Err(Failure::Safety(violation));
+            }
+        }
+    }
+    check_liveness(&mut cluster)?;
+    Ok(RunReport {
+        seed,
+        node_count: cluster.options.node_count,
+        trace_hash: cluster.trace.hash(),
+        trace_events: cluster.trace.events,
+        messages_sent: cluster.network.messages_sent,
+        committed_entries: cluster.history.committed.len() as u64,
+        acknowledged: cluster.history.acknowledged.len() as u64,
+        crashes,
+    })
+}
+
+fn draw_options(rng: &mut ChaCha8Rng, planted_bugs: PlantedBugs) -> (ClusterOptions, FaultRates) {
+    let mut config = Config::new(0, 0);
+    config.heartbeat_interval_ticks = rng.random_range(1..=3);
+    config.election_timeout_min_ticks = 10;
+    // 1 byte: every AppendEntries carries exactly one entry.
+    config.max_append_bytes = [1, 64, 256, 4096][rng.random_range(0..4)];
+    config.max_inflight_msgs = rng.random_range(1..=8);
+    config.max_inflight_bytes = config.max_append_bytes * rng.random_range(1..=8);
+    config.max_unapplied_entries = [2, 8, 1_000][rng.random_range(0..3)];
+    config.max_uncommitted_bytes =
+        [128, 1_024, 1 << 20][rng.random_range(0..3)].max(config.max_append_bytes);
+    config.max_apply_bytes = [1, 256, 1 << 20][rng.random_range(0..3)];
+    config.planted_bugs = planted_bugs;
+    let network = NetworkFaults {
+        drop_probability: rng.random_range(0.0..0.1),
+        duplicate_probability: rng.random_range(0.0..0.05),
+        max_delay_units: rng.random_range(2..=30),
+    };
+    let options = ClusterOptions {
+        node_count: if rng.random_bool(0.5) { 3 } else { 5 },
+        network,
+        max_disk_latency_units: rng.random_range(1..=10),
+        config,
+        producer_count: rng.random_range(1..=6),
+        max_tick_skew_units: rng.random_range(0..=2),
+    };
+    let rates = FaultRates {
+        crash_per_tick: [0.002, 0.01, 0.03][rng.random_range(0..3)],
+        restart_per_tick: rng.random_range(0.02..0.2),
+        partition_per_tick: rng.random_range(0.0..0.03),
+        propose_per_unit: rng.random_range(0.005..0.05),
+    };
+    (options, rates)
+}
+
+fn inject_faults(
+    cluster: &mut Cluster,
+    rates: &FaultRates,
+    partition_ends_at: &mut Option<u64>,
+    crashes: &mut u64,
+) {
+    let node_count = cluster.options.node_count as usize;
+    for id in cluster.ids() {
+        if cluster.is_up(id) {
+            if cluster.rng.random_bool(rates.crash_per_tick) {
+                // At most a minority may abstain, or no majority could ever vote again.
+                let may_abstain = cluster.abstaining_count() < (node_count - 1) / 2;
+                cluster.crash(id, may_abstain);
+                *crashes += 1;
+            }
+        } else if cluster.rng.random_bool(rates.restart_per_tick) {
+            cluster.restart(id);
+        }
+    }
+    match *partition_ends_at {
+        Some(end) if cluster.now >= end => {
+            cluster.heal();
+            *partition_ends_at = None;
+        }
+        Some(_) => {}
+        None if cluster.rng.random_bool(rates.partition_per_tick) => {
+            start_partition(cluster);
+            *partition_ends_at = Some(cluster.now + cluster.rng.random_range(5..80) * TICK_UNITS);
+        }
+        None => {}
+    }
+}
+
+fn start_partition(cluster: &mut Cluster) {
+    let ids = cluster.ids();
+    let victim = ids[cluster.rng.random_range(0..ids.len())];
+    let others: Vec<NodeId> = ids.iter().copied().filter(|&id| id != victim).collect();
+    match cluster.rng.random_range(0..4) {
+        0 => {
+            let (side_a, side_b): (Vec<NodeId>, Vec<NodeId>) =
+                ids.iter().partition(|_| cluster.rng.random_bool(0.5));
+            cluster.partition(&side_a, &side_b);
+        }
+        1 => cluster.isolate(victim),
+        2 => {
+            // The victim (often the leader) can send but not receive.
+            let victim = cluster.leader().unwrap_or(victim);
+            for other in ids.iter().copied().filter(|&id| id != victim) {
+                cluster.cut(other, victim);
+            }
+        }
+        _ => {
+            for other in others {
+                cluster.cut(victim, other);
+            }
+        }
+    }
+}
+
+fn drive_producers(cluster: &mut Cluster, propose_probability: f64) {
+    for producer in 0..cluster.workload.producers.len() {
+        let state = &cluster.workload.producers[producer];
+        if state.pending.is_some() || state.next_attempt_at > cluster.now {
+            continue;
+        }
+        if !cluster.rng.random_bool(propose_probability) {
+            continue;
+        }
+        let up: Vec<NodeId> = cluster
+            .ids()
+            .into_iter()
+            .filter(|&id| cluster.is_up(id))
+            .collect();
+        if up.is_empty() {
+            continue;
+        }
+        let target = match state.leader_guess {
+            Some(guess) if cluster.is_up(guess) => guess,
+            _ => up[cluster.rng.random_range(0..up.len())],
+        };
+        propose_for(cluster, producer, target);
+    }
+}
+
+/// Producer `producer` proposes its next payload at `target`.
+fn propose_for(cluster: &mut Cluster, producer: usize, target: NodeId) -> Option<(Index, Term)> {
+    let payload = cluster.workload.next_payload(producer);
+    let now = cluster.now;
+    match cluster.propose(target, payload.clone()) {
+        Ok((index, term)) => {
+            cluster.workload.proposals_accepted += 1;
+            let state = &mut cluster.workload.producers[producer];
+            state.leader_guess = Some(target);
+            state.pending = Some(Pending {
+                node: target,
+                index,
+                term,
+                payload,
+                deadline: now + PROPOSAL_TIMEOUT_UNITS,
+            });
+            Some((index, term))
+        }
+        Err(ProposeError::NotLeader { leader_hint }) => {
+            cluster.workload.producers[producer].leader_guess = leader_hint;
+            None
+        }
+        Err(ProposeError::Overloaded { .. } | ProposeError::PayloadTooLarge { .. }) => {
+            cluster.workload.producers[producer].next_attempt_at = now + 5 * TICK_UNITS;
+            None
+        }
+    }
+}
+
+/// Phase two: heal, restart, then demand a leader and the commit of new proposals everywhere.
+fn check_liveness(cluster: &mut Cluster) -> Result<(), Failure> {
+    heal_everything(cluster);
+    wait_for_agreed_leader(cluster)?;
+    let proposed = commit_new_proposals(cluster)?;
+    let last = proposed.last().map_or(0, |&(index, _)| index);
+    let ids = cluster.ids();
+    let everywhere = |cluster: &Cluster| {
+        ids.iter()
+            .all(|&id| cluster.node(id).applied_index() >= last)
+    };
+    let applied_everywhere = cluster.run_until(LIVENESS_COMMIT_TICKS, everywhere);
+    check_safety(cluster)?;
+    if !applied_everywhere {
+        return Err(liveness(
+            cluster,
+            format!("proposals up to index {last} not applied everywhere"),
+        ));
+    }
+    let Some(leader) = cluster.leader() else {
+        return Err(liveness(
+            cluster,
+            "no leader after the proposals committed".to_string(),
+        ));
+    };
+    let final_log = cluster.committed_log(leader);
+    for (index, payload) in &proposed {
+        if final_log
+            .get((*index - 1) as usize)
+            .is_none_or(|entry| entry.payload != *payload)
+        {
+            return Err(liveness(
+                cluster,
+                format!("liveness proposal at {index} was not committed"),
+            ));
+        }
+    }
+    durability::check_final(&cluster.history, &final_log).map_err(Failure::Safety)
+}
+
+/// No more drops, duplicates, cuts or crashes; every node restarted. Delays stay.
+fn heal_everything(cluster: &mut Cluster) {
+    cluster.heal();
+    cluster.network.faults = NetworkFaults {
+        drop_probability: 0.0,
+        duplicate_probability: 0.0,
+        max_delay_units: cluster.network.faults.max_delay_units,
+    };
+    for id in cluster.ids() {
+        if !cluster.is_up(id) {
+            cluster.restart(id);
+        }
+    }
+}
+
+fn wait_for_agreed_leader(cluster: &mut Cluster) -> Result<(), Failure> {
+    let ids = cluster.ids();
+    let agreed = |cluster: &Cluster| {
+        cluster.leader().is_some_and(|leader| {
+            let term = cluster.node(leader).term();
+            ids.iter().all(|&id| {
+                cluster.node(id).leader() == Some(leader) && cluster.node(id).term() == term
+            })
+        })
+    };
+    if cluster.run_until(LIVENESS_LEADER_TICKS, agreed) {
+        return Ok(());
+    }
+    let what = format!("no leader all nodes agree on within {LIVENESS_LEADER_TICKS} ticks");
+    Err(liveness(cluster, what))
+}
+
+/// Proposes until `LIVENESS_PROPOSALS` are applied by the leader that took them (a leader
+/// change may drop one: it is proposed again), within `LIVENESS_COMMIT_TICKS`.
+fn commit_new_proposals(cluster: &mut Cluster) -> Result<Vec<(Index, Bytes)>, Failure> {
+    let mut proposed: Vec<(Index, Bytes)> = Vec::new();
+    let deadline = cluster.now + LIVENESS_COMMIT_TICKS * TICK_UNITS;
+    while proposed.len() < LIVENESS_PROPOSALS {
+        if cluster.now >= deadline {
+            let what = format!("only {} proposals committed in time", proposed.len());
+            return Err(liveness(cluster, what));
+        }
+        // Check-quorum may still demote a leader that was cut off just before the heal.
+        let Some(leader) = cluster.leader() else {
+            cluster.run_ticks(1);
+            continue;
+        };
+        let payload = Bytes::from(format!("liveness-{}", proposed.len()));
+        let Ok((index, term)) = cluster.propose(leader, payload.clone()) else {
+            cluster.run_ticks(1);
+            continue;
+        };
+        let remaining_ticks = deadline.saturating_sub(cluster.now) / TICK_UNITS;
+        let decided = |cluster: &Cluster| {
+            let node = cluster.node(leader);
+            node.applied_index() >= index || node.term_at(index) != Some(term)
+        };
+        cluster.run_until(remaining_ticks, decided);
+        check_safety(cluster)?;
+        let node = cluster.node(leader);
+        if node.applied_index() >= index && node.term_at(index) == Some(term) {
+            proposed.push((index, payload));
+        }
+    }
+    Ok(proposed)
+}
+
+fn check_safety(cluster: &mut Cluster) -> Result<(), Failure> {
+    match cluster.violation.take() {
+        Some(violation) => Err(Failure::Safety(violation)),
+        None => Ok(()),
+    }
+}
+
+fn liveness(cluster: &Cluster, what: String) -> Failure {
+    let states: Vec<String> = cluster
+        .up_nodes()
+        .iter()
+        .map(|node| {
+            format!(
+                "{}:{:?} t{} lead {:?} last {} persisted {} commit {} applied {} abstain {:?} progress {:?}",
+                node.id(),
+                node.role(),
+                node.term(),
+                node.leader(),
+                node.last_index(),
+                node.persisted_index(),
+                node.commit_index(),
+                node.applied_index(),
+                node.abstain_until_index(),
+                cluster
+                    .ids()
+                    .iter()
+                    .filter_map(|&id| node.progress(id).map(|p| (id, p.state, p.match_index, p.next_index, p.probe_sent, p.inflights.count(), p.applied_index)))
+                    .collect::<Vec<_>>()
+            )
+        })
+        .collect();
+    Failure::Liveness(format!("{what}; nodes: {}", states.join("; ")))
+}
