@@ -1,10 +1,50 @@
-//! `keel`: the command line (DESIGN.md 9). Subcommands arrive with the parts they drive.
-use clap::Parser;
+//! `keel`: the command line (DESIGN.md 9). Subcommands arrive with the parts they drive; today
+//! that is the storage benchmark, the quick start's first command until `keel dev` exists.
+
+mod bench_storage;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "keel", version, about = "Keel: a replicated log broker")]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    Cli::parse();
+#[derive(Subcommand)]
+enum Command {
+    /// Benchmarks (`keel bench storage`: the segment log alone, on this disk).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Append fixed-size entries to a fresh log with an fsync per batch, then read them back.
+    Storage(bench_storage::StorageBenchArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Bench(BenchCommand::Storage(args)) => bench_storage::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line on stderr, exit 1 (DESIGN.md 9).
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
