@@ -250,6 +250,16 @@ fn recover_sealed(
         return Err(segment.corruption(position, format!("sealed segment: {detail}")));
     }
     debug_assert_eq!(walk.last_index, last_index);
+    // A sealed segment ends in zeroes (it rolled over, or truncation zeroed its tail). More
+    // frames mean it overlaps the next segment: a directory that lost an unlink.
+    let after_last = segment
+        .map
+        .get(walk.end_position as usize..)
+        .unwrap_or_default();
+    if frame::decode(after_last) != Err(FrameError::ZeroLength) {
+        let reason = format!("data after entry {last_index}, where the next segment begins");
+        return Err(segment.corruption(walk.end_position, reason));
+    }
     segment.end_position = walk.end_position;
     segment.last_index = last_index;
     segment.last_term = walk.last_term.unwrap_or(previous_term);

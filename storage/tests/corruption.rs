@@ -596,3 +596,27 @@ mod torn_tails {
         }
     }
 }
+
+#[test]
+fn sealed_segment_overlapping_the_next_one_is_corruption() {
+    // As if an unlink of later segments was lost: a newer segment starts inside an older one.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), options()).unwrap();
+    append(&mut log, 1..=20, 1);
+    drop(log);
+    let newer = log_path(dir.path(), 11);
+    let file = std::fs::File::create_new(&newer).unwrap();
+    file.set_len(64 << 10).unwrap();
+    file.write_all_at(&keel_storage::segment::encode_header(11), 0)
+        .unwrap();
+    let mut frame = Vec::new();
+    frame::encode(&mut frame, 11, 1, 1, &payload(11));
+    file.write_all_at(&frame, SEGMENT_HEADER_BYTES as u64)
+        .unwrap();
+    match Log::open(dir.path(), options()) {
+        Err(StorageError::Corruption { path, offset, .. }) => {
+            assert_eq!((path, offset), (log_path(dir.path(), 1), position(1, 11)));
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}
