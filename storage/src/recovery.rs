@@ -13,7 +13,7 @@
 //! - Sealed segments are trusted structurally: their last index is the next segment's base
 //!   minus one. Open walks only from the last good `.index` slot to that entry (verifying each
 //!   frame), or the whole segment if the index is missing or garbage; a bad frame is
-//!   `Corruption`.
+//!   `Corruption`, and so is a frame after that entry (an overlap with the next segment).
 //! - The active segment is scanned from its last good slot and cut at the first frame that is
 //!   zero-length, truncated, fails its CRC, breaks contiguity or lowers the term. Starting at
 //!   the slot is safe because slots reach disk only for fdatasynced frames (index.rs): a power
