@@ -197,6 +197,9 @@ struct Pending {
     reset: Option<(u64, u64)>,
     /// A `truncate_suffix` was stopped part way.
     truncation: bool,
+    /// A `compact_prefix(up_to)` was stopped part way: a segment may be half removed (its
+    /// `.log` gone, which recovery completes), so the log may start anywhere up to `up_to + 1`.
+    compaction: Option<u64>,
 }
 
 impl Model {
@@ -458,7 +461,9 @@ impl Run {
         self.rng.fill(&mut data[..]);
         self.write_snapshot(meta, data)?;
         let first_index_before = log.first_index();
+        self.model.pending.compaction = Some(index);
         log.compact_prefix(index)?;
+        self.model.pending.compaction = None;
         if log.first_index() > first_index_before {
             self.coverage.compactions_dropping_segments += 1;
         }
@@ -536,6 +541,9 @@ impl Run {
     /// with.
     fn power_loss_and_recover(&mut self, log: Log, context: &str, halted: bool) -> Log {
         let mut first_index_before = log.first_index();
+        if let Some(up_to) = self.model.pending.compaction.take() {
+            first_index_before = first_index_before.max(up_to + 1);
+        }
         drop(log);
         // One crash in five is a process crash: the page cache survives, nothing is lost.
         let mut mode = PowerLossMode::ALL
