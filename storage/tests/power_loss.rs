@@ -41,7 +41,7 @@ use rand_chacha::ChaCha8Rng;
 const SEED_VARIABLE: &str = "KEEL_POWER_LOSS_SEED";
 const SEEDS_VARIABLE: &str = "KEEL_POWER_LOSS_SEEDS";
 /// The CI budget: well under 15 s in release on a loaded 2-core machine.
-const DEFAULT_SEEDS: u64 = 300;
+const DEFAULT_SEEDS: u64 = 200;
 const ROUNDS_PER_SEED: usize = 4;
 const MAX_OPERATIONS_PER_ROUND: usize = 80;
 const SEGMENT_BYTES: u64 = 16 * 1024;
