@@ -4,10 +4,10 @@
 //!
 //! They are hints, never the truth: every slot is checked against the frame it points at before
 //! it is used, and a missing or garbage file is rebuilt from the log. Both files are small
-//! (8 or 16 bytes per 4 KiB of log: 256 KiB for a full 128 MiB segment), so they are read fully
-//! into a `Vec` on open rather than memory-mapped: the slots must be validated anyway, a `Vec`
-//! can grow and shrink without remapping, and new slots reach the file by positioned writes
-//! like everything else.
+//! (8 or 16 bytes per 4 KiB of log: 256 or 512 KiB for a full 128 MiB segment), so they are
+//! read fully into a `Vec` on open rather than memory-mapped: the slots must be validated
+//! anyway, a `Vec` can grow and shrink without remapping, and new slots reach the file by
+//! positioned writes like everything else.
 //!
 //! Slots reach the file only for frames already fdatasynced (the log persists them after a
 //! sync), so after a power loss a slot never points past a hole in the log; recovery may then

@@ -13,7 +13,7 @@
 //! - Sealed segments are trusted structurally: their last index is the next segment's base
 //!   minus one. Open walks only from the last good `.index` slot to that entry (verifying each
 //!   frame), or the whole segment if the index is missing or garbage; a bad frame is
-//!   `Corruption`.
+//!   `Corruption`, and so is a frame after that entry (an overlap with the next segment).
 //! - The active segment is scanned from its last good slot and cut at the first frame that is
 //!   zero-length, truncated, fails its CRC, breaks contiguity or lowers the term. Starting at
 //!   the slot is safe because slots reach disk only for fdatasynced frames (index.rs): a power
@@ -250,6 +250,16 @@ fn recover_sealed(
         return Err(segment.corruption(position, format!("sealed segment: {detail}")));
     }
     debug_assert_eq!(walk.last_index, last_index);
+    // A sealed segment ends in zeroes (it rolled over, or truncation zeroed its tail). More
+    // frames mean it overlaps the next segment: a directory that lost an unlink.
+    let after_last = segment
+        .map
+        .get(walk.end_position as usize..)
+        .unwrap_or_default();
+    if frame::decode(after_last) != Err(FrameError::ZeroLength) {
+        let reason = format!("data after entry {last_index}, where the next segment begins");
+        return Err(segment.corruption(walk.end_position, reason));
+    }
     segment.end_position = walk.end_position;
     segment.last_index = last_index;
     segment.last_term = walk.last_term.unwrap_or(previous_term);

@@ -531,3 +531,92 @@ fn damage_behind_the_last_durable_slot_of_the_active_segment_is_found_by_reads()
         Err(StorageError::Corruption { offset, .. }) if offset == position(1, 3)
     ));
 }
+
+mod torn_tails {
+    //! Any damage past the last fdatasynced frame of the active segment: open never fails or
+    //! panics, keeps every synced entry, and keeps only entries that read back intact.
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Damage {
+        Zero { at: u16, len: u16 },
+        Garbage { at: u16, bytes: Vec<u8> },
+    }
+
+    fn damage_strategy() -> impl Strategy<Value = Damage> {
+        prop_oneof![
+            (any::<u16>(), 1u16..600).prop_map(|(at, len)| Damage::Zero { at, len }),
+            (any::<u16>(), proptest::collection::vec(any::<u8>(), 1..64))
+                .prop_map(|(at, bytes)| Damage::Garbage { at, bytes }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+        #[test]
+        fn damage_past_the_durable_point_is_cut_cleanly(
+            synced in 1u64..30,
+            unsynced in 0u64..30,
+            damages in proptest::collection::vec(damage_strategy(), 1..6),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut log, _) = Log::open(dir.path(), options()).unwrap();
+            append(&mut log, 1..=synced, 1);
+            append_unsynced(&mut log, synced + 1..=synced + unsynced, 1);
+            drop(log);
+            let file = log_path(dir.path(), 1);
+            let durable_end = position(1, synced + 1);
+            let span = (unsynced + 2) * FRAME_BYTES;
+            for damage in &damages {
+                match damage {
+                    Damage::Zero { at, len } => {
+                        let at = durable_end + u64::from(*at) % span;
+                        patch(&file, at, &vec![0; usize::from(*len)]);
+                    }
+                    Damage::Garbage { at, bytes } => {
+                        patch(&file, durable_end + u64::from(*at) % span, bytes);
+                    }
+                }
+            }
+            let (log, report) = Log::open(dir.path(), options()).unwrap();
+            let last = log.last_index();
+            prop_assert!(last >= synced && last <= synced + unsynced, "last {last}");
+            if let Some(cut) = &report.cut {
+                prop_assert_eq!(cut.byte_offset, position(1, last + 1));
+            }
+            let entries = log.read(1, last + 1, u64::MAX).unwrap();
+            for entry in &entries {
+                prop_assert_eq!(&entry.payload[..], &payload(entry.index)[..]);
+            }
+            drop(log);
+            let (log, report) = Log::open(dir.path(), options()).unwrap();
+            prop_assert_eq!((log.last_index(), report.cut), (last, None));
+        }
+    }
+}
+
+#[test]
+fn sealed_segment_overlapping_the_next_one_is_corruption() {
+    // As if an unlink of later segments was lost: a newer segment starts inside an older one.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), options()).unwrap();
+    append(&mut log, 1..=20, 1);
+    drop(log);
+    let newer = log_path(dir.path(), 11);
+    let file = std::fs::File::create_new(&newer).unwrap();
+    file.set_len(64 << 10).unwrap();
+    file.write_all_at(&keel_storage::segment::encode_header(11), 0)
+        .unwrap();
+    let mut frame = Vec::new();
+    frame::encode(&mut frame, 11, 1, 1, &payload(11));
+    file.write_all_at(&frame, SEGMENT_HEADER_BYTES as u64)
+        .unwrap();
+    match Log::open(dir.path(), options()) {
+        Err(StorageError::Corruption { path, offset, .. }) => {
+            assert_eq!((path, offset), (log_path(dir.path(), 1), position(1, 11)));
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}
