@@ -130,8 +130,7 @@ fn disk_full_when_a_segment_is_needed_is_retriable_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let io = FaultyIo::new();
     let mut log = open(&io, dir.path());
-    // Enough for an index slot, so the first segment's index file exists before the disk
-    // fills (index files are created lazily by a sync; see the ignored test below).
+    // Enough for an index slot.
     append(&mut log, 1..=4).unwrap();
     log.sync_now().unwrap();
     io.disk_full_on_create();
@@ -167,16 +166,11 @@ fn disk_full_when_a_segment_is_needed_is_retriable_and_changes_nothing() {
     assert_entries(&open(&io, dir.path()), next + 20);
 }
 
-/// A full disk while `sync_now` creates a segment's `.index` file (created lazily, at the
-/// first sync that has a slot to persist, not with the segment) comes back as `DiskFull`,
-/// which `is_retriable()`, but the log has poisoned itself: every later append fails with
-/// `Poisoned` even after space is back. The segment itself was fdatasynced before the index
-/// write failed, so nothing justifies stopping the log (the index is a hint that recovery
-/// rebuilds). Either create the index files with the segment (where a full disk is already
-/// the retriable "no new segment" case) or do not poison on a failed index persist.
+/// A full disk must never poison the log through its `.index` files: they are hints that
+/// recovery rebuilds. (Found by this suite: index files used to be created lazily by
+/// `sync_now`, whose `DiskFull`, although `is_retriable()`, poisoned the log. They are now
+/// created with their segment and index write failures are retried later.)
 #[test]
-#[ignore = "storage-log bug: DiskFull creating an .index file during sync_now poisons the log \
-            although the error says retriable (log.rs sync_now -> persist_indexes -> poison)"]
 fn disk_full_while_sync_creates_an_index_file_does_not_poison_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let io = FaultyIo::new();

@@ -1,20 +1,27 @@
-//! Power loss against the real log, through the fault-injecting I/O layer.
+//! Power loss (and process crashes) against the real log, through the fault-injecting I/O
+//! layer.
 //!
-//! Each seed runs a few rounds of a random schedule (appends of random batch and payload
-//! sizes into small segments, `sync`/`sync_now`, `truncate_suffix`, snapshot then
-//! `compact_prefix`, hard state stores), then drops everything, simulates a power loss in a
-//! random [`PowerLossMode`], reopens through the same [`FaultyIo`] and checks:
+//! `random_schedules_survive_power_loss`: each seed runs a few rounds of a random schedule
+//! (appends of random batch and payload sizes into small segments, `sync`/`sync_now`,
+//! `truncate_suffix`, committed reads, snapshot then `compact_prefix`, snapshot install then
+//! `reset`, hard state stores, background writeback). In some rounds the I/O halts after a
+//! random number of calls, so the crash lands inside an operation. Then everything is dropped,
+//! the machine crashes (a power loss in a random [`PowerLossMode`], or a process crash that
+//! keeps the page cache), the log reopens through the same [`FaultyIo`], and the test checks:
 //!
 //! - every entry at or below the durable index the log reported (and not truncated since)
 //!   survives with identical bytes, and no entry survives that was not appended or that was
-//!   truncated;
+//!   truncated; `find_offset` never points past the recovered log;
 //! - the log reopens cleanly, appending continues at `last_index() + 1`, and a second open
 //!   finds nothing left to cut;
 //! - the `RecoveryReport` tells the truth: a cut exactly when bytes were found past the
 //!   recovered end, at that end, with `highest_index_beyond_cut` naming the highest whole
-//!   entry still there;
-//! - the hard state and the newest snapshot are the last ones stored, and the log starts no
-//!   later than right after the snapshot.
+//!   entry still there (checked against an independent reading of docs/FORMAT.md);
+//! - the hard state and the newest snapshot are the last ones stored (old or new for a halted
+//!   store), and the log starts no later than right after the snapshot.
+//!
+//! `crash_points`: each multi-step operation stopped after every possible number of I/O calls,
+//! in every crash kind.
 //!
 //! `KEEL_POWER_LOSS_SEED=<seed>` replays one seed exactly; `KEEL_POWER_LOSS_SEEDS=<n>` runs n
 //! seeds instead of the CI budget. A failure prints its seed.
@@ -27,14 +34,14 @@ use keel_storage::faulty_io::{FaultyIo, PowerLossMode};
 use keel_storage::hard_state::HardState;
 use keel_storage::io::Io;
 use keel_storage::snapshot::{self, SnapshotMeta, SnapshotWriter};
-use keel_storage::{Entry, FsyncPolicy, Log, LogOptions, RecoveryReport};
+use keel_storage::{Entry, FsyncPolicy, Log, LogOptions, RecoveryReport, StorageError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 const SEED_VARIABLE: &str = "KEEL_POWER_LOSS_SEED";
 const SEEDS_VARIABLE: &str = "KEEL_POWER_LOSS_SEEDS";
 /// The CI budget: well under 15 s in release on a loaded 2-core machine.
-const DEFAULT_SEEDS: u64 = 300;
+const DEFAULT_SEEDS: u64 = 200;
 const ROUNDS_PER_SEED: usize = 4;
 const MAX_OPERATIONS_PER_ROUND: usize = 80;
 const SEGMENT_BYTES: u64 = 16 * 1024;
@@ -94,6 +101,7 @@ struct Coverage {
     durable_entries_checked: u64,
     find_offset_hits: u64,
     operations_halted: u64,
+    writebacks: u64,
 }
 
 impl Coverage {
@@ -114,6 +122,7 @@ impl Coverage {
         self.durable_entries_checked += other.durable_entries_checked;
         self.find_offset_hits += other.find_offset_hits;
         self.operations_halted += other.operations_halted;
+        self.writebacks += other.writebacks;
     }
 
     fn assert_every_case_was_exercised(&self) {
@@ -138,6 +147,7 @@ impl Coverage {
             ("durable_entries_checked", self.durable_entries_checked),
             ("find_offset_hits", self.find_offset_hits),
             ("operations_halted", self.operations_halted),
+            ("writebacks", self.writebacks),
         ] {
             assert!(count > 0, "the schedule never exercised {name}: {self:#?}");
         }
@@ -185,6 +195,11 @@ struct Pending {
     snapshot: Option<(SnapshotMeta, Vec<u8>)>,
     /// A reset to an empty log after (last_included_index, last_included_term).
     reset: Option<(u64, u64)>,
+    /// A `truncate_suffix` was stopped part way.
+    truncation: bool,
+    /// A `compact_prefix(up_to)` was stopped part way: a segment may be half removed (its
+    /// `.log` gone, which recovery completes), so the log may start anywhere up to `up_to + 1`.
+    compaction: Option<u64>,
 }
 
 impl Model {
@@ -301,6 +316,12 @@ impl Run {
             870..900 => self.read_committed(log, context),
             900..950 => self.snapshot_and_compact(log, context)?,
             950..955 => self.install_snapshot(log, context)?,
+            // The kernel flushes dirty pages on its own: unsynced index hints, torn tails and
+            // unsynced entries reach the disk without anyone asking.
+            955..970 => {
+                self.io.writeback_all();
+                self.coverage.writebacks += 1;
+            }
             _ => self.store_hard_state()?,
         }
         self.model.durable_index = self.model.durable_index.max(log.durable_index());
@@ -364,7 +385,9 @@ impl Run {
         }
         let from = self.rng.random_range(lowest..=self.model.last_index);
         self.model.durable_index = self.model.durable_index.min(from - 1);
+        self.model.pending.truncation = true;
         log.truncate_suffix(from)?;
+        self.model.pending.truncation = false;
         self.coverage.truncations += 1;
         self.model.entries.split_off(&from);
         self.model.last_index = from - 1;
@@ -417,7 +440,14 @@ impl Run {
     /// DESIGN.md requires: the snapshot is durable before any entry is dropped.
     fn snapshot_and_compact(&mut self, log: &mut Log, context: &str) -> StepResult {
         let index = self.model.commit_index;
-        if index == 0 || index < log.first_index() {
+        // Snapshots only move forward (after a halted install, the installed snapshot may be
+        // ahead of the log).
+        let snapshot_index = self
+            .model
+            .snapshot
+            .as_ref()
+            .map_or(0, |(meta, _)| meta.last_included_index);
+        if index == 0 || index < log.first_index() || index < snapshot_index {
             return Ok(());
         }
         let term = log.term_at(index)?;
@@ -431,7 +461,9 @@ impl Run {
         self.rng.fill(&mut data[..]);
         self.write_snapshot(meta, data)?;
         let first_index_before = log.first_index();
+        self.model.pending.compaction = Some(index);
         log.compact_prefix(index)?;
+        self.model.pending.compaction = None;
         if log.first_index() > first_index_before {
             self.coverage.compactions_dropping_segments += 1;
         }
@@ -459,8 +491,14 @@ impl Run {
     /// A follower far behind takes the leader's snapshot: snapshot file first, then the log
     /// restarts empty right after it.
     fn install_snapshot(&mut self, log: &mut Log, context: &str) -> StepResult {
-        let index = self.model.last_index + self.rng.random_range(1..50);
-        let term = self.model.last_term.max(1) + self.rng.random_range(0..2);
+        // Past both the log and the current snapshot (which a halted install may have put
+        // ahead of the log).
+        let (snapshot_index, snapshot_term) =
+            self.model.snapshot.as_ref().map_or((0, 0), |(meta, _)| {
+                (meta.last_included_index, meta.last_included_term)
+            });
+        let index = self.model.last_index.max(snapshot_index) + self.rng.random_range(1..50);
+        let term = self.model.last_term.max(snapshot_term).max(1) + self.rng.random_range(0..2);
         let meta = SnapshotMeta {
             last_included_index: index,
             last_included_term: term,
@@ -503,19 +541,21 @@ impl Run {
     /// with.
     fn power_loss_and_recover(&mut self, log: Log, context: &str, halted: bool) -> Log {
         let mut first_index_before = log.first_index();
+        if let Some(up_to) = self.model.pending.compaction.take() {
+            first_index_before = first_index_before.max(up_to + 1);
+        }
         drop(log);
         // One crash in five is a process crash: the page cache survives, nothing is lost.
-        // Not after a halt: a process crash inside truncate_suffix followed later by a power
-        // loss resurrects truncated entries (see the ignored crash-point test), which this
-        // schedule would trip over at random.
-        let crash_kinds = if halted {
-            PowerLossMode::ALL.len()
-        } else {
-            PowerLossMode::ALL.len() + 1
-        };
-        let mode = PowerLossMode::ALL
-            .get(self.rng.random_range(0..crash_kinds))
+        let mut mode = PowerLossMode::ALL
+            .get(self.rng.random_range(0..=PowerLossMode::ALL.len()))
             .copied();
+        // A truncation stopped between its zeroing write and the fdatasync, then a power loss
+        // that keeps part of the zeroes, leaves a hole recovery does not see (the ignored
+        // `crash_points::torn_truncation_never_leaves_a_hole_that_open_accepts`). Until that
+        // is fixed, such rounds lose all or nothing of the zeroing.
+        if std::mem::take(&mut self.model.pending.truncation) && mode.is_some() {
+            mode = Some(PowerLossMode::DropAll);
+        }
         let context = match mode {
             Some(mode) => {
                 let loss = self.io.power_loss(mode, &mut self.rng).unwrap();
@@ -915,7 +955,9 @@ mod crash_points {
         if last < first {
             return;
         }
-        let entries = log.read(first, last + 1, u64::MAX).unwrap();
+        let entries = log
+            .read(first, last + 1, u64::MAX)
+            .unwrap_or_else(|error| panic!("{context}: read [{first}, {last}]: {error}"));
         assert_eq!(entries.len() as u64, last - first + 1, "{context}");
         for (entry, index) in entries.iter().zip(first..) {
             assert_eq!(entry.index, index, "{context}");
@@ -1047,26 +1089,21 @@ mod crash_points {
                 assert_eq!(last, 6, "{context}: truncated entries came back");
             }
             assert_holds(&log, 1, last, &context);
-            // Not `assert_recovered_log_is_durable` here: it fails, see the ignored test below.
+            drop(log);
+            assert_recovered_log_is_durable(&io, dir.path(), rng, &context);
             completed
         });
     }
 
     /// The process dies inside `truncate_suffix` after unlinking the newest segment and before
-    /// fsyncing the directory. On restart `open` lists the directory without that segment,
-    /// reports its log (ending before the segment) as durable, and never fsyncs the
-    /// directory, so the unlink is still not durable. The node appends a new entry of a newer
-    /// term into the active segment and fsyncs it: acknowledged. A power loss then brings the
-    /// unlinked segment back, recovery trusts the sealed segment's extent from the next
-    /// segment's base, and the log serves the old, truncated entries in place of the
-    /// acknowledged one.
-    ///
-    /// Fix: `open` should fsync the log directory once after listing it (it relies on that
-    /// listing), or recovery should not trust a later segment that overlaps a sealed one.
+    /// fsyncing the directory. On restart `open` lists the directory without that segment and
+    /// reports its log (ending before the segment) as durable; the node appends a new entry of
+    /// a newer term into the active segment and fsyncs it: acknowledged. Unless `open` made
+    /// the directory it listed durable, a power loss brings the unlinked segment back,
+    /// recovery trusts the sealed segment's extent from the next segment's base, and the log
+    /// serves the old, truncated entries in place of the acknowledged one. (Found by this
+    /// suite; `open` now fsyncs the directory it listed.)
     #[test]
-    #[ignore = "storage-log bug: open does not fsync the directory it listed, so a segment \
-                unlinked by an interrupted truncate_suffix can reappear after a power loss and \
-                replace acknowledged entries with truncated ones"]
     fn interrupted_truncate_then_restart_never_resurrects_truncated_entries() {
         let mut window_found = false;
         for halt_after in 0..30 {
@@ -1116,6 +1153,76 @@ mod crash_points {
         assert!(
             window_found,
             "no halt point stopped between the unlink and the dir fsync"
+        );
+    }
+
+    /// `truncate_suffix` zeroes the removed frames with one write, fdatasyncs, and only then
+    /// rewrites the `.index` file. A power loss between the zeroing write and its fdatasync
+    /// may persist only part of the zeroes (a torn write, or some of its pages): a run of
+    /// zeroes inside the segment with the old frames still intact after it. The old `.index`
+    /// file (on disk by then: slots are written without fsync, and background writeback has
+    /// long flushed them) still has slots pointing at those intact old frames, and recovery
+    /// starts its walk at the last slot whose frame decodes, past the hole. `open` succeeds and
+    /// reports the old last index, but the log has a hole: reading it fails with `Corruption`
+    /// ("zero length field"), so the node cannot serve or replicate its own log.
+    ///
+    /// Fix options: make the index rewrite durable before the zeroing (recovery then starts
+    /// before the hole and cuts at it, whatever part of the zeroing survived), or have
+    /// recovery trust a slot only if every slot before it decodes too and the walk from the
+    /// previous trusted point reaches it.
+    #[test]
+    #[ignore = "storage-log bug: a torn zeroing in an interrupted truncate_suffix leaves a hole \
+                that open skips (it starts at an old .index slot past the hole); reads then fail \
+                with Corruption"]
+    fn torn_truncation_never_leaves_a_hole_that_open_accepts() {
+        let options = LogOptions {
+            segment_bytes: 16 * 1024,
+            max_entry_bytes: 2048,
+            index_interval_bytes: 512,
+            fsync: FsyncPolicy::Always,
+            offset_key: None,
+        };
+        let mut zeroing_interrupted = 0;
+        for seed in 0..10 {
+            for halt_after in 0..40 {
+                let dir = real_disk_temp_dir();
+                let io = FaultyIo::new();
+                let dyn_io: Arc<dyn Io> = io.clone();
+                let (mut log, _) =
+                    Log::open_with_io(dir.path(), options.clone(), dyn_io.clone()).unwrap();
+                for first in (1..=120).step_by(3) {
+                    append(&mut log, first..=first + 2).unwrap();
+                    log.sync_now().unwrap();
+                }
+                io.writeback_all();
+                io.halt_after(halt_after);
+                let result = log.truncate_suffix(34);
+                io.clear_faults();
+                drop(log);
+                // Only the crash between the zeroing write and its fdatasync matters here.
+                let stopped_at_fdatasync = matches!(
+                    &result,
+                    Err(StorageError::Io { op, path, .. })
+                        if *op == "fdatasync" && path.extension().is_some_and(|e| e == "log")
+                );
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                io.power_loss(PowerLossMode::TornLast, &mut rng).unwrap();
+                let (log, report) = Log::open_with_io(dir.path(), options.clone(), dyn_io).unwrap();
+                if stopped_at_fdatasync {
+                    zeroing_interrupted += 1;
+                }
+                let last = log.last_index();
+                let context = format!("seed {seed} halt after {halt_after}: {report:?}");
+                assert!((33..=120).contains(&last), "{context}: log ends at {last}");
+                assert_holds(&log, 1, last, &context);
+                if result.is_ok() {
+                    break;
+                }
+            }
+        }
+        assert!(
+            zeroing_interrupted > 0,
+            "no halt stopped between zeroing and fdatasync"
         );
     }
 
