@@ -192,6 +192,62 @@ fn leader_sends_an_entry_to_one_follower_and_crashes() {
     assert_no_violation(&cluster);
 }
 
+#[test]
+fn leader_sends_an_entry_to_one_follower_and_crashes_before_its_own_write() {
+    // The other outcome: the leader crashed before writing the entry, so only node 2 holds it.
+    // Nodes 1 and 3 form a majority without it, node 3 leads term 2, and node 2's copy is
+    // replaced: dropped, but identically everywhere.
+    let mut cluster = quiet_cluster(3, 3);
+    cluster.ticks_enabled = false;
+    cluster.campaign(1);
+    cluster.settle();
+    cluster.cut(1, 3);
+    cluster
+        .propose(1, Bytes::from_static(b"x"))
+        .expect("leader");
+    cluster.crash(1, false); // its write was only queued: lost
+    cluster.settle();
+    assert_eq!(
+        cluster.node(2).term_at(2),
+        Some(1),
+        "the AppendEntries already sent reached node 2"
+    );
+    cluster.heal();
+    cluster.isolate(2);
+    cluster.restart(1);
+    assert_eq!(
+        cluster.node(1).last_index(),
+        1,
+        "node 1 lost the unwritten entry"
+    );
+    cluster.reboot(3);
+    cluster.campaign(3);
+    cluster.settle();
+    assert_eq!(
+        (cluster.node(3).role(), cluster.node(3).term()),
+        (Role::Leader, 2)
+    );
+    cluster.heal();
+    cluster.ticks_enabled = true;
+    assert!(
+        cluster.run_until(5 * ELECTION_TIMEOUT_MIN_TICKS, |cluster| {
+            (1..=3).all(|id| cluster.node(id).applied_index() == 2)
+        })
+    );
+    for id in [1, 2, 3] {
+        assert_eq!(
+            cluster.node(id).term_at(2),
+            Some(2),
+            "node {id} holds node 3's no-op at index 2"
+        );
+        assert!(
+            payloads(&cluster.committed_log(id)).is_empty(),
+            "node {id}: the entry is dropped"
+        );
+    }
+    assert_no_violation(&cluster);
+}
+
 /// Runs the old-term-entry script of RAFT.md (the Raft paper's figure 8) up to S5's election
 /// in term 5. Returns the cluster and S1's commit index just before it crashed in term 4.
 fn old_term_entry_script(planted_bugs: PlantedBugs) -> (Cluster, Index) {

@@ -28,6 +28,18 @@ pub const TICK_UNITS: u64 = 10;
 
 pub type SendFilter = Box<dyn Fn(NodeId, NodeId, &Message) -> bool>;
 
+/// How often a run hit each kind of event, so a test can show the simulator is not vacuous.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Coverage {
+    pub conflicting_suffixes_truncated: u64,
+    pub restarts_abstaining: u64,
+    pub synced_entries_lost: u64,
+    pub overloaded_proposals: u64,
+    pub redirected_proposals: u64,
+    pub symmetric_partitions: u64,
+    pub one_way_cuts: u64,
+}
+
 /// Everything a run is parameterised by (the simulator draws it from the seed).
 #[derive(Clone, Debug)]
 pub struct ClusterOptions {
@@ -101,6 +113,7 @@ pub struct Cluster {
     pub ticks_enabled: bool,
     /// Set once a safety property broke; the run stops there.
     pub violation: Option<Violation>,
+    pub coverage: Coverage,
     /// Scenario tests: messages for which this returns false are dropped when sent.
     pub send_filter: Option<SendFilter>,
     /// Scenario tests: every delivered message as `(from, to, kind, term)`.
@@ -121,6 +134,7 @@ impl Cluster {
             trace: Trace::from_environment(),
             ticks_enabled: true,
             violation: None,
+            coverage: Coverage::default(),
             send_filter: None,
             delivered: None,
             nodes: BTreeMap::new(),
@@ -299,6 +313,7 @@ impl Cluster {
         node.writes.clear();
         node.writing = None;
         let (disk, report) = raft.into_storage().crash(&mut self.rng, may_abstain);
+        self.coverage.synced_entries_lost += report.synced_entries_lost;
         self.trace
             .line(self.now, || format!("crash {id}: {report:?}"));
         self.trace
@@ -319,6 +334,7 @@ impl Cluster {
             applied_index: 0,
             abstain_until_index: disk.abstain_until_index(),
         };
+        self.coverage.restarts_abstaining += u64::from(recovered.abstain_until_index.is_some());
         self.trace
             .line(self.now, || format!("restart {id}: {recovered:?}"));
         self.trace.hash_event(self.now, 2, id, 0);
@@ -339,11 +355,13 @@ impl Cluster {
         self.trace
             .line(self.now, || format!("partition {side_a:?} | {side_b:?}"));
         self.network.partition(side_a, side_b);
+        self.coverage.symmetric_partitions += 1;
     }
 
     /// Cuts the one-way link `from -> to`.
     pub fn cut(&mut self, from: NodeId, to: NodeId) {
         self.trace.line(self.now, || format!("cut {from} -> {to}"));
+        self.coverage.one_way_cuts += 1;
         self.network.cut(from, to);
     }
 
@@ -396,6 +414,7 @@ impl Cluster {
             raft.storage_mut().clear_abstain_marker();
         }
         let ready = raft.ready();
+        self.coverage.conflicting_suffixes_truncated += u64::from(ready.truncate_from.is_some());
         for entry in &ready.entries {
             let previous_term = self.node(id).term_at(entry.index - 1).unwrap_or(0);
             let check = invariants::log_matching::observe_written(

@@ -113,6 +113,40 @@ fn same_seed_replays_an_identical_trace() {
     }
 }
 
+#[test]
+fn the_simulator_exercises_every_kind_of_fault() {
+    // A simulator that never truncates, never abstains or never partitions proves little.
+    let mut total = cluster::Coverage::default();
+    let (mut leaders, mut crashes) = (0, 0);
+    for seed in 0..100 {
+        let report = run_seed(seed, PlantedBugs::default()).expect("seed passes");
+        leaders += report.leaders_elected;
+        crashes += report.crashes;
+        let coverage = report.coverage;
+        total.conflicting_suffixes_truncated += coverage.conflicting_suffixes_truncated;
+        total.restarts_abstaining += coverage.restarts_abstaining;
+        total.synced_entries_lost += coverage.synced_entries_lost;
+        total.overloaded_proposals += coverage.overloaded_proposals;
+        total.redirected_proposals += coverage.redirected_proposals;
+        total.symmetric_partitions += coverage.symmetric_partitions;
+        total.one_way_cuts += coverage.one_way_cuts;
+    }
+    println!("100 seeds: {leaders} leaders elected, {crashes} crashes, {total:?}");
+    assert!(
+        leaders >= 300 && crashes >= 100,
+        "{leaders} leaders, {crashes} crashes"
+    );
+    assert!(total.conflicting_suffixes_truncated > 0, "{total:?}");
+    assert!(total.restarts_abstaining > 0, "{total:?}");
+    assert!(total.synced_entries_lost > 0, "{total:?}");
+    assert!(total.overloaded_proposals > 0, "{total:?}");
+    assert!(total.redirected_proposals > 0, "{total:?}");
+    assert!(
+        total.symmetric_partitions > 0 && total.one_way_cuts > 0,
+        "{total:?}"
+    );
+}
+
 /// Runs seeds until one reports a safety violation; returns it, or fails after `max_seeds`.
 fn first_violation(planted_bugs: PlantedBugs, max_seeds: u64) -> (u64, Failure) {
     for seed in 0..max_seeds {

@@ -10,7 +10,7 @@ use keel_broker::raft::{Config, Index, NodeId, PlantedBugs, ProposeError, Term};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::cluster::{Cluster, ClusterOptions, TICK_UNITS};
+use crate::cluster::{Cluster, ClusterOptions, Coverage, TICK_UNITS};
 use crate::history::Violation;
 use crate::invariants::durability;
 use crate::network::NetworkFaults;
@@ -38,6 +38,8 @@ pub struct RunReport {
     pub committed_entries: u64,
     pub acknowledged: u64,
     pub crashes: u64,
+    pub leaders_elected: u64,
+    pub coverage: Coverage,
 }
 
 /// Fault rates drawn from the seed.
@@ -89,6 +91,8 @@ fn run_seed_unguarded(seed: u64, planted_bugs: PlantedBugs) -> Result<RunReport,
         committed_entries: cluster.history.committed.len() as u64,
         acknowledged: cluster.history.acknowledged.len() as u64,
         crashes,
+        leaders_elected: cluster.history.leaders_by_term.len() as u64,
+        coverage: cluster.coverage.clone(),
     })
 }
 
@@ -230,10 +234,12 @@ fn propose_for(cluster: &mut Cluster, producer: usize, target: NodeId) -> Option
             Some((index, term))
         }
         Err(ProposeError::NotLeader { leader_hint }) => {
+            cluster.coverage.redirected_proposals += 1;
             cluster.workload.producers[producer].leader_guess = leader_hint;
             None
         }
         Err(ProposeError::Overloaded { .. } | ProposeError::PayloadTooLarge { .. }) => {
+            cluster.coverage.overloaded_proposals += 1;
             cluster.workload.producers[producer].next_attempt_at = now + 5 * TICK_UNITS;
             None
         }
