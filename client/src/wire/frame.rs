@@ -14,8 +14,8 @@
 //! batches for produce and fetch, empty otherwise), so a batch is never copied into or out of a
 //! serde structure. Its length is what is left: `frame_len - 5 - header_len`.
 //!
-//! Worked example: header bytes `01 02` and payload `ff` make the 13-byte frame
-//! `09 00 00 00 | 01 | 02 00 00 00 | 01 02 | ff`.
+//! Worked example: header bytes `01 02` and payload `ff` make the 12-byte frame
+//! `08 00 00 00 | 01 | 02 00 00 00 | 01 02 | ff` (`frame_len` 8 = 1 + 4 + 2 + 1).
 //!
 //! Decoding is total and checks `frame_len` against the limit before allocating anything.
 
@@ -209,7 +209,7 @@ mod tests {
         // A (u8, u8) header serialises as its two bytes.
         let frame = Frame::new((1u8, 2u8), Bytes::from_static(&[0xff]));
         let bytes = frame.to_bytes().unwrap();
-        assert_eq!(&bytes[..], &[9, 0, 0, 0, 1, 2, 0, 0, 0, 1, 2, 0xff]);
+        assert_eq!(&bytes[..], &[8, 0, 0, 0, 1, 2, 0, 0, 0, 1, 2, 0xff]);
         assert_eq!(frame.encoded_bytes(), Ok(12));
         assert_eq!(Frame::<(u8, u8)>::decode(&mut bytes.clone(), 12), Ok(frame));
     }
