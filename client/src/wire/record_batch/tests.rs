@@ -400,3 +400,40 @@ fn concatenated_batches_are_split_and_a_cut_tail_is_an_error() {
         })
     );
 }
+
+#[test]
+fn max_message_bytes_counts_the_whole_encoded_record() {
+    // len (3 bytes for 1 MiB) + delta 0 (1) + no key (1) + value_len (3) + header_count (1) = 9.
+    let limits = Limits::default();
+    let fits = vec![1u8; limits.max_message_bytes as usize - 9];
+    let mut builder = RecordBatchBuilder::new(&limits, limits.max_record_batch_bytes);
+    builder
+        .append(&Record {
+            timestamp_ms: 0,
+            key: None,
+            value: &fits,
+            headers: &[],
+        })
+        .unwrap();
+    let view = RecordBatchView::parse_within(builder.finish().unwrap(), &limits).unwrap();
+    assert_eq!(
+        view.size_bytes(),
+        BATCH_HEADER_BYTES as u64 + limits.max_message_bytes
+    );
+
+    let one_over = vec![1u8; limits.max_message_bytes as usize - 8];
+    let mut builder = RecordBatchBuilder::new(&limits, limits.max_record_batch_bytes);
+    let error = builder.append(&Record {
+        timestamp_ms: 0,
+        key: None,
+        value: &one_over,
+        headers: &[],
+    });
+    assert_eq!(
+        error,
+        Err(WireError::MessageTooLarge {
+            record_bytes: (1 << 20) + 1,
+            max_message_bytes: 1 << 20
+        })
+    );
+}
