@@ -79,6 +79,13 @@ fn codec(criterion: &mut Criterion) {
             frame.encode(&mut out).expect("frame encodes");
         })
     });
+    group.bench_function("decode", |bench| {
+        bench.iter(|| {
+            Frame::<Request>::decode(&mut black_box(encoded.clone()), limits.max_request_bytes)
+                .expect("valid frame")
+        })
+    });
+    // Includes copying the frame into a receive buffer, as a stream reader does.
     group.bench_function("decode_incremental", |bench| {
         bench.iter(|| {
             let mut buffer = BytesMut::from(&encoded[..]);

@@ -2,8 +2,8 @@
 //!
 //! A message (one record) fits in a batch, and a batch fits in a request frame with room for the
 //! request header: `max_message_bytes <= max_record_batch_bytes < max_request_bytes`. The broker
-//! reads these from its configuration; the client learns them from the cluster and defaults to
-//! the same values.
+//! reads these from its configuration; the client uses the defaults unless told otherwise, and a
+//! broker configured tighter answers `MessageTooLarge` / `RequestTooLarge`.
 
 use super::error::WireError;
 use super::record_batch::BATCH_HEADER_BYTES;
