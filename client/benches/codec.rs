@@ -1,6 +1,6 @@
 //! Record-batch and frame codec throughput: build and parse one batch of 1,000 records of
 //! 1 KiB values (about 1 MiB), and frame it as a produce request. Criterion prints throughput
-//! over the batch's bytes. Run: `cargo bench -p keel-client --bench codec`.
+//! over the batch's bytes in decimal MB/s. Run: `cargo bench -p keel-client --bench codec`.
 
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
@@ -42,7 +42,7 @@ fn codec(criterion: &mut Criterion) {
     let batch = build_batch(&limits, &keys, &value);
 
     let mut group = criterion.benchmark_group("record_batch_1000x1KiB");
-    group.throughput(Throughput::Bytes(batch.len() as u64));
+    group.throughput(Throughput::BytesDecimal(batch.len() as u64));
     group.bench_function("build", |bench| {
         bench.iter(|| build_batch(&limits, black_box(&keys), black_box(&value)))
     });
@@ -71,7 +71,7 @@ fn codec(criterion: &mut Criterion) {
     let encoded = frame.to_bytes().expect("frame encodes");
     let decoder = FrameDecoder::new(limits.max_request_bytes);
     let mut group = criterion.benchmark_group("frame_1MiB_produce");
-    group.throughput(Throughput::Bytes(encoded.len() as u64));
+    group.throughput(Throughput::BytesDecimal(encoded.len() as u64));
     group.bench_function("encode", |bench| {
         let mut out = BytesMut::with_capacity(encoded.len());
         bench.iter(|| {

@@ -151,6 +151,9 @@ fn check_frame_len(frame_len: u32, max_frame_bytes: u64) -> Result<(), WireError
     Ok(())
 }
 
+/// Most bytes [`FrameDecoder::decode`] reserves ahead for a frame still arriving.
+pub const RESERVE_AHEAD_BYTES: usize = 64 * 1024;
+
 /// Cuts frames off a stream's receive buffer as their bytes arrive.
 ///
 /// ```
@@ -178,8 +181,8 @@ impl FrameDecoder {
     }
 
     /// Takes the first frame off `buffer` if all of it has arrived; `Ok(None)` (buffer
-    /// untouched, except that it reserves room for the rest of the frame) if more bytes are
-    /// needed. An oversized `frame_len` is an error as soon as its four bytes are in.
+    /// untouched, except that it reserves room for up to [`RESERVE_AHEAD_BYTES`] more) if more
+    /// bytes are needed. An oversized `frame_len` is an error as soon as its four bytes are in.
     pub fn decode<H: DeserializeOwned>(
         &self,
         buffer: &mut BytesMut,
@@ -191,8 +194,9 @@ impl FrameDecoder {
         check_frame_len(frame_len, self.max_frame_bytes)?;
         let frame_bytes = FRAME_PREFIX_BYTES + frame_len as usize;
         if buffer.len() < frame_bytes {
-            // Bounded by max_frame_bytes, checked above.
-            buffer.reserve(frame_bytes - buffer.len());
+            // Room for what is coming, but at most RESERVE_AHEAD_BYTES at a time: four bytes from
+            // a peer must not pin max_frame_bytes of memory before the rest actually arrives.
+            buffer.reserve((frame_bytes - buffer.len()).min(RESERVE_AHEAD_BYTES));
             return Ok(None);
         }
         let mut frame = buffer.split_to(frame_bytes).freeze();

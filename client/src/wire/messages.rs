@@ -14,6 +14,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::error::WireError;
+use super::topic::validate_topic_name;
+
 /// Node ids as in the cluster map (DESIGN.md 5).
 pub type NodeId = u64;
 
@@ -32,6 +35,30 @@ pub enum Request {
     ClusterStatus,
     InitProducerId,
     ReplaceNode(ReplaceNodeRequest),
+}
+
+impl Request {
+    /// Checks every topic name the request carries, before any name reaches a lookup or a
+    /// path (DESIGN.md 11: a bad name is a typed error).
+    pub fn validate_topic_names(&self) -> Result<(), WireError> {
+        let check = |name: &str| validate_topic_name(name).map_err(WireError::from);
+        match self {
+            Request::Produce(produce) => check(&produce.topic),
+            Request::Fetch(fetch) => check(&fetch.topic),
+            Request::Metadata(metadata) => metadata
+                .topics
+                .iter()
+                .flatten()
+                .try_for_each(|topic| check(topic)),
+            Request::CreateTopic(create) => check(&create.name),
+            Request::DeleteTopic(delete) => check(&delete.name),
+            Request::DescribeTopic(describe) => check(&describe.name),
+            Request::ListTopics
+            | Request::ClusterStatus
+            | Request::InitProducerId
+            | Request::ReplaceNode(_) => Ok(()),
+        }
+    }
 }
 
 /// A response header. The payload is empty except for [`Response::Fetch`].
@@ -387,6 +414,39 @@ mod tests {
         for code in fatal {
             assert!(!code.is_retriable(), "{code:?}");
         }
+    }
+
+    #[test]
+    fn requests_with_bad_topic_names_are_refused() {
+        let fetch = |topic: &str| {
+            Request::Fetch(FetchRequest {
+                topic: topic.into(),
+                partition: 0,
+                offset: 0,
+                max_bytes: 1,
+                max_wait_ms: 0,
+                min_bytes: 0,
+            })
+        };
+        assert_eq!(fetch("orders").validate_topic_names(), Ok(()));
+        let error = fetch("..").validate_topic_names().unwrap_err();
+        assert_eq!(error.error_code(), ErrorCode::InvalidTopicName);
+        let metadata = Request::Metadata(MetadataRequest {
+            topics: Some(vec!["ok".into(), "a/b".into()]),
+        });
+        assert!(metadata.validate_topic_names().is_err());
+        assert_eq!(
+            Request::Metadata(MetadataRequest { topics: None }).validate_topic_names(),
+            Ok(())
+        );
+        assert_eq!(
+            Request::DeleteTopic(DeleteTopicRequest {
+                name: String::new()
+            })
+            .validate_topic_names()
+            .map_err(|error| error.error_code()),
+            Err(ErrorCode::InvalidTopicName)
+        );
     }
 
     /// Pins postcard's encoding of a request header: variant index, then fields in order. A
