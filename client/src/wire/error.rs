@@ -32,9 +32,12 @@ pub enum WireError {
     /// A batch must hold at least one record: its last offset would be undefined otherwise.
     #[error("record batch holds no records")]
     EmptyBatch,
-    /// The records area ended before `count` records, or bytes were left after them.
+    /// The records area ended after `found` of the `count` records the header declares.
     #[error("record batch header says {declared} records, the records area holds {found}")]
     RecordCountMismatch { declared: u32, found: u32 },
+    /// Bytes left in the batch after its `count` records: a wrong count, or garbage.
+    #[error("{trailing_bytes} bytes after the {declared} records the header declares")]
+    TrailingRecordBytes { declared: u32, trailing_bytes: u64 },
     #[error("record {index} runs past the end of its batch")]
     RecordOverrun { index: u32 },
     /// A record's fields do not exactly fill its `len`.
@@ -130,6 +133,7 @@ impl WireError {
             | WireError::CrcMismatch { .. }
             | WireError::EmptyBatch
             | WireError::RecordCountMismatch { .. }
+            | WireError::TrailingRecordBytes { .. }
             | WireError::RecordOverrun { .. }
             | WireError::RecordLenMismatch { .. }
             | WireError::InvalidKeyLength { .. }

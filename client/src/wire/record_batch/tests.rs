@@ -312,9 +312,9 @@ fn parse_names_each_defect() {
     one_declared[COUNT_AT] = 1;
     assert_eq!(
         parse(with_fresh_crc(one_declared)),
-        WireError::RecordCountMismatch {
+        WireError::TrailingRecordBytes {
             declared: 1,
-            found: 2
+            trailing_bytes: 5
         }
     );
 

@@ -27,77 +27,14 @@ impl RecordBatchView {
     /// timestamp representable, `max_timestamp_ms` equal to the largest). Total: any input gives
     /// a view or a [`WireError`].
     pub fn parse(bytes: Bytes) -> Result<Self, WireError> {
-        let available_bytes = bytes.len();
-        let too_short = WireError::BatchTooShort {
-            available_bytes,
-            header_bytes: BATCH_HEADER_BYTES,
-        };
-        if available_bytes < BATCH_HEADER_BYTES {
-            return Err(too_short);
-        }
-        let batch_len = peek_batch_len(&bytes).ok_or(too_short.clone())?;
-        if batch_len as usize != available_bytes {
-            return Err(WireError::BatchLenMismatch {
-                batch_len: u64::from(batch_len),
-                available_bytes,
-            });
-        }
-        // Magic first: a future format may checksum differently.
-        let magic = bytes[MAGIC_AT];
-        if magic != MAGIC {
-            return Err(WireError::UnsupportedMagic(magic));
-        }
-        let stored = read_u32(&bytes, CRC_AT).ok_or(too_short.clone())?;
-        let computed = crc32fast::hash(&bytes[CRC_COVERS_FROM..]);
-        if stored != computed {
-            return Err(WireError::CrcMismatch { stored, computed });
-        }
-        let flags = read_u16(&bytes, FLAGS_AT).ok_or(too_short.clone())?;
-        if flags & !KNOWN_FLAGS != 0 {
-            return Err(WireError::UnknownFlags(flags));
-        }
-        let (count, first_timestamp_ms, max_timestamp_ms, producer) =
-            read_header_fields(&bytes).ok_or(too_short)?;
-        if count == 0 {
-            return Err(WireError::EmptyBatch);
-        }
-
-        let records = &bytes[BATCH_HEADER_BYTES..];
-        let mut position = 0;
-        let mut found_max_timestamp_ms = i64::MIN;
-        let mut largest_record_bytes = 0;
-        for index in 0..count {
-            if position == records.len() {
-                return Err(WireError::RecordCountMismatch {
-                    declared: count,
-                    found: index,
-                });
-            }
-            let (record, record_bytes) =
-                decode_record(&records[position..], first_timestamp_ms, index)?;
-            position += record_bytes;
-            found_max_timestamp_ms = found_max_timestamp_ms.max(record.timestamp_ms);
-            largest_record_bytes = largest_record_bytes.max(record_bytes as u64);
-        }
-        if position != records.len() {
-            // Bytes after the last declared record: at least one more record, or garbage.
-            return Err(WireError::RecordCountMismatch {
-                declared: count,
-                found: count.saturating_add(1),
-            });
-        }
-        if found_max_timestamp_ms != max_timestamp_ms {
-            return Err(WireError::MaxTimestampMismatch {
-                declared: max_timestamp_ms,
-                found: found_max_timestamp_ms,
-            });
-        }
+        let header = check_header(&bytes)?;
+        let largest_record_bytes = check_records(&bytes[BATCH_HEADER_BYTES..], &header)?;
         Ok(RecordBatchView {
             bytes,
-            count,
-            first_timestamp_ms,
-            max_timestamp_ms,
-            producer,
+            count: header.count,
+            first_timestamp_ms: header.first_timestamp_ms,
+            max_timestamp_ms: header.max_timestamp_ms,
+            producer: header.producer,
             largest_record_bytes,
         })
     }
@@ -334,19 +271,99 @@ impl Iterator for RecordBatches {
     }
 }
 
-/// The header fields after the flags: count, first and max timestamps, producer stamp.
-fn read_header_fields(bytes: &[u8]) -> Option<(u32, i64, i64, ProducerStamp)> {
-    let producer = ProducerStamp {
-        producer_id: read_u64(bytes, PRODUCER_ID_AT)?,
-        producer_epoch: read_u16(bytes, PRODUCER_EPOCH_AT)?,
-        base_sequence: read_u32(bytes, BASE_SEQUENCE_AT)?,
+/// The header fields a view keeps.
+struct HeaderFields {
+    count: u32,
+    first_timestamp_ms: i64,
+    max_timestamp_ms: i64,
+    producer: ProducerStamp,
+}
+
+/// Checks everything in the header: size, `batch_len` against the bytes given, magic (first: a
+/// future format may checksum differently), CRC, flags, a non-zero count.
+fn check_header(bytes: &[u8]) -> Result<HeaderFields, WireError> {
+    let available_bytes = bytes.len();
+    let too_short = || WireError::BatchTooShort {
+        available_bytes,
+        header_bytes: BATCH_HEADER_BYTES,
     };
-    Some((
-        read_u32(bytes, COUNT_AT)?,
-        read_i64(bytes, FIRST_TIMESTAMP_AT)?,
-        read_i64(bytes, MAX_TIMESTAMP_AT)?,
-        producer,
-    ))
+    if available_bytes < BATCH_HEADER_BYTES {
+        return Err(too_short());
+    }
+    let batch_len = peek_batch_len(bytes).ok_or_else(too_short)?;
+    if batch_len as usize != available_bytes {
+        return Err(WireError::BatchLenMismatch {
+            batch_len: u64::from(batch_len),
+            available_bytes,
+        });
+    }
+    let magic = bytes.get(MAGIC_AT).copied().ok_or_else(too_short)?;
+    if magic != MAGIC {
+        return Err(WireError::UnsupportedMagic(magic));
+    }
+    let stored = read_u32(bytes, CRC_AT).ok_or_else(too_short)?;
+    let computed = crc32fast::hash(bytes.get(CRC_COVERS_FROM..).ok_or_else(too_short)?);
+    if stored != computed {
+        return Err(WireError::CrcMismatch { stored, computed });
+    }
+    let flags = read_u16(bytes, FLAGS_AT).ok_or_else(too_short)?;
+    if flags & !KNOWN_FLAGS != 0 {
+        return Err(WireError::UnknownFlags(flags));
+    }
+    let header = read_header_fields(bytes).ok_or_else(too_short)?;
+    if header.count == 0 {
+        return Err(WireError::EmptyBatch);
+    }
+    Ok(header)
+}
+
+fn read_header_fields(bytes: &[u8]) -> Option<HeaderFields> {
+    Some(HeaderFields {
+        count: read_u32(bytes, COUNT_AT)?,
+        first_timestamp_ms: read_i64(bytes, FIRST_TIMESTAMP_AT)?,
+        max_timestamp_ms: read_i64(bytes, MAX_TIMESTAMP_AT)?,
+        producer: ProducerStamp {
+            producer_id: read_u64(bytes, PRODUCER_ID_AT)?,
+            producer_epoch: read_u16(bytes, PRODUCER_EPOCH_AT)?,
+            base_sequence: read_u32(bytes, BASE_SEQUENCE_AT)?,
+        },
+    })
+}
+
+/// Walks the records area: exactly `count` well-framed records filling it, the largest
+/// timestamp equal to the header's. Returns the largest record's encoded size.
+fn check_records(records: &[u8], header: &HeaderFields) -> Result<u64, WireError> {
+    let mut position = 0;
+    let mut found_max_timestamp_ms = i64::MIN;
+    let mut largest_record_bytes = 0;
+    for index in 0..header.count {
+        let Some(remaining) = records
+            .get(position..)
+            .filter(|remaining| !remaining.is_empty())
+        else {
+            return Err(WireError::RecordCountMismatch {
+                declared: header.count,
+                found: index,
+            });
+        };
+        let (record, record_bytes) = decode_record(remaining, header.first_timestamp_ms, index)?;
+        position += record_bytes;
+        found_max_timestamp_ms = found_max_timestamp_ms.max(record.timestamp_ms);
+        largest_record_bytes = largest_record_bytes.max(record_bytes as u64);
+    }
+    if position != records.len() {
+        return Err(WireError::TrailingRecordBytes {
+            declared: header.count,
+            trailing_bytes: (records.len() - position) as u64,
+        });
+    }
+    if found_max_timestamp_ms != header.max_timestamp_ms {
+        return Err(WireError::MaxTimestampMismatch {
+            declared: header.max_timestamp_ms,
+            found: found_max_timestamp_ms,
+        });
+    }
+    Ok(largest_record_bytes)
 }
 
 /// Decodes the record at the front of `input`; returns it and the bytes it took (its `len`
