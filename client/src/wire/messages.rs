@@ -1,0 +1,471 @@
+//! The request and response headers of the client protocol: what DESIGN.md 8 (the SDK) and 9
+//! (the command line) need, as serde types carried in a [`super::frame::Frame`].
+//!
+//! One request per bidirectional QUIC stream, one response back on the same stream, so there is
+//! no correlation id. A request is a [`Request`] header plus a payload (a record batch for
+//! produce, empty otherwise); a response is a [`Response`] header plus a payload (the fetched
+//! batches for fetch, empty otherwise). Any request can be answered with
+//! [`Response::Error`], including one whose frame did not decode.
+//!
+//! Evolution: postcard encodes an enum variant as its index and a struct as its fields in order,
+//! with no names and no tags. So new variants go at the END of an enum, a field is never
+//! reordered or removed, and any change to an existing message's fields bumps
+//! [`super::frame::PROTOCOL_VERSION`] (and the ALPN `keel/N`).
+
+use serde::{Deserialize, Serialize};
+
+use super::error::WireError;
+use super::topic::validate_topic_name;
+
+/// Node ids as in the cluster map (DESIGN.md 5).
+pub type NodeId = u64;
+
+/// A request header. The payload rules are on each variant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Payload: exactly one record batch.
+    Produce(ProduceRequest),
+    /// Payload: empty.
+    Fetch(FetchRequest),
+    Metadata(MetadataRequest),
+    CreateTopic(CreateTopicRequest),
+    DeleteTopic(DeleteTopicRequest),
+    ListTopics,
+    DescribeTopic(DescribeTopicRequest),
+    ClusterStatus,
+    InitProducerId,
+    ReplaceNode(ReplaceNodeRequest),
+}
+
+impl Request {
+    /// Checks every topic name the request carries, before any name reaches a lookup or a
+    /// path (DESIGN.md 11: a bad name is a typed error).
+    pub fn validate_topic_names(&self) -> Result<(), WireError> {
+        let check = |name: &str| validate_topic_name(name).map_err(WireError::from);
+        match self {
+            Request::Produce(produce) => check(&produce.topic),
+            Request::Fetch(fetch) => check(&fetch.topic),
+            Request::Metadata(metadata) => metadata
+                .topics
+                .iter()
+                .flatten()
+                .try_for_each(|topic| check(topic)),
+            Request::CreateTopic(create) => check(&create.name),
+            Request::DeleteTopic(delete) => check(&delete.name),
+            Request::DescribeTopic(describe) => check(&describe.name),
+            Request::ListTopics
+            | Request::ClusterStatus
+            | Request::InitProducerId
+            | Request::ReplaceNode(_) => Ok(()),
+        }
+    }
+}
+
+/// A response header. The payload is empty except for [`Response::Fetch`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Produce(ProduceResponse),
+    /// Payload: whole record batches, concatenated, in offset order.
+    Fetch(FetchResponse),
+    Metadata(MetadataResponse),
+    CreateTopic(TopicSummary),
+    DeleteTopic,
+    ListTopics(ListTopicsResponse),
+    DescribeTopic(TopicDescription),
+    ClusterStatus(ClusterStatusResponse),
+    InitProducerId(InitProducerIdResponse),
+    ReplaceNode(ReplaceNodeResponse),
+    /// The request failed as a whole.
+    Error(ErrorCode),
+}
+
+/// When the leader answers a produce request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Acks {
+    /// After the batch is committed: on a quorum of replicas, durable per their fsync policy.
+    /// The only setting with Keel's ordering and durability promise (DESIGN.md 4).
+    Committed,
+    /// After the leader appended the batch to its own log; it can still be lost on failover.
+    Leader,
+}
+
+/// Append one record batch to a partition. The idempotence fields (producer_id,
+/// producer_epoch, base_sequence) travel in the batch header, under its CRC and stored with it,
+/// and are not repeated here: two copies could disagree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProduceRequest {
+    pub topic: String,
+    pub partition: u32,
+    pub acks: Acks,
+    /// How long the leader may wait for the commit before answering [`ErrorCode::Timeout`].
+    pub timeout_ms: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProduceResponse {
+    /// Offset the leader gave the batch's first record; the others follow densely.
+    pub base_offset: u64,
+    /// Offset of the batch's last record: `base_offset + count - 1`.
+    pub last_offset: u64,
+    pub log_start_offset: u64,
+}
+
+/// Read committed batches from `offset`. A fetch at or above the high watermark waits up to
+/// `max_wait_ms` for `min_bytes` (long poll); only an offset below the log start is an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchRequest {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    /// Budget for the payload. The first batch is returned whole even if larger, so a consumer
+    /// always makes progress (as Kafka does).
+    pub max_bytes: u32,
+    pub max_wait_ms: u32,
+    pub min_bytes: u32,
+}
+
+/// Header of a fetch answer; the batches are the payload. The first batch may start before the
+/// requested offset (batches are never split): the consumer skips records below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchResponse {
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+}
+
+/// The cluster map a client needs to route requests: every node and, for the named topics (all
+/// topics when `None`), each partition's leader and replicas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataRequest {
+    pub topics: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataResponse {
+    pub nodes: Vec<NodeAddress>,
+    pub topics: Vec<TopicMetadata>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddress {
+    pub node_id: NodeId,
+    /// The `--advertise` address (`host:port`) clients dial.
+    pub address: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMetadata {
+    pub name: String,
+    /// `Err` for a requested topic that could not be described (e.g. [`ErrorCode::UnknownTopic`]).
+    pub partitions: Result<Vec<PartitionMetadata>, ErrorCode>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMetadata {
+    pub partition: u32,
+    /// `None` during an election.
+    pub leader: Option<NodeId>,
+    pub replicas: Vec<NodeId>,
+}
+
+/// Create a topic. An existing topic is [`ErrorCode::TopicAlreadyExists`]; `keel topic create
+/// --if-not-exists` treats that as success.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateTopicRequest {
+    pub name: String,
+    pub partitions: u32,
+    /// `None`: the cluster default, `min(3, nodes)`.
+    pub replication_factor: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteTopicRequest {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DescribeTopicRequest {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicSummary {
+    pub name: String,
+    pub partitions: u32,
+    pub replication_factor: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListTopicsResponse {
+    pub topics: Vec<TopicSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicDescription {
+    pub name: String,
+    pub replication_factor: u16,
+    pub partitions: Vec<PartitionDescription>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionDescription {
+    pub partition: u32,
+    pub leader: Option<NodeId>,
+    pub replicas: Vec<NodeId>,
+    pub log_start_offset: u64,
+    pub high_watermark: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatusResponse {
+    pub nodes: Vec<NodeStatus>,
+    pub partitions: Vec<PartitionStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node_id: NodeId,
+    /// Random id of the node's data directory (DESIGN.md 5).
+    pub incarnation: u64,
+    pub address: String,
+    pub up: bool,
+}
+
+/// One Raft group: a topic partition, or the metadata group (`topic: None`, group 0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionStatus {
+    pub topic: Option<String>,
+    pub partition: u32,
+    pub leader: Option<NodeId>,
+    pub followers: Vec<FollowerLag>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowerLag {
+    pub node_id: NodeId,
+    /// Leader's last log index minus the follower's match index.
+    pub lag_entries: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitProducerIdResponse {
+    pub producer_id: u64,
+    pub producer_epoch: u16,
+}
+
+/// When `keel cluster replace-node` returns (DESIGN.md 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplaceNodeWait {
+    /// After every group has removed the old incarnation and promoted the new one.
+    UntilReplaced,
+    /// After the new incarnation was added as a learner everywhere (`--no-wait`).
+    UntilLearnersAdded,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplaceNodeRequest {
+    pub node_id: NodeId,
+    pub wait: ReplaceNodeWait,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplaceNodeResponse {
+    /// Raft groups the node was a member of, and so changed.
+    pub groups: u32,
+}
+
+/// Why a request failed (DESIGN.md 11), as the broker tells the client.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, thiserror::Error)]
+pub enum ErrorCode {
+    #[error("unknown topic")]
+    UnknownTopic,
+    #[error("topic already exists")]
+    TopicAlreadyExists,
+    #[error("invalid topic name")]
+    InvalidTopicName,
+    #[error("partition out of range")]
+    PartitionOutOfRange,
+    #[error("invalid partition count or replication factor")]
+    InvalidTopicConfig,
+    /// A record over `max_message_bytes` or a batch over `max_record_batch_bytes`.
+    #[error("message too large")]
+    MessageTooLarge,
+    /// A frame over `max_request_bytes`.
+    #[error("request too large")]
+    RequestTooLarge,
+    /// The node is not the partition's leader; `leader_addr` is the leader's advertised address
+    /// when known.
+    #[error("not the leader (leader: {leader_addr:?})")]
+    NotLeader { leader_addr: Option<String> },
+    /// The offset is below the log start (at or above the high watermark is a long poll).
+    #[error("offset out of range (log start {log_start_offset}, high watermark {high_watermark})")]
+    OffsetOutOfRange {
+        log_start_offset: u64,
+        high_watermark: u64,
+    },
+    /// The node sheds load (queues full): back off and retry.
+    #[error("overloaded")]
+    Overloaded,
+    /// No quorum, an election in progress, or the node is shutting down.
+    #[error("unavailable")]
+    Unavailable,
+    /// The request did not complete within its timeout; its outcome is unknown.
+    #[error("timed out")]
+    Timeout,
+    /// The batch was already written: these are its original offsets. An idempotent producer
+    /// treats this as its acknowledgement.
+    #[error("duplicate sequence (already at offsets {base_offset}..={last_offset})")]
+    DuplicateSequence { base_offset: u64, last_offset: u64 },
+    /// A gap in the producer's sequence numbers: a batch before this one was lost.
+    #[error("out of order sequence (expected {expected_sequence})")]
+    OutOfOrderSequence { expected_sequence: u32 },
+    /// A newer epoch of this producer id exists: this producer is a zombie.
+    #[error("producer fenced")]
+    ProducerFenced,
+    /// The producer id is unknown or expired (idle over 7 days): get a new one.
+    #[error("unknown producer id")]
+    UnknownProducerId,
+    #[error("corrupt record batch")]
+    CorruptBatch,
+    #[error("malformed request")]
+    Malformed,
+    #[error("unsupported protocol version")]
+    UnsupportedVersion,
+    #[error("unknown node")]
+    UnknownNode,
+    /// The leader's disk is full. Not retriable: it does not clear by itself until retention
+    /// (later) or an operator frees space.
+    #[error("disk full")]
+    DiskFull,
+    #[error("not authorized")]
+    NotAuthorized,
+    /// A bug on the broker (the request did not cause it); logged there.
+    #[error("internal error")]
+    Internal,
+}
+
+impl ErrorCode {
+    /// Whether the same request can succeed if sent again after a backoff (possibly to another
+    /// node, after refreshing metadata). Everything else is fatal for this request.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            ErrorCode::NotLeader { .. }
+            | ErrorCode::Overloaded
+            | ErrorCode::Unavailable
+            | ErrorCode::Timeout => true,
+            ErrorCode::UnknownTopic
+            | ErrorCode::TopicAlreadyExists
+            | ErrorCode::InvalidTopicName
+            | ErrorCode::PartitionOutOfRange
+            | ErrorCode::InvalidTopicConfig
+            | ErrorCode::MessageTooLarge
+            | ErrorCode::RequestTooLarge
+            | ErrorCode::OffsetOutOfRange { .. }
+            | ErrorCode::DuplicateSequence { .. }
+            | ErrorCode::OutOfOrderSequence { .. }
+            | ErrorCode::ProducerFenced
+            | ErrorCode::UnknownProducerId
+            | ErrorCode::CorruptBatch
+            | ErrorCode::Malformed
+            | ErrorCode::UnsupportedVersion
+            | ErrorCode::UnknownNode
+            | ErrorCode::DiskFull
+            | ErrorCode::NotAuthorized
+            | ErrorCode::Internal => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retriable_codes_are_exactly_the_transient_ones() {
+        let retriable = [
+            ErrorCode::NotLeader {
+                leader_addr: Some("127.0.0.1:7071".into()),
+            },
+            ErrorCode::NotLeader { leader_addr: None },
+            ErrorCode::Overloaded,
+            ErrorCode::Unavailable,
+            ErrorCode::Timeout,
+        ];
+        for code in retriable {
+            assert!(code.is_retriable(), "{code:?}");
+        }
+        let fatal = [
+            ErrorCode::UnknownTopic,
+            ErrorCode::InvalidTopicName,
+            ErrorCode::MessageTooLarge,
+            ErrorCode::OffsetOutOfRange {
+                log_start_offset: 10,
+                high_watermark: 20,
+            },
+            ErrorCode::DuplicateSequence {
+                base_offset: 1,
+                last_offset: 2,
+            },
+            ErrorCode::OutOfOrderSequence {
+                expected_sequence: 3,
+            },
+            ErrorCode::CorruptBatch,
+            ErrorCode::DiskFull,
+        ];
+        for code in fatal {
+            assert!(!code.is_retriable(), "{code:?}");
+        }
+    }
+
+    #[test]
+    fn requests_with_bad_topic_names_are_refused() {
+        let fetch = |topic: &str| {
+            Request::Fetch(FetchRequest {
+                topic: topic.into(),
+                partition: 0,
+                offset: 0,
+                max_bytes: 1,
+                max_wait_ms: 0,
+                min_bytes: 0,
+            })
+        };
+        assert_eq!(fetch("orders").validate_topic_names(), Ok(()));
+        let error = fetch("..").validate_topic_names().unwrap_err();
+        assert_eq!(error.error_code(), ErrorCode::InvalidTopicName);
+        let metadata = Request::Metadata(MetadataRequest {
+            topics: Some(vec!["ok".into(), "a/b".into()]),
+        });
+        assert!(metadata.validate_topic_names().is_err());
+        assert_eq!(
+            Request::Metadata(MetadataRequest { topics: None }).validate_topic_names(),
+            Ok(())
+        );
+        assert_eq!(
+            Request::DeleteTopic(DeleteTopicRequest {
+                name: String::new()
+            })
+            .validate_topic_names()
+            .map_err(|error| error.error_code()),
+            Err(ErrorCode::InvalidTopicName)
+        );
+    }
+
+    /// Pins postcard's encoding of a request header: variant index, then fields in order. A
+    /// change here is a protocol change and needs a new PROTOCOL_VERSION.
+    #[test]
+    fn produce_request_header_bytes_are_pinned() {
+        let request = Request::Produce(ProduceRequest {
+            topic: "t".into(),
+            partition: 2,
+            acks: Acks::Committed,
+            timeout_ms: 300,
+        });
+        let bytes = postcard::to_stdvec(&request).unwrap();
+        assert_eq!(bytes, [0, 1, b't', 2, 0, 0xac, 0x02]);
+        assert_eq!(postcard::from_bytes::<Request>(&bytes).unwrap(), request);
+        let error = Response::Error(ErrorCode::NotLeader {
+            leader_addr: Some("h:1".into()),
+        });
+        let bytes = postcard::to_stdvec(&error).unwrap();
+        assert_eq!(bytes, [10, 7, 1, 3, b'h', b':', b'1']);
+    }
+}
