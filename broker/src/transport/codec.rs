@@ -266,7 +266,10 @@ mod tests {
             Hello::decode(&mut &wire[..]),
             Err(DecodeError::TrailingBytes { extra_bytes: 1 })
         );
-        assert_eq!(Hello::decode(&mut &b"HTTP/1.1 200"[..]).is_err(), true);
+        assert_eq!(
+            Hello::decode(&mut &b"HTTP/1.1 200 OK"[..]),
+            Err(DecodeError::BadMagic)
+        );
     }
 
     proptest! {

@@ -220,8 +220,12 @@ impl Transport {
     }
 
     /// Stops accepting, closes every connection (peers see `Shutdown`) and waits, at most
-    /// `drain_timeout`, for the endpoint to go idle, so the UDP port is free when this returns.
+    /// `drain_timeout`, for the connections to drain and the UDP port to be released, so a
+    /// restarted node can bind the same address as soon as this returns.
     pub async fn shutdown(mut self, drain_timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + drain_timeout;
+        let node_id = self.node_id();
+        let address = self.local_address();
         self.shutdown.send_replace(true);
         self.endpoint
             .close(CloseCode::Shutdown.code(), b"node shutting down");
@@ -233,22 +237,37 @@ impl Transport {
             .drain()
             .map(|(_, entry)| entry.task)
             .collect();
-        let drained = tokio::time::timeout(drain_timeout, async {
+        let drained = tokio::time::timeout_at(deadline, async {
             for task in tasks {
                 let _ = task.await;
             }
             self.endpoint.wait_idle().await;
         })
         .await;
-        if drained.is_err() {
-            warn!(
-                node_id = self.node_id(),
-                "transport did not drain in time; dropping it"
-            );
-        }
         self.accept_task.abort();
         let _ = (&mut self.accept_task).await;
-        info!(node_id = self.node_id(), "transport stopped");
+        drop(self);
+        // quinn's endpoint and connection drivers are tasks that drop the socket only after
+        // they see the last handle go; wait for that rather than hand back a busy port.
+        let released = wait_port_released(address, deadline).await;
+        if drained.is_err() || !released {
+            warn!(node_id, %address, "transport did not drain in time");
+        }
+        info!(node_id, "transport stopped");
+    }
+}
+
+/// Whether `address` can be bound again before `deadline` (probing with a throwaway socket).
+async fn wait_port_released(address: SocketAddr, deadline: tokio::time::Instant) -> bool {
+    const PROBE_INTERVAL: Duration = Duration::from_millis(5);
+    loop {
+        if std::net::UdpSocket::bind(address).is_ok() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(PROBE_INTERVAL).await;
     }
 }
 
