@@ -77,6 +77,10 @@ fn certs_init_writes_the_files_and_never_overwrites_a_ca() {
 /// Two nodes connect to each other (mutual TLS, node identities checked) and a client holding
 /// `client.pem` connects to node 1 by the extra host name.
 fn prove_with_handshakes(tls_dir: &Path) {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("debug,quinn=info,quinn_proto=info,rustls=info")
+        .try_init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -123,6 +127,8 @@ fn prove_with_handshakes(tls_dir: &Path) {
                 .expect("accepted");
             assert!(accepted.has_client_certificate);
             connection.close(0_u32.into(), b"done");
+            // A client connection handle holds the UDP socket: let go before shutting down.
+            drop((accepted, channels_1));
             node_1.shutdown(Duration::from_secs(5)).await;
             node_2.shutdown(Duration::from_secs(5)).await;
         })

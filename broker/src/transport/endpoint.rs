@@ -222,6 +222,10 @@ impl Transport {
     /// Stops accepting, closes every connection (peers see `Shutdown`) and waits, at most
     /// `drain_timeout`, for the connections to drain and the UDP port to be released, so a
     /// restarted node can bind the same address as soon as this returns.
+    ///
+    /// Every `quinn::Connection` handle keeps the socket open, including the
+    /// [`ClientConnection`]s the client API holds or has not yet received: drop them (and the
+    /// [`TransportChannels`]) first, or the wait runs to `drain_timeout`.
     pub async fn shutdown(mut self, drain_timeout: Duration) {
         let deadline = tokio::time::Instant::now() + drain_timeout;
         let node_id = self.node_id();
@@ -504,12 +508,21 @@ async fn admit_peer(
         .map_err(|e| PeerRefusal::Hello(e.to_string()))?;
     send.finish()
         .map_err(|e| PeerRefusal::Hello(e.to_string()))?;
-    // The peer task takes it over; a full slot means the task is busy switching, and the
-    // newest connection is the one to keep, so wait for the slot rather than refuse.
-    if accepted_connections.send(connection.clone()).await.is_err() {
-        return Err(PeerRefusal::UnknownPeer {
-            node_id: hello.node_id,
-        });
+    // The peer task takes it over. Its slot is full only while it is switching connections;
+    // the newest connection is the one to keep, so wait for the slot, but not forever.
+    let handed_over = tokio::time::timeout(
+        shared.config.handshake_timeout(),
+        accepted_connections.send(connection.clone()),
+    )
+    .await;
+    match handed_over {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => {
+            return Err(PeerRefusal::UnknownPeer {
+                node_id: hello.node_id,
+            })
+        }
+        Err(_) => return Err(PeerRefusal::Hello("peer task busy".to_string())),
     }
     Ok(hello.node_id)
 }
