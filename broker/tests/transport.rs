@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,7 +15,8 @@ use keel_broker::transport::endpoint::quic_client_config;
 use keel_broker::transport::peer::exchange_hello;
 use keel_broker::transport::tls::{self, generate_cluster_certs, node_server_name, NodeTls};
 use keel_broker::transport::{
-    CloseCode, NodeId, PeerMessage, SendError, Transport, TransportChannels, TransportConfig,
+    ClientCertPolicy, CloseCode, NodeId, PeerMessage, SendError, Transport, TransportChannels,
+    TransportConfig,
 };
 use tokio::time::{sleep, timeout, Instant};
 
@@ -25,14 +27,50 @@ const REFUSAL_WAIT: Duration = Duration::from_millis(1_500);
 /// How long shutting a node down may take.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
+/// Everything logged by any test of this binary, so a test can check that a refusal was
+/// logged (the log line is part of the contract, DESIGN.md 11). Also echoed to stderr.
+static LOG_LINES: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct CaptureWriter;
+
+impl std::io::Write for CaptureWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        LOG_LINES.lock().expect("log lock").extend_from_slice(bytes);
+        std::io::stderr().write(bytes)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 fn init_logging() {
     let _ = tracing_subscriber::fmt()
-        .with_test_writer()
+        .with_ansi(false)
+        .with_writer(|| CaptureWriter)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .try_init();
+}
+
+/// Waits (briefly) for a log line containing every one of `needles`.
+async fn assert_logged(needles: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let found = {
+            let log = LOG_LINES.lock().expect("log lock");
+            String::from_utf8_lossy(&log)
+                .lines()
+                .any(|line| needles.iter().all(|needle| line.contains(needle)))
+        };
+        if found {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no log line with {needles:?}");
+        sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn any_local_port() -> SocketAddr {
@@ -306,6 +344,11 @@ async fn node_presenting_another_nodes_certificate_is_refused() {
         assert!(exchange_hello(&connection, 3).await.is_err());
         let error = connection.closed().await;
         assert_eq!(CloseCode::of(&error), Some(CloseCode::IdentityMismatch));
+        assert_logged(&[
+            "peer connection refused",
+            "hello claims node 3 but the certificate is node 2's",
+        ])
+        .await;
         assert!(!sender_3.is_connected());
 
         // A client certificate is valid under the CA but names no node: refused as a peer.
@@ -369,6 +412,7 @@ async fn wrong_alpn_is_refused() {
             )
             .expect("connect");
         assert!(connecting.await.is_err(), "unknown ALPN must be refused");
+        assert_logged(&["TLS handshake failed; connection refused"]).await;
 
         // No ALPN at all: refused either in the handshake or right after it.
         let mut none = tls::client_config(&ca, None).expect("client config");
@@ -405,6 +449,7 @@ async fn wrong_alpn_is_refused() {
             .expect("client connection handed to the client API");
         assert!(!accepted.has_client_certificate);
         connection.close(CloseCode::Shutdown.code(), b"done");
+        drop(accepted);
         node_1.transport.shutdown(SHUTDOWN_DRAIN).await;
     })
     .await;
@@ -461,6 +506,7 @@ async fn random_bytes_on_a_lane_close_that_connection_and_others_keep_flowing() 
             .await
             .expect("connection closed");
         assert_eq!(CloseCode::of(&error), Some(CloseCode::MalformedFrame));
+        assert_logged(&["malformed frame on a peer lane", "peer_node_id=1"]).await;
 
         // Node 2's link was not disturbed.
         for sequence in 0..50 {
@@ -580,6 +626,62 @@ async fn restarted_peer_on_the_same_port_is_reconnected() {
         for (_, node) in nodes {
             node.transport.shutdown(SHUTDOWN_DRAIN).await;
         }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_client_certificate_turns_anonymous_clients_away() {
+    bounded(async {
+        let tls_dir = tempfile::tempdir().expect("tempdir");
+        generate_cluster_certs(tls_dir.path(), 1, &[]).expect("certs");
+        let mut config = test_config(1, any_local_port());
+        config.client_cert_policy = ClientCertPolicy::Required;
+        let mut node_1 = Node::start(tls_dir.path(), config).await;
+        let ca = tls::load_certificates(&tls_dir.path().join(tls::CA_CERT_FILE)).expect("ca");
+        let endpoint = raw_endpoint();
+
+        // In TLS 1.3 the client may finish its side before the server rejects its (missing)
+        // certificate, so the refusal shows either as a failed handshake or a prompt close.
+        let anonymous = tls::client_config(&ca, None).expect("client config");
+        let connecting = endpoint
+            .connect_with(
+                quic_client_config(anonymous, peer_transport()).expect("quic"),
+                node_1.address(),
+                "127.0.0.1",
+            )
+            .expect("connect");
+        if let Ok(connection) = connecting.await {
+            timeout(Duration::from_secs(5), connection.closed())
+                .await
+                .expect("anonymous client closed");
+        }
+        assert!(node_1.channels.client_connections.try_recv().is_err());
+
+        // With client.pem it is served.
+        let chain =
+            tls::load_certificates(&tls_dir.path().join(tls::CLIENT_CERT_FILE)).expect("client");
+        let key = tls::load_private_key(&tls_dir.path().join(tls::CLIENT_KEY_FILE)).expect("key");
+        let authenticated = tls::client_config(&ca, Some((chain, key))).expect("client config");
+        let connection = endpoint
+            .connect_with(
+                quic_client_config(authenticated, peer_transport()).expect("quic"),
+                node_1.address(),
+                "127.0.0.1",
+            )
+            .expect("connect")
+            .await
+            .expect("handshake");
+        let accepted = node_1
+            .channels
+            .client_connections
+            .recv()
+            .await
+            .expect("accepted");
+        assert!(accepted.has_client_certificate);
+        connection.close(CloseCode::Shutdown.code(), b"done");
+        drop(accepted);
+        node_1.transport.shutdown(SHUTDOWN_DRAIN).await;
     })
     .await;
 }
