@@ -118,6 +118,12 @@ impl Transport {
                     source,
                 }
             })?;
+        let bound_address = endpoint
+            .local_addr()
+            .map_err(|source| TransportError::Bind {
+                address: config.listen_address,
+                source,
+            })?;
         let (incoming, peer_messages) = mpsc::channel(config.incoming_capacity_messages);
         let (client_sender, client_connections) = mpsc::channel(config.client_connection_capacity);
         let (shutdown, shutdown_receiver) = watch::channel(false);
@@ -132,7 +138,7 @@ impl Transport {
             shared.clone(),
             shutdown_receiver,
         ));
-        info!(node_id = config.node_id, address = %endpoint.local_addr().map_err(|source| TransportError::Bind { address: config.listen_address, source })?, "transport listening");
+        info!(node_id = config.node_id, address = %bound_address, "transport listening");
         let transport = Transport {
             shared,
             endpoint,
