@@ -1,7 +1,9 @@
 //! `keel`: the command line (DESIGN.md 9). Subcommands arrive with the parts they drive; today
-//! that is the storage benchmark, the quick start's first command until `keel dev` exists.
+//! that is the storage benchmark (the quick start's first command until `keel dev` exists) and
+//! `keel certs init`.
 
 mod bench_storage;
+mod certs;
 
 use std::process::ExitCode;
 
@@ -19,6 +21,9 @@ enum Command {
     /// Benchmarks (`keel bench storage`: the segment log alone, on this disk).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Cluster certificates (`keel certs init`: a CA, node and client certificates).
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
 }
 
 #[derive(Subcommand)]
@@ -38,6 +43,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Bench(BenchCommand::Storage(args)) => bench_storage::run(args),
+        Command::Certs(command) => certs::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
