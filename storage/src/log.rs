@@ -634,6 +634,17 @@ impl Log {
         segment.index.truncate_from_relative_index(relative_index);
         segment.offsets.truncate_from_relative_index(relative_index);
         segment.reset_slot_positions();
+        // Index files first, durably: once no slot points at or past `position`, recovery
+        // starts its scan below the truncation point whatever part of the zeroing survives a
+        // power loss, so a torn zeroing is found as a cut instead of skipped as a hole. (Zeroing
+        // first would leave old slots past a torn hole on disk.) A crash before the zeroes are
+        // durable may bring the old suffix back: that is the state before this call, which
+        // acknowledged nothing new.
+        segment.index.persist_durably_or_remove(io.as_ref(), &dir)?;
+        segment
+            .offsets
+            .persist_durably_or_remove(io.as_ref(), &dir)?;
+        let segment = self.active_mut();
         let old_end = segment.end_position;
         segment.dirty = true;
         segment
@@ -642,13 +653,8 @@ impl Log {
         segment.end_position = position;
         segment.last_index = from_index - 1;
         segment.last_term = term_before;
-        // Zeroes durable first: until then the old index slots still match the old frames.
-        // Then the index files, durably: a stale slot must not survive to point at a frame
-        // written later (recovery would start its scan there, past a possible hole).
-        self.sync_now()?;
-        let segment = self.active_mut();
-        segment.index.persist_durably_or_remove(io.as_ref(), &dir)?;
-        segment.offsets.persist_durably_or_remove(io.as_ref(), &dir)
+        // Truncated entries must never come back once this returns.
+        self.sync_now()
     }
 
     /// Deletes whole segments whose entries are all `<= up_to_index`, oldest first (directory

@@ -195,8 +195,6 @@ struct Pending {
     snapshot: Option<(SnapshotMeta, Vec<u8>)>,
     /// A reset to an empty log after (last_included_index, last_included_term).
     reset: Option<(u64, u64)>,
-    /// A `truncate_suffix` was stopped part way.
-    truncation: bool,
     /// A `compact_prefix(up_to)` was stopped part way: a segment may be half removed (its
     /// `.log` gone, which recovery completes), so the log may start anywhere up to `up_to + 1`.
     compaction: Option<u64>,
@@ -385,9 +383,7 @@ impl Run {
         }
         let from = self.rng.random_range(lowest..=self.model.last_index);
         self.model.durable_index = self.model.durable_index.min(from - 1);
-        self.model.pending.truncation = true;
         log.truncate_suffix(from)?;
-        self.model.pending.truncation = false;
         self.coverage.truncations += 1;
         self.model.entries.split_off(&from);
         self.model.last_index = from - 1;
@@ -546,16 +542,9 @@ impl Run {
         }
         drop(log);
         // One crash in five is a process crash: the page cache survives, nothing is lost.
-        let mut mode = PowerLossMode::ALL
+        let mode = PowerLossMode::ALL
             .get(self.rng.random_range(0..=PowerLossMode::ALL.len()))
             .copied();
-        // A truncation stopped between its zeroing write and the fdatasync, then a power loss
-        // that keeps part of the zeroes, leaves a hole recovery does not see (the ignored
-        // `crash_points::torn_truncation_never_leaves_a_hole_that_open_accepts`). Until that
-        // is fixed, such rounds lose all or nothing of the zeroing.
-        if std::mem::take(&mut self.model.pending.truncation) && mode.is_some() {
-            mode = Some(PowerLossMode::DropAll);
-        }
         let context = match mode {
             Some(mode) => {
                 let loss = self.io.power_loss(mode, &mut self.rng).unwrap();
@@ -1156,8 +1145,8 @@ mod crash_points {
         );
     }
 
-    /// `truncate_suffix` zeroes the removed frames with one write, fdatasyncs, and only then
-    /// rewrites the `.index` file. A power loss between the zeroing write and its fdatasync
+    /// Regression: `truncate_suffix` used to zero the removed frames, fdatasync, and only then
+    /// rewrite the `.index` file. A power loss between the zeroing write and its fdatasync
     /// may persist only part of the zeroes (a torn write, or some of its pages): a run of
     /// zeroes inside the segment with the old frames still intact after it. The old `.index`
     /// file (on disk by then: slots are written without fsync, and background writeback has
@@ -1166,14 +1155,9 @@ mod crash_points {
     /// reports the old last index, but the log has a hole: reading it fails with `Corruption`
     /// ("zero length field"), so the node cannot serve or replicate its own log.
     ///
-    /// Fix options: make the index rewrite durable before the zeroing (recovery then starts
-    /// before the hole and cuts at it, whatever part of the zeroing survived), or have
-    /// recovery trust a slot only if every slot before it decodes too and the walk from the
-    /// previous trusted point reaches it.
+    /// The fix makes the index rewrite durable before the zeroing: recovery then starts before
+    /// the hole and cuts at it, whatever part of the zeroing survived.
     #[test]
-    #[ignore = "storage-log bug: a torn zeroing in an interrupted truncate_suffix leaves a hole \
-                that open skips (it starts at an old .index slot past the hole); reads then fail \
-                with Corruption"]
     fn torn_truncation_never_leaves_a_hole_that_open_accepts() {
         let options = LogOptions {
             segment_bytes: 16 * 1024,
