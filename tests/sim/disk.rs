@@ -8,13 +8,14 @@
 //! entries (an append rewrites the partly filled page they share): the node then lost entries
 //! it acknowledged, which the surviving later entry makes detectable.
 
-use keel_broker::raft::{Entry, HardState, Index, RaftLog, Term};
+use keel_broker::raft::{Entry, HardState, Index, MemoryLog, RaftLog, Term};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 #[derive(Debug, Default)]
 pub struct SimDisk {
-    entries: Vec<Entry>,
+    /// Everything written, synced or not; the first `synced_entries` are durable.
+    log: MemoryLog,
     synced_entries: usize,
     hard_state: HardState,
     unsynced_hard_state: Option<HardState>,
@@ -53,24 +54,18 @@ impl SimDisk {
     ) {
         if let Some(from) = truncate_from {
             // keel-storage zeroes truncated bytes before returning: the cut is durable at once.
-            self.entries.truncate((from - 1) as usize);
-            self.synced_entries = self.synced_entries.min(self.entries.len());
+            self.log.truncate_suffix(from);
+            self.synced_entries = self.synced_entries.min(self.entry_count());
         }
-        for entry in entries {
-            assert_eq!(
-                entry.index,
-                self.entries.len() as Index + 1,
-                "disk appends must be contiguous"
-            );
-            self.entries.push(entry.clone());
-        }
+        // Asserts that the appends continue the log.
+        self.log.append(entries);
         if let Some(hard_state) = hard_state {
             self.unsynced_hard_state = Some(hard_state);
         }
     }
 
     pub fn sync(&mut self) {
-        self.synced_entries = self.entries.len();
+        self.synced_entries = self.entry_count();
         if let Some(hard_state) = self.unsynced_hard_state.take() {
             self.hard_state = hard_state;
         }
@@ -84,7 +79,7 @@ impl SimDisk {
                 self.hard_state = hard_state;
             }
         }
-        let total = self.entries.len();
+        let total = self.entry_count();
         let mut survives = vec![true; total];
         let unsynced = self.synced_entries..total;
         // Without `may_abstain` only prefixes survive: no hole, so no abstain index (the
@@ -117,8 +112,8 @@ impl SimDisk {
         if abstain_until_index.is_none() {
             synced_entries_lost = 0;
         }
-        self.entries.truncate(cut);
-        self.synced_entries = self.entries.len();
+        self.log.truncate_suffix(cut as Index + 1);
+        self.synced_entries = self.entry_count();
         self.abstain_until_index = self.abstain_until_index.max(abstain_until_index);
         let report = RecoveryReport {
             abstain_until_index,
@@ -128,35 +123,28 @@ impl SimDisk {
     }
 }
 
+impl SimDisk {
+    fn entry_count(&self) -> usize {
+        self.log.last_index() as usize
+    }
+}
+
+/// Reads see every write at once (as keel-storage's map does); only a crash tells synced from
+/// unsynced.
 impl RaftLog for SimDisk {
     fn first_index(&self) -> Index {
-        1
+        self.log.first_index()
     }
 
     fn last_index(&self) -> Index {
-        self.entries.len() as Index
+        self.log.last_index()
     }
 
     fn term(&self, index: Index) -> Option<Term> {
-        if index == 0 {
-            return None;
-        }
-        self.entries
-            .get((index - 1) as usize)
-            .map(|entry| entry.term)
+        self.log.term(index)
     }
 
     fn entries(&self, from: Index, to_exclusive: Index, max_bytes: u64) -> Vec<Entry> {
-        assert!(from >= 1 && from <= to_exclusive && to_exclusive <= self.last_index() + 1);
-        let mut taken = Vec::new();
-        let mut bytes = 0;
-        for entry in &self.entries[(from - 1) as usize..(to_exclusive - 1) as usize] {
-            bytes += entry.size_bytes();
-            if !taken.is_empty() && bytes > max_bytes {
-                break;
-            }
-            taken.push(entry.clone());
-        }
-        taken
+        self.log.entries(from, to_exclusive, max_bytes)
     }
 }
