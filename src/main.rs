@@ -4,6 +4,7 @@
 
 mod bench_storage;
 mod certs;
+mod server;
 
 use std::process::ExitCode;
 
@@ -24,6 +25,10 @@ enum Command {
     /// Cluster certificates (`keel certs init`: a CA, node and client certificates).
     #[command(subcommand)]
     Certs(certs::CertsCommand),
+    /// Run one node (bare: a single-node cluster on 127.0.0.1:7070 with data in ./keel-data).
+    Server(server::ServerArgs),
+    /// Run a local cluster in one process: node i on 127.0.0.1:(7069+i), data in ./keel-data.
+    Dev(server::DevArgs),
 }
 
 #[derive(Subcommand)]
@@ -44,6 +49,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Bench(BenchCommand::Storage(args)) => bench_storage::run(args),
         Command::Certs(command) => certs::run(command),
+        Command::Server(args) => server::run_server(args),
+        Command::Dev(args) => server::run_dev(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

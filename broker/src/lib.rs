@@ -8,5 +8,9 @@
 //! (DESIGN.md 1). Dependencies point one way: the broker uses keel-storage and the client's wire
 //! codecs; nothing here is used by the client.
 
+pub mod api;
+pub mod meta;
+pub mod node;
+pub mod partition;
 pub mod raft;
 pub mod transport;

@@ -93,27 +93,13 @@ impl HardState {
     /// new value (never garbage), and the caller must treat the node as failed: it may not
     /// know which value a restart will see.
     pub fn store(&self, io: &dyn Io, dir: &Path) -> Result<()> {
-        let temp_path = dir.join(HARD_STATE_TEMP_FILE_NAME);
-        let final_path = dir.join(HARD_STATE_FILE_NAME);
-        // A temp file left by a crash mid-store is garbage; `create` refuses to overwrite it.
-        match io.remove(&temp_path) {
-            Ok(()) => {}
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-            Err(error) => return Err(StorageError::io("remove", temp_path, error)),
-        }
-        let file = io
-            .create(&temp_path, 0)
-            .map_err(|error| StorageError::io("create", &temp_path, error))?;
-        file.write_at(&self.encode(), 0)
-            .map_err(|error| StorageError::io("write", &temp_path, error))?;
-        // Data first: the rename must never publish a name whose bytes are not on disk yet.
-        file.sync_data()
-            .map_err(|error| StorageError::io("fsync", &temp_path, error))?;
-        drop(file);
-        io.rename(&temp_path, &final_path)
-            .map_err(|error| StorageError::io("rename", &temp_path, error))?;
-        io.sync_dir(dir)
-            .map_err(|error| StorageError::io("fsync dir", dir, error))
+        crate::atomic_file::replace(
+            io,
+            dir,
+            HARD_STATE_TEMP_FILE_NAME,
+            HARD_STATE_FILE_NAME,
+            &self.encode(),
+        )
     }
 
     pub fn encode(&self) -> [u8; HARD_STATE_BYTES] {

@@ -5,6 +5,7 @@
 //! logic. All file I/O goes through the [`io::Io`] trait so that tests can swap in a
 //! fault-injecting layer that models power loss (DESIGN.md 3 and 12.4).
 
+pub mod atomic_file;
 pub mod error;
 pub mod faulty_io;
 pub mod frame;

@@ -505,8 +505,32 @@ impl Log {
     /// must lie in `[first_index, last_index + 1]`. Every frame's CRC is verified; a bad one is
     /// `Corruption` naming the file and byte offset.
     pub fn read(&self, from: u64, to_exclusive: u64, max_bytes: u64) -> Result<Vec<StoredEntry>> {
-        self.read_entries(from, to_exclusive, max_bytes)
-            .inspect_err(log_corruption)
+        let entries = self
+            .read_entries(from, to_exclusive, max_bytes)
+            .inspect_err(log_corruption)?;
+        if let Some(last) = entries.last() {
+            self.handed_out_watermark
+                .fetch_max(last.index, Ordering::Relaxed);
+        }
+        Ok(entries)
+    }
+
+    /// [`Log::read`] for entries that may still be truncated (Raft's uncommitted suffix, read
+    /// to replicate it): the payloads are copied out of the map, so the read does not raise
+    /// the handed-out watermark and a later `truncate_suffix` over them stays legal.
+    pub fn read_copied(
+        &self,
+        from: u64,
+        to_exclusive: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<StoredEntry>> {
+        let mut entries = self
+            .read_entries(from, to_exclusive, max_bytes)
+            .inspect_err(log_corruption)?;
+        for entry in &mut entries {
+            entry.payload = Bytes::copy_from_slice(&entry.payload);
+        }
+        Ok(entries)
     }
 
     fn read_entries(
@@ -547,10 +571,6 @@ impl Log {
                 index = segment_end;
             }
             segment_number += 1;
-        }
-        if let Some(last) = entries.last() {
-            self.handed_out_watermark
-                .fetch_max(last.index, Ordering::Relaxed);
         }
         Ok(entries)
     }

@@ -1,0 +1,473 @@
+//! The client API (DESIGN.md 7, 8, 11): connections accepted on ALPN `keel/1`, one request per
+//! bidirectional stream, each answered with one [`Response`] frame on the same stream.
+//!
+//! Every request is validated before it touches a group: frame size and version, topic name,
+//! topic existence, partition range, record batch CRC and size limits. Anything wrong is a
+//! typed [`ErrorCode`] back to the client and a log line; nothing here panics on input.
+//! Produce and fetch go to the partition's actor on this node, which answers NotLeader (with the
+//! leader's advertised address) when this node does not lead.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use keel_client::wire::messages::{
+    ClusterStatusResponse, CreateTopicRequest, FetchRequest, InitProducerIdResponse,
+    ListTopicsResponse, MetadataRequest, MetadataResponse, NodeAddress, NodeStatus,
+    PartitionDescription, PartitionMetadata, PartitionStatus, ProduceRequest, TopicDescription,
+    TopicMetadata, TopicSummary,
+};
+use keel_client::wire::{ErrorCode, Frame, RecordBatchView, Request, Response};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::meta::actor::{MetaHandle, MetaInput};
+use crate::meta::{MetaCommand, MetaOutcome, MetaState, TopicInfo};
+use crate::node::NodeContext;
+use crate::partition::{PartitionHandle, PartitionInput};
+use crate::transport::ClientConnection;
+
+/// Longest a produce may wait for its commit, whatever the client asks.
+const MAX_PRODUCE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a fetch long-poll may wait.
+const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
+/// How long an admin command waits for group 0 to commit it.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Partitions a topic may have.
+pub const MAX_PARTITIONS: u32 = 10_000;
+
+#[derive(Clone)]
+pub struct ApiContext {
+    pub node: NodeContext,
+    pub meta: MetaHandle,
+}
+
+/// Accepts client connections until the transport closes.
+pub async fn serve(mut connections: mpsc::Receiver<ClientConnection>, context: ApiContext) {
+    while let Some(connection) = connections.recv().await {
+        let context = context.clone();
+        tokio::spawn(serve_connection(connection.connection, context));
+    }
+}
+
+async fn serve_connection(connection: quinn::Connection, context: ApiContext) {
+    let remote = connection.remote_address();
+    loop {
+        let (send, receive) = match connection.accept_bi().await {
+            Ok(streams) => streams,
+            Err(error) => {
+                tracing::debug!(%remote, %error, "client connection ended");
+                return;
+            }
+        };
+        let context = context.clone();
+        tokio::spawn(async move {
+            serve_stream(send, receive, context, remote).await;
+        });
+    }
+}
+
+async fn serve_stream(
+    mut send: quinn::SendStream,
+    mut receive: quinn::RecvStream,
+    context: ApiContext,
+    remote: std::net::SocketAddr,
+) {
+    let max_request_bytes = context.node.limits().max_request_bytes;
+    let (response, payload) = match receive.read_to_end(max_request_bytes as usize).await {
+        Ok(bytes) => {
+            let mut buffer = Bytes::from(bytes);
+            match Frame::<Request>::decode(&mut buffer, max_request_bytes) {
+                Ok(frame) => handle(frame, &context).await,
+                Err(error) => {
+                    tracing::warn!(%remote, %error, "malformed request frame");
+                    (Response::Error(error.error_code()), Bytes::new())
+                }
+            }
+        }
+        Err(quinn::ReadToEndError::TooLong) => {
+            tracing::warn!(%remote, max_request_bytes, "request over max_request_bytes refused");
+            (Response::Error(ErrorCode::RequestTooLarge), Bytes::new())
+        }
+        Err(error) => {
+            tracing::debug!(%remote, %error, "request stream failed");
+            return;
+        }
+    };
+    let bytes = match Frame::new(response, payload).to_bytes() {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            tracing::error!(%error, "encoding a response");
+            return;
+        }
+    };
+    if send.write_all(&bytes).await.is_ok() {
+        let _ = send.finish();
+        // Wait until the peer has the bytes (or gave up) before dropping the stream.
+        let _ = send.stopped().await;
+    }
+}
+
+async fn handle(frame: Frame<Request>, context: &ApiContext) -> (Response, Bytes) {
+    if let Err(error) = frame.header.validate_topic_names() {
+        tracing::warn!(%error, "request with an invalid topic name");
+        return (Response::Error(error.error_code()), Bytes::new());
+    }
+    let result = match frame.header {
+        Request::Produce(request) => produce(request, frame.payload, context)
+            .await
+            .map(|response| (Response::Produce(response), Bytes::new())),
+        Request::Fetch(request) => fetch(request, context)
+            .await
+            .map(|(response, payload)| (Response::Fetch(response), payload)),
+        Request::Metadata(request) => {
+            Ok((Response::Metadata(metadata(request, context)), Bytes::new()))
+        }
+        Request::CreateTopic(request) => create_topic(request, context)
+            .await
+            .map(|summary| (Response::CreateTopic(summary), Bytes::new())),
+        Request::DeleteTopic(request) => {
+            propose(context, MetaCommand::DeleteTopic { name: request.name })
+                .await
+                .map(|_| (Response::DeleteTopic, Bytes::new()))
+        }
+        Request::ListTopics => {
+            let state = context.meta.state.borrow();
+            let topics = state.topics.values().map(summary).collect();
+            Ok((
+                Response::ListTopics(ListTopicsResponse { topics }),
+                Bytes::new(),
+            ))
+        }
+        Request::DescribeTopic(request) => describe(&request.name, context)
+            .await
+            .map(|description| (Response::DescribeTopic(description), Bytes::new())),
+        Request::ClusterStatus => Ok((
+            Response::ClusterStatus(cluster_status(context).await),
+            Bytes::new(),
+        )),
+        Request::InitProducerId => match propose(context, MetaCommand::AllocateProducerId).await {
+            Ok(MetaOutcome::ProducerId(producer_id)) => Ok((
+                Response::InitProducerId(InitProducerIdResponse {
+                    producer_id,
+                    producer_epoch: 0,
+                }),
+                Bytes::new(),
+            )),
+            Ok(_) => Err(ErrorCode::Internal),
+            Err(error) => Err(error),
+        },
+        Request::ReplaceNode(request) => {
+            tracing::warn!(
+                node_id = request.node_id,
+                "replace-node is not supported by this version yet"
+            );
+            Err(ErrorCode::Unavailable)
+        }
+    };
+    match result {
+        Ok(answer) => answer,
+        Err(error) => (Response::Error(error), Bytes::new()),
+    }
+}
+
+fn summary(topic: &TopicInfo) -> TopicSummary {
+    TopicSummary {
+        name: topic.name.clone(),
+        partitions: topic.partitions.len() as u32,
+        replication_factor: topic.replication_factor,
+    }
+}
+
+/// The topic's partition `partition`, and this node's replica of it if it has one.
+fn locate(
+    context: &ApiContext,
+    topic: &str,
+    partition: u32,
+) -> Result<(Option<PartitionHandle>, Vec<u64>), ErrorCode> {
+    let state = context.meta.state.borrow();
+    let Some(info) = state.topics.get(topic) else {
+        return Err(ErrorCode::UnknownTopic);
+    };
+    let Some(placement) = info.partitions.get(partition as usize) else {
+        return Err(ErrorCode::PartitionOutOfRange);
+    };
+    Ok((
+        context.node.partition(placement.group),
+        placement.replicas.clone(),
+    ))
+}
+
+/// The answer for a partition this node does not replicate: its preferred leader.
+fn not_a_replica(context: &ApiContext, replicas: &[u64]) -> ErrorCode {
+    ErrorCode::NotLeader {
+        leader_addr: replicas
+            .first()
+            .and_then(|&id| context.node.client_address(id)),
+    }
+}
+
+async fn produce(
+    request: ProduceRequest,
+    payload: Bytes,
+    context: &ApiContext,
+) -> Result<keel_client::wire::messages::ProduceResponse, ErrorCode> {
+    let (handle, replicas) = locate(context, &request.topic, request.partition)?;
+    let Some(handle) = handle else {
+        return Err(not_a_replica(context, &replicas));
+    };
+    let view = RecordBatchView::parse_within(payload, &context.node.limits()).map_err(|error| {
+        tracing::warn!(topic = %request.topic, partition = request.partition, %error, "produce refused");
+        error.error_code()
+    })?;
+    if view.count() == 0 {
+        tracing::warn!(topic = %request.topic, "empty record batch refused");
+        return Err(ErrorCode::CorruptBatch);
+    }
+    let started = std::time::Instant::now();
+    let count = view.count();
+    let batch = BytesMut::from(&view.into_bytes()[..]);
+    let (reply, answer) = oneshot::channel();
+    handle
+        .inbox
+        .send(PartitionInput::Produce {
+            batch,
+            count,
+            reply,
+        })
+        .await
+        .map_err(|_| ErrorCode::Unavailable)?;
+    let timeout = Duration::from_millis(u64::from(request.timeout_ms)).min(MAX_PRODUCE_TIMEOUT);
+    let result = match tokio::time::timeout(timeout, answer).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(ErrorCode::Unavailable),
+        Err(_) => Err(ErrorCode::Timeout),
+    };
+    if result.is_ok() {
+        metrics::histogram!("keel_produce_latency_seconds").record(started.elapsed().as_secs_f64());
+    }
+    result
+}
+
+async fn fetch(
+    request: FetchRequest,
+    context: &ApiContext,
+) -> Result<(keel_client::wire::messages::FetchResponse, Bytes), ErrorCode> {
+    let (handle, replicas) = locate(context, &request.topic, request.partition)?;
+    let Some(handle) = handle else {
+        return Err(not_a_replica(context, &replicas));
+    };
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_millis(u64::from(request.max_wait_ms)).min(MAX_FETCH_WAIT);
+    let mut view = handle.view.clone();
+    loop {
+        let (reply, answer) = oneshot::channel();
+        handle
+            .inbox
+            .send(PartitionInput::Fetch {
+                offset: request.offset,
+                max_bytes: request.max_bytes.max(1),
+                reply,
+            })
+            .await
+            .map_err(|_| ErrorCode::Unavailable)?;
+        let (header, payload) = answer.await.map_err(|_| ErrorCode::Unavailable)??;
+        if !payload.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok((header, payload));
+        }
+        // Long poll: wait for the high watermark to pass the offset (or leadership to move).
+        let waited = tokio::time::timeout_at(deadline, async {
+            loop {
+                if view.changed().await.is_err() {
+                    return;
+                }
+                let now = *view.borrow();
+                if now.high_watermark > request.offset || !now.is_leader {
+                    return;
+                }
+            }
+        })
+        .await;
+        if waited.is_err() {
+            return Ok((header, payload));
+        }
+    }
+}
+
+fn metadata(request: MetadataRequest, context: &ApiContext) -> MetadataResponse {
+    let state = context.meta.state.borrow().clone();
+    let nodes = state
+        .nodes
+        .values()
+        .map(|info| NodeAddress {
+            node_id: info.node_id,
+            address: info.client_address.clone(),
+        })
+        .collect();
+    let names: Vec<String> = match request.topics {
+        Some(names) => names,
+        None => state.topics.keys().cloned().collect(),
+    };
+    let topics = names
+        .into_iter()
+        .map(|name| {
+            let partitions = match state.topics.get(&name) {
+                None => Err(ErrorCode::UnknownTopic),
+                Some(info) => Ok(info
+                    .partitions
+                    .iter()
+                    .enumerate()
+                    .map(|(partition, placement)| PartitionMetadata {
+                        partition: partition as u32,
+                        leader: leader_of(context, placement.group),
+                        replicas: placement.replicas.clone(),
+                    })
+                    .collect()),
+            };
+            TopicMetadata { name, partitions }
+        })
+        .collect();
+    MetadataResponse { nodes, topics }
+}
+
+/// The leader this node knows for a group; `None` if it does not replicate it or there is an
+/// election (clients then try the preferred leader and follow redirects).
+fn leader_of(context: &ApiContext, group: u64) -> Option<u64> {
+    context
+        .node
+        .partition(group)
+        .and_then(|handle| handle.view.borrow().leader)
+}
+
+async fn create_topic(
+    request: CreateTopicRequest,
+    context: &ApiContext,
+) -> Result<TopicSummary, ErrorCode> {
+    let (placement, replication_factor) = {
+        let state: &MetaState = &context.meta.state.borrow();
+        let nodes = state.nodes.len();
+        let replication_factor = request.replication_factor.unwrap_or(nodes.min(3) as u16);
+        if request.partitions == 0
+            || request.partitions > MAX_PARTITIONS
+            || replication_factor == 0
+            || usize::from(replication_factor) > nodes
+        {
+            tracing::warn!(
+                topic = %request.name,
+                partitions = request.partitions,
+                replication_factor,
+                nodes,
+                "create topic refused: invalid partitions or replication factor"
+            );
+            return Err(ErrorCode::InvalidTopicConfig);
+        }
+        if state.topics.contains_key(&request.name) {
+            return Err(ErrorCode::TopicAlreadyExists);
+        }
+        (
+            state.place(request.partitions, replication_factor),
+            replication_factor,
+        )
+    };
+    let outcome = propose(
+        context,
+        MetaCommand::CreateTopic {
+            name: request.name,
+            replication_factor,
+            placement,
+        },
+    )
+    .await?;
+    match outcome {
+        MetaOutcome::TopicCreated(topic) => Ok(summary(&topic)),
+        _ => Err(ErrorCode::Internal),
+    }
+}
+
+async fn propose(context: &ApiContext, command: MetaCommand) -> Result<MetaOutcome, ErrorCode> {
+    let (reply, answer) = oneshot::channel();
+    context
+        .meta
+        .inbox
+        .send(MetaInput::Propose { command, reply })
+        .await
+        .map_err(|_| ErrorCode::Unavailable)?;
+    match tokio::time::timeout(ADMIN_TIMEOUT, answer).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(ErrorCode::Unavailable),
+        Err(_) => Err(ErrorCode::Timeout),
+    }
+}
+
+async fn describe(name: &str, context: &ApiContext) -> Result<TopicDescription, ErrorCode> {
+    let info = context
+        .meta
+        .state
+        .borrow()
+        .topics
+        .get(name)
+        .cloned()
+        .ok_or(ErrorCode::UnknownTopic)?;
+    let partitions = info
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(partition, placement)| {
+            let view = context
+                .node
+                .partition(placement.group)
+                .map(|handle| *handle.view.borrow())
+                .unwrap_or_default();
+            PartitionDescription {
+                partition: partition as u32,
+                leader: view.leader,
+                replicas: placement.replicas.clone(),
+                log_start_offset: view.log_start_offset,
+                high_watermark: view.high_watermark,
+            }
+        })
+        .collect();
+    Ok(TopicDescription {
+        name: info.name,
+        replication_factor: info.replication_factor,
+        partitions,
+    })
+}
+
+async fn cluster_status(context: &ApiContext) -> ClusterStatusResponse {
+    let state = context.meta.state.borrow().clone();
+    let nodes = state
+        .nodes
+        .values()
+        .map(|info| NodeStatus {
+            node_id: info.node_id,
+            incarnation: info.incarnation,
+            address: info.client_address.clone(),
+            up: context.node.peer_connected(info.node_id),
+        })
+        .collect();
+    let mut partitions = vec![PartitionStatus {
+        topic: None,
+        partition: 0,
+        leader: *context.meta.leader.borrow(),
+        followers: Vec::new(),
+    }];
+    for (topic, partition, handle) in context.node.local_partitions() {
+        let (reply, answer) = oneshot::channel();
+        let (leader, followers) = if handle
+            .inbox
+            .send(PartitionInput::Status { reply })
+            .await
+            .is_ok()
+        {
+            answer.await.unwrap_or((None, Vec::new()))
+        } else {
+            (None, Vec::new())
+        };
+        partitions.push(PartitionStatus {
+            topic: Some(topic),
+            partition,
+            leader,
+            followers,
+        });
+    }
+    ClusterStatusResponse { nodes, partitions }
+}

@@ -1,0 +1,225 @@
+//! The metadata group's actor: feeds group 0's core, applies committed commands to the map, and
+//! starts or stops the partition groups this node replicates as topics come and go.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use keel_client::wire::messages::FollowerLag;
+use keel_client::wire::ErrorCode;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{MetaCommand, MetaOutcome, MetaState, NodeInfo};
+use crate::node::group::{Machine, PeerBatch, RaftGroup};
+use crate::node::storage_log::StorageLog;
+use crate::node::NodeContext;
+use crate::raft::{Entry, EntryKind, Index, ProposeError, Role, Term};
+use crate::transport::NodeId;
+
+pub enum MetaInput {
+    Peer(PeerBatch),
+    Propose {
+        command: MetaCommand,
+        reply: oneshot::Sender<Result<MetaOutcome, ErrorCode>>,
+    },
+    Status {
+        reply: oneshot::Sender<(Option<NodeId>, Vec<FollowerLag>)>,
+    },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// What request handlers see of group 0.
+#[derive(Clone)]
+pub struct MetaHandle {
+    pub inbox: mpsc::Sender<MetaInput>,
+    pub state: watch::Receiver<MetaState>,
+    pub leader: watch::Receiver<Option<NodeId>>,
+}
+
+struct Waiter {
+    term: Term,
+    reply: oneshot::Sender<Result<MetaOutcome, ErrorCode>>,
+}
+
+struct MetaMachine {
+    state: watch::Sender<MetaState>,
+    leader: watch::Sender<Option<NodeId>>,
+    waiters: std::collections::BTreeMap<Index, Waiter>,
+    context: NodeContext,
+    /// The founders (from the founding record), proposed as the first command by a leader
+    /// that finds the map empty.
+    founders: Vec<NodeInfo>,
+    /// Set once this leader's no-op was applied, so it proposes `Found` at most once per term.
+    founding_proposed_in: Option<Term>,
+}
+
+impl Machine for MetaMachine {
+    fn apply(&mut self, entry: &Entry, _log: &StorageLog) {
+        let outcome = match entry.kind {
+            EntryKind::Meta => match postcard::from_bytes::<MetaCommand>(&entry.payload) {
+                Ok(command) => self.apply_command(command),
+                Err(error) => {
+                    // Only a leader of this code base writes Meta entries; an undecodable one is
+                    // a bug or a newer format. Skipping keeps every node's map identical.
+                    tracing::error!(index = entry.index, %error, "undecodable metadata command skipped");
+                    Err(ErrorCode::Malformed)
+                }
+            },
+            _ => Ok(MetaOutcome::Done),
+        };
+        if let Some(waiter) = self.waiters.remove(&entry.index) {
+            let result = if waiter.term == entry.term {
+                outcome
+            } else {
+                Err(ErrorCode::Unavailable)
+            };
+            let _ = waiter.reply.send(result);
+        }
+    }
+
+    fn on_role_change(&mut self, role: Role, leader: Option<NodeId>, _term: Term) {
+        self.leader.send_replace(leader);
+        if role != Role::Leader {
+            for (_, waiter) in std::mem::take(&mut self.waiters) {
+                let _ = waiter.reply.send(Err(ErrorCode::Unavailable));
+            }
+        }
+    }
+}
+
+impl MetaMachine {
+    fn apply_command(&mut self, command: MetaCommand) -> Result<MetaOutcome, ErrorCode> {
+        if let MetaCommand::Found { .. } = &command {
+            if !self.state.borrow().nodes.is_empty() {
+                // A second founding proposal (from a later leader that had not yet applied the
+                // first) changes nothing.
+                return Ok(MetaOutcome::Done);
+            }
+        }
+        let deleted = match &command {
+            MetaCommand::DeleteTopic { name } => self.state.borrow().topics.get(name).cloned(),
+            _ => None,
+        };
+        let mut result = Ok(MetaOutcome::Done);
+        self.state
+            .send_modify(|state| result = state.apply(command));
+        if let Ok(MetaOutcome::TopicCreated(topic)) = &result {
+            self.context.start_partitions(topic);
+        }
+        if let (Some(topic), Ok(_)) = (deleted, &result) {
+            self.context.stop_partitions(&topic);
+        }
+        result
+    }
+}
+
+/// Runs group 0 until shut down.
+pub async fn run(
+    mut group: RaftGroup,
+    mut inbox: mpsc::Receiver<MetaInput>,
+    state: watch::Sender<MetaState>,
+    leader: watch::Sender<Option<NodeId>>,
+    context: NodeContext,
+    founders: Vec<NodeInfo>,
+    campaign_at_start: bool,
+) {
+    let mut machine = MetaMachine {
+        state,
+        leader,
+        waiters: Default::default(),
+        context: context.clone(),
+        founders,
+        founding_proposed_in: None,
+    };
+    if campaign_at_start {
+        group.node.campaign();
+    }
+    group.process(&mut machine);
+    let mut ticker = tokio::time::interval(context.tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let input = tokio::select! {
+            input = inbox.recv() => input,
+            _ = ticker.tick() => {
+                group.tick();
+                group.process(&mut machine);
+                propose_founding_if_needed(&mut group, &mut machine);
+                continue;
+            }
+        };
+        let Some(input) = input else { break };
+        let mut next = Some(input);
+        while let Some(input) = next.take() {
+            match input {
+                MetaInput::Peer(batch) => group.step(batch),
+                MetaInput::Propose { command, reply } => {
+                    propose(&mut group, &mut machine, command, reply)
+                }
+                MetaInput::Status { reply } => {
+                    let _ = reply.send((group.node.leader(), Vec::new()));
+                }
+                MetaInput::Shutdown { done } => {
+                    group.sync_now();
+                    let _ = done.send(());
+                    return;
+                }
+            }
+            next = inbox.try_recv().ok();
+        }
+        group.process(&mut machine);
+        propose_founding_if_needed(&mut group, &mut machine);
+    }
+}
+
+fn propose(
+    group: &mut RaftGroup,
+    machine: &mut MetaMachine,
+    command: MetaCommand,
+    reply: oneshot::Sender<Result<MetaOutcome, ErrorCode>>,
+) {
+    let payload = match postcard::to_allocvec(&command) {
+        Ok(bytes) => Bytes::from(bytes),
+        Err(error) => {
+            tracing::error!(%error, "encoding a metadata command");
+            let _ = reply.send(Err(ErrorCode::Malformed));
+            return;
+        }
+    };
+    match group.node.propose_entry(EntryKind::Meta, payload) {
+        Ok((index, term)) => {
+            machine.waiters.insert(index, Waiter { term, reply });
+        }
+        Err(ProposeError::NotLeader { leader_hint }) => {
+            let leader_addr = leader_hint.and_then(|id| machine.context.client_address(id));
+            let _ = reply.send(Err(ErrorCode::NotLeader { leader_addr }));
+        }
+        Err(_) => {
+            let _ = reply.send(Err(ErrorCode::Overloaded));
+        }
+    }
+}
+
+/// A fresh cluster's first leader writes the founders into the map (DESIGN.md 5), once its
+/// no-op has applied so it knows whether an earlier leader already did.
+fn propose_founding_if_needed(group: &mut RaftGroup, machine: &mut MetaMachine) {
+    let node = &group.node;
+    if node.role() != Role::Leader
+        || machine.founding_proposed_in == Some(node.term())
+        || node.applied_index() < node.commit_index()
+        || node.term_at(node.applied_index()) != Some(node.term())
+        || !machine.state.borrow().nodes.is_empty()
+        || machine.founders.is_empty()
+    {
+        return;
+    }
+    machine.founding_proposed_in = Some(node.term());
+    let (reply, _) = oneshot::channel();
+    let command = MetaCommand::Found {
+        nodes: machine.founders.clone(),
+    };
+    propose(group, machine, command, reply);
+    group.process(machine);
+}
+
+pub type SharedFounders = Arc<Vec<NodeInfo>>;

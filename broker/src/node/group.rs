@@ -1,0 +1,237 @@
+//! The Raft plumbing every group shares: one [`RaftGroup`] owns a core, its group directory and
+//! the way to its peers, and turns each `Ready` into I/O in the order DESIGN.md 2 demands:
+//! hard state, messages that may leave at once, truncation and append (one fdatasync for the
+//! whole batch: group commit), `on_persisted`, messages that needed durability, then apply.
+//!
+//! What applying means belongs to the group's state machine ([`Machine`]): the metadata map or a
+//! partition's offsets. The actor loops that feed the core live with those state machines.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use keel_storage::Entry as StorageEntry;
+
+use crate::node::storage_log::{fatal_storage_error, GroupDir, StorageLog};
+use crate::raft::{Entry, EntryKind, Index, Message, PeerMessages, RaftNode, Role, Term};
+use crate::transport::{GroupId, NodeId, PeerSender};
+
+/// Messages for one group from one peer, decoded.
+#[derive(Debug)]
+pub struct PeerBatch {
+    pub from: NodeId,
+    pub messages: Vec<Message>,
+}
+
+/// Encodes the messages of one `Ready` for one peer as one transport payload.
+pub fn encode_messages(messages: &[Message]) -> Option<Bytes> {
+    match postcard::to_allocvec(messages) {
+        Ok(bytes) => Some(Bytes::from(bytes)),
+        Err(error) => {
+            tracing::error!(%error, "encoding Raft messages");
+            None
+        }
+    }
+}
+
+/// Decodes a payload from a peer. A malformed one is dropped with a log line (Raft tolerates
+/// loss; a peer that sends garbage gains nothing).
+pub fn decode_messages(group: GroupId, from: NodeId, payload: &[u8]) -> Option<Vec<Message>> {
+    match postcard::from_bytes::<Vec<Message>>(payload) {
+        Ok(messages) => Some(messages),
+        Err(error) => {
+            tracing::warn!(group, from, %error, "dropping a malformed Raft payload");
+            None
+        }
+    }
+}
+
+/// The senders towards every peer, fixed at start (membership changes come with the
+/// replace-node issue).
+#[derive(Debug, Default)]
+pub struct Peers {
+    pub senders: HashMap<NodeId, PeerSender>,
+}
+
+impl Peers {
+    pub fn send(&self, group: GroupId, batches: Vec<PeerMessages>) {
+        for batch in batches {
+            let Some(sender) = self.senders.get(&batch.to) else {
+                tracing::debug!(group, to = batch.to, "no link to peer; messages dropped");
+                continue;
+            };
+            let Some(payload) = encode_messages(&batch.messages) else {
+                continue;
+            };
+            if let Err(error) = sender.try_send(group, payload) {
+                // Raft tolerates loss: the leader's progress for the peer falls back to probing.
+                tracing::trace!(group, to = batch.to, %error, "messages to peer dropped");
+            }
+        }
+    }
+}
+
+/// A group's state machine, told about every change to the log the driver makes.
+pub trait Machine {
+    /// Entries from `from` on were cut from the log (a follower resolving a conflict).
+    fn on_truncated(&mut self, _log: &StorageLog, _from: Index) {}
+    /// Entries were appended (not yet durable).
+    fn on_appended(&mut self, _entries: &[Entry]) {}
+    /// A committed entry, in index order, each exactly once per process lifetime.
+    fn apply(&mut self, entry: &Entry, log: &StorageLog);
+    /// The node's role or the group's leader changed.
+    fn on_role_change(&mut self, _role: Role, _leader: Option<NodeId>, _term: Term) {}
+}
+
+/// One Raft group's core plus its I/O.
+pub struct RaftGroup {
+    pub group: GroupId,
+    pub node: RaftNode<StorageLog>,
+    dir: GroupDir,
+    peers: Arc<Peers>,
+    /// Partition groups record each Data entry's base offset in the `.offsets` index.
+    record_offsets: bool,
+    last_role: (Role, Option<NodeId>, Term),
+    abstaining: bool,
+}
+
+impl RaftGroup {
+    pub fn new(
+        group: GroupId,
+        node: RaftNode<StorageLog>,
+        dir: GroupDir,
+        peers: Arc<Peers>,
+        record_offsets: bool,
+    ) -> RaftGroup {
+        let last_role = (node.role(), node.leader(), node.term());
+        let abstaining = node.abstain_until_index().is_some();
+        RaftGroup {
+            group,
+            node,
+            dir,
+            peers,
+            record_offsets,
+            last_role,
+            abstaining,
+        }
+    }
+
+    pub fn step(&mut self, batch: PeerBatch) {
+        for message in batch.messages {
+            self.node.step(batch.from, message);
+        }
+    }
+
+    /// Drains every `Ready`. Storage errors are fatal for the node (DESIGN.md 3).
+    pub fn process(&mut self, machine: &mut impl Machine) {
+        while self.node.has_ready() {
+            self.node.storage().set_committed(self.node.commit_index());
+            let ready = self.node.ready();
+            let last_entry = ready.last_entry();
+            let group = self.group;
+            if let Some(hard_state) = ready.hard_state {
+                tokio::task::block_in_place(|| self.dir.store_hard_state(hard_state))
+                    .unwrap_or_else(|error| fatal_storage_error("storing hard state", &error));
+            }
+            self.peers.send(group, ready.messages);
+            if let Some(from) = ready.truncate_from {
+                if from <= self.node.storage().last_index_held() {
+                    tokio::task::block_in_place(|| {
+                        self.node.storage_mut().log_mut().truncate_suffix(from)
+                    })
+                    .unwrap_or_else(|error| fatal_storage_error("truncating the log", &error));
+                }
+                machine.on_truncated(self.node.storage(), from);
+            }
+            if !ready.entries.is_empty() {
+                let record_offsets = self.record_offsets;
+                let entries: Vec<StorageEntry<'_>> = ready
+                    .entries
+                    .iter()
+                    .map(|entry| StorageEntry {
+                        index: entry.index,
+                        term: entry.term,
+                        kind: entry.kind.as_u8(),
+                        payload: &entry.payload,
+                        offset_key: if record_offsets && entry.kind == EntryKind::Data {
+                            base_offset_of(&entry.payload)
+                        } else {
+                            None
+                        },
+                    })
+                    .collect();
+                let log = self.node.storage_mut().log_mut();
+                tokio::task::block_in_place(|| {
+                    log.append(&entries)?;
+                    let started = std::time::Instant::now();
+                    let result = log.sync();
+                    metrics::histogram!("keel_storage_fsync_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    result
+                })
+                .unwrap_or_else(|error| fatal_storage_error("appending to the log", &error));
+                machine.on_appended(&ready.entries);
+            }
+            if let Some((index, term)) = last_entry {
+                self.node.on_persisted(index, term);
+            }
+            self.peers.send(group, ready.messages_after_persist);
+            if let Some(last) = ready.committed_entries.last().map(|entry| entry.index) {
+                for entry in &ready.committed_entries {
+                    machine.apply(entry, self.node.storage());
+                }
+                self.node.on_applied(last);
+            }
+            self.notice_role_change(machine);
+        }
+        self.notice_role_change(machine);
+        if self.abstaining && self.node.abstain_until_index().is_none() {
+            self.abstaining = false;
+            tokio::task::block_in_place(|| self.dir.clear_abstain())
+                .unwrap_or_else(|error| fatal_storage_error("clearing abstain marker", &error));
+        }
+    }
+
+    fn notice_role_change(&mut self, machine: &mut impl Machine) {
+        let now = (self.node.role(), self.node.leader(), self.node.term());
+        if now != self.last_role {
+            self.last_role = now;
+            machine.on_role_change(now.0, now.1, now.2);
+        }
+    }
+
+    /// Under `interval` fsync, an idle log still gets its last writes synced on ticks.
+    pub fn tick(&mut self) {
+        self.node.tick();
+    }
+
+    /// Makes everything appended durable (clean shutdown).
+    pub fn sync_now(&mut self) {
+        let log = self.node.storage_mut().log_mut();
+        if let Err(error) = tokio::task::block_in_place(|| log.sync_now()) {
+            tracing::error!(group = self.group, %error, "final sync failed");
+        }
+    }
+}
+
+impl StorageLog {
+    fn last_index_held(&self) -> Index {
+        self.log().last_index()
+    }
+}
+
+/// A record batch's base offset: its first eight bytes (DESIGN.md 4).
+pub fn base_offset_of(batch: &[u8]) -> Option<u64> {
+    batch
+        .get(..8)
+        .map(|bytes| u64::from_le_bytes(bytes.try_into().expect("eight bytes")))
+}
+
+/// The storage option that rebuilds a lost `.offsets` file from the log.
+pub fn offset_key(kind: u8, payload: &[u8]) -> Option<u64> {
+    if kind == EntryKind::Data.as_u8() {
+        base_offset_of(payload)
+    } else {
+        None
+    }
+}

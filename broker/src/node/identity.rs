@@ -1,0 +1,268 @@
+//! Who this node is and how a cluster is founded (DESIGN.md 5).
+//!
+//! Identity: `(node_id, incarnation)`, stored in the data directory's `identity` record the
+//! first time a node starts on an empty directory. The incarnation is random, so a node whose
+//! directory was wiped comes back as a different member.
+//!
+//! Founding: a node on an empty directory with peers says hello to every peer. Only when ALL
+//! answered and ALL are empty too does it found, with every founder's identity; the founders
+//! are written to the `founders` record before group 0 starts, and the lowest id campaigns at
+//! once. A peer that already holds cluster state answers with the founders it knows: if this
+//! node is among them with its own incarnation (it founded together with them and has simply not
+//! written its record yet) it adopts them; otherwise it is a replacement and waits to be added
+//! (`keel cluster replace-node`), never founding a rogue cluster. Decision notes:
+//! docs/DECISIONS.md "Founding".
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use keel_storage::atomic_file::{load_record, store_record};
+use keel_storage::io::RealIo;
+use keel_storage::StorageError;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+use super::group::Peers;
+use super::{NodeError, CONTROL_GROUP};
+use crate::meta::NodeInfo;
+use crate::transport::{NodeId, PeerMessage};
+
+const IDENTITY_FILE: &str = "identity";
+const IDENTITY_MAGIC: [u8; 4] = *b"KNID";
+const FOUNDERS_FILE: &str = "founders";
+const FOUNDERS_MAGIC: [u8; 4] = *b"KFND";
+
+/// How often an empty node repeats its hello while founding.
+const HELLO_INTERVAL: Duration = Duration::from_millis(200);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub node_id: NodeId,
+    pub incarnation: u64,
+}
+
+impl Identity {
+    /// Loads the identity, or makes a new incarnation on an empty directory. A directory that
+    /// belongs to another node id is refused: starting on it would impersonate that node.
+    pub fn load_or_create(data_dir: &Path, node_id: NodeId) -> Result<Identity, NodeError> {
+        if let Some(body) = load_record(&RealIo, data_dir, IDENTITY_FILE, IDENTITY_MAGIC)? {
+            let identity: Identity = postcard::from_bytes(&body).map_err(|error| {
+                NodeError::Storage(StorageError::Corruption {
+                    path: data_dir.join(IDENTITY_FILE),
+                    offset: 0,
+                    reason: error.to_string(),
+                })
+            })?;
+            if identity.node_id != node_id {
+                return Err(NodeError::Invalid(format!(
+                    "data dir {} belongs to node {}, not node {node_id}",
+                    data_dir.display(),
+                    identity.node_id
+                )));
+            }
+            return Ok(identity);
+        }
+        let identity = Identity {
+            node_id,
+            // Zero is reserved for "unknown" in logs and tools.
+            incarnation: rand::rng().next_u64().max(1),
+        };
+        let body = postcard::to_allocvec(&identity).expect("identity encodes");
+        store_record(&RealIo, data_dir, IDENTITY_FILE, IDENTITY_MAGIC, &body)?;
+        Ok(identity)
+    }
+}
+
+pub fn load_founders(data_dir: &Path) -> Result<Option<Vec<NodeInfo>>, NodeError> {
+    let Some(body) = load_record(&RealIo, data_dir, FOUNDERS_FILE, FOUNDERS_MAGIC)? else {
+        return Ok(None);
+    };
+    postcard::from_bytes(&body).map(Some).map_err(|error| {
+        NodeError::Storage(StorageError::Corruption {
+            path: data_dir.join(FOUNDERS_FILE),
+            offset: 0,
+            reason: error.to_string(),
+        })
+    })
+}
+
+pub fn store_founders(data_dir: &Path, founders: &[NodeInfo]) -> Result<(), NodeError> {
+    let body = postcard::to_allocvec(founders).expect("founders encode");
+    store_record(&RealIo, data_dir, FOUNDERS_FILE, FOUNDERS_MAGIC, &body)?;
+    Ok(())
+}
+
+/// The control message of founding.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Hello {
+    node: NodeInfo,
+    /// The founders the sender knows; `None` while it is empty.
+    founders: Option<Vec<NodeInfo>>,
+    /// The sender is still founding and wants an answer.
+    want_reply: bool,
+}
+
+pub struct Founding {
+    data_dir: PathBuf,
+    me: NodeInfo,
+    preset: Option<Vec<NodeInfo>>,
+}
+
+impl Founding {
+    pub fn new(data_dir: &Path, me: NodeInfo, preset: Option<Vec<NodeInfo>>) -> Founding {
+        Founding {
+            data_dir: data_dir.to_path_buf(),
+            me,
+            preset,
+        }
+    }
+
+    /// Returns the founders (group 0's first voters) once known, and the task that keeps
+    /// answering other nodes' hellos.
+    pub async fn run(
+        self,
+        peers: Arc<Peers>,
+        mut control: mpsc::Receiver<PeerMessage>,
+        peer_addresses: &BTreeMap<NodeId, SocketAddr>,
+    ) -> Result<(Vec<NodeInfo>, tokio::task::JoinHandle<()>), NodeError> {
+        let stored = load_founders(&self.data_dir)?;
+        let others: Vec<NodeId> = peer_addresses
+            .keys()
+            .copied()
+            .filter(|&id| id != self.me.node_id)
+            .collect();
+        let founders = match (stored, self.preset.clone()) {
+            (Some(founders), _) => founders,
+            (None, Some(preset)) => {
+                store_founders(&self.data_dir, &preset)?;
+                preset
+            }
+            (None, None) if others.is_empty() => {
+                let founders = vec![self.me.clone()];
+                store_founders(&self.data_dir, &founders)?;
+                tracing::info!("founding a single-node cluster");
+                founders
+            }
+            (None, None) => self.discover(&peers, &mut control, &others).await?,
+        };
+        let (_, founders_watch) = watch::channel(Some(founders.clone()));
+        let me = self.me.clone();
+        let task = tokio::spawn(answer_hellos(control, peers, me, founders_watch));
+        Ok((founders, task))
+    }
+
+    async fn discover(
+        &self,
+        peers: &Peers,
+        control: &mut mpsc::Receiver<PeerMessage>,
+        others: &[NodeId],
+    ) -> Result<Vec<NodeInfo>, NodeError> {
+        tracing::info!(peers = ?others, "empty data dir: asking every peer before founding");
+        let mut heard: HashMap<NodeId, Hello> = HashMap::new();
+        let mut waiting_logged = false;
+        let mut ticker = tokio::time::interval(HELLO_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    let hello = Hello { node: self.me.clone(), founders: None, want_reply: true };
+                    send_hello(peers, others.iter().copied(), &hello);
+                }
+                message = control.recv() => {
+                    let Some(message) = message else {
+                        return Err(NodeError::Invalid("transport closed while founding".into()));
+                    };
+                    let Some(hello) = decode_hello(&message) else { continue };
+                    if hello.want_reply {
+                        let answer = Hello { node: self.me.clone(), founders: None, want_reply: false };
+                        send_hello(peers, [message.from], &answer);
+                    }
+                    heard.insert(message.from, hello);
+                }
+            }
+            if let Some(founders) = heard.values().find_map(|hello| hello.founders.clone()) {
+                if founders.contains(&self.me) {
+                    store_founders(&self.data_dir, &founders)?;
+                    tracing::info!("joining the cluster founded with this node");
+                    return Ok(founders);
+                }
+                if !waiting_logged {
+                    waiting_logged = true;
+                    tracing::warn!(
+                        "a peer holds cluster state and this node (new incarnation {}) is not a \
+                         founder: waiting to be added with `keel cluster replace-node --id {}`",
+                        self.me.incarnation,
+                        self.me.node_id
+                    );
+                }
+                continue;
+            }
+            if others.iter().all(|id| heard.contains_key(id)) {
+                let mut founders: Vec<NodeInfo> =
+                    heard.values().map(|hello| hello.node.clone()).collect();
+                founders.push(self.me.clone());
+                founders.sort_by_key(|info| info.node_id);
+                store_founders(&self.data_dir, &founders)?;
+                tracing::info!(founders = ?founders.iter().map(|f| f.node_id).collect::<Vec<_>>(), "every peer is empty: founding the cluster");
+                // Tell the others at once so they need not wait for their next round.
+                let hello = Hello {
+                    node: self.me.clone(),
+                    founders: Some(founders.clone()),
+                    want_reply: false,
+                };
+                send_hello(peers, others.iter().copied(), &hello);
+                return Ok(founders);
+            }
+        }
+    }
+}
+
+fn send_hello(peers: &Peers, to: impl IntoIterator<Item = NodeId>, hello: &Hello) {
+    let payload = Bytes::from(postcard::to_allocvec(hello).expect("hello encodes"));
+    for peer in to {
+        if let Some(sender) = peers.senders.get(&peer) {
+            let _ = sender.try_send(CONTROL_GROUP, payload.clone());
+        }
+    }
+}
+
+fn decode_hello(message: &PeerMessage) -> Option<Hello> {
+    match postcard::from_bytes::<Hello>(&message.payload) {
+        Ok(hello) if hello.node.node_id == message.from => Some(hello),
+        Ok(_) => {
+            tracing::warn!(from = message.from, "hello naming another node ignored");
+            None
+        }
+        Err(error) => {
+            tracing::warn!(from = message.from, %error, "malformed control message ignored");
+            None
+        }
+    }
+}
+
+/// After founding, answers every hello with the founders, so late or replacement nodes learn
+/// the cluster exists.
+async fn answer_hellos(
+    mut control: mpsc::Receiver<PeerMessage>,
+    peers: Arc<Peers>,
+    me: NodeInfo,
+    founders: watch::Receiver<Option<Vec<NodeInfo>>>,
+) {
+    while let Some(message) = control.recv().await {
+        let Some(hello) = decode_hello(&message) else {
+            continue;
+        };
+        if hello.want_reply {
+            let answer = Hello {
+                node: me.clone(),
+                founders: founders.borrow().clone(),
+                want_reply: false,
+            };
+            send_hello(&peers, [message.from], &answer);
+        }
+    }
+}

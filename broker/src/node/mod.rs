@@ -1,0 +1,533 @@
+//! The node driver (DESIGN.md 1, 2, 5): everything one `keel server` process runs. It owns the
+//! node's data directory and identity, the transport, the founding of a new cluster, the routing
+//! of peer messages to Raft groups, and the lifecycle of those groups (group 0 always; one per
+//! partition replica this node holds, started and stopped as the metadata map changes).
+//!
+//! - `storage_log`: a group's files, and the core's `RaftLog` over keel-storage.
+//! - `group`: the `Ready` loop every group shares (persist, send, apply).
+//! - `identity`: the node's identity and founding records, and the founding rule.
+//!
+//! Each group runs as one tokio task (an actor) that owns its core and its log; requests reach
+//! it through a bounded inbox. Data directory layout: docs/FORMAT.md "Node data directory".
+
+pub mod group;
+pub mod identity;
+pub mod storage_log;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keel_client::wire::Limits;
+use keel_storage::{FsyncPolicy, LogOptions};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::meta::actor::{MetaHandle, MetaInput};
+use crate::meta::{MetaState, NodeInfo, TopicInfo, META_GROUP};
+use crate::partition::{PartitionHandle, PartitionInput, PartitionView};
+use crate::raft::{Config, Configuration, RaftNode, RecoveredState};
+use crate::transport::{
+    ClientCertPolicy, GroupId, NodeId, NodeTls, Transport, TransportConfig, TransportError,
+};
+use group::{decode_messages, PeerBatch, Peers, RaftGroup};
+use identity::{Founding, Identity};
+use storage_log::{fatal_storage_error, GroupDir};
+
+/// Group id of the node-to-node control messages (founding discovery), outside every Raft group.
+pub const CONTROL_GROUP: GroupId = u64::MAX;
+
+/// How a node runs; the CLI fills it from DESIGN.md 9's flags.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub node_id: NodeId,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Address clients are told to dial; the listen address when `None`.
+    pub advertise: Option<String>,
+    pub tls_dir: PathBuf,
+    /// Every member's peer address, this node's included (may be empty for a single node).
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    pub fsync: FsyncPolicy,
+    pub require_client_cert: bool,
+    pub limits: Limits,
+    pub tick: Duration,
+    pub segment_bytes: u64,
+    /// `keel dev` knows every founder in advance and founds without discovery.
+    pub founders: Option<Vec<NodeInfo>>,
+}
+
+impl NodeConfig {
+    pub fn new(node_id: NodeId, data_dir: PathBuf, listen: SocketAddr, tls_dir: PathBuf) -> Self {
+        NodeConfig {
+            node_id,
+            data_dir,
+            listen,
+            advertise: None,
+            tls_dir,
+            peers: BTreeMap::new(),
+            fsync: FsyncPolicy::Always,
+            require_client_cert: false,
+            limits: Limits::default(),
+            tick: crate::partition::DEFAULT_TICK,
+            segment_bytes: 128 * 1024 * 1024,
+            founders: None,
+        }
+    }
+
+    fn log_options(&self) -> LogOptions {
+        let max_entry_bytes =
+            u32::try_from(self.limits.max_record_batch_bytes + 4096).unwrap_or(u32::MAX);
+        LogOptions {
+            segment_bytes: self.segment_bytes,
+            max_entry_bytes,
+            fsync: self.fsync,
+            ..LogOptions::default()
+        }
+    }
+
+    pub fn client_address(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error(transparent)]
+    Tls(#[from] crate::transport::tls::TlsError),
+    #[error(transparent)]
+    Storage(#[from] keel_storage::StorageError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Where a peer message for a group goes.
+#[derive(Clone)]
+enum Route {
+    Meta(mpsc::Sender<MetaInput>),
+    Partition {
+        handle: PartitionHandle,
+        topic: String,
+        partition: u32,
+    },
+}
+
+struct Shared {
+    node_id: NodeId,
+    incarnation: u64,
+    config: NodeConfig,
+    peers: Arc<Peers>,
+    routes: Mutex<HashMap<GroupId, Route>>,
+    meta_state: Mutex<Option<watch::Receiver<MetaState>>>,
+}
+
+/// What groups need of their node; cheap to clone.
+#[derive(Clone)]
+pub struct NodeContext {
+    shared: Arc<Shared>,
+    pub tick: Duration,
+}
+
+impl NodeContext {
+    pub fn node_id(&self) -> NodeId {
+        self.shared.node_id
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.shared.config.limits
+    }
+
+    /// The advertised client address of `node`, from the metadata map.
+    pub fn client_address(&self, node: NodeId) -> Option<String> {
+        let state = self.shared.meta_state.lock().expect("meta state lock");
+        let state = state.as_ref()?.borrow();
+        state
+            .nodes
+            .get(&node)
+            .map(|info| info.client_address.clone())
+    }
+
+    /// The partition actor of `group`, if this node replicates it.
+    pub fn partition(&self, group: GroupId) -> Option<PartitionHandle> {
+        match self.shared.routes.lock().expect("routes lock").get(&group) {
+            Some(Route::Partition { handle, .. }) => Some(handle.clone()),
+            _ => None,
+        }
+    }
+
+    /// Every partition this node replicates: (topic, partition, handle).
+    pub fn local_partitions(&self) -> Vec<(String, u32, PartitionHandle)> {
+        let routes = self.shared.routes.lock().expect("routes lock");
+        let mut partitions: Vec<_> = routes
+            .values()
+            .filter_map(|route| match route {
+                Route::Partition {
+                    handle,
+                    topic,
+                    partition,
+                } => Some((topic.clone(), *partition, handle.clone())),
+                Route::Meta(_) => None,
+            })
+            .collect();
+        partitions.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        partitions
+    }
+
+    pub fn peer_connected(&self, node: NodeId) -> bool {
+        node == self.node_id()
+            || self
+                .shared
+                .peers
+                .senders
+                .get(&node)
+                .is_some_and(|sender| sender.is_connected())
+    }
+
+    /// Starts the groups of `topic` this node replicates (called as group 0 applies a create,
+    /// also on replay after a restart, when the group directories already exist).
+    pub fn start_partitions(&self, topic: &TopicInfo) {
+        for (partition, placement) in topic.partitions.iter().enumerate() {
+            if !placement.replicas.contains(&self.node_id()) {
+                continue;
+            }
+            if self
+                .shared
+                .routes
+                .lock()
+                .expect("routes lock")
+                .contains_key(&placement.group)
+            {
+                continue;
+            }
+            let dir = GroupDir::new(group_dir(&self.shared.config, placement.group));
+            let opened = tokio::task::block_in_place(|| dir.open(self.partition_log_options()))
+                .unwrap_or_else(|error| fatal_storage_error("opening a partition", &error));
+            let fresh = opened.log.log().last_index() == 0 && opened.hard_state.term == 0;
+            let node = self.raft_node(
+                placement.group,
+                Configuration::with_voters(placement.replicas.iter().copied()),
+                opened,
+            );
+            let group = RaftGroup::new(placement.group, node, dir, self.shared.peers.clone(), true);
+            let (inbox, receiver) = mpsc::channel(4096);
+            let (view_sender, view) = watch::channel(PartitionView::default());
+            let handle = PartitionHandle { inbox, view };
+            self.shared.routes.lock().expect("routes lock").insert(
+                placement.group,
+                Route::Partition {
+                    handle,
+                    topic: topic.name.clone(),
+                    partition: partition as u32,
+                },
+            );
+            // The preferred leader of a new partition campaigns at once, so leaders spread
+            // over the nodes as placed instead of going to whoever times out first.
+            let campaign = fresh && placement.replicas.first() == Some(&self.node_id());
+            tracing::info!(
+                group = placement.group,
+                topic = %topic.name,
+                partition,
+                "partition replica started"
+            );
+            tokio::spawn(crate::partition::run(
+                group,
+                receiver,
+                view_sender,
+                self.clone(),
+                campaign,
+            ));
+        }
+    }
+
+    /// Stops this node's replicas of a deleted topic and removes their data.
+    pub fn stop_partitions(&self, topic: &TopicInfo) {
+        for placement in &topic.partitions {
+            let route = self
+                .shared
+                .routes
+                .lock()
+                .expect("routes lock")
+                .remove(&placement.group);
+            let Some(Route::Partition { handle, .. }) = route else {
+                continue;
+            };
+            let dir = group_dir(&self.shared.config, placement.group);
+            tokio::spawn(async move {
+                let (done, stopped) = oneshot::channel();
+                if handle
+                    .inbox
+                    .send(PartitionInput::Shutdown { done })
+                    .await
+                    .is_ok()
+                {
+                    let _ = stopped.await;
+                }
+                if let Err(error) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!(dir = %dir.display(), %error, "removing a deleted partition");
+                }
+            });
+        }
+    }
+
+    fn partition_log_options(&self) -> LogOptions {
+        LogOptions {
+            offset_key: Some(group::offset_key),
+            ..self.shared.config.log_options()
+        }
+    }
+
+    fn raft_node(
+        &self,
+        group: GroupId,
+        configuration: Configuration,
+        opened: storage_log::OpenedGroup,
+    ) -> RaftNode<storage_log::StorageLog> {
+        // Seeded per node incarnation and group: reproducible, yet different across nodes so
+        // election timeouts do not collide.
+        let seed = self.shared.incarnation ^ group.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let config = Config::new(self.node_id(), seed);
+        let recovered = RecoveredState {
+            hard_state: opened.hard_state,
+            applied_index: 0,
+            abstain_until_index: opened.abstain_until_index,
+        };
+        RaftNode::new(config, configuration, opened.log, recovered).unwrap_or_else(|error| {
+            storage_log::fatal_message(&format!("group {group} configuration: {error}"))
+        })
+    }
+}
+
+fn group_dir(config: &NodeConfig, group: GroupId) -> PathBuf {
+    config.data_dir.join("groups").join(format!("{group:020}"))
+}
+
+/// A started node.
+pub struct RunningNode {
+    pub context: NodeContext,
+    pub meta: MetaHandle,
+    /// The address clients reach (the bound one).
+    pub local_address: SocketAddr,
+    transport: Option<Transport>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// Starts the node: identity, transport, founding (waits for it), group 0, the client API.
+    pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|error| {
+            NodeError::Invalid(format!("data dir {}: {error}", config.data_dir.display()))
+        })?;
+        let identity = Identity::load_or_create(&config.data_dir, config.node_id)?;
+        tracing::info!(
+            node_id = config.node_id,
+            incarnation = identity.incarnation,
+            "node identity"
+        );
+        let tls = NodeTls::load(&config.tls_dir, config.node_id)?;
+        let mut transport_config = TransportConfig::new(config.node_id, config.listen);
+        if config.require_client_cert {
+            transport_config.client_cert_policy = ClientCertPolicy::Required;
+        }
+        let (transport, channels) = Transport::start(transport_config, &tls).await?;
+        let local_address = transport.local_address();
+        let mut peers = Peers::default();
+        for (&peer, &address) in &config.peers {
+            if peer != config.node_id {
+                peers
+                    .senders
+                    .insert(peer, transport.add_peer(peer, address)?);
+            }
+        }
+        let peers = Arc::new(peers);
+        let shared = Arc::new(Shared {
+            node_id: config.node_id,
+            incarnation: identity.incarnation,
+            config: config.clone(),
+            peers: peers.clone(),
+            routes: Mutex::new(HashMap::new()),
+            meta_state: Mutex::new(None),
+        });
+        let context = NodeContext {
+            shared: shared.clone(),
+            tick: config.tick,
+        };
+
+        let me = NodeInfo {
+            node_id: config.node_id,
+            incarnation: identity.incarnation,
+            peer_address: config
+                .peers
+                .get(&config.node_id)
+                .copied()
+                .unwrap_or(local_address)
+                .to_string(),
+            client_address: config
+                .advertise
+                .clone()
+                .unwrap_or_else(|| local_address.to_string()),
+        };
+        let (control_sender, control_receiver) = mpsc::channel(1024);
+        let mut tasks = vec![tokio::spawn(route_peer_messages(
+            channels.peer_messages,
+            shared.clone(),
+            control_sender,
+        ))];
+        let founding = Founding::new(&config.data_dir, me.clone(), config.founders.clone());
+        let founders = founding
+            .run(peers.clone(), control_receiver, &config.peers)
+            .await?;
+        let (founders, control_task) = founders;
+        tasks.push(control_task);
+
+        // Group 0.
+        let dir = GroupDir::new(group_dir(&config, META_GROUP));
+        let opened = tokio::task::block_in_place(|| dir.open(config.log_options()))?;
+        let fresh = opened.log.log().last_index() == 0 && opened.hard_state.term == 0;
+        let node = context.raft_node(
+            META_GROUP,
+            Configuration::with_voters(founders.iter().map(|info| info.node_id)),
+            opened,
+        );
+        let group = RaftGroup::new(META_GROUP, node, dir, peers.clone(), false);
+        let (inbox, receiver) = mpsc::channel(4096);
+        let (state_sender, state) = watch::channel(MetaState::new());
+        let (leader_sender, leader) = watch::channel(None);
+        *shared.meta_state.lock().expect("meta state lock") = Some(state.clone());
+        shared
+            .routes
+            .lock()
+            .expect("routes lock")
+            .insert(META_GROUP, Route::Meta(inbox.clone()));
+        let lowest_founder = founders.iter().map(|info| info.node_id).min();
+        let campaign = fresh && lowest_founder == Some(config.node_id);
+        tasks.push(tokio::spawn(crate::meta::actor::run(
+            group,
+            receiver,
+            state_sender,
+            leader_sender,
+            context.clone(),
+            founders,
+            campaign,
+        )));
+        let meta = MetaHandle {
+            inbox,
+            state,
+            leader,
+        };
+        tasks.push(tokio::spawn(crate::api::serve(
+            channels.client_connections,
+            crate::api::ApiContext {
+                node: context.clone(),
+                meta: meta.clone(),
+            },
+        )));
+        Ok(RunningNode {
+            context,
+            meta,
+            local_address,
+            transport: Some(transport),
+            tasks,
+        })
+    }
+
+    /// Waits until group 0 has a leader and its map is founded: the node can serve requests.
+    pub async fn wait_ready(&self) {
+        let mut leader = self.meta.leader.clone();
+        let mut state = self.meta.state.clone();
+        loop {
+            if leader.borrow().is_some() && !state.borrow().nodes.is_empty() {
+                return;
+            }
+            tokio::select! {
+                _ = leader.changed() => {}
+                _ = state.changed() => {}
+            }
+        }
+    }
+
+    /// Clean shutdown: every group syncs and stops, then the transport closes.
+    pub async fn shutdown(mut self) {
+        let routes: Vec<Route> = self
+            .context
+            .shared
+            .routes
+            .lock()
+            .expect("routes lock")
+            .drain()
+            .map(|(_, route)| route)
+            .collect();
+        for route in routes {
+            let (done, stopped) = oneshot::channel();
+            let sent = match route {
+                Route::Meta(inbox) => inbox.send(MetaInput::Shutdown { done }).await.is_ok(),
+                Route::Partition { handle, .. } => handle
+                    .inbox
+                    .send(PartitionInput::Shutdown { done })
+                    .await
+                    .is_ok(),
+            };
+            if sent {
+                let _ = tokio::time::timeout(Duration::from_secs(5), stopped).await;
+            }
+        }
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        if let Some(transport) = self.transport.take() {
+            transport.shutdown(Duration::from_secs(2)).await;
+        }
+    }
+}
+
+/// Delivers every peer message to its group's actor. A full inbox drops the message (Raft
+/// tolerates loss) rather than letting one busy group stall every other group's traffic.
+async fn route_peer_messages(
+    mut incoming: mpsc::Receiver<crate::transport::PeerMessage>,
+    shared: Arc<Shared>,
+    control: mpsc::Sender<crate::transport::PeerMessage>,
+) {
+    while let Some(message) = incoming.recv().await {
+        if message.group == CONTROL_GROUP {
+            let _ = control.try_send(message);
+            continue;
+        }
+        let route = shared
+            .routes
+            .lock()
+            .expect("routes lock")
+            .get(&message.group)
+            .cloned();
+        let Some(route) = route else {
+            tracing::trace!(
+                group = message.group,
+                from = message.from,
+                "message for an unknown group"
+            );
+            continue;
+        };
+        let Some(messages) = decode_messages(message.group, message.from, &message.payload) else {
+            continue;
+        };
+        let batch = PeerBatch {
+            from: message.from,
+            messages,
+        };
+        let delivered = match route {
+            Route::Meta(inbox) => inbox.try_send(MetaInput::Peer(batch)).is_ok(),
+            Route::Partition { handle, .. } => {
+                handle.inbox.try_send(PartitionInput::Peer(batch)).is_ok()
+            }
+        };
+        if !delivered {
+            tracing::debug!(
+                group = message.group,
+                "group inbox full; peer message dropped"
+            );
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! A partition: a Raft group whose log is the partition's message log (DESIGN.md 4). Entries of
+//! kind `Data` hold one record batch each, stored exactly as the producer sent it except for the
+//! base offset the leader stamps (outside the batch CRC). Offsets are dense from 0.
+//!
+//! The actor ([`run`]) owns the group: it stamps and proposes produced batches (all requests
+//! waiting in its inbox become one Raft batch and one fdatasync: group commit), answers them once
+//! their entry is applied, serves fetches from committed entries without re-encoding, and
+//! publishes the high watermark for long polls.
+//!
+//! Offsets: `end_offset` counts every batch in the log (committed or not, the next base offset
+//! a leader gives); `high_watermark` counts the applied ones, which is all a consumer sees.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use keel_client::wire::messages::{FetchResponse, FollowerLag, ProduceResponse};
+use keel_client::wire::record_batch::{set_base_offset, COUNT_AT};
+use keel_client::wire::ErrorCode;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::node::group::{base_offset_of, Machine, PeerBatch, RaftGroup};
+use crate::node::storage_log::{fatal_storage_error, StorageLog};
+use crate::node::NodeContext;
+use crate::raft::{Entry, EntryKind, Index, ProposeError, RaftLog, Role, Term};
+use crate::transport::NodeId;
+
+/// What a partition publishes for request handlers that wait (long polls) or route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PartitionView {
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+    pub leader: Option<NodeId>,
+    pub is_leader: bool,
+}
+
+/// Requests a partition actor serves.
+pub enum PartitionInput {
+    Peer(PeerBatch),
+    Produce {
+        batch: BytesMut,
+        count: u32,
+        reply: oneshot::Sender<Result<ProduceResponse, ErrorCode>>,
+    },
+    Fetch {
+        offset: u64,
+        max_bytes: u32,
+        reply: oneshot::Sender<Result<(FetchResponse, Bytes), ErrorCode>>,
+    },
+    Status {
+        reply: oneshot::Sender<(Option<NodeId>, Vec<FollowerLag>)>,
+    },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// The handle request handlers use.
+#[derive(Clone)]
+pub struct PartitionHandle {
+    pub inbox: mpsc::Sender<PartitionInput>,
+    pub view: watch::Receiver<PartitionView>,
+}
+
+struct Waiter {
+    term: Term,
+    base_offset: u64,
+    last_offset: u64,
+    reply: oneshot::Sender<Result<ProduceResponse, ErrorCode>>,
+}
+
+/// The partition's offsets and waiting producers.
+pub struct PartitionState {
+    end_offset: u64,
+    high_watermark: u64,
+    /// Index of the last applied entry: fetches read up to here.
+    applied_index: Index,
+    waiters: BTreeMap<Index, Waiter>,
+    view: watch::Sender<PartitionView>,
+    context: NodeContext,
+}
+
+impl PartitionState {
+    fn publish(&self, role: Role, leader: Option<NodeId>) {
+        self.view.send_replace(PartitionView {
+            high_watermark: self.high_watermark,
+            log_start_offset: 0,
+            leader,
+            is_leader: role == Role::Leader,
+        });
+    }
+
+    fn not_leader(&self, leader: Option<NodeId>) -> ErrorCode {
+        ErrorCode::NotLeader {
+            leader_addr: leader.and_then(|id| self.context.client_address(id)),
+        }
+    }
+
+    fn fail_waiters(&mut self, error: ErrorCode) {
+        for (_, waiter) in std::mem::take(&mut self.waiters) {
+            let _ = waiter.reply.send(Err(error.clone()));
+        }
+    }
+}
+
+/// Offset after the last batch at or below `last`, scanning back from it.
+fn end_offset_of(log: &StorageLog, last: Index) -> u64 {
+    let first = log.first_index();
+    let mut index = last;
+    while index >= first && index > 0 {
+        let entries = log.entries(index, index + 1, u64::MAX);
+        let Some(entry) = entries.first() else { break };
+        if entry.kind == EntryKind::Data {
+            if let Some(end) = batch_end_offset(&entry.payload) {
+                return end;
+            }
+        }
+        index -= 1;
+    }
+    0
+}
+
+/// `base_offset + count` of a stored batch.
+fn batch_end_offset(batch: &[u8]) -> Option<u64> {
+    let base = base_offset_of(batch)?;
+    let count = batch.get(COUNT_AT..COUNT_AT + 4)?;
+    Some(base + u64::from(u32::from_le_bytes(count.try_into().ok()?)))
+}
+
+impl Machine for PartitionState {
+    fn on_truncated(&mut self, log: &StorageLog, from: Index) {
+        self.end_offset = end_offset_of(log, from.saturating_sub(1));
+    }
+
+    fn on_appended(&mut self, entries: &[Entry]) {
+        for entry in entries.iter().filter(|entry| entry.kind == EntryKind::Data) {
+            if let Some(end) = batch_end_offset(&entry.payload) {
+                self.end_offset = end;
+            }
+        }
+    }
+
+    fn apply(&mut self, entry: &Entry, _log: &StorageLog) {
+        debug_assert!(entry.index > self.applied_index || self.applied_index == 0);
+        self.applied_index = entry.index;
+        if entry.kind == EntryKind::Data {
+            if let Some(end) = batch_end_offset(&entry.payload) {
+                debug_assert!(end >= self.high_watermark, "offsets only grow");
+                self.high_watermark = end;
+            }
+        }
+        if let Some(waiter) = self.waiters.remove(&entry.index) {
+            let result = if waiter.term == entry.term {
+                Ok(ProduceResponse {
+                    base_offset: waiter.base_offset,
+                    last_offset: waiter.last_offset,
+                    log_start_offset: 0,
+                })
+            } else {
+                // Another leader's entry took this index: the batch was lost with the old term.
+                Err(ErrorCode::NotLeader { leader_addr: None })
+            };
+            let _ = waiter.reply.send(result);
+        }
+    }
+
+    fn on_role_change(&mut self, role: Role, leader: Option<NodeId>, _term: Term) {
+        if role != Role::Leader && !self.waiters.is_empty() {
+            // Their fate is unknown (they may still commit under the next leader): the producer
+            // retries, which may duplicate until the idempotent producer arrives.
+            let error = self.not_leader(leader);
+            self.fail_waiters(error);
+        }
+    }
+}
+
+/// Runs a partition group until it is shut down.
+pub async fn run(
+    mut group: RaftGroup,
+    mut inbox: mpsc::Receiver<PartitionInput>,
+    view: watch::Sender<PartitionView>,
+    context: NodeContext,
+    campaign_at_start: bool,
+) {
+    let end_offset = end_offset_of(group.node.storage(), group.node.last_index());
+    let mut state = PartitionState {
+        end_offset,
+        high_watermark: 0,
+        applied_index: 0,
+        waiters: BTreeMap::new(),
+        view,
+        context: context.clone(),
+    };
+    if campaign_at_start {
+        group.node.campaign();
+    }
+    group.process(&mut state);
+    state.publish(group.node.role(), group.node.leader());
+    let mut ticker = tokio::time::interval(context.tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let input = tokio::select! {
+            input = inbox.recv() => input,
+            _ = ticker.tick() => {
+                group.tick();
+                group.process(&mut state);
+                state.publish(group.node.role(), group.node.leader());
+                continue;
+            }
+        };
+        let Some(input) = input else { break };
+        let mut next = Some(input);
+        // Everything already waiting joins this round: one Raft batch, one fdatasync.
+        let mut handled = 0;
+        while let Some(input) = next.take() {
+            if let PartitionInput::Shutdown { done } = input {
+                state.fail_waiters(ErrorCode::Unavailable);
+                group.sync_now();
+                let _ = done.send(());
+                return;
+            }
+            handle(&mut group, &mut state, input);
+            handled += 1;
+            if handled < 1024 {
+                next = inbox.try_recv().ok();
+            }
+        }
+        group.process(&mut state);
+        state.publish(group.node.role(), group.node.leader());
+    }
+    group.sync_now();
+}
+
+fn handle(group: &mut RaftGroup, state: &mut PartitionState, input: PartitionInput) {
+    match input {
+        PartitionInput::Peer(batch) => group.step(batch),
+        PartitionInput::Produce {
+            mut batch,
+            count,
+            reply,
+        } => {
+            if group.node.role() != Role::Leader {
+                let _ = reply.send(Err(state.not_leader(group.node.leader())));
+                return;
+            }
+            let base_offset = state.end_offset;
+            if set_base_offset(&mut batch, base_offset).is_err() {
+                let _ = reply.send(Err(ErrorCode::CorruptBatch));
+                return;
+            }
+            match group.node.propose(batch.freeze()) {
+                Ok((index, term)) => {
+                    state.end_offset = base_offset + u64::from(count);
+                    state.waiters.insert(
+                        index,
+                        Waiter {
+                            term,
+                            base_offset,
+                            last_offset: base_offset + u64::from(count) - 1,
+                            reply,
+                        },
+                    );
+                }
+                Err(ProposeError::NotLeader { leader_hint }) => {
+                    let _ = reply.send(Err(state.not_leader(leader_hint)));
+                }
+                Err(ProposeError::Overloaded { .. }) => {
+                    let _ = reply.send(Err(ErrorCode::Overloaded));
+                }
+                Err(error) => {
+                    tracing::warn!(group = group.group, %error, "produce refused");
+                    let _ = reply.send(Err(ErrorCode::MessageTooLarge));
+                }
+            }
+        }
+        PartitionInput::Fetch {
+            offset,
+            max_bytes,
+            reply,
+        } => {
+            let _ = reply.send(fetch(group, state, offset, max_bytes));
+        }
+        PartitionInput::Status { reply } => {
+            let mut lags = Vec::new();
+            if group.node.role() == Role::Leader {
+                let last = group.node.last_index();
+                for &peer in group.node.configuration().voters.iter() {
+                    if peer == group.node.id() {
+                        continue;
+                    }
+                    if let Some(progress) = group.node.progress(peer) {
+                        lags.push(FollowerLag {
+                            node_id: peer,
+                            lag_entries: last.saturating_sub(progress.match_index),
+                        });
+                    }
+                }
+            }
+            let _ = reply.send((group.node.leader(), lags));
+        }
+        PartitionInput::Shutdown { .. } => unreachable!("handled by the loop"),
+    }
+}
+
+/// Committed batches from the one holding `offset`, up to `max_bytes` (the first batch whole).
+fn fetch(
+    group: &RaftGroup,
+    state: &PartitionState,
+    offset: u64,
+    max_bytes: u32,
+) -> Result<(FetchResponse, Bytes), ErrorCode> {
+    if group.node.role() != Role::Leader {
+        return Err(state.not_leader(group.node.leader()));
+    }
+    let header = FetchResponse {
+        high_watermark: state.high_watermark,
+        log_start_offset: 0,
+    };
+    if offset >= state.high_watermark {
+        return Ok((header, Bytes::new()));
+    }
+    let log = group.node.storage().log();
+    let end = state.applied_index + 1;
+    let mut index = log
+        .find_offset(offset)
+        .unwrap_or_else(|| log.first_index())
+        .max(log.first_index());
+    let mut payload = BytesMut::new();
+    let chunk_bytes = u64::from(max_bytes).max(64 * 1024);
+    'scan: while index < end {
+        let entries = log
+            .read(index, end, chunk_bytes)
+            .unwrap_or_else(|error| fatal_storage_error("serving a fetch", &error));
+        for entry in &entries {
+            index = entry.index + 1;
+            if entry.kind != EntryKind::Data.as_u8() {
+                continue;
+            }
+            match batch_end_offset(&entry.payload) {
+                Some(batch_end) if batch_end <= offset => continue,
+                Some(_) => {}
+                None => continue,
+            }
+            if !payload.is_empty() && payload.len() + entry.payload.len() > max_bytes as usize {
+                break 'scan;
+            }
+            payload.extend_from_slice(&entry.payload);
+            if payload.len() >= max_bytes as usize {
+                break 'scan;
+            }
+        }
+    }
+    Ok((header, payload.freeze()))
+}
+
+/// How long a tick lasts; election timeouts and heartbeats count ticks.
+pub const DEFAULT_TICK: Duration = Duration::from_millis(20);
