@@ -1,8 +1,33 @@
 //! keel-client: the Rust SDK for Keel (`Client`, `Producer`, `Consumer`, `Admin`) and, under
 //! [`wire`], the pure protocol codecs shared with the broker.
 //!
-//! The client never depends on the broker: the broker depends on `keel_client::wire`. Only the
-//! wire layer exists so far; the SDK lands with the broker (DESIGN.md sections 7 and 8).
+//! The client never depends on the broker: the broker depends on `keel_client::wire`.
+//!
+//! - [`Client`] (`client.rs`, `conn.rs`, `metadata.rs`): QUIC connections (one per broker, one
+//!   request per stream), the cluster map, routing to partition leaders, retries.
+//! - [`Producer`] (`producer.rs`, `accumulator.rs`, `partitioner.rs`): batching, partitioning,
+//!   pipelined sends.
+//! - [`Consumer`] (`consumer.rs`): assigned partitions, long-poll fetches, seeks.
+//! - [`Admin`] (`admin.rs`): topics and cluster management.
+//! - Errors (`error.rs`) say whether they are retriable. docs/CLIENT.md records the choices.
+//!
+//! Producing and consuming (needs a running cluster, so not run as a test):
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use keel_client::{Client, ClientTls, Consumer, Producer, SeekTo};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let tls = ClientTls::from_ca_file("keel-data/tls/ca.pem".as_ref())?;
+//! let client = Client::connect(&["127.0.0.1:7070"], tls).await?;
+//! let producer = Producer::new(client.clone());
+//! let (partition, offset) = producer.send("orders", None, Bytes::from("hello")).await?;
+//! let mut consumer = Consumer::new(client);
+//! consumer.assign("orders", &[partition]).await?;
+//! consumer.seek("orders", partition, SeekTo::Offset(offset));
+//! let records = consumer.poll().await?;
+//! # Ok(()) }
+//! ```
 //!
 //! A producer's batch, framed as a produce request, and read back the way the broker does:
 //!
@@ -30,3 +55,26 @@
 //! ```
 
 pub mod wire;
+
+mod accumulator;
+pub mod address;
+mod admin;
+mod client;
+mod conn;
+mod consumer;
+pub mod error;
+mod metadata;
+pub mod partitioner;
+mod producer;
+pub mod retry;
+mod tls;
+
+pub use address::{AddressError, BrokerAddress};
+pub use admin::{Admin, REPLACE_NODE_TIMEOUT_MS};
+pub use client::{Client, ClientConfig};
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
+pub use error::{ClientError, ConsumeError, ProduceError};
+pub use producer::{Delivery, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
+pub use retry::RetryPolicy;
+pub use tls::ClientTls;
+pub use wire::messages::{Acks, ReplaceNodeWait};

@@ -1,0 +1,128 @@
+//! [`Admin`]: topic and cluster management (DESIGN.md 8): create, delete, list and describe
+//! topics, cluster status, node replacement. Each call is one request to any node (the client
+//! follows `NotLeader` redirects to the metadata leader) with the client's retries.
+//!
+//! Retrying a create or delete after a lost answer can meet its own earlier success
+//! (`TopicAlreadyExists`, `UnknownTopic`); callers that care check with describe.
+
+use std::time::Duration;
+
+use crate::client::{check_topic_name, unexpected, Client};
+use crate::error::ClientError;
+use crate::wire::messages::NodeId;
+use crate::wire::messages::{
+    ClusterStatusResponse, CreateTopicRequest, DeleteTopicRequest, DescribeTopicRequest,
+    ReplaceNodeRequest, ReplaceNodeResponse, ReplaceNodeWait, TopicDescription, TopicSummary,
+};
+use crate::wire::{Request, Response};
+
+/// Bound on a `replace_node` that waits for every group to finish (DESIGN.md 5): catching a
+/// learner up can take a while; the broker answers when done.
+pub const REPLACE_NODE_TIMEOUT_MS: u64 = 30 * 60 * 1000;
+
+/// Management calls. Cheap to clone.
+#[derive(Clone)]
+pub struct Admin {
+    client: Client,
+}
+
+impl Admin {
+    pub fn new(client: Client) -> Admin {
+        Admin { client }
+    }
+
+    /// Creates a topic. `replication_factor: None` lets the cluster choose (`min(3, nodes)`).
+    /// An existing topic is `ClientError::Server(ErrorCode::TopicAlreadyExists)`.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: Option<u16>,
+    ) -> Result<TopicSummary, ClientError> {
+        check_topic_name(name)?;
+        if partitions == 0 || replication_factor == Some(0) {
+            return Err(ClientError::InvalidArgument(
+                "partitions and replication factor must be at least 1".into(),
+            ));
+        }
+        let request = Request::CreateTopic(CreateTopicRequest {
+            name: name.to_string(),
+            partitions,
+            replication_factor,
+        });
+        match self.client.request(&request).await?.header {
+            Response::CreateTopic(summary) => Ok(summary),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
+        check_topic_name(name)?;
+        let request = Request::DeleteTopic(DeleteTopicRequest {
+            name: name.to_string(),
+        });
+        match self.client.request(&request).await?.header {
+            Response::DeleteTopic => Ok(()),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// Every topic, sorted by name.
+    pub async fn list_topics(&self) -> Result<Vec<TopicSummary>, ClientError> {
+        let request = Request::ListTopics;
+        match self.client.request(&request).await?.header {
+            Response::ListTopics(list) => {
+                let mut topics = list.topics;
+                topics.sort_by(|a, b| a.name.cmp(&b.name));
+                Ok(topics)
+            }
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// Partitions with leaders, replicas, log start and high watermark, sorted by partition.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, ClientError> {
+        check_topic_name(name)?;
+        let request = Request::DescribeTopic(DescribeTopicRequest {
+            name: name.to_string(),
+        });
+        match self.client.request(&request).await?.header {
+            Response::DescribeTopic(mut description) => {
+                description
+                    .partitions
+                    .sort_by_key(|partition| partition.partition);
+                Ok(description)
+            }
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    pub async fn cluster_status(&self) -> Result<ClusterStatusResponse, ClientError> {
+        let request = Request::ClusterStatus;
+        match self.client.request(&request).await?.header {
+            Response::ClusterStatus(mut status) => {
+                status.nodes.sort_by_key(|node| node.node_id);
+                Ok(status)
+            }
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// Replaces node `node_id`'s old incarnation by its new one in every group (DESIGN.md 5).
+    /// `UntilReplaced` waits up to [`REPLACE_NODE_TIMEOUT_MS`].
+    pub async fn replace_node(
+        &self,
+        node_id: NodeId,
+        wait: ReplaceNodeWait,
+    ) -> Result<ReplaceNodeResponse, ClientError> {
+        let request = Request::ReplaceNode(ReplaceNodeRequest { node_id, wait });
+        let timeout = match wait {
+            ReplaceNodeWait::UntilReplaced => Duration::from_millis(REPLACE_NODE_TIMEOUT_MS),
+            ReplaceNodeWait::UntilLearnersAdded => self.client.request_timeout(),
+        };
+        match self.client.request_any(&request, timeout).await?.header {
+            Response::ReplaceNode(response) => Ok(response),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+}

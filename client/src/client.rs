@@ -1,0 +1,409 @@
+//! [`Client`]: the shared handle every producer, consumer and admin uses. It owns the
+//! connections (`conn.rs`) and the cluster map (`metadata.rs`) and routes requests:
+//!
+//! - to any node (metadata, admin): the node that answered last, then the bootstrap list, then
+//!   every node in the map, rotating on failures;
+//! - to a partition leader (produce, fetch): the leader in the map; on `NotLeader` with an
+//!   address, straight there (once without waiting), and the map is refreshed before the next
+//!   lookup; on other retriable errors, back off, refresh, try again.
+//!
+//! Every loop is bounded by [`RetryPolicy::max_attempts`] and every request by a timeout.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tracing::{debug, warn};
+
+use crate::address::BrokerAddress;
+use crate::conn::{ConnectionConfig, Connections};
+use crate::error::ClientError;
+use crate::metadata::{ClusterMap, LeaderLookup};
+use crate::retry::RetryPolicy;
+use crate::tls::ClientTls;
+use crate::wire::messages::{MetadataRequest, MetadataResponse};
+use crate::wire::{validate_topic_name, ErrorCode, Frame, Limits, Request, Response};
+
+/// Settings shared by everything built on a [`Client`].
+#[derive(Debug, Clone, Copy)]
+pub struct ClientConfig {
+    /// Bound on one request's round trip (connect included). Fetches add their `max_wait_ms`.
+    pub request_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub keep_alive_interval_ms: u64,
+    pub retry: RetryPolicy,
+    /// The protocol limits the brokers run with (defaults: DESIGN.md 4).
+    pub limits: Limits,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            request_timeout_ms: 30_000,
+            connect_timeout_ms: 10_000,
+            idle_timeout_ms: 10_000,
+            keep_alive_interval_ms: 2_000,
+            retry: RetryPolicy::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// A connection to a Keel cluster. Cheap to clone; clones share connections and the map.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    bootstrap: Vec<BrokerAddress>,
+    connections: Connections,
+    map: Mutex<ClusterMap>,
+    /// The node that answered an any-node request last: tried first next time.
+    preferred: Mutex<Option<BrokerAddress>>,
+}
+
+impl Client {
+    /// Connects to the cluster through `bootstrap` (`host:port` strings, each possibly a
+    /// comma-separated list) and learns the cluster map, with the default [`ClientConfig`].
+    pub async fn connect<S: AsRef<str>>(
+        bootstrap: &[S],
+        tls: ClientTls,
+    ) -> Result<Client, ClientError> {
+        Client::connect_with(bootstrap, tls, ClientConfig::default()).await
+    }
+
+    /// [`Client::connect`] with explicit settings. Fails if no bootstrap node answers a
+    /// metadata request within the retry policy.
+    pub async fn connect_with<S: AsRef<str>>(
+        bootstrap: &[S],
+        tls: ClientTls,
+        config: ClientConfig,
+    ) -> Result<Client, ClientError> {
+        config
+            .limits
+            .validate()
+            .map_err(|error| ClientError::InvalidArgument(error.to_string()))?;
+        let bootstrap = BrokerAddress::parse_all(bootstrap.iter().map(AsRef::as_ref))?;
+        let connections = Connections::new(
+            tls.rustls_config()?,
+            ConnectionConfig {
+                connect_timeout_ms: config.connect_timeout_ms,
+                idle_timeout_ms: config.idle_timeout_ms,
+                keep_alive_interval_ms: config.keep_alive_interval_ms,
+                max_response_bytes: config.limits.max_request_bytes,
+            },
+        )?;
+        let client = Client {
+            inner: Arc::new(Inner {
+                config,
+                bootstrap,
+                connections,
+                map: Mutex::new(ClusterMap::default()),
+                preferred: Mutex::new(None),
+            }),
+        };
+        client.refresh_metadata(Some(Vec::new())).await?;
+        Ok(client)
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// Asks the cluster for its map (all topics when `topics` is `None`) and takes it in.
+    pub async fn refresh_metadata(
+        &self,
+        topics: Option<Vec<String>>,
+    ) -> Result<MetadataResponse, ClientError> {
+        for topic in topics.iter().flatten() {
+            check_topic_name(topic)?;
+        }
+        let request = Request::Metadata(MetadataRequest { topics });
+        let frame = self.request_any(&request, self.request_timeout()).await?;
+        let Response::Metadata(response) = frame.header else {
+            return Err(unexpected(&request, &frame.header));
+        };
+        let refused = self.inner.map.lock().expect("map lock").apply(&response);
+        for reason in refused {
+            warn!(%reason, "ignored part of a metadata answer");
+        }
+        Ok(response)
+    }
+
+    /// The number of partitions of `topic`, from the map or a fresh metadata request.
+    pub async fn partition_count(&self, topic: &str) -> Result<u32, ClientError> {
+        check_topic_name(topic)?;
+        let cached = self
+            .inner
+            .map
+            .lock()
+            .expect("map lock")
+            .partition_count(topic);
+        let known = match cached {
+            Some(known) => known,
+            None => {
+                self.refresh_metadata(Some(vec![topic.to_string()])).await?;
+                let refreshed = self
+                    .inner
+                    .map
+                    .lock()
+                    .expect("map lock")
+                    .partition_count(topic);
+                refreshed.ok_or_else(|| ClientError::UnknownTopic {
+                    topic: topic.to_string(),
+                })?
+            }
+        };
+        match known {
+            Ok(0) | Err(ErrorCode::UnknownTopic) => Err(ClientError::UnknownTopic {
+                topic: topic.to_string(),
+            }),
+            Ok(count) => Ok(count),
+            Err(code) => Err(ClientError::Server(code)),
+        }
+    }
+
+    /// Sends `request` (empty payload) to any node, following redirects and retrying
+    /// retriable failures. A `Response::Error` comes back as [`ClientError::Server`].
+    pub async fn request(&self, request: &Request) -> Result<Frame<Response>, ClientError> {
+        self.request_any(request, self.request_timeout()).await
+    }
+
+    /// Closes every connection. Requests in flight fail; the handle must not be used after.
+    pub fn close(&self) {
+        self.inner.connections.close();
+    }
+
+    pub(crate) fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.inner.config.request_timeout_ms)
+    }
+
+    /// [`Client::request`] with an explicit per-attempt timeout.
+    pub(crate) async fn request_any(
+        &self,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Frame<Response>, ClientError> {
+        let policy = self.inner.config.retry;
+        let mut redirect: Option<BrokerAddress> = None;
+        let mut rotation = 0usize;
+        let mut attempt = 0u32;
+        loop {
+            let followed_redirect = redirect.is_some();
+            let address = match redirect.take() {
+                Some(address) => address,
+                None => {
+                    let candidates = self.any_node_candidates();
+                    let address = candidates[rotation % candidates.len()].clone();
+                    rotation += 1;
+                    address
+                }
+            };
+            let error = match self
+                .inner
+                .connections
+                .request(&address, request, Bytes::new(), timeout)
+                .await
+            {
+                Ok(frame) => match frame.header {
+                    Response::Error(code) => ClientError::Server(code),
+                    _ => {
+                        *self.inner.preferred.lock().expect("preferred lock") = Some(address);
+                        return Ok(frame);
+                    }
+                },
+                Err(error) => error,
+            };
+            debug!(%address, %error, attempt, "request to any node failed");
+            if !error.is_retriable() {
+                return Err(error);
+            }
+            if let ClientError::Server(ErrorCode::NotLeader {
+                leader_addr: Some(leader),
+            }) = &error
+            {
+                redirect = BrokerAddress::parse(leader).ok();
+            }
+            if !policy.may_retry(attempt) {
+                return Err(ClientError::RetriesExhausted {
+                    attempts: attempt + 1,
+                    last: Box::new(error),
+                });
+            }
+            // A first redirect is followed at once; anything else waits (an election, a restart).
+            if redirect.is_none() || followed_redirect {
+                tokio::time::sleep(policy.backoff_now(attempt)).await;
+            }
+            attempt += 1;
+        }
+    }
+
+    /// The order in which any-node requests try nodes: the last good one, the bootstrap list,
+    /// then the map's nodes. Never empty (the bootstrap list is not).
+    fn any_node_candidates(&self) -> Vec<BrokerAddress> {
+        let mut candidates: Vec<BrokerAddress> = Vec::new();
+        let preferred = self.inner.preferred.lock().expect("preferred lock").clone();
+        let known = self.inner.map.lock().expect("map lock").node_addresses();
+        for address in preferred
+            .into_iter()
+            .chain(self.inner.bootstrap.iter().cloned())
+            .chain(known)
+        {
+            if !candidates.contains(&address) {
+                candidates.push(address);
+            }
+        }
+        candidates
+    }
+
+    /// Sends a request to the leader of `topic`/`partition`, following redirects, refreshing
+    /// the map and retrying retriable failures within the retry policy.
+    pub(crate) async fn request_leader(
+        &self,
+        topic: &str,
+        partition: u32,
+        request: &Request,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Frame<Response>, ClientError> {
+        let policy = self.inner.config.retry;
+        let mut redirect: Option<BrokerAddress> = None;
+        let mut refresh = false;
+        let mut attempt = 0u32;
+        loop {
+            let followed_redirect = redirect.is_some();
+            let error = match self
+                .leader_address(topic, partition, &mut redirect, refresh)
+                .await
+            {
+                Err(error) => error,
+                Ok(address) => match self
+                    .inner
+                    .connections
+                    .request(&address, request, payload.clone(), timeout)
+                    .await
+                {
+                    Ok(frame) => match frame.header {
+                        Response::Error(code) => ClientError::Server(code),
+                        _ => return Ok(frame),
+                    },
+                    Err(error) => error,
+                },
+            };
+            debug!(topic, partition, %error, attempt, "leader request failed");
+            if !error.is_retriable() {
+                if matches!(error, ClientError::Server(ErrorCode::UnknownTopic)) {
+                    self.inner.map.lock().expect("map lock").forget_topic(topic);
+                }
+                return Err(error);
+            }
+            refresh = true;
+            if let ClientError::Server(ErrorCode::NotLeader {
+                leader_addr: Some(leader),
+            }) = &error
+            {
+                if let Ok(leader) = BrokerAddress::parse(leader) {
+                    self.inner
+                        .map
+                        .lock()
+                        .expect("map lock")
+                        .note_leader(topic, partition, &leader);
+                    redirect = Some(leader);
+                }
+            }
+            if !policy.may_retry(attempt) {
+                return Err(ClientError::RetriesExhausted {
+                    attempts: attempt + 1,
+                    last: Box::new(error),
+                });
+            }
+            if redirect.is_none() || followed_redirect {
+                tokio::time::sleep(policy.backoff_now(attempt)).await;
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Where the next attempt goes: a pending redirect, else the map's leader (refreshing the
+    /// map first when asked to, or when it knows nothing of the topic).
+    async fn leader_address(
+        &self,
+        topic: &str,
+        partition: u32,
+        redirect: &mut Option<BrokerAddress>,
+        refresh: bool,
+    ) -> Result<BrokerAddress, ClientError> {
+        if let Some(address) = redirect.take() {
+            return Ok(address);
+        }
+        let mut lookup = if refresh {
+            LeaderLookup::NotCached
+        } else {
+            self.inner
+                .map
+                .lock()
+                .expect("map lock")
+                .leader(topic, partition)
+        };
+        if lookup == LeaderLookup::NotCached {
+            self.refresh_metadata(Some(vec![topic.to_string()])).await?;
+            lookup = self
+                .inner
+                .map
+                .lock()
+                .expect("map lock")
+                .leader(topic, partition);
+        }
+        match lookup {
+            LeaderLookup::Leader(address) => Ok(address),
+            LeaderLookup::NoLeader => Err(ClientError::NoLeader {
+                topic: topic.to_string(),
+                partition,
+            }),
+            LeaderLookup::UnknownPartition { partitions } => Err(ClientError::UnknownPartition {
+                topic: topic.to_string(),
+                partition,
+                partitions,
+            }),
+            LeaderLookup::TopicError(ErrorCode::UnknownTopic) | LeaderLookup::NotCached => {
+                Err(ClientError::UnknownTopic {
+                    topic: topic.to_string(),
+                })
+            }
+            LeaderLookup::TopicError(code) => Err(ClientError::Server(code)),
+        }
+    }
+}
+
+pub(crate) fn check_topic_name(topic: &str) -> Result<(), ClientError> {
+    validate_topic_name(topic).map_err(|source| ClientError::InvalidTopicName {
+        name: topic.to_string(),
+        source,
+    })
+}
+
+/// A response of the wrong kind for its request: the broker broke the protocol.
+pub(crate) fn unexpected(request: &Request, response: &Response) -> ClientError {
+    ClientError::protocol(
+        "broker",
+        format!(
+            "{} answered to a {} request",
+            variant_name(response),
+            variant_name(request)
+        ),
+    )
+}
+
+/// `Produce(ProduceRequest { .. })` -> `Produce`: names only, never a whole (large) value.
+fn variant_name(value: &impl std::fmt::Debug) -> String {
+    let text = format!("{value:?}");
+    text.split(['(', ' ', '{'])
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(40)
+        .collect()
+}

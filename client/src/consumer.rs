@@ -1,0 +1,556 @@
+//! [`Consumer`]: reads assigned partitions from chosen offsets with long-poll fetches
+//! (DESIGN.md 8; consumer groups come later).
+//!
+//! Each assigned partition has a position: the offset of the next record to return. A position
+//! set by [`SeekTo::Beginning`] or [`SeekTo::End`] is resolved on the next `poll` from a
+//! `DescribeTopic` answer (its `log_start_offset` / `high_watermark`). `poll` keeps one fetch in
+//! flight per partition (sent to the partition leader, retried through [`Client`]), waits for
+//! the first to answer, and returns the records of every fetch that has answered; fetches still
+//! waiting stay in flight for the next `poll`, so a quiet partition's long poll never delays a
+//! busy one. A fetch answer may begin with a batch that starts before the position (batches are
+//! never split): records below the position are skipped.
+//!
+//! Memory is bounded by `max_bytes` per partition (plus one oversized batch, which the broker
+//! returns whole so a consumer always progresses).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::task::JoinSet;
+
+use crate::client::{check_topic_name, unexpected, Client};
+use crate::error::{ClientError, ConsumeError};
+use crate::wire::limits::REQUEST_OVERHEAD_BYTES;
+use crate::wire::messages::{DescribeTopicRequest, FetchRequest, FetchResponse, TopicDescription};
+use crate::wire::record_batch::RecordBatches;
+use crate::wire::{ErrorCode, Request, Response, WireError};
+
+#[derive(Debug, Clone, Copy)]
+pub struct ConsumerConfig {
+    /// How long the broker may hold a fetch waiting for `min_bytes`.
+    pub max_wait_ms: u32,
+    pub min_bytes: u32,
+    /// Payload budget of one fetch (one partition).
+    pub max_bytes: u32,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            max_wait_ms: 500,
+            min_bytes: 1,
+            max_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Where a partition's position goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeekTo {
+    /// The partition's log start (the oldest retained record).
+    Beginning,
+    /// The high watermark: only records produced from now on.
+    End,
+    Offset(u64),
+}
+
+/// One consumed record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerRecord {
+    pub topic: Arc<str>,
+    pub partition: u32,
+    pub offset: u64,
+    pub timestamp_ms: i64,
+    pub key: Option<Bytes>,
+    pub value: Bytes,
+    pub headers: Vec<(Bytes, Bytes)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Assigned {
+    topic: Arc<str>,
+    partition: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Position {
+    /// Resolved on the next poll.
+    Seek(SeekTo),
+    At(u64),
+}
+
+struct PartitionState {
+    position: Position,
+    /// Bumped by every seek: answers to fetches sent before it are dropped.
+    generation: u64,
+    fetch_in_flight: bool,
+    high_watermark: Option<u64>,
+}
+
+struct FetchOutcome {
+    assigned: Assigned,
+    generation: u64,
+    offset: u64,
+    result: Result<(FetchResponse, Bytes), ClientError>,
+}
+
+/// Reads assigned partitions. Not `Clone`: one consumer, one set of positions.
+pub struct Consumer {
+    client: Client,
+    config: ConsumerConfig,
+    partitions: BTreeMap<Assigned, PartitionState>,
+    fetches: JoinSet<FetchOutcome>,
+    /// An error met while other partitions returned records: reported by the next poll.
+    deferred_error: Option<ConsumeError>,
+}
+
+impl Consumer {
+    pub fn new(client: Client) -> Consumer {
+        Consumer::with_config(client, ConsumerConfig::default())
+    }
+
+    pub fn with_config(client: Client, config: ConsumerConfig) -> Consumer {
+        let limit = client.config().limits.max_request_bytes - REQUEST_OVERHEAD_BYTES;
+        let config = ConsumerConfig {
+            max_bytes: config
+                .max_bytes
+                .clamp(1, u32::try_from(limit).unwrap_or(u32::MAX)),
+            ..config
+        };
+        Consumer {
+            client,
+            config,
+            partitions: BTreeMap::new(),
+            fetches: JoinSet::new(),
+            deferred_error: None,
+        }
+    }
+
+    /// Adds `partitions` of `topic` to the assignment, each positioned at the end (new records
+    /// only) until a seek says otherwise. Partitions already assigned keep their position.
+    pub async fn assign(&mut self, topic: &str, partitions: &[u32]) -> Result<(), ConsumeError> {
+        check_topic_name(topic)?;
+        let count = self.client.partition_count(topic).await?;
+        if let Some(&partition) = partitions.iter().find(|&&partition| partition >= count) {
+            return Err(ClientError::UnknownPartition {
+                topic: topic.to_string(),
+                partition,
+                partitions: count,
+            }
+            .into());
+        }
+        let topic: Arc<str> = Arc::from(topic);
+        for &partition in partitions {
+            self.partitions
+                .entry(Assigned {
+                    topic: topic.clone(),
+                    partition,
+                })
+                .or_insert(PartitionState {
+                    position: Position::Seek(SeekTo::End),
+                    generation: 0,
+                    fetch_in_flight: false,
+                    high_watermark: None,
+                });
+        }
+        Ok(())
+    }
+
+    /// Assigns every partition of `topic`; returns them.
+    pub async fn assign_all(&mut self, topic: &str) -> Result<Vec<u32>, ConsumeError> {
+        let count = self.client.partition_count(topic).await?;
+        let partitions: Vec<u32> = (0..count).collect();
+        self.assign(topic, &partitions).await?;
+        Ok(partitions)
+    }
+
+    /// The assigned `(topic, partition)` pairs.
+    pub fn assignment(&self) -> Vec<(String, u32)> {
+        self.partitions
+            .keys()
+            .map(|assigned| (assigned.topic.to_string(), assigned.partition))
+            .collect()
+    }
+
+    /// Moves one assigned partition's position. Unassigned partitions are ignored (returns
+    /// false). A fetch in flight for it is answered and dropped.
+    pub fn seek(&mut self, topic: &str, partition: u32, to: SeekTo) -> bool {
+        let key = Assigned {
+            topic: Arc::from(topic),
+            partition,
+        };
+        match self.partitions.get_mut(&key) {
+            Some(state) => {
+                state.position = match to {
+                    SeekTo::Offset(offset) => Position::At(offset),
+                    other => Position::Seek(other),
+                };
+                state.generation += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Seeks every assigned partition.
+    pub fn seek_all(&mut self, to: SeekTo) {
+        let keys: Vec<Assigned> = self.partitions.keys().cloned().collect();
+        for key in keys {
+            self.seek(&key.topic, key.partition, to);
+        }
+    }
+
+    /// The next offset `poll` returns for a partition, once resolved.
+    pub fn position(&self, topic: &str, partition: u32) -> Option<u64> {
+        let key = Assigned {
+            topic: Arc::from(topic),
+            partition,
+        };
+        match self.partitions.get(&key)?.position {
+            Position::At(offset) => Some(offset),
+            Position::Seek(_) => None,
+        }
+    }
+
+    /// The partition's high watermark as of the last fetch or seek that reported it.
+    pub fn high_watermark(&self, topic: &str, partition: u32) -> Option<u64> {
+        let key = Assigned {
+            topic: Arc::from(topic),
+            partition,
+        };
+        self.partitions.get(&key)?.high_watermark
+    }
+
+    /// Returns the next records: as soon as one partition's fetch answers (possibly with none,
+    /// when its long poll ran out), with the records of every fetch answered by then, in offset
+    /// order per partition.
+    pub async fn poll(&mut self) -> Result<Vec<ConsumerRecord>, ConsumeError> {
+        if let Some(error) = self.deferred_error.take() {
+            return Err(error);
+        }
+        if self.partitions.is_empty() {
+            return Err(ConsumeError::NothingAssigned);
+        }
+        self.resolve_seeks().await?;
+        self.start_fetches();
+        let wait = self.client.request_timeout() * 2
+            + Duration::from_millis(u64::from(self.config.max_wait_ms));
+        let mut outcomes = Vec::new();
+        match tokio::time::timeout(wait, self.fetches.join_next()).await {
+            Ok(Some(Ok(outcome))) => outcomes.push(outcome),
+            Ok(Some(Err(join_error))) => {
+                return Err(ClientError::protocol(
+                    "consumer",
+                    format!("fetch task failed: {join_error}"),
+                )
+                .into())
+            }
+            // Every fetch task is itself bounded by the client's timeouts; this is a backstop.
+            Ok(None) | Err(_) => return Ok(Vec::new()),
+        }
+        while let Some(Ok(outcome)) = self.fetches.try_join_next() {
+            outcomes.push(outcome);
+        }
+        let mut records = Vec::new();
+        for outcome in outcomes {
+            if let Err(error) = self.take_outcome(outcome, &mut records) {
+                if records.is_empty() {
+                    return Err(error);
+                }
+                self.deferred_error.get_or_insert(error);
+            }
+        }
+        Ok(records)
+    }
+
+    /// Resolves Beginning/End positions with one DescribeTopic per topic.
+    async fn resolve_seeks(&mut self) -> Result<(), ConsumeError> {
+        let mut topics: Vec<Arc<str>> = self
+            .partitions
+            .iter()
+            .filter(|(_, state)| matches!(state.position, Position::Seek(_)))
+            .map(|(assigned, _)| assigned.topic.clone())
+            .collect();
+        topics.dedup();
+        for topic in topics {
+            let description = describe(&self.client, &topic).await?;
+            let by_partition: HashMap<u32, (u64, u64)> = description
+                .partitions
+                .iter()
+                .map(|p| (p.partition, (p.log_start_offset, p.high_watermark)))
+                .collect();
+            for (assigned, state) in self.partitions.iter_mut() {
+                if assigned.topic != topic {
+                    continue;
+                }
+                let Position::Seek(to) = state.position else {
+                    continue;
+                };
+                let Some(&(log_start_offset, high_watermark)) =
+                    by_partition.get(&assigned.partition)
+                else {
+                    return Err(ClientError::protocol(
+                        "broker",
+                        format!("describe of {topic} lacks partition {}", assigned.partition),
+                    )
+                    .into());
+                };
+                state.position = Position::At(match to {
+                    SeekTo::Beginning => log_start_offset,
+                    SeekTo::End => high_watermark,
+                    SeekTo::Offset(offset) => offset,
+                });
+                state.high_watermark = Some(high_watermark);
+            }
+        }
+        Ok(())
+    }
+
+    fn start_fetches(&mut self) {
+        for (assigned, state) in self.partitions.iter_mut() {
+            let Position::At(offset) = state.position else {
+                continue;
+            };
+            if state.fetch_in_flight {
+                continue;
+            }
+            state.fetch_in_flight = true;
+            let client = self.client.clone();
+            let config = self.config;
+            let assigned = assigned.clone();
+            let generation = state.generation;
+            self.fetches.spawn(async move {
+                let result = fetch(&client, &config, &assigned, offset).await;
+                FetchOutcome {
+                    assigned,
+                    generation,
+                    offset,
+                    result,
+                }
+            });
+        }
+    }
+
+    /// Applies one fetch answer: records at or above the position, the new position.
+    fn take_outcome(
+        &mut self,
+        outcome: FetchOutcome,
+        records: &mut Vec<ConsumerRecord>,
+    ) -> Result<(), ConsumeError> {
+        let Some(state) = self.partitions.get_mut(&outcome.assigned) else {
+            return Ok(());
+        };
+        state.fetch_in_flight = false;
+        if state.generation != outcome.generation || state.position != Position::At(outcome.offset)
+        {
+            return Ok(()); // A seek happened meanwhile: this answer is for an old position.
+        }
+        let topic = &outcome.assigned.topic;
+        let partition = outcome.assigned.partition;
+        let (response, payload) = match outcome.result {
+            Ok(answer) => answer,
+            Err(ClientError::Server(ErrorCode::OffsetOutOfRange {
+                log_start_offset,
+                high_watermark,
+            })) => {
+                state.high_watermark = Some(high_watermark);
+                return Err(ConsumeError::OffsetOutOfRange {
+                    topic: topic.to_string(),
+                    partition,
+                    offset: outcome.offset,
+                    log_start_offset,
+                });
+            }
+            Err(error) => return Err(error.into()),
+        };
+        state.high_watermark = Some(response.high_watermark);
+        let next = decode_records(topic, partition, outcome.offset, payload, records).map_err(
+            |source| ConsumeError::CorruptBatch {
+                topic: topic.to_string(),
+                partition,
+                source,
+            },
+        )?;
+        state.position = Position::At(next);
+        Ok(())
+    }
+}
+
+async fn describe(client: &Client, topic: &str) -> Result<TopicDescription, ClientError> {
+    let request = Request::DescribeTopic(DescribeTopicRequest {
+        name: topic.to_string(),
+    });
+    let frame = client.request(&request).await?;
+    match frame.header {
+        Response::DescribeTopic(description) => Ok(description),
+        other => Err(unexpected(&request, &other)),
+    }
+}
+
+async fn fetch(
+    client: &Client,
+    config: &ConsumerConfig,
+    assigned: &Assigned,
+    offset: u64,
+) -> Result<(FetchResponse, Bytes), ClientError> {
+    let request = Request::Fetch(FetchRequest {
+        topic: assigned.topic.to_string(),
+        partition: assigned.partition,
+        offset,
+        max_bytes: config.max_bytes,
+        max_wait_ms: config.max_wait_ms,
+        min_bytes: config.min_bytes,
+    });
+    let timeout = client.request_timeout() + Duration::from_millis(u64::from(config.max_wait_ms));
+    let frame = client
+        .request_leader(
+            &assigned.topic,
+            assigned.partition,
+            &request,
+            Bytes::new(),
+            timeout,
+        )
+        .await?;
+    match frame.header {
+        Response::Fetch(response) => Ok((response, frame.payload)),
+        other => Err(unexpected(&request, &other)),
+    }
+}
+
+/// Appends the records of a fetch payload at or above `position` to `out` and returns the new
+/// position (after the last record returned, or `position` if none). Every batch is checked
+/// (CRC, framing) first; one bad batch fails the whole payload.
+///
+/// Worked example: position 5, payload = one batch with base_offset 3 and 4 records (offsets
+/// 3..=6): records 3 and 4 are skipped, 5 and 6 returned, the new position is 7.
+pub(crate) fn decode_records(
+    topic: &Arc<str>,
+    partition: u32,
+    position: u64,
+    payload: Bytes,
+    out: &mut Vec<ConsumerRecord>,
+) -> Result<u64, WireError> {
+    let mut next = position;
+    for batch in RecordBatches::new(payload) {
+        let batch = batch?;
+        let base_offset = batch.base_offset();
+        batch.last_offset()?; // every offset of the batch fits in a u64
+        for record in batch.records() {
+            let offset = base_offset + u64::from(record.offset_delta);
+            if offset < next {
+                continue;
+            }
+            out.push(ConsumerRecord {
+                topic: topic.clone(),
+                partition,
+                offset,
+                timestamp_ms: record.timestamp_ms,
+                key: record.key.map(|key| batch.slice_ref(key)),
+                value: batch.slice_ref(record.value),
+                headers: record
+                    .headers()
+                    .map(|header| (batch.slice_ref(header.key), batch.slice_ref(header.value)))
+                    .collect(),
+            });
+            next = offset + 1;
+        }
+    }
+    Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::record_batch::set_base_offset;
+    use crate::wire::{Limits, Record, RecordBatchBuilder};
+
+    fn batch(base_offset: u64, values: &[&str]) -> Vec<u8> {
+        let mut builder = RecordBatchBuilder::new(&Limits::default(), 1 << 20);
+        for (index, value) in values.iter().enumerate() {
+            let key = format!("k{index}");
+            builder
+                .append(&Record {
+                    timestamp_ms: 1_000 + index as i64,
+                    key: (index % 2 == 0).then_some(key.as_bytes()),
+                    value: value.as_bytes(),
+                    headers: &[],
+                })
+                .unwrap();
+        }
+        let mut bytes = builder.finish().unwrap().to_vec();
+        set_base_offset(&mut bytes, base_offset).unwrap();
+        bytes
+    }
+
+    fn decode(position: u64, payload: Vec<u8>) -> Result<(Vec<(u64, String)>, u64), WireError> {
+        let mut records = Vec::new();
+        let next = decode_records(
+            &Arc::from("t"),
+            0,
+            position,
+            Bytes::from(payload),
+            &mut records,
+        )?;
+        let pairs = records
+            .iter()
+            .map(|record| {
+                (
+                    record.offset,
+                    String::from_utf8(record.value.to_vec()).unwrap(),
+                )
+            })
+            .collect();
+        Ok((pairs, next))
+    }
+
+    #[test]
+    fn records_below_the_position_are_skipped_worked_example() {
+        let (records, next) = decode(5, batch(3, &["a", "b", "c", "d"])).unwrap();
+        assert_eq!(records, [(5, "c".to_string()), (6, "d".to_string())]);
+        assert_eq!(next, 7);
+    }
+
+    #[test]
+    fn concatenated_batches_are_read_in_order_with_keys_and_timestamps() {
+        let mut payload = batch(0, &["a", "b"]);
+        payload.extend(batch(2, &["c"]));
+        let mut records = Vec::new();
+        let next =
+            decode_records(&Arc::from("t"), 4, 0, Bytes::from(payload), &mut records).unwrap();
+        assert_eq!(next, 3);
+        assert_eq!(records.len(), 3);
+        assert_eq!(records[0].key.as_deref(), Some(&b"k0"[..]));
+        assert_eq!(records[1].key, None);
+        assert_eq!(records[1].timestamp_ms, 1_001);
+        assert_eq!(records[2].offset, 2);
+        assert_eq!(records[2].partition, 4);
+    }
+
+    #[test]
+    fn an_empty_payload_keeps_the_position_and_a_batch_wholly_below_returns_nothing() {
+        assert_eq!(decode(9, Vec::new()).unwrap(), (Vec::new(), 9));
+        assert_eq!(decode(9, batch(0, &["x", "y"])).unwrap(), (Vec::new(), 9));
+    }
+
+    #[test]
+    fn a_corrupt_or_truncated_payload_is_an_error_not_a_panic() {
+        let mut corrupt = batch(0, &["hello"]);
+        let last = corrupt.len() - 2;
+        corrupt[last] ^= 0xff;
+        assert!(matches!(
+            decode(0, corrupt),
+            Err(WireError::CrcMismatch { .. })
+        ));
+        let mut truncated = batch(0, &["hello"]);
+        truncated.truncate(truncated.len() - 1);
+        assert!(decode(0, truncated).is_err());
+        assert!(decode(0, vec![1, 2, 3]).is_err());
+        let overflowing = batch(u64::MAX, &["a", "b"]);
+        assert!(matches!(
+            decode(0, overflowing),
+            Err(WireError::OffsetOverflow { .. })
+        ));
+    }
+}

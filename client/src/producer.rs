@@ -1,0 +1,523 @@
+//! [`Producer`]: batches records per partition and sends them to the partition leaders.
+//!
+//! `send` is synchronous: it hands the record to the producer's task at once (so the order of
+//! `send` calls is the order within each partition) and returns a [`DeliveryFuture`] that
+//! resolves to `(partition, offset)` once the batch is acknowledged. Sends therefore pipeline:
+//! keep many futures alive and await them in any order.
+//!
+//! One task owns the batching state (`accumulator.rs`) and the sticky partitioner; each batch it
+//! sends runs in its own task, retrying through [`Client`] (leader changes, redirects) within
+//! the retry policy and the delivery timeout. With `max_in_flight_per_partition` = 1 (the
+//! default) a partition's next batch leaves only after the previous one completed, so retries
+//! never reorder a partition. Until idempotence lands, a retry after a lost answer may write a
+//! batch twice (at-least-once); the batch header keeps producer_id/epoch/base_sequence
+//! ([`crate::wire::ProducerStamp::NONE`] for now) for it.
+//!
+//! Memory is bounded by `max_buffered_bytes`: a `send` beyond it resolves to
+//! [`ProduceError::BufferFull`] at once; [`Producer::wait_for_capacity`] waits for room.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tracing::debug;
+
+use crate::accumulator::{Accumulator, BatchConfig, ClosedBatch, TopicPartition};
+use crate::client::{check_topic_name, unexpected, Client};
+use crate::error::{ClientError, ProduceError};
+use crate::partitioner::{partition_for_key, StickyPartitioner};
+use crate::retry::random_u64;
+use crate::wire::messages::{Acks, ProduceRequest};
+use crate::wire::{Record, Request, Response, WireError};
+
+/// Bytes a buffered record is charged beyond its key and value (bookkeeping), so that even
+/// empty messages count against `max_buffered_bytes`.
+pub const RECORD_OVERHEAD_BYTES: u64 = 64;
+
+/// A record's acknowledgement: the partition it went to and its offset there.
+pub type Delivery = (u32, u64);
+
+#[derive(Debug, Clone, Copy)]
+pub struct ProducerConfig {
+    /// How long a batch waits for more records after its first (0 = send as soon as possible;
+    /// records that arrive while a batch is in flight still batch up).
+    pub linger_ms: u64,
+    /// Target batch size; a batch closes when the next record would not fit. A record larger
+    /// than this gets a batch of its own (up to `max_record_batch_bytes`).
+    pub batch_bytes: u64,
+    /// Batches of one partition in flight at once. Keep 1 until idempotence exists: more can
+    /// reorder a partition when a batch is retried.
+    pub max_in_flight_per_partition: u32,
+    /// Bound on the keys and values buffered and in flight (plus [`RECORD_OVERHEAD_BYTES`] each).
+    pub max_buffered_bytes: u64,
+    pub acks: Acks,
+    /// How long a leader may wait for the commit of one produce request.
+    pub request_timeout_ms: u32,
+    /// Bound on a record's whole life in the producer: batching, retries, leader changes.
+    pub delivery_timeout_ms: u64,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            linger_ms: 5,
+            batch_bytes: 64 * 1024,
+            max_in_flight_per_partition: 1,
+            max_buffered_bytes: 32 * 1024 * 1024,
+            acks: Acks::Committed,
+            request_timeout_ms: 30_000,
+            delivery_timeout_ms: 120_000,
+        }
+    }
+}
+
+/// A record to produce, with the optional choices `send` does not take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerRecord {
+    pub topic: String,
+    /// `None`: chosen by the partitioner (key hash, or sticky round-robin without a key).
+    pub partition: Option<u32>,
+    pub key: Option<Bytes>,
+    pub value: Bytes,
+    /// `None`: now (milliseconds since the Unix epoch).
+    pub timestamp_ms: Option<i64>,
+}
+
+impl ProducerRecord {
+    pub fn new(topic: impl Into<String>, key: Option<Bytes>, value: Bytes) -> Self {
+        ProducerRecord {
+            topic: topic.into(),
+            partition: None,
+            key,
+            value,
+            timestamp_ms: None,
+        }
+    }
+
+    pub fn with_partition(mut self, partition: u32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+}
+
+/// Resolves to the record's `(partition, offset)` once its batch is acknowledged.
+#[must_use = "a send's outcome is only known by awaiting its future"]
+pub struct DeliveryFuture {
+    state: DeliveryState,
+}
+
+enum DeliveryState {
+    Done(Option<ProduceError>),
+    Waiting(oneshot::Receiver<Result<Delivery, ProduceError>>),
+}
+
+impl Future for DeliveryFuture {
+    type Output = Result<Delivery, ProduceError>;
+
+    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.state {
+            DeliveryState::Done(error) => {
+                Poll::Ready(Err(error.take().unwrap_or(ProduceError::Closed)))
+            }
+            DeliveryState::Waiting(receiver) => Pin::new(receiver)
+                .poll(context)
+                .map(|result| result.unwrap_or(Err(ProduceError::Closed))),
+        }
+    }
+}
+
+/// Batching producer. Dropping it sends what is buffered in the background (within the
+/// delivery timeout); [`Producer::close`] does the same and waits.
+pub struct Producer {
+    commands: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: ProducerConfig,
+    buffered_bytes: AtomicU64,
+    /// Signalled whenever buffered bytes are released.
+    space: Notify,
+}
+
+enum Command {
+    Send(PendingRecord),
+    Flush(oneshot::Sender<()>),
+}
+
+struct PendingRecord {
+    record: ProducerRecord,
+    reply: Reply,
+}
+
+/// What answers one record: its channel and the bytes it holds in the buffer.
+struct Reply {
+    sender: oneshot::Sender<Result<Delivery, ProduceError>>,
+    charged_bytes: u64,
+}
+
+impl Producer {
+    /// A producer on `client` with the default [`ProducerConfig`].
+    pub fn new(client: Client) -> Producer {
+        Producer::with_config(client, ProducerConfig::default())
+    }
+
+    /// Must be called inside a tokio runtime: it starts the producer's task.
+    pub fn with_config(client: Client, config: ProducerConfig) -> Producer {
+        let shared = Arc::new(Shared {
+            config,
+            buffered_bytes: AtomicU64::new(0),
+            space: Notify::new(),
+        });
+        let (commands, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(run(client, shared.clone(), receiver));
+        Producer { commands, shared }
+    }
+
+    /// Sends `value` (with `key`) to `topic`, partitioned by key hash or sticky round-robin.
+    pub fn send(&self, topic: &str, key: Option<Bytes>, value: Bytes) -> DeliveryFuture {
+        self.send_record(ProducerRecord::new(topic, key, value))
+    }
+
+    /// Sends a record with every option (explicit partition, timestamp).
+    pub fn send_record(&self, record: ProducerRecord) -> DeliveryFuture {
+        let charged_bytes = RECORD_OVERHEAD_BYTES
+            + record.value.len() as u64
+            + record.key.as_ref().map_or(0, |key| key.len() as u64);
+        let limit = self.shared.config.max_buffered_bytes;
+        let previous = self
+            .shared
+            .buffered_bytes
+            .fetch_add(charged_bytes, Ordering::AcqRel);
+        // An empty buffer always takes one record, so a record larger than the limit can still go.
+        if previous > 0 && previous + charged_bytes > limit {
+            self.shared.release(charged_bytes);
+            return DeliveryFuture {
+                state: DeliveryState::Done(Some(ProduceError::BufferFull {
+                    buffered_bytes: previous,
+                })),
+            };
+        }
+        let (sender, receiver) = oneshot::channel();
+        let pending = PendingRecord {
+            record,
+            reply: Reply {
+                sender,
+                charged_bytes,
+            },
+        };
+        match self.commands.send(Command::Send(pending)) {
+            Ok(()) => DeliveryFuture {
+                state: DeliveryState::Waiting(receiver),
+            },
+            Err(mpsc::error::SendError(Command::Send(pending))) => {
+                self.shared.release(pending.reply.charged_bytes);
+                DeliveryFuture {
+                    state: DeliveryState::Done(Some(ProduceError::Closed)),
+                }
+            }
+            Err(_) => unreachable!("the failed command is the one sent"),
+        }
+    }
+
+    /// Waits until the buffer holds less than `max_buffered_bytes`, so the next `send` is not
+    /// refused with `BufferFull` (unless other tasks fill it first).
+    pub async fn wait_for_capacity(&self) {
+        loop {
+            let notified = self.shared.space.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.shared.buffered_bytes.load(Ordering::Acquire)
+                < self.shared.config.max_buffered_bytes
+            {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Bytes buffered or in flight now.
+    pub fn buffered_bytes(&self) -> u64 {
+        self.shared.buffered_bytes.load(Ordering::Acquire)
+    }
+
+    /// Sends everything buffered now without waiting for linger, and waits until all of it is
+    /// acknowledged or failed. Records sent meanwhile may be included.
+    pub async fn flush(&self) {
+        let (sender, receiver) = oneshot::channel();
+        if self.commands.send(Command::Flush(sender)).is_ok() {
+            let _ = receiver.await;
+        }
+    }
+
+    /// Flushes, then stops the producer.
+    pub async fn close(self) {
+        self.flush().await;
+    }
+}
+
+impl Shared {
+    fn release(&self, bytes: u64) {
+        self.buffered_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.space.notify_waiters();
+    }
+}
+
+/// A batch's send finished: its partition may send the next one.
+struct Completion {
+    topic_partition: TopicPartition,
+    batch_id: u64,
+}
+
+/// The producer's task: takes records in `send` order, batches them, dispatches sendable
+/// batches, and answers flushes. Ends once the producer is dropped and everything is done.
+async fn run(client: Client, shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Command>) {
+    let config = shared.config;
+    let mut accumulator: Accumulator<Reply> = Accumulator::new(BatchConfig {
+        linger: Duration::from_millis(config.linger_ms),
+        batch_bytes: config.batch_bytes,
+        limits: client.config().limits,
+        max_in_flight: config.max_in_flight_per_partition.max(1),
+    });
+    let mut sticky = StickyPartitioner::default();
+    // Every batch that exists (open, queued or in flight), by id: flushes wait on these.
+    let mut outstanding: BTreeSet<u64> = BTreeSet::new();
+    let mut flush_waiters: Vec<(u64, oneshot::Sender<()>)> = Vec::new();
+    let (completions_sender, mut completions) = mpsc::unbounded_channel::<Completion>();
+    let mut producer_dropped = false;
+
+    loop {
+        let deadline = accumulator.next_deadline();
+        tokio::select! {
+            command = commands.recv(), if !producer_dropped => match command {
+                Some(Command::Send(pending)) => {
+                    let id = append(&client, &shared, &mut accumulator, &mut sticky, pending).await;
+                    outstanding.extend(id);
+                }
+                Some(Command::Flush(reply)) => flush_waiters.push((accumulator.flush(), reply)),
+                None => {
+                    producer_dropped = true;
+                    accumulator.flush();
+                }
+            },
+            Some(completion) = completions.recv() => {
+                accumulator.complete(&completion.topic_partition);
+                outstanding.remove(&completion.batch_id);
+            }
+            () = sleep_until(deadline), if deadline.is_some() => {}
+        }
+        for batch in accumulator.drain(Instant::now()) {
+            if let Ok(partitions) = client.partition_count(&batch.topic_partition.topic).await {
+                sticky.batch_closed(
+                    &batch.topic_partition.topic,
+                    batch.topic_partition.partition,
+                    partitions,
+                );
+            }
+            tokio::spawn(send_batch(
+                client.clone(),
+                shared.clone(),
+                batch,
+                completions_sender.clone(),
+            ));
+        }
+        let oldest = outstanding.first().copied().unwrap_or(u64::MAX);
+        flush_waiters.retain_mut(|(target, _)| oldest < *target);
+        // retain_mut dropped the finished waiters' senders: dropping one wakes its flush().
+        if producer_dropped && accumulator.is_idle() {
+            debug!("producer stopped");
+            return;
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Partitions a record and appends it; answers it at once if it cannot be sent. Returns the id
+/// of the batch that took it.
+async fn append(
+    client: &Client,
+    shared: &Shared,
+    accumulator: &mut Accumulator<Reply>,
+    sticky: &mut StickyPartitioner,
+    pending: PendingRecord,
+) -> Option<u64> {
+    let PendingRecord { record, reply } = pending;
+    let fail = |reply: Reply, error: ProduceError| {
+        shared.release(reply.charged_bytes);
+        let _ = reply.sender.send(Err(error));
+        None
+    };
+    if let Err(error) = check_topic_name(&record.topic) {
+        return fail(reply, error.into());
+    }
+    let partitions = match client.partition_count(&record.topic).await {
+        Ok(partitions) => partitions,
+        Err(error) => return fail(reply, error.into()),
+    };
+    let partition = match (record.partition, &record.key) {
+        (Some(partition), _) if partition >= partitions => {
+            let error = ClientError::UnknownPartition {
+                topic: record.topic.clone(),
+                partition,
+                partitions,
+            };
+            return fail(reply, error.into());
+        }
+        (Some(partition), _) => partition,
+        (None, Some(key)) => partition_for_key(key, partitions),
+        (None, None) => sticky.current(&record.topic, partitions, random_u64()),
+    };
+    let topic_partition = TopicPartition {
+        topic: Arc::from(record.topic.as_str()),
+        partition,
+    };
+    let wire_record = Record {
+        timestamp_ms: record.timestamp_ms.unwrap_or_else(now_ms),
+        key: record.key.as_deref(),
+        value: &record.value,
+        headers: &[],
+    };
+    match accumulator.append(&topic_partition, &wire_record, reply, Instant::now()) {
+        Ok((batch_id, appended)) => {
+            if appended.closed_a_batch && record.partition.is_none() && record.key.is_none() {
+                sticky.batch_closed(&record.topic, partition, partitions);
+            }
+            Some(batch_id)
+        }
+        Err((
+            error @ (WireError::MessageTooLarge { .. } | WireError::RecordBatchTooLarge { .. }),
+            reply,
+        )) => fail(reply, ProduceError::MessageTooLarge(error)),
+        Err((error, reply)) => fail(reply, ClientError::Encode(error).into()),
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+/// Sends one batch (retrying inside the client), answers its records, reports completion.
+async fn send_batch(
+    client: Client,
+    shared: Arc<Shared>,
+    batch: ClosedBatch<Reply>,
+    completions: mpsc::UnboundedSender<Completion>,
+) {
+    let ClosedBatch {
+        topic_partition,
+        id,
+        bytes,
+        tokens,
+        opened_at,
+    } = batch;
+    let config = shared.config;
+    let result = match bytes {
+        Err(error) => Err(ProduceError::Client(ClientError::Encode(error))),
+        Ok(bytes) => {
+            let deadline = opened_at + Duration::from_millis(config.delivery_timeout_ms);
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let produce = produce(&client, &config, &topic_partition, bytes, tokens.len());
+            match tokio::time::timeout(remaining, produce).await {
+                Ok(result) => result,
+                Err(_) => Err(ProduceError::DeliveryTimeout {
+                    timeout_ms: config.delivery_timeout_ms,
+                }),
+            }
+        }
+    };
+    let mut released = 0;
+    for (index, reply) in tokens.into_iter().enumerate() {
+        released += reply.charged_bytes;
+        let answer = match &result {
+            Ok(base_offset) => Ok((topic_partition.partition, base_offset + index as u64)),
+            Err(error) => Err(error.clone()),
+        };
+        let _ = reply.sender.send(answer);
+    }
+    shared.release(released);
+    let _ = completions.send(Completion {
+        topic_partition,
+        batch_id: id,
+    });
+}
+
+/// One produce request through the client's leader routing; returns the batch's base offset.
+async fn produce(
+    client: &Client,
+    config: &ProducerConfig,
+    topic_partition: &TopicPartition,
+    batch: Bytes,
+    count: usize,
+) -> Result<u64, ProduceError> {
+    let request = Request::Produce(ProduceRequest {
+        topic: topic_partition.topic.to_string(),
+        partition: topic_partition.partition,
+        acks: config.acks,
+        timeout_ms: config.request_timeout_ms,
+    });
+    // The broker may take its whole commit timeout; the network gets the client's on top.
+    let timeout =
+        client.request_timeout() + Duration::from_millis(u64::from(config.request_timeout_ms));
+    let frame = client
+        .request_leader(
+            &topic_partition.topic,
+            topic_partition.partition,
+            &request,
+            batch,
+            timeout,
+        )
+        .await?;
+    let Response::Produce(response) = frame.header else {
+        return Err(unexpected(&request, &frame.header).into());
+    };
+    check_produce_response(response.base_offset, response.last_offset, count)?;
+    Ok(response.base_offset)
+}
+
+/// The acknowledged offsets must cover exactly the batch's records.
+fn check_produce_response(
+    base_offset: u64,
+    last_offset: u64,
+    count: usize,
+) -> Result<(), ClientError> {
+    let expected_last = (count as u64)
+        .checked_sub(1)
+        .and_then(|delta| base_offset.checked_add(delta));
+    if expected_last != Some(last_offset) {
+        return Err(ClientError::protocol(
+            "partition leader",
+            format!(
+                "produce acknowledged offsets {base_offset}..={last_offset} for {count} records"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acknowledged_offsets_must_match_the_record_count() {
+        assert!(check_produce_response(10, 12, 3).is_ok());
+        assert!(check_produce_response(0, 0, 1).is_ok());
+        assert!(check_produce_response(10, 11, 3).is_err());
+        assert!(check_produce_response(u64::MAX, u64::MAX, 2).is_err());
+        assert!(check_produce_response(5, 5, 0).is_err());
+    }
+}

@@ -1,0 +1,136 @@
+//! How the SDK retries: a bounded number of attempts, capped exponential backoff with jitter,
+//! and an overall deadline. Pure (the random draw and the attempt number are arguments), so the
+//! schedule is unit-tested without clocks.
+//!
+//! Backoff for attempt `n` (0 = the wait after the first failure), before jitter:
+//! `min(initial_backoff_ms * 2^n, max_backoff_ms)`. Jitter is "equal jitter": half of that is
+//! fixed, the other half uniform, so clients that failed together do not retry together, and
+//! the wait never drops below half the nominal value.
+//!
+//! Worked example with the defaults (50 ms doubling to 2 s, 10 attempts): nominal waits are
+//! 50, 100, 200, 400, 800, 1600, 2000, 2000, 2000 ms between the 10 attempts, 9.15 s in all,
+//! so the real total is between 4.6 s and 9.15 s: longer than a Raft election (about 1 s).
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Retry schedule for retriable failures (see [`crate::ClientError::is_retriable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included; at least 1.
+    pub max_attempts: u32,
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 10,
+            initial_backoff_ms: 50,
+            max_backoff_ms: 2_000,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// A policy that never retries.
+    pub const NONE: RetryPolicy = RetryPolicy {
+        max_attempts: 1,
+        initial_backoff_ms: 0,
+        max_backoff_ms: 0,
+    };
+
+    /// Whether another attempt may follow attempt number `attempt` (0-based) that just failed.
+    pub fn may_retry(&self, attempt: u32) -> bool {
+        attempt.saturating_add(1) < self.max_attempts.max(1)
+    }
+
+    /// The nominal wait after failed attempt `attempt` (0-based), before jitter.
+    pub fn nominal_backoff(&self, attempt: u32) -> Duration {
+        let factor = 1u64.checked_shl(attempt.min(63)).unwrap_or(u64::MAX);
+        let millis = self
+            .initial_backoff_ms
+            .saturating_mul(factor)
+            .min(self.max_backoff_ms);
+        Duration::from_millis(millis)
+    }
+
+    /// The wait after failed attempt `attempt`, with `random` (any u64) choosing the jitter:
+    /// between half the nominal wait and all of it.
+    pub fn backoff(&self, attempt: u32, random: u64) -> Duration {
+        let nominal_ms = self.nominal_backoff(attempt).as_millis() as u64;
+        let half_ms = nominal_ms / 2;
+        let spread_ms = nominal_ms - half_ms;
+        let jitter_ms = if spread_ms == 0 {
+            0
+        } else {
+            random % (spread_ms + 1)
+        };
+        Duration::from_millis(half_ms + jitter_ms)
+    }
+
+    /// [`RetryPolicy::backoff`] with a fresh random draw.
+    pub fn backoff_now(&self, attempt: u32) -> Duration {
+        self.backoff(attempt, random_u64())
+    }
+}
+
+/// A cheap random draw for jitter only: std's randomly keyed hasher over a counter. Not for
+/// anything that needs real randomness.
+pub(crate) fn random_u64() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nominal_backoff_doubles_then_caps() {
+        let policy = RetryPolicy::default();
+        let waits: Vec<u64> = (0..9)
+            .map(|attempt| policy.nominal_backoff(attempt).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [50, 100, 200, 400, 800, 1600, 2000, 2000, 2000]);
+        assert_eq!(waits.iter().sum::<u64>(), 9_150, "the module doc's total");
+        // Huge attempt numbers saturate instead of overflowing.
+        assert_eq!(policy.nominal_backoff(200), Duration::from_millis(2_000));
+    }
+
+    #[test]
+    fn jitter_stays_between_half_and_all_of_the_nominal_wait() {
+        let policy = RetryPolicy::default();
+        for attempt in 0..12 {
+            let nominal = policy.nominal_backoff(attempt);
+            for random in [0, 1, 7, u64::MAX / 3, u64::MAX] {
+                let wait = policy.backoff(attempt, random);
+                assert!(wait >= nominal / 2 && wait <= nominal, "{attempt} {random}");
+            }
+        }
+        assert_eq!(policy.backoff(0, 0), Duration::from_millis(25));
+        assert_eq!(policy.backoff(0, 25), Duration::from_millis(50));
+        assert_eq!(RetryPolicy::NONE.backoff(3, 99), Duration::ZERO);
+    }
+
+    #[test]
+    fn attempts_are_bounded() {
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            ..RetryPolicy::default()
+        };
+        assert!(policy.may_retry(0));
+        assert!(policy.may_retry(1));
+        assert!(!policy.may_retry(2));
+        assert!(!RetryPolicy::NONE.may_retry(0));
+        let zero = RetryPolicy {
+            max_attempts: 0,
+            ..RetryPolicy::default()
+        };
+        assert!(!zero.may_retry(0), "0 attempts means one try, no retry");
+    }
+}
