@@ -10,6 +10,8 @@
 //! Offsets: `end_offset` counts every batch in the log (committed or not, the next base offset
 //! a leader gives); `high_watermark` counts the applied ones, which is all a consumer sees.
 
+pub mod dedup;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -24,6 +26,7 @@ use crate::node::storage_log::{fatal_storage_error, StorageLog};
 use crate::node::NodeContext;
 use crate::raft::{Entry, EntryKind, Index, ProposeError, RaftLog, Role, Term};
 use crate::transport::NodeId;
+use dedup::{BatchIdentity, Dedup, Verdict};
 
 /// What a partition publishes for request handlers that wait (long polls) or route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -66,7 +69,8 @@ struct Waiter {
     term: Term,
     base_offset: u64,
     last_offset: u64,
-    reply: oneshot::Sender<Result<ProduceResponse, ErrorCode>>,
+    /// The request that proposed the entry, then any retries of it that arrived meanwhile.
+    replies: Vec<oneshot::Sender<Result<ProduceResponse, ErrorCode>>>,
 }
 
 /// The partition's offsets and waiting producers.
@@ -76,6 +80,10 @@ pub struct PartitionState {
     /// Index of the last applied entry: fetches read up to here.
     applied_index: Index,
     waiters: BTreeMap<Index, Waiter>,
+    /// Idempotent batches this leader proposed and has not applied yet, in index order:
+    /// (index, identity, base offset). The dedup table does not know them yet.
+    pending: Vec<(Index, BatchIdentity, u64)>,
+    dedup: Dedup,
     view: watch::Sender<PartitionView>,
     context: NodeContext,
 }
@@ -98,8 +106,11 @@ impl PartitionState {
 
     fn fail_waiters(&mut self, error: ErrorCode) {
         for (_, waiter) in std::mem::take(&mut self.waiters) {
-            let _ = waiter.reply.send(Err(error.clone()));
+            for reply in waiter.replies {
+                let _ = reply.send(Err(error.clone()));
+            }
         }
+        self.pending.clear();
     }
 }
 
@@ -148,6 +159,19 @@ impl Machine for PartitionState {
                 debug_assert!(end >= self.high_watermark, "offsets only grow");
                 self.high_watermark = end;
             }
+            if let (Some(identity), Some(base_offset)) = (
+                BatchIdentity::of(&entry.payload),
+                base_offset_of(&entry.payload),
+            ) {
+                self.dedup.apply(&identity, base_offset);
+            }
+        }
+        while self
+            .pending
+            .first()
+            .is_some_and(|&(index, _, _)| index <= entry.index)
+        {
+            self.pending.remove(0);
         }
         if let Some(waiter) = self.waiters.remove(&entry.index) {
             let result = if waiter.term == entry.term {
@@ -160,7 +184,9 @@ impl Machine for PartitionState {
                 // Another leader's entry took this index: the batch was lost with the old term.
                 Err(ErrorCode::NotLeader { leader_addr: None })
             };
-            let _ = waiter.reply.send(result);
+            for reply in waiter.replies {
+                let _ = reply.send(result.clone());
+            }
         }
     }
 
@@ -188,6 +214,8 @@ pub async fn run(
         high_watermark: 0,
         applied_index: 0,
         waiters: BTreeMap::new(),
+        pending: Vec::new(),
+        dedup: Dedup::default(),
         view,
         context: context.clone(),
     };
@@ -235,44 +263,10 @@ fn handle(group: &mut RaftGroup, state: &mut PartitionState, input: PartitionInp
     match input {
         PartitionInput::Peer(batch) => group.step(batch),
         PartitionInput::Produce {
-            mut batch,
+            batch,
             count,
             reply,
-        } => {
-            if group.node.role() != Role::Leader {
-                let _ = reply.send(Err(state.not_leader(group.node.leader())));
-                return;
-            }
-            let base_offset = state.end_offset;
-            if set_base_offset(&mut batch, base_offset).is_err() {
-                let _ = reply.send(Err(ErrorCode::CorruptBatch));
-                return;
-            }
-            match group.node.propose(batch.freeze()) {
-                Ok((index, term)) => {
-                    state.end_offset = base_offset + u64::from(count);
-                    state.waiters.insert(
-                        index,
-                        Waiter {
-                            term,
-                            base_offset,
-                            last_offset: base_offset + u64::from(count) - 1,
-                            reply,
-                        },
-                    );
-                }
-                Err(ProposeError::NotLeader { leader_hint }) => {
-                    let _ = reply.send(Err(state.not_leader(leader_hint)));
-                }
-                Err(ProposeError::Overloaded { .. }) => {
-                    let _ = reply.send(Err(ErrorCode::Overloaded));
-                }
-                Err(error) => {
-                    tracing::warn!(group = group.group, %error, "produce refused");
-                    let _ = reply.send(Err(ErrorCode::MessageTooLarge));
-                }
-            }
-        }
+        } => produce(group, state, batch, count, reply),
         PartitionInput::Fetch {
             offset,
             max_bytes,
@@ -299,6 +293,97 @@ fn handle(group: &mut RaftGroup, state: &mut PartitionState, input: PartitionInp
             let _ = reply.send((group.node.leader(), lags));
         }
         PartitionInput::Shutdown { .. } => unreachable!("handled by the loop"),
+    }
+}
+
+fn produce(
+    group: &mut RaftGroup,
+    state: &mut PartitionState,
+    mut batch: BytesMut,
+    count: u32,
+    reply: oneshot::Sender<Result<ProduceResponse, ErrorCode>>,
+) {
+    let node = &group.node;
+    if node.role() != Role::Leader {
+        let _ = reply.send(Err(state.not_leader(node.leader())));
+        return;
+    }
+    let Some(identity) = BatchIdentity::of(&batch) else {
+        let _ = reply.send(Err(ErrorCode::CorruptBatch));
+        return;
+    };
+    if identity.stamp.is_idempotent() {
+        // Entries of earlier terms may hold this producer's batches that the table has not
+        // seen; judge retries only once they are applied (the no-op of this term is).
+        if node.term_at(node.applied_index()) != Some(node.term()) {
+            let _ = reply.send(Err(ErrorCode::Unavailable));
+            return;
+        }
+        match state.dedup.check(&identity, &state.pending) {
+            Verdict::Append => {}
+            Verdict::Duplicate {
+                base_offset,
+                last_offset,
+            } => {
+                tracing::debug!(
+                    group = group.group,
+                    base_offset,
+                    "duplicate batch answered with its offsets"
+                );
+                let _ = reply.send(Ok(ProduceResponse {
+                    base_offset,
+                    last_offset,
+                    log_start_offset: 0,
+                }));
+                return;
+            }
+            Verdict::InFlight { index } => {
+                match state.waiters.get_mut(&index) {
+                    Some(waiter) => waiter.replies.push(reply),
+                    None => {
+                        let _ = reply.send(Err(ErrorCode::Unavailable));
+                    }
+                }
+                return;
+            }
+            Verdict::Reject(error) => {
+                tracing::warn!(group = group.group, producer_id = identity.stamp.producer_id, %error, "idempotent batch refused");
+                let _ = reply.send(Err(error));
+                return;
+            }
+        }
+    }
+    let base_offset = state.end_offset;
+    if set_base_offset(&mut batch, base_offset).is_err() {
+        let _ = reply.send(Err(ErrorCode::CorruptBatch));
+        return;
+    }
+    match group.node.propose(batch.freeze()) {
+        Ok((index, term)) => {
+            state.end_offset = base_offset + u64::from(count);
+            if identity.stamp.is_idempotent() {
+                state.pending.push((index, identity, base_offset));
+            }
+            state.waiters.insert(
+                index,
+                Waiter {
+                    term,
+                    base_offset,
+                    last_offset: base_offset + u64::from(count) - 1,
+                    replies: vec![reply],
+                },
+            );
+        }
+        Err(ProposeError::NotLeader { leader_hint }) => {
+            let _ = reply.send(Err(state.not_leader(leader_hint)));
+        }
+        Err(ProposeError::Overloaded { .. }) => {
+            let _ = reply.send(Err(ErrorCode::Overloaded));
+        }
+        Err(error) => {
+            tracing::warn!(group = group.group, %error, "produce refused");
+            let _ = reply.send(Err(ErrorCode::MessageTooLarge));
+        }
     }
 }
 
