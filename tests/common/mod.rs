@@ -21,6 +21,8 @@ pub struct TestNode {
     pub port: u16,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// TCP port of `--metrics` when the cluster serves metrics.
+    pub metrics_port: Option<u16>,
     child: Option<Child>,
     ready_lines_before: usize,
 }
@@ -70,6 +72,7 @@ impl TestCluster {
                 port: free_udp_port(),
                 data_dir: dir.path().join(format!("node-{id}")),
                 log: dir.path().join(format!("node-{id}.log")),
+                metrics_port: None,
                 child: None,
                 ready_lines_before: 0,
             })
@@ -134,6 +137,10 @@ impl TestCluster {
         let extra = self.extra_args.clone();
         let node = self.node_mut(id);
         assert!(node.child.is_none(), "node {id} already running");
+        let metrics: Vec<String> = node
+            .metrics_port
+            .map(|port| vec!["--metrics".to_string(), format!("127.0.0.1:{port}")])
+            .unwrap_or_default();
         node.ready_lines_before = count_ready_lines(&node.log);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -150,6 +157,7 @@ impl TestCluster {
             .arg(&tls_dir)
             .args(["--peers", &peers])
             .args(&extra)
+            .args(&metrics)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -247,6 +255,14 @@ pub fn signal(pid: u32, name: &str) {
         .status()
         .expect("running kill");
     assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+/// A TCP port free right now on 127.0.0.1.
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("binding an ephemeral TCP port")
+        .port()
 }
 
 /// A tokio runtime for a test body.

@@ -13,7 +13,9 @@ use bytes::Bytes;
 use keel_storage::Entry as StorageEntry;
 
 use crate::node::storage_log::{fatal_storage_error, GroupDir, StorageLog};
-use crate::raft::{Entry, EntryKind, Index, Message, PeerMessages, RaftNode, Role, Term};
+use crate::raft::{
+    Entry, EntryKind, Index, Message, MessageBody, PeerMessages, RaftNode, Role, Term,
+};
 use crate::transport::{GroupId, NodeId, PeerSender};
 
 /// Messages for one group from one peer, decoded.
@@ -63,6 +65,14 @@ impl Peers {
             let Some(payload) = encode_messages(&batch.messages) else {
                 continue;
             };
+            let appends = batch
+                .messages
+                .iter()
+                .filter(|message| matches!(message.body, MessageBody::AppendEntries(_)))
+                .count();
+            if appends > 0 {
+                metrics::counter!("keel_raft_append_entries_sent_total").increment(appends as u64);
+            }
             if let Err(error) = sender.try_send(group, payload) {
                 // Raft tolerates loss: the leader's progress for the peer falls back to probing.
                 tracing::trace!(group, to = batch.to, %error, "messages to peer dropped");
@@ -93,6 +103,8 @@ pub struct RaftGroup {
     record_offsets: bool,
     last_role: (Role, Option<NodeId>, Term),
     abstaining: bool,
+    fsync: keel_storage::FsyncPolicy,
+    group_label: String,
 }
 
 impl RaftGroup {
@@ -102,6 +114,7 @@ impl RaftGroup {
         dir: GroupDir,
         peers: Arc<Peers>,
         record_offsets: bool,
+        fsync: keel_storage::FsyncPolicy,
     ) -> RaftGroup {
         let last_role = (node.role(), node.leader(), node.term());
         let abstaining = node.abstain_until_index().is_some();
@@ -113,6 +126,8 @@ impl RaftGroup {
             record_offsets,
             last_role,
             abstaining,
+            fsync,
+            group_label: group.to_string(),
         }
     }
 
@@ -200,9 +215,33 @@ impl RaftGroup {
         }
     }
 
-    /// Under `interval` fsync, an idle log still gets its last writes synced on ticks.
+    /// One tick of logical time. Under `interval` fsync an idle log also gets its last writes
+    /// synced here, and the group's gauges are refreshed (once per tick, not per request).
     pub fn tick(&mut self) {
         self.node.tick();
+        if let keel_storage::FsyncPolicy::Interval { .. } = self.fsync {
+            let log = self.node.storage_mut().log_mut();
+            if let Err(error) = tokio::task::block_in_place(|| log.sync()) {
+                fatal_storage_error("syncing on a tick", &error);
+            }
+        }
+        let group = self.group_label.clone();
+        metrics::gauge!("keel_raft_term", "group" => group.clone()).set(self.node.term() as f64);
+        metrics::gauge!("keel_raft_commit_index", "group" => group.clone())
+            .set(self.node.commit_index() as f64);
+        if self.node.role() == Role::Leader {
+            let last = self.node.last_index();
+            for &peer in &self.node.configuration().voters {
+                if let Some(progress) = self.node.progress(peer) {
+                    metrics::gauge!(
+                        "keel_follower_lag_entries",
+                        "group" => group.clone(),
+                        "follower" => peer.to_string()
+                    )
+                    .set(last.saturating_sub(progress.match_index) as f64);
+                }
+            }
+        }
     }
 
     /// Makes everything appended durable (clean shutdown).

@@ -213,7 +213,14 @@ impl NodeContext {
                 Configuration::with_voters(placement.replicas.iter().copied()),
                 opened,
             );
-            let group = RaftGroup::new(placement.group, node, dir, self.shared.peers.clone(), true);
+            let group = RaftGroup::new(
+                placement.group,
+                node,
+                dir,
+                self.shared.peers.clone(),
+                true,
+                self.shared.config.fsync,
+            );
             let (inbox, receiver) = mpsc::channel(4096);
             let (view_sender, view) = watch::channel(PartitionView::default());
             let handle = PartitionHandle { inbox, view };
@@ -393,7 +400,7 @@ impl RunningNode {
             Configuration::with_voters(founders.iter().map(|info| info.node_id)),
             opened,
         );
-        let group = RaftGroup::new(META_GROUP, node, dir, peers.clone(), false);
+        let group = RaftGroup::new(META_GROUP, node, dir, peers.clone(), false, config.fsync);
         let (inbox, receiver) = mpsc::channel(4096);
         let (state_sender, state) = watch::channel(MetaState::new());
         let (leader_sender, leader) = watch::channel(None);

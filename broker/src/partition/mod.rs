@@ -84,12 +84,17 @@ pub struct PartitionState {
     /// (index, identity, base offset). The dedup table does not know them yet.
     pending: Vec<(Index, BatchIdentity, u64)>,
     dedup: Dedup,
+    group_label: String,
     view: watch::Sender<PartitionView>,
     context: NodeContext,
 }
 
 impl PartitionState {
     fn publish(&self, role: Role, leader: Option<NodeId>) {
+        if role == Role::Leader {
+            metrics::gauge!("keel_partition_high_watermark", "group" => self.group_label.clone())
+                .set(self.high_watermark as f64);
+        }
         self.view.send_replace(PartitionView {
             high_watermark: self.high_watermark,
             log_start_offset: 0,
@@ -216,6 +221,7 @@ pub async fn run(
         waiters: BTreeMap::new(),
         pending: Vec::new(),
         dedup: Dedup::default(),
+        group_label: group.group.to_string(),
         view,
         context: context.clone(),
     };
