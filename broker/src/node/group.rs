@@ -7,7 +7,7 @@
 //! partition's offsets. The actor loops that feed the core live with those state machines.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use keel_storage::Entry as StorageEntry;
@@ -36,6 +36,17 @@ pub fn encode_messages(messages: &[Message]) -> Option<Bytes> {
     }
 }
 
+/// Decodes a carrier of coalesced heartbeats: (group, messages) pairs.
+pub fn decode_coalesced(from: NodeId, payload: &[u8]) -> Option<Vec<(GroupId, Vec<Message>)>> {
+    match postcard::from_bytes(payload) {
+        Ok(groups) => Some(groups),
+        Err(error) => {
+            tracing::warn!(from, %error, "dropping malformed coalesced heartbeats");
+            None
+        }
+    }
+}
+
 /// Decodes a payload from a peer. A malformed one is dropped with a log line (Raft tolerates
 /// loss; a peer that sends garbage gains nothing).
 pub fn decode_messages(group: GroupId, from: NodeId, payload: &[u8]) -> Option<Vec<Message>> {
@@ -48,16 +59,72 @@ pub fn decode_messages(group: GroupId, from: NodeId, payload: &[u8]) -> Option<V
     }
 }
 
+/// Group ids from here up carry coalesced heartbeats (one per lane) instead of one group's
+/// messages. A multiple of every lane count up to 16, so `COALESCED_BASE + lane` travels on
+/// `lane`.
+pub const COALESCED_BASE: GroupId = 1 << 62;
+
 /// The senders towards every peer, fixed at start (membership changes come with the
-/// replace-node issue).
+/// replace-node issue), and the heartbeats waiting to be coalesced.
 #[derive(Debug, Default)]
 pub struct Peers {
     pub senders: HashMap<NodeId, PeerSender>,
+    pub lanes: u8,
+    /// Heartbeats per (peer, carrier group), sent together once per tick by [`Peers::flush`].
+    outbox: Mutex<HashMap<(NodeId, GroupId), Vec<(GroupId, Vec<Message>)>>>,
+}
+
+/// Heartbeats only: empty AppendEntries. Delaying them until the next flush is safe because
+/// they travel on their group's lane after everything the group sent before them, and a late
+/// heartbeat only repeats what the follower already has.
+fn is_heartbeat(messages: &[Message]) -> bool {
+    messages.iter().all(|message| {
+        matches!(&message.body, MessageBody::AppendEntries(append) if append.entries.is_empty())
+    })
 }
 
 impl Peers {
+    pub fn new(lanes: u8) -> Peers {
+        Peers {
+            lanes,
+            ..Peers::default()
+        }
+    }
+
+    /// The carrier group whose lane is `group`'s lane.
+    fn carrier(&self, group: GroupId) -> GroupId {
+        let lanes = u64::from(self.lanes.max(1));
+        COALESCED_BASE + group % lanes
+    }
+
+    /// Sends the coalesced heartbeats: one message per (peer, lane) for every group at once
+    /// (DESIGN.md 7).
+    pub fn flush(&self) {
+        let outbox = std::mem::take(&mut *self.outbox.lock().expect("outbox lock"));
+        for ((to, carrier), groups) in outbox {
+            let Some(sender) = self.senders.get(&to) else {
+                continue;
+            };
+            match postcard::to_allocvec(&groups) {
+                Ok(bytes) => {
+                    let _ = sender.try_send(carrier, Bytes::from(bytes));
+                }
+                Err(error) => tracing::error!(%error, "encoding coalesced heartbeats"),
+            }
+        }
+    }
+
     pub fn send(&self, group: GroupId, batches: Vec<PeerMessages>) {
         for batch in batches {
+            if self.lanes > 0 && is_heartbeat(&batch.messages) {
+                self.outbox
+                    .lock()
+                    .expect("outbox lock")
+                    .entry((batch.to, self.carrier(group)))
+                    .or_default()
+                    .push((group, batch.messages));
+                continue;
+            }
             let Some(sender) = self.senders.get(&batch.to) else {
                 tracing::debug!(group, to = batch.to, "no link to peer; messages dropped");
                 continue;
@@ -272,5 +339,65 @@ pub fn offset_key(kind: u8, payload: &[u8]) -> Option<u64> {
         base_offset_of(payload)
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{AppendEntries, VoteRequest};
+    use crate::transport::lane_of;
+
+    fn append(entries: Vec<Entry>) -> Message {
+        Message {
+            term: 1,
+            body: MessageBody::AppendEntries(AppendEntries {
+                prev_log_index: 3,
+                prev_log_term: 1,
+                entries,
+                leader_commit: 3,
+            }),
+        }
+    }
+
+    #[test]
+    fn only_empty_appends_are_coalesced_and_they_keep_their_groups_lane() {
+        assert!(is_heartbeat(&[append(Vec::new())]));
+        let entry = Entry {
+            index: 4,
+            term: 1,
+            kind: EntryKind::Data,
+            payload: Bytes::from_static(b"x"),
+        };
+        assert!(!is_heartbeat(&[append(Vec::new()), append(vec![entry])]));
+        let vote = Message {
+            term: 2,
+            body: MessageBody::RequestVote(VoteRequest {
+                last_log_index: 1,
+                last_log_term: 1,
+            }),
+        };
+        assert!(!is_heartbeat(&[vote]));
+        for lanes in [1u8, 2, 4, 16] {
+            let peers = Peers::new(lanes);
+            for group in [0u64, 1, 7, 12345] {
+                assert_eq!(
+                    lane_of(peers.carrier(group), lanes),
+                    lane_of(group, lanes),
+                    "a group's heartbeats must ride its own lane"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn coalesced_heartbeats_round_trip() {
+        let groups = vec![
+            (1u64, vec![append(Vec::new())]),
+            (9, vec![append(Vec::new())]),
+        ];
+        let bytes = postcard::to_allocvec(&groups).unwrap();
+        assert_eq!(decode_coalesced(2, &bytes), Some(groups));
+        assert_eq!(decode_coalesced(2, &[0xff, 0xff, 0xff]), None);
     }
 }

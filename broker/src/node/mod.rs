@@ -31,7 +31,7 @@ use crate::raft::{Config, Configuration, RaftNode, RecoveredState};
 use crate::transport::{
     ClientCertPolicy, GroupId, NodeId, NodeTls, Transport, TransportConfig, TransportError,
 };
-use group::{decode_messages, PeerBatch, Peers, RaftGroup};
+use group::{decode_coalesced, decode_messages, PeerBatch, Peers, RaftGroup, COALESCED_BASE};
 use identity::{Founding, Identity};
 use storage_log::{fatal_storage_error, GroupDir};
 
@@ -337,12 +337,13 @@ impl RunningNode {
         );
         let tls = NodeTls::load(&config.tls_dir, config.node_id)?;
         let mut transport_config = TransportConfig::new(config.node_id, config.listen);
+        let lanes = transport_config.lanes_per_direction;
         if config.require_client_cert {
             transport_config.client_cert_policy = ClientCertPolicy::Required;
         }
         let (transport, channels) = Transport::start(transport_config, &tls).await?;
         let local_address = transport.local_address();
-        let mut peers = Peers::default();
+        let mut peers = Peers::new(lanes);
         for (&peer, &address) in &config.peers {
             if peer != config.node_id {
                 peers
@@ -384,6 +385,7 @@ impl RunningNode {
             shared.clone(),
             control_sender,
         ))];
+        tasks.push(tokio::spawn(flush_heartbeats(peers.clone(), config.tick)));
         let founding = Founding::new(&config.data_dir, me.clone(), config.founders.clone());
         let founders = founding
             .run(peers.clone(), control_receiver, &config.peers)
@@ -503,38 +505,64 @@ async fn route_peer_messages(
             let _ = control.try_send(message);
             continue;
         }
-        let route = shared
-            .routes
-            .lock()
-            .expect("routes lock")
-            .get(&message.group)
-            .cloned();
-        let Some(route) = route else {
-            tracing::trace!(
-                group = message.group,
-                from = message.from,
-                "message for an unknown group"
-            );
+        if message.group >= COALESCED_BASE {
+            for (group, messages) in decode_coalesced(message.from, &message.payload)
+                .into_iter()
+                .flatten()
+            {
+                deliver(
+                    &shared,
+                    group,
+                    PeerBatch {
+                        from: message.from,
+                        messages,
+                    },
+                );
+            }
             continue;
-        };
+        }
         let Some(messages) = decode_messages(message.group, message.from, &message.payload) else {
             continue;
         };
-        let batch = PeerBatch {
-            from: message.from,
-            messages,
-        };
-        let delivered = match route {
-            Route::Meta(inbox) => inbox.try_send(MetaInput::Peer(batch)).is_ok(),
-            Route::Partition { handle, .. } => {
-                handle.inbox.try_send(PartitionInput::Peer(batch)).is_ok()
-            }
-        };
-        if !delivered {
-            tracing::debug!(
-                group = message.group,
-                "group inbox full; peer message dropped"
-            );
+        deliver(
+            &shared,
+            message.group,
+            PeerBatch {
+                from: message.from,
+                messages,
+            },
+        );
+    }
+}
+
+/// Once per tick, every group's pending heartbeats leave together.
+async fn flush_heartbeats(peers: Arc<Peers>, tick: Duration) {
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        peers.flush();
+    }
+}
+
+fn deliver(shared: &Shared, group: GroupId, batch: PeerBatch) {
+    let route = shared
+        .routes
+        .lock()
+        .expect("routes lock")
+        .get(&group)
+        .cloned();
+    let Some(route) = route else {
+        tracing::trace!(group, from = batch.from, "message for an unknown group");
+        return;
+    };
+    let delivered = match route {
+        Route::Meta(inbox) => inbox.try_send(MetaInput::Peer(batch)).is_ok(),
+        Route::Partition { handle, .. } => {
+            handle.inbox.try_send(PartitionInput::Peer(batch)).is_ok()
         }
+    };
+    if !delivered {
+        tracing::debug!(group, "group inbox full; peer message dropped");
     }
 }
