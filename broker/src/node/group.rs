@@ -37,7 +37,7 @@ pub fn encode_messages(messages: &[Message]) -> Option<Bytes> {
 }
 
 /// Decodes a carrier of coalesced heartbeats: (group, messages) pairs.
-pub fn decode_coalesced(from: NodeId, payload: &[u8]) -> Option<Vec<(GroupId, Vec<Message>)>> {
+pub fn decode_coalesced(from: NodeId, payload: &[u8]) -> Option<CoalescedHeartbeats> {
     match postcard::from_bytes(payload) {
         Ok(groups) => Some(groups),
         Err(error) => {
@@ -71,8 +71,11 @@ pub struct Peers {
     pub senders: HashMap<NodeId, PeerSender>,
     pub lanes: u8,
     /// Heartbeats per (peer, carrier group), sent together once per tick by [`Peers::flush`].
-    outbox: Mutex<HashMap<(NodeId, GroupId), Vec<(GroupId, Vec<Message>)>>>,
+    outbox: Mutex<HashMap<(NodeId, GroupId), CoalescedHeartbeats>>,
 }
+
+/// The payload of a carrier: (group, messages) pairs.
+pub type CoalescedHeartbeats = Vec<(GroupId, Vec<Message>)>;
 
 /// Heartbeats only: empty AppendEntries. Delaying them until the next flush is safe because
 /// they travel on their group's lane after everything the group sent before them, and a late
