@@ -1,6 +1,8 @@
 //! `keel cluster status [--json]` and `keel cluster replace-node --id N [--no-wait]`
 //! (DESIGN.md 5 and 9).
 
+use std::io::IsTerminal;
+
 use clap::{Args, Subcommand};
 use keel_client::wire::messages::ClusterStatusResponse;
 use keel_client::{Admin, ReplaceNodeWait};
@@ -61,9 +63,21 @@ async fn replace_node(args: &ReplaceNodeArgs) -> anyhow::Result<()> {
     } else {
         ReplaceNodeWait::UntilReplaced
     };
-    let response = admin
-        .replace_node(args.id, wait)
-        .await
+    // Long work says so on stderr (DESIGN.md 9): the broker answers only when it is done.
+    let progress = std::io::stderr().is_terminal().then(|| {
+        let spinner = indicatif::ProgressBar::new_spinner();
+        spinner.set_message(format!("replacing node {}", args.id));
+        spinner.enable_steady_tick(std::time::Duration::from_millis(200));
+        spinner
+    });
+    if progress.is_none() {
+        eprintln!("replacing node {} (waiting for the cluster)", args.id);
+    }
+    let response = admin.replace_node(args.id, wait).await;
+    if let Some(spinner) = progress {
+        spinner.finish_and_clear();
+    }
+    let response = response
         .map_err(|error| anyhow::Error::new(error).context(format!("replace node {}", args.id)))?;
     if args.no_wait {
         println!(
