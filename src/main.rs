@@ -1,10 +1,10 @@
-//! `keel`: the command line (DESIGN.md 9). Subcommands arrive with the parts they drive; today
-//! that is the storage benchmark (the quick start's first command until `keel dev` exists) and
-//! `keel certs init`.
+//! `keel`: the command line (DESIGN.md 9): the node (`server`, `dev`), the client commands
+//! (`topic`, `produce`, `consume`, `cluster`, `bench`; in `cli/`) and `certs init`.
 
 mod bench_storage;
 mod certs;
 mod server;
+mod cli;
 
 use std::process::ExitCode;
 
@@ -29,12 +29,28 @@ enum Command {
     Server(server::ServerArgs),
     /// Run a local cluster in one process: node i on 127.0.0.1:(7069+i), data in ./keel-data.
     Dev(server::DevArgs),
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(cli::topic::TopicCommand),
+    /// Send one message per stdin line; print "<partition>\t<offset>" per line.
+    Produce(cli::produce::ProduceArgs),
+    /// Print messages of a topic, one per line.
+    Consume(cli::consume::ConsumeArgs),
+    /// Cluster status and node replacement.
+    #[command(subcommand)]
+    Cluster(cli::cluster::ClusterCommand),
 }
 
 #[derive(Subcommand)]
 enum BenchCommand {
     /// Append fixed-size entries to a fresh log with an fsync per batch, then read them back.
     Storage(bench_storage::StorageBenchArgs),
+    /// Produce messages to a running cluster: throughput and send-to-acknowledgement latency.
+    Produce(cli::bench::BenchArgs),
+    /// Consume messages from the beginning of a topic: throughput and fetch latency.
+    Consume(cli::bench::BenchArgs),
+    /// Produce and consume at once: send-to-consume latency.
+    E2e(cli::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +60,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let result = match &cli.command {
@@ -51,9 +68,27 @@ fn main() -> ExitCode {
         Command::Certs(command) => certs::run(command),
         Command::Server(args) => server::run_server(args),
         Command::Dev(args) => server::run_dev(args),
+        Command::Bench(BenchCommand::Produce(args)) => {
+            cli::block_on(cli::bench::run(cli::bench::Mode::Produce, args))
+        }
+        Command::Bench(BenchCommand::Consume(args)) => {
+            cli::block_on(cli::bench::run(cli::bench::Mode::Consume, args))
+        }
+        Command::Bench(BenchCommand::E2e(args)) => {
+            cli::block_on(cli::bench::run(cli::bench::Mode::EndToEnd, args))
+        }
+        Command::Topic(command) => cli::block_on(cli::topic::run(command)),
+        Command::Produce(args) => cli::block_on(cli::produce::run(args)),
+        Command::Consume(args) => cli::block_on(cli::consume::run(args)),
+        Command::Cluster(command) => cli::block_on(cli::cluster::run(command)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.downcast_ref::<cli::UsageError>().is_some() => {
+            // A usage error found at run time: exit 2, like clap's own (DESIGN.md 9).
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
         Err(error) => {
             // One line on stderr, exit 1 (DESIGN.md 9).
             eprintln!("error: {error:#}");

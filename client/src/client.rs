@@ -19,7 +19,7 @@ use crate::address::BrokerAddress;
 use crate::conn::{ConnectionConfig, Connections};
 use crate::error::ClientError;
 use crate::metadata::{ClusterMap, LeaderLookup};
-use crate::retry::RetryPolicy;
+use crate::retry::{decide, random_u64, RetryDecision, RetryPolicy};
 use crate::tls::ClientTls;
 use crate::wire::messages::{MetadataRequest, MetadataResponse};
 use crate::wire::{validate_topic_name, ErrorCode, Frame, Limits, Request, Response};
@@ -218,24 +218,15 @@ impl Client {
                 Err(error) => error,
             };
             debug!(%address, %error, attempt, "request to any node failed");
-            if !error.is_retriable() {
-                return Err(error);
-            }
-            if let ClientError::Server(ErrorCode::NotLeader {
-                leader_addr: Some(leader),
-            }) = &error
-            {
-                redirect = BrokerAddress::parse(leader).ok();
-            }
-            if !policy.may_retry(attempt) {
-                return Err(ClientError::RetriesExhausted {
-                    attempts: attempt + 1,
-                    last: Box::new(error),
-                });
-            }
-            // A first redirect is followed at once; anything else waits (an election, a restart).
-            if redirect.is_none() || followed_redirect {
-                tokio::time::sleep(policy.backoff_now(attempt)).await;
+            match decide(&policy, attempt, error, followed_redirect, random_u64()) {
+                RetryDecision::GiveUp(error) => return Err(error),
+                RetryDecision::Retry {
+                    redirect: next,
+                    wait,
+                } => {
+                    redirect = next;
+                    tokio::time::sleep(wait).await;
+                }
             }
             attempt += 1;
         }
@@ -294,34 +285,27 @@ impl Client {
                 },
             };
             debug!(topic, partition, %error, attempt, "leader request failed");
-            if !error.is_retriable() {
-                if matches!(error, ClientError::Server(ErrorCode::UnknownTopic)) {
-                    self.inner.map.lock().expect("map lock").forget_topic(topic);
+            if matches!(error, ClientError::Server(ErrorCode::UnknownTopic)) {
+                // Deleted under us: the next lookup must ask the cluster again.
+                self.inner.map.lock().expect("map lock").forget_topic(topic);
+            }
+            match decide(&policy, attempt, error, followed_redirect, random_u64()) {
+                RetryDecision::GiveUp(error) => return Err(error),
+                RetryDecision::Retry {
+                    redirect: next,
+                    wait,
+                } => {
+                    if let Some(leader) = &next {
+                        self.inner
+                            .map
+                            .lock()
+                            .expect("map lock")
+                            .note_leader(topic, partition, leader);
+                    }
+                    redirect = next;
+                    refresh = true;
+                    tokio::time::sleep(wait).await;
                 }
-                return Err(error);
-            }
-            refresh = true;
-            if let ClientError::Server(ErrorCode::NotLeader {
-                leader_addr: Some(leader),
-            }) = &error
-            {
-                if let Ok(leader) = BrokerAddress::parse(leader) {
-                    self.inner
-                        .map
-                        .lock()
-                        .expect("map lock")
-                        .note_leader(topic, partition, &leader);
-                    redirect = Some(leader);
-                }
-            }
-            if !policy.may_retry(attempt) {
-                return Err(ClientError::RetriesExhausted {
-                    attempts: attempt + 1,
-                    last: Box::new(error),
-                });
-            }
-            if redirect.is_none() || followed_redirect {
-                tokio::time::sleep(policy.backoff_now(attempt)).await;
             }
             attempt += 1;
         }

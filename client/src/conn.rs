@@ -151,23 +151,32 @@ impl Connections {
         Ok(connection)
     }
 
+    /// Dials `address`: every address its host resolves to in turn (IPv4 first: Keel listens
+    /// on 127.0.0.1 by default, and `localhost` often resolves to `::1` first), each bounded by
+    /// an equal share of the connect timeout.
     async fn connect(&self, address: &BrokerAddress) -> Result<quinn::Connection, ClientError> {
         let connect_error = |reason: String| ClientError::Connect {
             address: address.to_string(),
             reason,
         };
-        let socket_address = resolve(address).await?;
-        let endpoint = self.endpoint(socket_address).map_err(connect_error)?;
-        let connecting = endpoint
-            .connect_with(
-                self.quic_config.clone(),
-                socket_address,
-                address.server_name(),
-            )
-            .map_err(|error| connect_error(error.to_string()))?;
-        connecting
-            .await
-            .map_err(|error| connect_error(error.to_string()))
+        let targets = resolve(address).await?;
+        let share =
+            Duration::from_millis(self.config.connect_timeout_ms / targets.len().max(1) as u64);
+        let mut last_error = String::from("no address to dial");
+        for target in targets {
+            let endpoint = self.endpoint(target).map_err(connect_error)?;
+            let connecting = endpoint
+                .connect_with(self.quic_config.clone(), target, address.server_name())
+                .map_err(|error| connect_error(error.to_string()))?;
+            match tokio::time::timeout(share, connecting).await {
+                Ok(Ok(connection)) => return Ok(connection),
+                Ok(Err(error)) => last_error = format!("{target}: {error}"),
+                Err(_) => {
+                    last_error = format!("{target}: no handshake within {} ms", share.as_millis())
+                }
+            }
+        }
+        Err(connect_error(last_error))
     }
 
     /// The client endpoint for the address family of `target`, bound on first use.
@@ -250,18 +259,34 @@ async fn exchange(
     Ok(frame)
 }
 
-async fn resolve(address: &BrokerAddress) -> Result<SocketAddr, ClientError> {
+/// Most resolved addresses tried for one host.
+const MAX_RESOLVED_ADDRESSES: usize = 8;
+
+/// The socket addresses of `address`, IPv4 first, at most [`MAX_RESOLVED_ADDRESSES`].
+async fn resolve(address: &BrokerAddress) -> Result<Vec<SocketAddr>, ClientError> {
     if let Ok(ip) = address.host.parse::<std::net::IpAddr>() {
-        return Ok(SocketAddr::new(ip, address.port));
+        return Ok(vec![SocketAddr::new(ip, address.port)]);
     }
-    let mut addresses = tokio::net::lookup_host((address.host.as_str(), address.port))
+    let resolved = tokio::net::lookup_host((address.host.as_str(), address.port))
         .await
         .map_err(|error| ClientError::Connect {
             address: address.to_string(),
             reason: format!("cannot resolve: {error}"),
         })?;
-    addresses.next().ok_or_else(|| ClientError::Connect {
-        address: address.to_string(),
-        reason: "resolves to no address".into(),
-    })
+    let mut targets: Vec<SocketAddr> = Vec::new();
+    for target in resolved {
+        if !targets.contains(&target) {
+            targets.push(target);
+        }
+    }
+    // Stable sort: IPv4 first, the resolver's order otherwise.
+    targets.sort_by_key(|target| target.is_ipv6());
+    targets.truncate(MAX_RESOLVED_ADDRESSES);
+    if targets.is_empty() {
+        return Err(ClientError::Connect {
+            address: address.to_string(),
+            reason: "resolves to no address".into(),
+        });
+    }
+    Ok(targets)
 }

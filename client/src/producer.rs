@@ -13,8 +13,9 @@
 //! batch twice (at-least-once); the batch header keeps producer_id/epoch/base_sequence
 //! ([`crate::wire::ProducerStamp::NONE`] for now) for it.
 //!
-//! Memory is bounded by `max_buffered_bytes`: a `send` beyond it resolves to
-//! [`ProduceError::BufferFull`] at once; [`Producer::wait_for_capacity`] waits for room.
+//! Memory is bounded by `max_buffered_bytes`: a `send` while the buffer is at or above it
+//! resolves to [`ProduceError::BufferFull`] at once; [`Producer::wait_for_capacity`] waits for
+//! room (one record over the limit is allowed, so a sender that waits first always gets in).
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -195,8 +196,10 @@ impl Producer {
             .shared
             .buffered_bytes
             .fetch_add(charged_bytes, Ordering::AcqRel);
-        // An empty buffer always takes one record, so a record larger than the limit can still go.
-        if previous > 0 && previous + charged_bytes > limit {
+        // A buffer below its limit takes one more record whatever its size, so one sender that
+        // waits for capacity before each send is never refused, and the buffer overshoots by at
+        // most one record per concurrent sender.
+        if previous >= limit {
             self.shared.release(charged_bytes);
             return DeliveryFuture {
                 state: DeliveryState::Done(Some(ProduceError::BufferFull {
@@ -226,8 +229,8 @@ impl Producer {
         }
     }
 
-    /// Waits until the buffer holds less than `max_buffered_bytes`, so the next `send` is not
-    /// refused with `BufferFull` (unless other tasks fill it first).
+    /// Waits until the buffer holds less than `max_buffered_bytes`, so the next `send` is
+    /// accepted (unless other tasks fill the buffer first).
     pub async fn wait_for_capacity(&self) {
         loop {
             let notified = self.shared.space.notified();

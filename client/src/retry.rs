@@ -12,6 +12,10 @@
 //! so the real total is between 4.6 s and 9.15 s: longer than a Raft election (about 1 s).
 
 use std::hash::{BuildHasher, Hasher};
+
+use crate::address::BrokerAddress;
+use crate::error::ClientError;
+use crate::wire::ErrorCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -77,6 +81,52 @@ impl RetryPolicy {
     }
 }
 
+/// What a request loop does after attempt `attempt` failed with some error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RetryDecision {
+    /// Stop: the error is fatal, or the attempts are used up (`RetriesExhausted`).
+    GiveUp(ClientError),
+    /// Try again after `wait`, at `redirect` if the broker named the leader.
+    Retry {
+        redirect: Option<BrokerAddress>,
+        wait: Duration,
+    },
+}
+
+/// The retry rule every request loop follows: fatal errors end it; a retriable one is retried
+/// while attempts remain; `NotLeader` with a parseable address redirects there, at once the first
+/// time in a row (the broker said where to go) and after a backoff when the previous attempt was
+/// itself a redirect (leadership is moving: let the election settle).
+pub(crate) fn decide(
+    policy: &RetryPolicy,
+    attempt: u32,
+    error: ClientError,
+    followed_redirect: bool,
+    random: u64,
+) -> RetryDecision {
+    if !error.is_retriable() {
+        return RetryDecision::GiveUp(error);
+    }
+    if !policy.may_retry(attempt) {
+        return RetryDecision::GiveUp(ClientError::RetriesExhausted {
+            attempts: attempt.saturating_add(1),
+            last: Box::new(error),
+        });
+    }
+    let redirect = match &error {
+        ClientError::Server(ErrorCode::NotLeader {
+            leader_addr: Some(leader),
+        }) => BrokerAddress::parse(leader).ok(),
+        _ => None,
+    };
+    let wait = if redirect.is_some() && !followed_redirect {
+        Duration::ZERO
+    } else {
+        policy.backoff(attempt, random)
+    };
+    RetryDecision::Retry { redirect, wait }
+}
+
 /// A cheap random draw for jitter only: std's randomly keyed hasher over a counter. Not for
 /// anything that needs real randomness.
 pub(crate) fn random_u64() -> u64 {
@@ -115,6 +165,72 @@ mod tests {
         assert_eq!(policy.backoff(0, 0), Duration::from_millis(25));
         assert_eq!(policy.backoff(0, 25), Duration::from_millis(50));
         assert_eq!(RetryPolicy::NONE.backoff(3, 99), Duration::ZERO);
+    }
+
+    fn not_leader(address: Option<&str>) -> ClientError {
+        ClientError::Server(ErrorCode::NotLeader {
+            leader_addr: address.map(String::from),
+        })
+    }
+
+    #[test]
+    fn fatal_errors_end_the_loop_unchanged() {
+        let policy = RetryPolicy::default();
+        let error = ClientError::Server(ErrorCode::UnknownTopic);
+        assert_eq!(
+            decide(&policy, 0, error.clone(), false, 0),
+            RetryDecision::GiveUp(error)
+        );
+    }
+
+    #[test]
+    fn a_first_redirect_is_followed_at_once_and_a_second_after_a_backoff() {
+        let policy = RetryPolicy::default();
+        let leader = BrokerAddress::parse("127.0.0.1:7071").unwrap();
+        assert_eq!(
+            decide(&policy, 0, not_leader(Some("127.0.0.1:7071")), false, 0),
+            RetryDecision::Retry {
+                redirect: Some(leader.clone()),
+                wait: Duration::ZERO
+            }
+        );
+        assert_eq!(
+            decide(&policy, 1, not_leader(Some("127.0.0.1:7071")), true, 0),
+            RetryDecision::Retry {
+                redirect: Some(leader),
+                wait: Duration::from_millis(50)
+            }
+        );
+        // No address, or one that does not parse: refresh and back off.
+        for error in [not_leader(None), not_leader(Some("garbage"))] {
+            assert_eq!(
+                decide(&policy, 0, error, false, 0),
+                RetryDecision::Retry {
+                    redirect: None,
+                    wait: Duration::from_millis(25)
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn retriable_errors_stop_when_attempts_run_out() {
+        let policy = RetryPolicy {
+            max_attempts: 2,
+            ..RetryPolicy::default()
+        };
+        let error = ClientError::Server(ErrorCode::Unavailable);
+        assert!(matches!(
+            decide(&policy, 0, error.clone(), false, 0),
+            RetryDecision::Retry { redirect: None, .. }
+        ));
+        assert_eq!(
+            decide(&policy, 1, error.clone(), false, 0),
+            RetryDecision::GiveUp(ClientError::RetriesExhausted {
+                attempts: 2,
+                last: Box::new(error)
+            })
+        );
     }
 
     #[test]

@@ -1,0 +1,105 @@
+//! The client commands' argument handling through the real binary, with no server (DESIGN.md
+//! 9): usage errors exit 2 before anything is dialled, and errors found before the network
+//! (a missing CA file) exit 1 with one line on stderr.
+
+use std::process::{Command, Output};
+
+fn keel(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(args)
+        // The environment must not supply connection flags behind the test's back.
+        .env_remove("KEEL_BOOTSTRAP")
+        .env_remove("KEEL_CA")
+        .output()
+        .expect("run keel")
+}
+
+fn assert_usage_error(args: &[&str]) {
+    let output = keel(args);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "keel {args:?}: stderr {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.stdout.is_empty(), "keel {args:?} printed on stdout");
+}
+
+#[test]
+fn missing_or_invalid_arguments_are_usage_errors() {
+    for args in [
+        &["topic", "create"][..],
+        &["topic", "create", "bad/name"],
+        &["topic", "create", ".."],
+        &["topic", "create", "t", "--partitions", "0"],
+        &["topic", "create", "t", "--replication", "0"],
+        &["topic", "describe"],
+        &["topic", "delete", "a b"],
+        &["produce"],
+        &["produce", "t", "--key", "k", "--key-separator", ":"],
+        &["produce", "t", "--key-separator", ""],
+        &["consume", "t", "--from-beginning", "--offset", "3"],
+        &["consume", "t", "--with-offsets", "--json"],
+        &["consume", "t", "--max", "-1"],
+        &["cluster", "replace-node"],
+        &["cluster", "replace-node", "--id", "0"],
+        &["cluster", "status", "--bogus"],
+        &["bench", "produce", "--producers", "0"],
+        &["bench", "produce", "--messages", "0"],
+        &["bench", "e2e", "--topic", "a/b"],
+    ] {
+        assert_usage_error(args);
+    }
+}
+
+#[test]
+fn connection_flags_are_checked_while_parsing() {
+    assert_usage_error(&["topic", "list", "--bootstrap", "nonsense"]);
+    assert_usage_error(&["topic", "list", "--bootstrap", "host:0"]);
+    assert_usage_error(&["topic", "list", "--bootstrap", ","]);
+    assert_usage_error(&["topic", "list", "--cert", "client.pem"]);
+    assert_usage_error(&["topic", "list", "--key", "client.key"]);
+    let output = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["topic", "list"])
+        .env("KEEL_BOOTSTRAP", "no-port-here")
+        .output()
+        .expect("run keel");
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "KEEL_BOOTSTRAP is parsed like --bootstrap"
+    );
+}
+
+#[test]
+fn a_missing_ca_file_is_a_one_line_error_with_exit_1() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let ca = directory.path().join("missing-ca.pem");
+    let output = keel(&[
+        "topic",
+        "list",
+        "--bootstrap",
+        "127.0.0.1:9",
+        "--ca",
+        ca.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.starts_with("error:"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("missing-ca.pem"), "{stderr}");
+}
+
+#[test]
+fn help_lists_the_client_commands() {
+    let output = keel(&["--help"]);
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for command in ["topic", "produce", "consume", "cluster", "bench"] {
+        assert!(help.contains(command), "{command} missing from --help");
+    }
+    let bench = String::from_utf8_lossy(&keel(&["bench", "--help"]).stdout).to_string();
+    for mode in ["produce", "consume", "e2e", "storage"] {
+        assert!(bench.contains(mode), "bench {mode} missing");
+    }
+}
