@@ -3,8 +3,8 @@
 
 mod bench_storage;
 mod certs;
-mod server;
 mod cli;
+mod server;
 
 use std::process::ExitCode;
 

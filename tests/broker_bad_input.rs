@@ -9,75 +9,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use common::raw::{connect, Raw};
 use common::{runtime, TestCluster};
-use keel_broker::transport::endpoint::quic_client_config;
-use keel_broker::transport::tls;
 use keel_client::wire::messages::{
     Acks, CreateTopicRequest, FetchRequest, MetadataRequest, ProduceRequest,
 };
 use keel_client::wire::{ErrorCode, Frame, Limits, Record, RecordBatchBuilder, Request, Response};
 
 const TOPIC: &str = "t";
-
-struct Raw {
-    connection: quinn::Connection,
-    _endpoint: quinn::Endpoint,
-}
-
-/// A QUIC connection to `address` with the given ALPN and optional client identity files.
-async fn connect(
-    cluster: &TestCluster,
-    address: SocketAddr,
-    alpn: &[u8],
-    identity: Option<(&str, &str)>,
-    ca_dir: Option<&std::path::Path>,
-) -> Result<Raw, String> {
-    let ca_dir = ca_dir.unwrap_or(&cluster.tls_dir);
-    let ca = tls::load_certificates(&ca_dir.join("ca.pem")).expect("ca");
-    let identity = identity.map(|(cert, key)| {
-        (
-            tls::load_certificates(&ca_dir.join(cert)).expect("cert"),
-            tls::load_private_key(&ca_dir.join(key)).expect("key"),
-        )
-    });
-    let mut config = tls::client_config(&ca, identity).expect("client config");
-    config.alpn_protocols = vec![alpn.to_vec()];
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).expect("endpoint");
-    let client_config =
-        quic_client_config(config, quinn::TransportConfig::default()).expect("quic config");
-    let connecting = endpoint
-        .connect_with(client_config, address, "127.0.0.1")
-        .map_err(|error| error.to_string())?;
-    let connection = tokio::time::timeout(Duration::from_secs(10), connecting)
-        .await
-        .map_err(|_| "handshake timed out".to_string())?
-        .map_err(|error| error.to_string())?;
-    Ok(Raw {
-        connection,
-        _endpoint: endpoint,
-    })
-}
-
-impl Raw {
-    /// Sends `bytes` as one request stream and decodes the response frame.
-    async fn send_bytes(&self, bytes: &[u8]) -> (Response, Bytes) {
-        let (mut send, mut receive) = self.connection.open_bi().await.expect("open stream");
-        send.write_all(bytes).await.expect("write");
-        send.finish().expect("finish");
-        let answer = tokio::time::timeout(Duration::from_secs(30), receive.read_to_end(64 << 20))
-            .await
-            .expect("answer in time")
-            .expect("read answer");
-        let frame =
-            Frame::<Response>::decode(&mut Bytes::from(answer), 64 << 20).expect("response frame");
-        (frame.header, frame.payload)
-    }
-
-    async fn request(&self, request: Request, payload: Bytes) -> (Response, Bytes) {
-        let bytes = Frame::new(request, payload).to_bytes().expect("encode");
-        self.send_bytes(&bytes).await
-    }
-}
 
 fn batch(values: &[&[u8]], limits: &Limits) -> Bytes {
     let mut builder = RecordBatchBuilder::new(limits, 8 << 20);

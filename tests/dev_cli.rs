@@ -70,26 +70,58 @@ fn keel_dev_then_topic_produce_consume_with_no_flags() {
     );
 
     let create = keel(dir.path(), &["topic", "create", "t"], None);
-    assert!(create.status.success(), "topic create: {}", String::from_utf8_lossy(&create.stderr));
+    assert!(
+        create.status.success(),
+        "topic create: {}",
+        String::from_utf8_lossy(&create.stderr)
+    );
     let again = keel(dir.path(), &["topic", "create", "t"], None);
-    assert_eq!(again.status.code(), Some(1), "an existing topic is an error");
-    let again = keel(dir.path(), &["topic", "create", "t", "--if-not-exists"], None);
+    assert_eq!(
+        again.status.code(),
+        Some(1),
+        "an existing topic is an error"
+    );
+    let again = keel(
+        dir.path(),
+        &["topic", "create", "t", "--if-not-exists"],
+        None,
+    );
     assert!(again.status.success());
 
     let produce = keel(dir.path(), &["produce", "t"], Some("hi\n"));
-    assert!(produce.status.success(), "produce: {}", String::from_utf8_lossy(&produce.stderr));
+    assert!(
+        produce.status.success(),
+        "produce: {}",
+        String::from_utf8_lossy(&produce.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&produce.stdout), "0\t0\n");
 
     let started = Instant::now();
-    let consume = keel(dir.path(), &["consume", "t", "--from-beginning", "--max", "1"], None);
-    assert!(consume.status.success(), "consume: {}", String::from_utf8_lossy(&consume.stderr));
+    let consume = keel(
+        dir.path(),
+        &["consume", "t", "--from-beginning", "--max", "1"],
+        None,
+    );
+    assert!(
+        consume.status.success(),
+        "consume: {}",
+        String::from_utf8_lossy(&consume.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&consume.stdout), "hi\n");
     assert!(started.elapsed() < Duration::from_secs(30));
 
     let status = keel(dir.path(), &["cluster", "status", "--json"], None);
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     let text = String::from_utf8_lossy(&status.stdout);
     for id in 1..=3 {
-        assert!(text.contains(&format!("\"node_id\":{id}")) || text.contains(&format!("\"node_id\": {id}")), "{text}");
+        assert!(
+            text.contains(&format!("\"node_id\":{id}"))
+                || text.contains(&format!("\"node_id\": {id}")),
+            "{text}"
+        );
     }
 }

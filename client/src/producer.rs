@@ -9,15 +9,20 @@
 //! sends runs in its own task, retrying through [`Client`] (leader changes, redirects) within
 //! the retry policy and the delivery timeout. With `max_in_flight_per_partition` = 1 (the
 //! default) a partition's next batch leaves only after the previous one completed, so retries
-//! never reorder a partition. Until idempotence lands, a retry after a lost answer may write a
-//! batch twice (at-least-once); the batch header keeps producer_id/epoch/base_sequence
-//! ([`crate::wire::ProducerStamp::NONE`] for now) for it.
+//! never reorder a partition.
+//!
+//! Idempotence (on by default, DESIGN.md 4): the producer gets a producer id from the cluster
+//! (`InitProducerId`) and stamps each batch, when it is dispatched, with that id, epoch 0 and
+//! the partition's next sequence number. A retry resends the same bytes, so the partition leader
+//! recognises it and answers with the original offsets: each record lands once. A batch that
+//! fails for good leaves a hole in its partition's sequence (the leader may or may not have it),
+//! so the producer then starts over with a new producer id, whose sequences start at 0.
 //!
 //! Memory is bounded by `max_buffered_bytes`: a `send` while the buffer is at or above it
 //! resolves to [`ProduceError::BufferFull`] at once; [`Producer::wait_for_capacity`] waits for
 //! room (one record over the limit is allowed, so a sender that waits first always gets in).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,7 +40,8 @@ use crate::error::{ClientError, ProduceError};
 use crate::partitioner::{partition_for_key, StickyPartitioner};
 use crate::retry::random_u64;
 use crate::wire::messages::{Acks, ProduceRequest};
-use crate::wire::{Record, Request, Response, WireError};
+use crate::wire::record_batch::set_producer_stamp;
+use crate::wire::{ProducerStamp, Record, Request, Response, WireError};
 
 /// Bytes a buffered record is charged beyond its key and value (bookkeeping), so that even
 /// empty messages count against `max_buffered_bytes`.
@@ -62,6 +68,8 @@ pub struct ProducerConfig {
     pub request_timeout_ms: u32,
     /// Bound on a record's whole life in the producer: batching, retries, leader changes.
     pub delivery_timeout_ms: u64,
+    /// Exactly-once delivery per partition across retries (producer id + sequence numbers).
+    pub idempotence: bool,
 }
 
 impl Default for ProducerConfig {
@@ -74,6 +82,7 @@ impl Default for ProducerConfig {
             acks: Acks::Committed,
             request_timeout_ms: 30_000,
             delivery_timeout_ms: 120_000,
+            idempotence: true,
         }
     }
 }
@@ -276,6 +285,51 @@ impl Shared {
 struct Completion {
     topic_partition: TopicPartition,
     batch_id: u64,
+    /// The batch failed for good: its sequence numbers may be a hole in the partition.
+    failed: bool,
+}
+
+/// The idempotent producer's identity and each partition's next sequence number.
+struct Idempotence {
+    producer_id: u64,
+    epoch: u16,
+    sequences: HashMap<TopicPartition, u32>,
+}
+
+impl Idempotence {
+    async fn init(client: &Client) -> Result<Idempotence, ClientError> {
+        let frame = client.request(&Request::InitProducerId).await?;
+        let Response::InitProducerId(response) = frame.header else {
+            return Err(unexpected(&Request::InitProducerId, &frame.header));
+        };
+        debug!(producer_id = response.producer_id, "idempotent producer id");
+        Ok(Idempotence {
+            producer_id: response.producer_id,
+            epoch: response.producer_epoch,
+            sequences: HashMap::new(),
+        })
+    }
+
+    /// Stamps `batch` with the next sequence of its partition.
+    fn stamp(
+        &mut self,
+        topic_partition: &TopicPartition,
+        batch: Bytes,
+        count: usize,
+    ) -> Result<Bytes, WireError> {
+        let sequence = self.sequences.entry(topic_partition.clone()).or_insert(0);
+        let mut bytes = batch.to_vec();
+        set_producer_stamp(
+            &mut bytes,
+            ProducerStamp {
+                producer_id: self.producer_id,
+                producer_epoch: self.epoch,
+                base_sequence: *sequence,
+            },
+        )?;
+        *sequence = sequence.wrapping_add(count as u32);
+        Ok(Bytes::from(bytes))
+    }
 }
 
 /// The producer's task: takes records in `send` order, batches them, dispatches sendable
@@ -294,6 +348,7 @@ async fn run(client: Client, shared: Arc<Shared>, mut commands: mpsc::UnboundedR
     let mut flush_waiters: Vec<(u64, oneshot::Sender<()>)> = Vec::new();
     let (completions_sender, mut completions) = mpsc::unbounded_channel::<Completion>();
     let mut producer_dropped = false;
+    let mut idempotence: Option<Idempotence> = None;
 
     loop {
         let deadline = accumulator.next_deadline();
@@ -312,10 +367,29 @@ async fn run(client: Client, shared: Arc<Shared>, mut commands: mpsc::UnboundedR
             Some(completion) = completions.recv() => {
                 accumulator.complete(&completion.topic_partition);
                 outstanding.remove(&completion.batch_id);
+                if completion.failed && idempotence.is_some() {
+                    // Start over under a new producer id rather than send after a hole.
+                    idempotence = None;
+                }
             }
             () = sleep_until(deadline), if deadline.is_some() => {}
         }
-        for batch in accumulator.drain(Instant::now()) {
+        for mut batch in accumulator.drain(Instant::now()) {
+            if config.idempotence && batch.bytes.is_ok() {
+                if idempotence.is_none() {
+                    match Idempotence::init(&client).await {
+                        Ok(state) => idempotence = Some(state),
+                        Err(error) => {
+                            fail_batch(&shared, batch, error.into(), &completions_sender);
+                            continue;
+                        }
+                    }
+                }
+                if let (Some(state), Ok(bytes)) = (&mut idempotence, &batch.bytes) {
+                    batch.bytes =
+                        state.stamp(&batch.topic_partition, bytes.clone(), batch.tokens.len());
+                }
+            }
             if let Ok(partitions) = client.partition_count(&batch.topic_partition.topic).await {
                 sticky.batch_closed(
                     &batch.topic_partition.topic,
@@ -413,6 +487,26 @@ fn now_ms() -> i64 {
         .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
 
+/// Answers every record of a batch that cannot be sent with `error`.
+fn fail_batch(
+    shared: &Shared,
+    batch: ClosedBatch<Reply>,
+    error: ProduceError,
+    completions: &mpsc::UnboundedSender<Completion>,
+) {
+    let mut released = 0;
+    for reply in batch.tokens {
+        released += reply.charged_bytes;
+        let _ = reply.sender.send(Err(error.clone()));
+    }
+    shared.release(released);
+    let _ = completions.send(Completion {
+        topic_partition: batch.topic_partition,
+        batch_id: batch.id,
+        failed: true,
+    });
+}
+
 /// Sends one batch (retrying inside the client), answers its records, reports completion.
 async fn send_batch(
     client: Client,
@@ -455,6 +549,7 @@ async fn send_batch(
     let _ = completions.send(Completion {
         topic_partition,
         batch_id: id,
+        failed: result.is_err(),
     });
 }
 

@@ -4,6 +4,8 @@
 //! one more "ready" line than before it was (re)started.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod raw;
+
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

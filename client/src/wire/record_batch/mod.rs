@@ -118,6 +118,26 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: u64) -> Result<(), WireErr
     Ok(())
 }
 
+/// Writes a producer stamp into a finished batch and recomputes its CRC (the stamp is under
+/// it). The idempotent producer stamps a batch when it dispatches it, so sequence numbers follow
+/// dispatch order and a producer that had to start over with a new id can restamp.
+pub fn set_producer_stamp(batch: &mut [u8], stamp: ProducerStamp) -> Result<(), WireError> {
+    if batch.len() < BATCH_HEADER_BYTES {
+        return Err(WireError::BatchTooShort {
+            available_bytes: batch.len(),
+            header_bytes: BATCH_HEADER_BYTES,
+        });
+    }
+    batch[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&stamp.producer_id.to_le_bytes());
+    batch[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2]
+        .copy_from_slice(&stamp.producer_epoch.to_le_bytes());
+    batch[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4]
+        .copy_from_slice(&stamp.base_sequence.to_le_bytes());
+    let crc = crc32fast::hash(&batch[CRC_COVERS_FROM..]);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
 // Little-endian readers that return None instead of panicking when `bytes` is too short.
 fn read_array<const N: usize>(bytes: &[u8], at: usize) -> Option<[u8; N]> {
     bytes.get(at..at.checked_add(N)?)?.try_into().ok()

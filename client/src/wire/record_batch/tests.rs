@@ -111,6 +111,24 @@ fn worked_example_bytes_are_pinned() {
 }
 
 #[test]
+fn restamping_the_producer_recomputes_the_crc() {
+    let mut batch = worked_example().to_vec();
+    let stamp = ProducerStamp {
+        producer_id: 99,
+        producer_epoch: 3,
+        base_sequence: 1234,
+    };
+    set_producer_stamp(&mut batch, stamp).unwrap();
+    let view = RecordBatchView::parse(Bytes::from(batch.clone())).unwrap();
+    assert_eq!(view.producer(), stamp);
+    assert_eq!(view.records().count(), 2);
+    // Without the CRC update the batch would be refused.
+    batch[BASE_SEQUENCE_AT] ^= 1;
+    assert!(RecordBatchView::parse(Bytes::from(batch)).is_err());
+    assert!(set_producer_stamp(&mut [0u8; 10], stamp).is_err());
+}
+
+#[test]
 fn stamping_base_offset_keeps_the_producer_crc_valid() {
     let mut batch = worked_example().to_vec();
     set_base_offset(&mut batch, 41).unwrap();

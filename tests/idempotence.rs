@@ -1,0 +1,240 @@
+//! The idempotent producer against real `keel server` processes (DESIGN.md 4): a replayed
+//! batch is answered with its original offsets and stored once, across a node restart (the
+//! table is rebuilt from the log) and across a leader change (every replica applies the same
+//! table); a gap in the sequence and an unknown producer starting mid-sequence are refused.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::raw::{connect, Raw};
+use common::{runtime, TestCluster};
+use keel_client::wire::messages::{
+    Acks, CreateTopicRequest, FetchRequest, ProduceRequest, ProduceResponse,
+};
+use keel_client::wire::record_batch::RecordBatches;
+use keel_client::wire::{
+    ErrorCode, Limits, ProducerStamp, Record, RecordBatchBuilder, Request, Response,
+};
+
+const TOPIC: &str = "idem";
+
+fn batch(stamp: ProducerStamp, values: &[&str]) -> Bytes {
+    let mut builder = RecordBatchBuilder::new(&Limits::default(), 1 << 20).with_producer(stamp);
+    for value in values {
+        builder
+            .append(&Record {
+                timestamp_ms: 1,
+                key: None,
+                value: value.as_bytes(),
+                headers: &[],
+            })
+            .unwrap();
+    }
+    builder.finish().unwrap()
+}
+
+fn produce_request() -> Request {
+    Request::Produce(ProduceRequest {
+        topic: TOPIC.into(),
+        partition: 0,
+        acks: Acks::Committed,
+        timeout_ms: 10_000,
+    })
+}
+
+/// Produces through whichever node leads now, following NotLeader answers.
+async fn produce(cluster: &TestCluster, payload: Bytes) -> Result<ProduceResponse, ErrorCode> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for address in cluster.bootstrap() {
+            let address: SocketAddr = address.parse().unwrap();
+            let Ok(raw) = connect(cluster, address, b"keel/1", None, None).await else {
+                continue;
+            };
+            match raw.request(produce_request(), payload.clone()).await.0 {
+                Response::Produce(ack) => return Ok(ack),
+                Response::Error(code) if code.is_retriable() => {}
+                Response::Error(code) => return Err(code),
+                other => panic!("unexpected answer {other:?}"),
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader accepted the produce");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn any_node(cluster: &TestCluster) -> Raw {
+    for address in cluster.bootstrap() {
+        if let Ok(raw) = connect(cluster, address.parse().unwrap(), b"keel/1", None, None).await {
+            return raw;
+        }
+    }
+    panic!("no node reachable");
+}
+
+async fn producer_id(cluster: &TestCluster) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for address in cluster.bootstrap() {
+            let Ok(raw) = connect(cluster, address.parse().unwrap(), b"keel/1", None, None).await
+            else {
+                continue;
+            };
+            if let Response::InitProducerId(answer) =
+                raw.request(Request::InitProducerId, Bytes::new()).await.0
+            {
+                return answer.producer_id;
+            }
+        }
+        assert!(Instant::now() < deadline, "no producer id");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every value stored in the partition, in offset order, read from the leader.
+async fn stored_values(cluster: &TestCluster) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for address in cluster.bootstrap() {
+            let Ok(raw) = connect(cluster, address.parse().unwrap(), b"keel/1", None, None).await
+            else {
+                continue;
+            };
+            let request = Request::Fetch(FetchRequest {
+                topic: TOPIC.into(),
+                partition: 0,
+                offset: 0,
+                max_bytes: 1 << 20,
+                max_wait_ms: 0,
+                min_bytes: 1,
+            });
+            if let (Response::Fetch(_), payload) = raw.request(request, Bytes::new()).await {
+                return RecordBatches::new(payload)
+                    .flat_map(|view| {
+                        let view = view.expect("valid batch");
+                        view.records()
+                            .map(|record| String::from_utf8(record.value.to_vec()).unwrap())
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader served the fetch");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn replays_are_answered_with_the_original_offsets_across_restarts_and_leader_changes() {
+    let mut cluster = TestCluster::start(3);
+    let rt = runtime();
+    rt.block_on(async {
+        let raw = any_node(&cluster).await;
+        let (response, _) = raw
+            .request(
+                Request::CreateTopic(CreateTopicRequest {
+                    name: TOPIC.into(),
+                    partitions: 1,
+                    replication_factor: Some(3),
+                }),
+                Bytes::new(),
+            )
+            .await;
+        assert!(matches!(response, Response::CreateTopic(_)), "{response:?}");
+    });
+    let (pid, first, second) = rt.block_on(async {
+        let pid = producer_id(&cluster).await;
+        let stamp = |base_sequence| ProducerStamp {
+            producer_id: pid,
+            producer_epoch: 0,
+            base_sequence,
+        };
+        let first = batch(stamp(0), &["a", "b"]);
+        let second = batch(stamp(2), &["c"]);
+        let ack = produce(&cluster, first.clone()).await.expect("first batch");
+        assert_eq!((ack.base_offset, ack.last_offset), (0, 1));
+        let replay = produce(&cluster, first.clone()).await.expect("replay");
+        assert_eq!(
+            (replay.base_offset, replay.last_offset),
+            (0, 1),
+            "a replay gets the original offsets"
+        );
+        // A gap: sequence 5 when 2 is next.
+        assert_eq!(
+            produce(&cluster, batch(stamp(5), &["x"])).await,
+            Err(ErrorCode::OutOfOrderSequence {
+                expected_sequence: 2
+            })
+        );
+        // A producer this partition never saw, starting mid-sequence.
+        let stranger = ProducerStamp {
+            producer_id: pid + 1000,
+            producer_epoch: 0,
+            base_sequence: 7,
+        };
+        assert_eq!(
+            produce(&cluster, batch(stranger, &["y"])).await,
+            Err(ErrorCode::UnknownProducerId)
+        );
+        let ack = produce(&cluster, second.clone())
+            .await
+            .expect("second batch");
+        assert_eq!(ack.base_offset, 2);
+        assert_eq!(stored_values(&cluster).await, ["a", "b", "c"]);
+        (pid, first, second)
+    });
+    let _ = pid;
+
+    // Every node restarts: the table is rebuilt from the log.
+    for id in 1..=3 {
+        cluster.kill(id);
+    }
+    for id in 1..=3 {
+        cluster.spawn(id);
+    }
+    for id in 1..=3 {
+        cluster.wait_ready(id);
+    }
+    rt.block_on(async {
+        let replay = produce(&cluster, second.clone())
+            .await
+            .expect("replay after restart");
+        assert_eq!(replay.base_offset, 2);
+        assert_eq!(stored_values(&cluster).await, ["a", "b", "c"]);
+    });
+
+    // The leader dies: the new one has the same table.
+    let leader = rt.block_on(async {
+        let raw = any_node(&cluster).await;
+        let request = Request::DescribeTopic(keel_client::wire::messages::DescribeTopicRequest {
+            name: TOPIC.into(),
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Response::DescribeTopic(description) =
+                raw.request(request.clone(), Bytes::new()).await.0
+            {
+                if let Some(leader) = description.partitions[0].leader {
+                    return leader;
+                }
+            }
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    cluster.kill(leader);
+    rt.block_on(async {
+        let replay = produce(&cluster, first)
+            .await
+            .expect("replay at the new leader");
+        assert_eq!((replay.base_offset, replay.last_offset), (0, 1));
+        let replay = produce(&cluster, second)
+            .await
+            .expect("replay at the new leader");
+        assert_eq!(replay.base_offset, 2);
+        assert_eq!(stored_values(&cluster).await, ["a", "b", "c"]);
+    });
+}
