@@ -172,9 +172,10 @@ impl Client {
         self.request_any(request, self.request_timeout()).await
     }
 
-    /// Closes every connection. Requests in flight fail; the handle must not be used after.
-    pub fn close(&self) {
-        self.inner.connections.close();
+    /// Closes every connection, telling the brokers (waits at most a second for that).
+    /// Requests in flight fail; the handle and its clones must not be used after.
+    pub async fn close(&self) {
+        self.inner.connections.close(Duration::from_secs(1)).await;
     }
 
     pub(crate) fn request_timeout(&self) -> Duration {
