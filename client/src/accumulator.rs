@@ -376,4 +376,94 @@ mod tests {
         let ready = accumulator.drain(start + Duration::from_secs(1));
         assert_eq!(ready[0].tokens, [1]);
     }
+
+    /// One step of a random producer schedule.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Append { partition: u32, value_bytes: usize },
+        Advance { millis: u64 },
+        Complete { partition: u32 },
+        Flush,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0..3u32, 0..300usize).prop_map(|(partition, value_bytes)| Step::Append { partition, value_bytes }),
+            1 => (0..10u64).prop_map(|millis| Step::Advance { millis }),
+            1 => (0..3u32).prop_map(|partition| Step::Complete { partition }),
+            1 => Just(Step::Flush),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Under any schedule: every record leaves exactly once, in append order per partition,
+        /// in batches that respect batch_bytes (a lone record excepted) and the in-flight limit.
+        #[test]
+        fn records_leave_once_in_order_within_limits(steps in proptest::collection::vec(step(), 1..200)) {
+            let batch_bytes = 400;
+            let start = Instant::now();
+            let mut now = start;
+            let mut accumulator =
+                Accumulator::new(BatchConfig { max_in_flight: 2, ..config(batch_bytes) });
+            let mut appended: Vec<Vec<u64>> = vec![Vec::new(); 3];
+            let mut sent: Vec<Vec<u64>> = vec![Vec::new(); 3];
+            let mut in_flight = [0u32; 3];
+            let mut next_token = 0u64;
+            let take = |accumulator: &mut Accumulator<u64>,
+                        now: Instant,
+                        sent: &mut Vec<Vec<u64>>,
+                        in_flight: &mut [u32; 3]| {
+                for batch in accumulator.drain(now) {
+                    let partition = batch.topic_partition.partition as usize;
+                    in_flight[partition] += 1;
+                    assert!(in_flight[partition] <= 2, "in-flight limit");
+                    let bytes = batch.bytes.expect("batch finishes");
+                    let view = RecordBatchView::parse(bytes.clone()).expect("valid batch");
+                    assert_eq!(view.count() as usize, batch.tokens.len());
+                    assert!(bytes.len() as u64 <= batch_bytes || view.count() == 1, "batch_bytes");
+                    sent[partition].extend(batch.tokens);
+                }
+            };
+            for step in steps {
+                match step {
+                    Step::Append { partition, value_bytes } => {
+                        let value = vec![1u8; value_bytes];
+                        accumulator
+                            .append(&super::tests::partition(partition), &record(&value), next_token, now)
+                            .expect("fits");
+                        appended[partition as usize].push(next_token);
+                        next_token += 1;
+                    }
+                    Step::Advance { millis } => now += Duration::from_millis(millis),
+                    Step::Complete { partition } => {
+                        if in_flight[partition as usize] > 0 {
+                            in_flight[partition as usize] -= 1;
+                            accumulator.complete(&super::tests::partition(partition));
+                        }
+                    }
+                    Step::Flush => {
+                        accumulator.flush();
+                    }
+                }
+                take(&mut accumulator, now, &mut sent, &mut in_flight);
+            }
+            // Drain everything: complete whatever is in flight, flush, repeat.
+            for _ in 0..1000 {
+                for partition in 0..3u32 {
+                    while in_flight[partition as usize] > 0 {
+                        in_flight[partition as usize] -= 1;
+                        accumulator.complete(&super::tests::partition(partition));
+                    }
+                }
+                accumulator.flush();
+                take(&mut accumulator, now, &mut sent, &mut in_flight);
+                if accumulator.is_idle() {
+                    break;
+                }
+            }
+            proptest::prop_assert!(accumulator.is_idle());
+            proptest::prop_assert_eq!(sent, appended);
+        }
+    }
 }

@@ -118,11 +118,6 @@ impl BrokerAddress {
     pub fn server_name(&self) -> &str {
         &self.host
     }
-
-    /// `host:port` in the form `tokio::net::lookup_host` accepts (IPv6 bracketed).
-    pub fn to_socket_string(&self) -> String {
-        self.to_string()
-    }
 }
 
 fn valid_host(host: &str) -> bool {

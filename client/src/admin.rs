@@ -50,7 +50,10 @@ impl Admin {
             partitions,
             replication_factor,
         });
-        match self.client.request(&request).await?.header {
+        let answer = self.client.request(&request).await;
+        // Created now, or already there: either way an earlier "unknown" no longer holds.
+        self.client.forget_unknown_topic(name);
+        match answer?.header {
             Response::CreateTopic(summary) => Ok(summary),
             other => Err(unexpected(&request, &other)),
         }

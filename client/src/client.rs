@@ -9,8 +9,9 @@
 //!
 //! Every loop is bounded by [`RetryPolicy::max_attempts`] and every request by a timeout.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tracing::{debug, warn};
@@ -63,7 +64,18 @@ struct Inner {
     map: Mutex<ClusterMap>,
     /// The node that answered an any-node request last: tried first next time.
     preferred: Mutex<Option<BrokerAddress>>,
+    /// Topics the cluster said it does not know, and when (see [`Client::partition_count`]).
+    unknown_topics: Mutex<HashMap<String, Instant>>,
 }
+
+/// Metadata requests before a topic is declared unknown.
+const UNKNOWN_TOPIC_ATTEMPTS: u32 = 5;
+/// First wait between those requests; it doubles (100, 200, 400, 800 ms).
+const UNKNOWN_TOPIC_BACKOFF: Duration = Duration::from_millis(100);
+/// How long an "unknown topic" answer is reused before asking the cluster again.
+pub const UNKNOWN_TOPIC_TTL: Duration = Duration::from_secs(5);
+/// Bound on the remembered unknown topics (a typo loop must not grow memory).
+const MAX_UNKNOWN_TOPICS: usize = 1024;
 
 impl Client {
     /// Connects to the cluster through `bootstrap` (`host:port` strings, each possibly a
@@ -103,6 +115,7 @@ impl Client {
                 connections,
                 map: Mutex::new(ClusterMap::default()),
                 preferred: Mutex::new(None),
+                unknown_topics: Mutex::new(HashMap::new()),
             }),
         };
         client.refresh_metadata(Some(Vec::new())).await?;
@@ -134,36 +147,80 @@ impl Client {
     }
 
     /// The number of partitions of `topic`, from the map or a fresh metadata request.
+    ///
+    /// A topic the cluster does not know is asked about again a few times over about 1.5 s
+    /// (a topic created a moment ago may not have reached the node answering yet), then
+    /// `UnknownTopic`; that answer is remembered for [`UNKNOWN_TOPIC_TTL`] so a stream of sends
+    /// to a missing topic fails fast instead of waiting each time.
     pub async fn partition_count(&self, topic: &str) -> Result<u32, ClientError> {
         check_topic_name(topic)?;
-        let cached = self
+        if let Some(count) = self.cached_partition_count(topic) {
+            return Ok(count);
+        }
+        let unknown_since = self
             .inner
+            .unknown_topics
+            .lock()
+            .expect("unknown topics lock")
+            .get(topic)
+            .copied();
+        if unknown_since.is_some_and(|since| since.elapsed() < UNKNOWN_TOPIC_TTL) {
+            return Err(ClientError::UnknownTopic {
+                topic: topic.to_string(),
+            });
+        }
+        for attempt in 0..UNKNOWN_TOPIC_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(UNKNOWN_TOPIC_BACKOFF * (1 << (attempt - 1))).await;
+            }
+            let response = self.refresh_metadata(Some(vec![topic.to_string()])).await?;
+            if let Some(count) = self.cached_partition_count(topic) {
+                self.inner
+                    .unknown_topics
+                    .lock()
+                    .expect("unknown topics lock")
+                    .remove(topic);
+                return Ok(count);
+            }
+            let code = response
+                .topics
+                .iter()
+                .find(|entry| entry.name == topic)
+                .and_then(|entry| entry.partitions.as_ref().err());
+            if let Some(code) = code.filter(|code| **code != ErrorCode::UnknownTopic) {
+                return Err(ClientError::Server(code.clone()));
+            }
+        }
+        let mut unknown_topics = self
+            .inner
+            .unknown_topics
+            .lock()
+            .expect("unknown topics lock");
+        if unknown_topics.len() >= MAX_UNKNOWN_TOPICS {
+            unknown_topics.clear();
+        }
+        unknown_topics.insert(topic.to_string(), Instant::now());
+        Err(ClientError::UnknownTopic {
+            topic: topic.to_string(),
+        })
+    }
+
+    /// Drops a remembered "unknown topic" answer (the topic was just created through us).
+    pub(crate) fn forget_unknown_topic(&self, topic: &str) {
+        self.inner
+            .unknown_topics
+            .lock()
+            .expect("unknown topics lock")
+            .remove(topic);
+    }
+
+    fn cached_partition_count(&self, topic: &str) -> Option<u32> {
+        self.inner
             .map
             .lock()
             .expect("map lock")
-            .partition_count(topic);
-        let known = match cached {
-            Some(known) => known,
-            None => {
-                self.refresh_metadata(Some(vec![topic.to_string()])).await?;
-                let refreshed = self
-                    .inner
-                    .map
-                    .lock()
-                    .expect("map lock")
-                    .partition_count(topic);
-                refreshed.ok_or_else(|| ClientError::UnknownTopic {
-                    topic: topic.to_string(),
-                })?
-            }
-        };
-        match known {
-            Ok(0) | Err(ErrorCode::UnknownTopic) => Err(ClientError::UnknownTopic {
-                topic: topic.to_string(),
-            }),
-            Ok(count) => Ok(count),
-            Err(code) => Err(ClientError::Server(code)),
-        }
+            .partition_count(topic)
+            .filter(|&count| count > 0)
     }
 
     /// Sends `request` (empty payload) to any node, following redirects and retrying
@@ -172,9 +229,10 @@ impl Client {
         self.request_any(request, self.request_timeout()).await
     }
 
-    /// Closes every connection. Requests in flight fail; the handle must not be used after.
-    pub fn close(&self) {
-        self.inner.connections.close();
+    /// Closes every connection, telling the brokers (waits at most a second for that).
+    /// Requests in flight fail; the handle and its clones must not be used after.
+    pub async fn close(&self) {
+        self.inner.connections.close(Duration::from_secs(1)).await;
     }
 
     pub(crate) fn request_timeout(&self) -> Duration {
@@ -352,12 +410,9 @@ impl Client {
                 partition,
                 partitions,
             }),
-            LeaderLookup::TopicError(ErrorCode::UnknownTopic) | LeaderLookup::NotCached => {
-                Err(ClientError::UnknownTopic {
-                    topic: topic.to_string(),
-                })
-            }
-            LeaderLookup::TopicError(code) => Err(ClientError::Server(code)),
+            LeaderLookup::NotCached => Err(ClientError::UnknownTopic {
+                topic: topic.to_string(),
+            }),
         }
     }
 }

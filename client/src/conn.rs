@@ -210,11 +210,23 @@ impl Connections {
         }
     }
 
-    /// Closes every connection (the client is done). In-flight requests fail.
-    pub(crate) fn close(&self) {
-        let endpoints = self.endpoints.lock().expect("endpoints lock");
-        for endpoint in [&endpoints.v4, &endpoints.v6].into_iter().flatten() {
+    /// Closes every connection (the client is done) and waits, at most `grace`, until the
+    /// brokers were told, so they free the connections at once instead of after their idle
+    /// timeout. In-flight requests fail.
+    pub(crate) async fn close(&self, grace: Duration) {
+        let endpoints: Vec<quinn::Endpoint> = {
+            let endpoints = self.endpoints.lock().expect("endpoints lock");
+            [&endpoints.v4, &endpoints.v6]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect()
+        };
+        for endpoint in &endpoints {
             endpoint.close(0_u32.into(), b"client closed");
+        }
+        for endpoint in &endpoints {
+            let _ = tokio::time::timeout(grace, endpoint.wait_idle()).await;
         }
     }
 }

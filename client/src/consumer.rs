@@ -102,6 +102,9 @@ pub struct Consumer {
     config: ConsumerConfig,
     partitions: BTreeMap<Assigned, PartitionState>,
     fetches: JoinSet<FetchOutcome>,
+    /// Which partition each fetch task serves, so a task that failed (panicked) frees its
+    /// partition instead of leaving it marked in flight forever.
+    fetch_tasks: HashMap<tokio::task::Id, Assigned>,
     /// An error met while other partitions returned records: reported by the next poll.
     deferred_error: Option<ConsumeError>,
 }
@@ -124,6 +127,7 @@ impl Consumer {
             config,
             partitions: BTreeMap::new(),
             fetches: JoinSet::new(),
+            fetch_tasks: HashMap::new(),
             deferred_error: None,
         }
     }
@@ -238,20 +242,34 @@ impl Consumer {
         let wait = self.client.request_timeout() * 2
             + Duration::from_millis(u64::from(self.config.max_wait_ms));
         let mut outcomes = Vec::new();
-        match tokio::time::timeout(wait, self.fetches.join_next()).await {
-            Ok(Some(Ok(outcome))) => outcomes.push(outcome),
-            Ok(Some(Err(join_error))) => {
-                return Err(ClientError::protocol(
-                    "consumer",
-                    format!("fetch task failed: {join_error}"),
-                )
-                .into())
-            }
+        let first = match tokio::time::timeout(wait, self.fetches.join_next_with_id()).await {
+            Ok(Some(joined)) => joined,
             // Every fetch task is itself bounded by the client's timeouts; this is a backstop.
             Ok(None) | Err(_) => return Ok(Vec::new()),
+        };
+        let mut failed_task = None;
+        for joined in std::iter::once(first)
+            .chain(std::iter::from_fn(|| self.fetches.try_join_next_with_id()))
+        {
+            match joined {
+                Ok((id, outcome)) => {
+                    self.fetch_tasks.remove(&id);
+                    outcomes.push(outcome);
+                }
+                Err(join_error) => {
+                    if let Some(assigned) = self.fetch_tasks.remove(&join_error.id()) {
+                        if let Some(state) = self.partitions.get_mut(&assigned) {
+                            state.fetch_in_flight = false;
+                        }
+                    }
+                    failed_task.get_or_insert_with(|| join_error.to_string());
+                }
+            }
         }
-        while let Some(Ok(outcome)) = self.fetches.try_join_next() {
-            outcomes.push(outcome);
+        if let Some(reason) = failed_task {
+            let error: ConsumeError =
+                ClientError::protocol("consumer", format!("fetch task failed: {reason}")).into();
+            self.deferred_error.get_or_insert(error);
         }
         let mut records = Vec::new();
         for outcome in outcomes {
@@ -321,15 +339,17 @@ impl Consumer {
             let config = self.config;
             let assigned = assigned.clone();
             let generation = state.generation;
-            self.fetches.spawn(async move {
-                let result = fetch(&client, &config, &assigned, offset).await;
+            let task_assigned = assigned.clone();
+            let handle = self.fetches.spawn(async move {
+                let result = fetch(&client, &config, &task_assigned, offset).await;
                 FetchOutcome {
-                    assigned,
+                    assigned: task_assigned,
                     generation,
                     offset,
                     result,
                 }
             });
+            self.fetch_tasks.insert(handle.id(), assigned);
         }
     }
 

@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::address::BrokerAddress;
 use crate::wire::messages::{MetadataResponse, NodeId};
-use crate::wire::ErrorCode;
 
 /// What the map says about where a partition's requests go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,8 +13,6 @@ pub(crate) enum LeaderLookup {
     Leader(BrokerAddress),
     /// Nothing cached for the topic: refresh the map.
     NotCached,
-    /// The cluster said the topic does not exist (or could not be described).
-    TopicError(ErrorCode),
     UnknownPartition {
         partitions: u32,
     },
@@ -26,16 +23,18 @@ pub(crate) enum LeaderLookup {
 #[derive(Debug, Default)]
 pub(crate) struct ClusterMap {
     nodes: BTreeMap<NodeId, BrokerAddress>,
-    /// Per topic: the leader of each partition, indexed by partition number; or why the
-    /// cluster could not describe the topic.
-    topics: HashMap<String, Result<Vec<Option<NodeId>>, ErrorCode>>,
+    /// Per topic: the leader of each partition, indexed by partition number. Topics the
+    /// cluster could not describe are not kept: a negative answer must not outlive the moment
+    /// (the topic may be created a second later), so the next lookup asks again.
+    topics: HashMap<String, Vec<Option<NodeId>>>,
 }
 
 impl ClusterMap {
     /// Takes in a metadata answer: the node list replaces the old one (it is always complete);
-    /// each topic it describes replaces that topic's entry. Returns the reasons for which parts
-    /// were refused (a node whose advertised address does not parse, a topic whose partitions
-    /// are not numbered `0..n`): those are logged by the caller, the rest is used.
+    /// each topic it describes replaces that topic's entry, and a topic it answers with an error
+    /// (or with no partitions) is forgotten. Returns the reasons for which parts were refused (a
+    /// node whose advertised address does not parse, a topic whose partitions are not numbered
+    /// `0..n`): those are logged by the caller, the rest is used.
     pub(crate) fn apply(&mut self, response: &MetadataResponse) -> Vec<String> {
         let mut refused = Vec::new();
         let mut nodes = BTreeMap::new();
@@ -49,33 +48,35 @@ impl ClusterMap {
         }
         self.nodes = nodes;
         for topic in &response.topics {
-            let entry = match &topic.partitions {
-                Err(code) => Err(code.clone()),
-                Ok(partitions) => {
-                    let mut leaders = vec![None; partitions.len()];
-                    let mut seen = vec![false; partitions.len()];
-                    let mut dense = true;
-                    for partition in partitions {
-                        match usize::try_from(partition.partition) {
-                            Ok(index) if index < leaders.len() && !seen[index] => {
-                                seen[index] = true;
-                                leaders[index] = partition.leader;
-                            }
-                            _ => dense = false,
-                        }
-                    }
-                    if !dense {
-                        refused.push(format!(
-                            "topic {:?}: partitions are not numbered 0..{}",
-                            topic.name,
-                            partitions.len()
-                        ));
-                        continue;
-                    }
-                    Ok(leaders)
+            let partitions = match &topic.partitions {
+                Ok(partitions) if !partitions.is_empty() => partitions,
+                _ => {
+                    self.topics.remove(&topic.name);
+                    continue;
                 }
             };
-            self.topics.insert(topic.name.clone(), entry);
+            let mut leaders = vec![None; partitions.len()];
+            let mut seen = vec![false; partitions.len()];
+            let mut dense = true;
+            for partition in partitions {
+                match usize::try_from(partition.partition) {
+                    Ok(index) if index < leaders.len() && !seen[index] => {
+                        seen[index] = true;
+                        leaders[index] = partition.leader;
+                    }
+                    _ => dense = false,
+                }
+            }
+            if dense {
+                self.topics.insert(topic.name.clone(), leaders);
+            } else {
+                self.topics.remove(&topic.name);
+                refused.push(format!(
+                    "topic {:?}: partitions are not numbered 0..{}",
+                    topic.name,
+                    partitions.len()
+                ));
+            }
         }
         refused
     }
@@ -83,8 +84,7 @@ impl ClusterMap {
     pub(crate) fn leader(&self, topic: &str, partition: u32) -> LeaderLookup {
         match self.topics.get(topic) {
             None => LeaderLookup::NotCached,
-            Some(Err(code)) => LeaderLookup::TopicError(code.clone()),
-            Some(Ok(leaders)) => match leaders.get(partition as usize) {
+            Some(leaders) => match leaders.get(partition as usize) {
                 None => LeaderLookup::UnknownPartition {
                     partitions: leaders.len() as u32,
                 },
@@ -98,11 +98,8 @@ impl ClusterMap {
     }
 
     /// The topic's partition count, if known.
-    pub(crate) fn partition_count(&self, topic: &str) -> Option<Result<u32, ErrorCode>> {
-        self.topics.get(topic).map(|entry| match entry {
-            Ok(leaders) => Ok(leaders.len() as u32),
-            Err(code) => Err(code.clone()),
-        })
+    pub(crate) fn partition_count(&self, topic: &str) -> Option<u32> {
+        self.topics.get(topic).map(|leaders| leaders.len() as u32)
     }
 
     /// A `NotLeader` redirect named `address`: remember that node as the leader, if the map
@@ -113,7 +110,7 @@ impl ClusterMap {
             .iter()
             .find(|(_, node_address)| *node_address == address)
             .map(|(node_id, _)| *node_id);
-        if let Some(Ok(leaders)) = self.topics.get_mut(topic) {
+        if let Some(leaders) = self.topics.get_mut(topic) {
             if let Some(leader) = leaders.get_mut(partition as usize) {
                 *leader = node_id;
             }
@@ -135,6 +132,7 @@ impl ClusterMap {
 mod tests {
     use super::*;
     use crate::wire::messages::{NodeAddress, PartitionMetadata, TopicMetadata};
+    use crate::wire::ErrorCode;
 
     fn response(leaders: &[Option<NodeId>]) -> MetadataResponse {
         MetadataResponse {
@@ -187,7 +185,7 @@ mod tests {
             map.leader("orders", 3),
             LeaderLookup::UnknownPartition { partitions: 3 }
         );
-        assert_eq!(map.partition_count("orders"), Some(Ok(3)));
+        assert_eq!(map.partition_count("orders"), Some(3));
         assert_eq!(map.partition_count("other"), None);
     }
 
@@ -223,13 +221,16 @@ mod tests {
             name: "missing".into(),
             partitions: Err(ErrorCode::UnknownTopic),
         });
+        map.apply(&response(&[Some(1)]));
+        map.topics.insert("missing".into(), vec![Some(1)]);
         let refused = map.apply(&answer);
         assert_eq!(refused.len(), 2, "{refused:?}");
         assert_eq!(map.leader("orders", 0), LeaderLookup::Leader(address(7070)));
         assert_eq!(map.leader("gappy", 0), LeaderLookup::NotCached);
         assert_eq!(
             map.leader("missing", 0),
-            LeaderLookup::TopicError(ErrorCode::UnknownTopic)
+            LeaderLookup::NotCached,
+            "a negative answer is not kept"
         );
         assert_eq!(map.node_addresses().len(), 2);
     }

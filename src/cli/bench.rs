@@ -127,11 +127,13 @@ pub async fn run(mode: Mode, args: &BenchArgs) -> anyhow::Result<()> {
     ensure_topic(&client, &args.topic, args.partitions).await?;
     let progress = Progress::start(mode, args.messages);
     let report = match mode {
-        Mode::Produce => produce(&client, args, &progress.done).await?,
-        Mode::Consume => consume(&client, args, &progress.done).await?,
-        Mode::EndToEnd => end_to_end(&client, args, &progress.done).await?,
+        Mode::Produce => produce(&client, args, &progress.done).await,
+        Mode::Consume => consume(&client, args, &progress.done).await,
+        Mode::EndToEnd => end_to_end(&client, args, &progress.done).await,
     };
     progress.finish();
+    client.close().await;
+    let report = report?;
     let object = report.json();
     println!(
         "bench {}: {} messages of {} bytes, {} producers{}: {} msgs/s, {} MB/s; latency us p50 {} p99 {} p99.9 {} max {}",

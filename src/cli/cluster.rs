@@ -39,14 +39,21 @@ pub struct ReplaceNodeArgs {
 }
 
 pub async fn run(command: &ClusterCommand) -> anyhow::Result<()> {
-    match command {
-        ClusterCommand::Status(args) => status(args).await,
-        ClusterCommand::ReplaceNode(args) => replace_node(args).await,
-    }
+    let connect_args = match command {
+        ClusterCommand::Status(args) => &args.connect,
+        ClusterCommand::ReplaceNode(args) => &args.connect,
+    };
+    let client = connect(connect_args).await?;
+    let admin = Admin::new(client.clone());
+    let result = match command {
+        ClusterCommand::Status(args) => status(&admin, args).await,
+        ClusterCommand::ReplaceNode(args) => replace_node(&admin, args).await,
+    };
+    client.close().await;
+    result
 }
 
-async fn status(args: &StatusArgs) -> anyhow::Result<()> {
-    let admin = Admin::new(connect(&args.connect).await?);
+async fn status(admin: &Admin, args: &StatusArgs) -> anyhow::Result<()> {
     let status = admin.cluster_status().await?;
     if args.json {
         println!("{}", status_json(&status));
@@ -56,8 +63,7 @@ async fn status(args: &StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn replace_node(args: &ReplaceNodeArgs) -> anyhow::Result<()> {
-    let admin = Admin::new(connect(&args.connect).await?);
+async fn replace_node(admin: &Admin, args: &ReplaceNodeArgs) -> anyhow::Result<()> {
     let wait = if args.no_wait {
         ReplaceNodeWait::UntilLearnersAdded
     } else {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use clap::Args;
-use keel_client::{Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
+use keel_client::{Client, Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
 use serde_json::json;
 
 use super::common::{connect, is_closed_pipe, parse_topic, ConnectArgs};
@@ -65,13 +65,19 @@ pub async fn run(args: &ConsumeArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let client = connect(&args.connect).await?;
+    let result = consume_with(&client, args).await;
+    client.close().await;
+    result
+}
+
+async fn consume_with(client: &Client, args: &ConsumeArgs) -> anyhow::Result<()> {
     let partitions = client.partition_count(&args.topic).await?;
     let max_wait_ms = match args.timeout_ms {
         Some(timeout_ms) => MAX_WAIT_MS.min(u32::try_from(timeout_ms).unwrap_or(u32::MAX)),
         None => MAX_WAIT_MS,
     };
     let mut consumer = Consumer::with_config(
-        client,
+        client.clone(),
         ConsumerConfig {
             max_wait_ms,
             ..ConsumerConfig::default()

@@ -56,7 +56,7 @@ enum Outcome {
 pub async fn run(args: &ProduceArgs) -> anyhow::Result<()> {
     let client = connect(&args.connect).await?;
     let max_line_bytes = client.config().limits.max_message_bytes;
-    let producer = Producer::new(client);
+    let producer = Producer::new(client.clone());
 
     let (lines_sender, mut lines) = mpsc::channel::<io::Result<Line>>(READ_AHEAD_LINES);
     std::thread::spawn(move || {
@@ -100,6 +100,7 @@ pub async fn run(args: &ProduceArgs) -> anyhow::Result<()> {
     drop(outcomes_sender);
     let (lines_total, failed) = printer.await??;
     producer.close().await;
+    client.close().await;
     if failed > 0 {
         bail!("{failed} of {lines_total} messages were not acknowledged");
     }

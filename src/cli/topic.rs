@@ -59,16 +59,24 @@ pub struct NameArgs {
 }
 
 pub async fn run(command: &TopicCommand) -> anyhow::Result<()> {
-    match command {
-        TopicCommand::Create(args) => create(args).await,
-        TopicCommand::List(args) => list(args).await,
-        TopicCommand::Describe(args) => describe(args).await,
-        TopicCommand::Delete(args) => delete(args).await,
-    }
+    let connect_args = match command {
+        TopicCommand::Create(args) => &args.connect,
+        TopicCommand::List(args) => &args.connect,
+        TopicCommand::Describe(args) | TopicCommand::Delete(args) => &args.connect,
+    };
+    let client = connect(connect_args).await?;
+    let admin = Admin::new(client.clone());
+    let result = match command {
+        TopicCommand::Create(args) => create(&admin, args).await,
+        TopicCommand::List(args) => list(&admin, args).await,
+        TopicCommand::Describe(args) => describe(&admin, args).await,
+        TopicCommand::Delete(args) => delete(&admin, args).await,
+    };
+    client.close().await;
+    result
 }
 
-async fn create(args: &CreateArgs) -> anyhow::Result<()> {
-    let admin = Admin::new(connect(&args.connect).await?);
+async fn create(admin: &Admin, args: &CreateArgs) -> anyhow::Result<()> {
     let (summary, created) = match admin
         .create_topic(&args.name, args.partitions, args.replication)
         .await
@@ -107,8 +115,7 @@ async fn create(args: &CreateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn list(args: &ListArgs) -> anyhow::Result<()> {
-    let admin = Admin::new(connect(&args.connect).await?);
+async fn list(admin: &Admin, args: &ListArgs) -> anyhow::Result<()> {
     let topics = admin.list_topics().await?;
     if args.json {
         let array: Vec<_> = topics.iter().map(summary_json).collect();
@@ -124,8 +131,7 @@ async fn list(args: &ListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn describe(args: &NameArgs) -> anyhow::Result<()> {
-    let admin = Admin::new(connect(&args.connect).await?);
+async fn describe(admin: &Admin, args: &NameArgs) -> anyhow::Result<()> {
     let description = admin.describe_topic(&args.name).await.map_err(|error| {
         anyhow::Error::new(error).context(format!("topic describe {}", args.name))
     })?;
@@ -137,8 +143,7 @@ async fn describe(args: &NameArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn delete(args: &NameArgs) -> anyhow::Result<()> {
-    let admin = Admin::new(connect(&args.connect).await?);
+async fn delete(admin: &Admin, args: &NameArgs) -> anyhow::Result<()> {
     admin.delete_topic(&args.name).await.map_err(|error| {
         anyhow::Error::new(error).context(format!("topic delete {}", args.name))
     })?;
