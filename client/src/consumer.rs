@@ -2,8 +2,9 @@
 //! (DESIGN.md 8; consumer groups come later).
 //!
 //! Each assigned partition has a position: the offset of the next record to return. A position
-//! set by [`SeekTo::Beginning`] or [`SeekTo::End`] is resolved on the next `poll` from a
-//! `DescribeTopic` answer (its `log_start_offset` / `high_watermark`). `poll` keeps one fetch in
+//! set by [`SeekTo::Beginning`] or [`SeekTo::End`] is resolved on the next `poll` by asking the
+//! partition's leader (a fetch that does not wait answers with its log start and high
+//! watermark). `poll` keeps one fetch in
 //! flight per partition (sent to the partition leader, retried through [`Client`]), waits for
 //! the first to answer, and returns the records of every fetch that has answered; fetches still
 //! waiting stay in flight for the next `poll`, so a quiet partition's long poll never delays a
@@ -23,7 +24,7 @@ use tokio::task::JoinSet;
 use crate::client::{check_topic_name, unexpected, Client};
 use crate::error::{ClientError, ConsumeError};
 use crate::wire::limits::REQUEST_OVERHEAD_BYTES;
-use crate::wire::messages::{DescribeTopicRequest, FetchRequest, FetchResponse, TopicDescription};
+use crate::wire::messages::{FetchRequest, FetchResponse};
 use crate::wire::record_batch::RecordBatches;
 use crate::wire::{ErrorCode, Request, Response, WireError};
 
@@ -283,45 +284,36 @@ impl Consumer {
         Ok(records)
     }
 
-    /// Resolves Beginning/End positions with one DescribeTopic per topic.
+    /// Resolves Beginning/End positions from each partition's leader: a fetch that cannot wait
+    /// (`max_wait_ms` 0, at an offset past any high watermark) answers at once with the
+    /// leader's current log start and high watermark. A node's DescribeTopic answer may lag
+    /// the leader, which would make "from the end" replay older messages.
     async fn resolve_seeks(&mut self) -> Result<(), ConsumeError> {
-        let mut topics: Vec<Arc<str>> = self
+        let seeking: Vec<Assigned> = self
             .partitions
             .iter()
             .filter(|(_, state)| matches!(state.position, Position::Seek(_)))
-            .map(|(assigned, _)| assigned.topic.clone())
+            .map(|(assigned, _)| assigned.clone())
             .collect();
-        topics.dedup();
-        for topic in topics {
-            let description = describe(&self.client, &topic).await?;
-            let by_partition: HashMap<u32, (u64, u64)> = description
-                .partitions
-                .iter()
-                .map(|p| (p.partition, (p.log_start_offset, p.high_watermark)))
-                .collect();
-            for (assigned, state) in self.partitions.iter_mut() {
-                if assigned.topic != topic {
-                    continue;
-                }
-                let Position::Seek(to) = state.position else {
-                    continue;
-                };
-                let Some(&(log_start_offset, high_watermark)) =
-                    by_partition.get(&assigned.partition)
-                else {
-                    return Err(ClientError::protocol(
-                        "broker",
-                        format!("describe of {topic} lacks partition {}", assigned.partition),
-                    )
-                    .into());
-                };
-                state.position = Position::At(match to {
-                    SeekTo::Beginning => log_start_offset,
-                    SeekTo::End => high_watermark,
-                    SeekTo::Offset(offset) => offset,
-                });
-                state.high_watermark = Some(high_watermark);
-            }
+        let probe = ConsumerConfig {
+            max_wait_ms: 0,
+            min_bytes: 0,
+            max_bytes: 1,
+        };
+        for assigned in seeking {
+            let (response, _) = fetch(&self.client, &probe, &assigned, u64::MAX).await?;
+            let Some(state) = self.partitions.get_mut(&assigned) else {
+                continue;
+            };
+            let Position::Seek(to) = state.position else {
+                continue;
+            };
+            state.position = Position::At(match to {
+                SeekTo::Beginning => response.log_start_offset,
+                SeekTo::End => response.high_watermark,
+                SeekTo::Offset(offset) => offset,
+            });
+            state.high_watermark = Some(response.high_watermark);
         }
         Ok(())
     }
@@ -395,17 +387,6 @@ impl Consumer {
         )?;
         state.position = Position::At(next);
         Ok(())
-    }
-}
-
-async fn describe(client: &Client, topic: &str) -> Result<TopicDescription, ClientError> {
-    let request = Request::DescribeTopic(DescribeTopicRequest {
-        name: topic.to_string(),
-    });
-    let frame = client.request(&request).await?;
-    match frame.header {
-        Response::DescribeTopic(description) => Ok(description),
-        other => Err(unexpected(&request, &other)),
     }
 }
 

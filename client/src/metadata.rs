@@ -27,6 +27,13 @@ pub(crate) struct ClusterMap {
     /// cluster could not describe are not kept: a negative answer must not outlive the moment
     /// (the topic may be created a second later), so the next lookup asks again.
     topics: HashMap<String, Vec<Option<NodeId>>>,
+    /// Per topic: each partition's replicas. When no leader is known (an election, or a node
+    /// that does not replicate the partition answered the metadata request), requests go to a
+    /// replica, which knows its leader and redirects.
+    replicas: HashMap<String, Vec<Vec<NodeId>>>,
+    /// Rotates the replica guessed when no leader is known, so a dead replica is not retried
+    /// forever.
+    guesses: std::sync::atomic::AtomicUsize,
 }
 
 impl ClusterMap {
@@ -56,6 +63,7 @@ impl ClusterMap {
                 }
             };
             let mut leaders = vec![None; partitions.len()];
+            let mut replicas = vec![Vec::new(); partitions.len()];
             let mut seen = vec![false; partitions.len()];
             let mut dense = true;
             for partition in partitions {
@@ -63,14 +71,17 @@ impl ClusterMap {
                     Ok(index) if index < leaders.len() && !seen[index] => {
                         seen[index] = true;
                         leaders[index] = partition.leader;
+                        replicas[index] = partition.replicas.clone();
                     }
                     _ => dense = false,
                 }
             }
             if dense {
                 self.topics.insert(topic.name.clone(), leaders);
+                self.replicas.insert(topic.name.clone(), replicas);
             } else {
                 self.topics.remove(&topic.name);
+                self.replicas.remove(&topic.name);
                 refused.push(format!(
                     "topic {:?}: partitions are not numbered 0..{}",
                     topic.name,
@@ -88,13 +99,30 @@ impl ClusterMap {
                 None => LeaderLookup::UnknownPartition {
                     partitions: leaders.len() as u32,
                 },
-                Some(None) => LeaderLookup::NoLeader,
+                Some(None) => self.guess_replica(topic, partition),
                 Some(Some(node_id)) => match self.nodes.get(node_id) {
                     Some(address) => LeaderLookup::Leader(address.clone()),
-                    None => LeaderLookup::NoLeader,
+                    None => self.guess_replica(topic, partition),
                 },
             },
         }
+    }
+
+    /// A replica of the partition, in rotation, when the leader is unknown.
+    fn guess_replica(&self, topic: &str, partition: u32) -> LeaderLookup {
+        let replicas: Vec<&BrokerAddress> = self
+            .replicas
+            .get(topic)
+            .and_then(|partitions| partitions.get(partition as usize))
+            .map(|ids| ids.iter().filter_map(|id| self.nodes.get(id)).collect())
+            .unwrap_or_default();
+        if replicas.is_empty() {
+            return LeaderLookup::NoLeader;
+        }
+        let turn = self
+            .guesses
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        LeaderLookup::Leader(replicas[turn % replicas.len()].clone())
     }
 
     /// The topic's partition count, if known.
@@ -175,11 +203,19 @@ mod tests {
         assert_eq!(map.leader("orders", 0), LeaderLookup::NotCached);
         assert!(map.apply(&response(&[Some(2), None, Some(9)])).is_empty());
         assert_eq!(map.leader("orders", 0), LeaderLookup::Leader(address(7071)));
-        assert_eq!(map.leader("orders", 1), LeaderLookup::NoLeader);
-        assert_eq!(
-            map.leader("orders", 2),
-            LeaderLookup::NoLeader,
-            "leader 9 has no address"
+        // No leader known: the replicas (nodes 1 and 2) are tried in turn; they redirect.
+        let guesses = [map.leader("orders", 1), map.leader("orders", 1)];
+        assert!(
+            guesses.contains(&LeaderLookup::Leader(address(7070))),
+            "{guesses:?}"
+        );
+        assert!(
+            guesses.contains(&LeaderLookup::Leader(address(7071))),
+            "{guesses:?}"
+        );
+        assert!(
+            matches!(map.leader("orders", 2), LeaderLookup::Leader(_)),
+            "leader 9 has no address: a replica is tried"
         );
         assert_eq!(
             map.leader("orders", 3),
@@ -196,7 +232,10 @@ mod tests {
         map.note_leader("orders", 0, &address(7071));
         assert_eq!(map.leader("orders", 0), LeaderLookup::Leader(address(7071)));
         map.note_leader("orders", 0, &address(9999));
-        assert_eq!(map.leader("orders", 0), LeaderLookup::NoLeader);
+        assert!(
+            matches!(map.leader("orders", 0), LeaderLookup::Leader(_)),
+            "an unknown redirect leaves the leader unknown: a replica is tried"
+        );
         map.forget_topic("orders");
         assert_eq!(map.leader("orders", 0), LeaderLookup::NotCached);
     }

@@ -400,8 +400,14 @@ fn fetch(
     offset: u64,
     max_bytes: u32,
 ) -> Result<(FetchResponse, Bytes), ErrorCode> {
-    if group.node.role() != Role::Leader {
-        return Err(state.not_leader(group.node.leader()));
+    let node = &group.node;
+    if node.role() != Role::Leader {
+        return Err(state.not_leader(node.leader()));
+    }
+    if node.term_at(node.applied_index()) != Some(node.term()) {
+        // A new leader's high watermark is behind until its no-op applies: answering now would
+        // show a consumer an end of log older than what was already acknowledged.
+        return Err(ErrorCode::Unavailable);
     }
     let header = FetchResponse {
         high_watermark: state.high_watermark,
