@@ -245,7 +245,7 @@ fn a_full_cluster_restart_keeps_every_acknowledged_message() {
     let (acked, failed) = rt.block_on(produce(&producer, 0, 3_000, |_| async {}));
     assert_eq!(failed, 0, "no faults, so every send is acknowledged");
     drop(producer);
-    client.close();
+    rt.block_on(client.close());
     // Every node dies at once; only what was fsynced (all acked messages) may be relied on.
     for id in 1..=3 {
         cluster.kill(id);

@@ -105,7 +105,7 @@ fn sigterm_shuts_down_cleanly_and_keeps_the_data() {
                     .expect("produce"),
             );
         }
-        client.close();
+        client.close().await;
         acked
     });
     for id in 1..=3 {
