@@ -21,7 +21,8 @@ rm -rf "$root"
 mkdir -p "$root"
 "$keel" certs init --dir "$root/tls" --nodes 3 >/dev/null
 
-base=$(( 20000 + RANDOM % 20000 ))
+# Below the kernel's ephemeral port range (32768+), so a node never races a client port.
+base=$(( 10000 + RANDOM % 20000 ))
 peers="1=127.0.0.1:$base,2=127.0.0.1:$((base + 1)),3=127.0.0.1:$((base + 2))"
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done; }
