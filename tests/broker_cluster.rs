@@ -247,15 +247,7 @@ fn a_full_cluster_restart_keeps_every_acknowledged_message() {
     drop(producer);
     rt.block_on(client.close());
     // Every node dies at once; only what was fsynced (all acked messages) may be relied on.
-    for id in 1..=3 {
-        cluster.kill(id);
-    }
-    for id in 1..=3 {
-        cluster.spawn(id);
-    }
-    for id in 1..=3 {
-        cluster.wait_ready(id);
-    }
+    cluster.restart_all();
     let client = rt.block_on(cluster.client());
     let read = rt.block_on(consume_all(&client, 2, &acked));
     let duplicates = check(&acked, &read);

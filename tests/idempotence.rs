@@ -5,14 +5,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
-
 use bytes::Bytes;
-use common::raw::{connect, Raw};
+use common::raw::ask_nodes;
 use common::{runtime, TestCluster};
 use keel_client::wire::messages::{
-    Acks, CreateTopicRequest, FetchRequest, ProduceRequest, ProduceResponse,
+    Acks, CreateTopicRequest, DescribeTopicRequest, FetchRequest, ProduceRequest, ProduceResponse,
 };
 use keel_client::wire::record_batch::RecordBatches;
 use keel_client::wire::{
@@ -47,104 +44,83 @@ fn produce_request() -> Request {
 
 /// Produces through whichever node leads now, following NotLeader answers.
 async fn produce(cluster: &TestCluster, payload: Bytes) -> Result<ProduceResponse, ErrorCode> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        for address in cluster.bootstrap() {
-            let address: SocketAddr = address.parse().unwrap();
-            let Ok(raw) = connect(cluster, address, b"keel/1", None, None).await else {
-                continue;
-            };
-            match raw.request(produce_request(), payload.clone()).await.0 {
-                Response::Produce(ack) => return Ok(ack),
-                Response::Error(code) if code.is_retriable() => {}
-                Response::Error(code) => return Err(code),
-                other => panic!("unexpected answer {other:?}"),
-            }
-        }
-        assert!(Instant::now() < deadline, "no leader accepted the produce");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn any_node(cluster: &TestCluster) -> Raw {
-    for address in cluster.bootstrap() {
-        if let Ok(raw) = connect(cluster, address.parse().unwrap(), b"keel/1", None, None).await {
-            return raw;
-        }
-    }
-    panic!("no node reachable");
+    ask_nodes(
+        cluster,
+        &produce_request(),
+        &payload,
+        |response, _| match response {
+            Response::Produce(ack) => Some(Ok(ack)),
+            Response::Error(code) if code.is_retriable() => None,
+            Response::Error(code) => Some(Err(code)),
+            other => panic!("unexpected answer {other:?}"),
+        },
+    )
+    .await
 }
 
 async fn producer_id(cluster: &TestCluster) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        for address in cluster.bootstrap() {
-            let Ok(raw) = connect(cluster, address.parse().unwrap(), b"keel/1", None, None).await
-            else {
-                continue;
-            };
-            if let Response::InitProducerId(answer) =
-                raw.request(Request::InitProducerId, Bytes::new()).await.0
-            {
-                return answer.producer_id;
-            }
-        }
-        assert!(Instant::now() < deadline, "no producer id");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    ask_nodes(
+        cluster,
+        &Request::InitProducerId,
+        &Bytes::new(),
+        |response, _| match response {
+            Response::InitProducerId(answer) => Some(answer.producer_id),
+            _ => None,
+        },
+    )
+    .await
 }
 
 /// Every value stored in the partition, in offset order, read from the leader.
 async fn stored_values(cluster: &TestCluster) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        for address in cluster.bootstrap() {
-            let Ok(raw) = connect(cluster, address.parse().unwrap(), b"keel/1", None, None).await
-            else {
-                continue;
-            };
-            let request = Request::Fetch(FetchRequest {
-                topic: TOPIC.into(),
-                partition: 0,
-                offset: 0,
-                max_bytes: 1 << 20,
-                max_wait_ms: 0,
-                min_bytes: 1,
-            });
-            if let (Response::Fetch(_), payload) = raw.request(request, Bytes::new()).await {
-                return RecordBatches::new(payload)
+    let request = Request::Fetch(FetchRequest {
+        topic: TOPIC.into(),
+        partition: 0,
+        offset: 0,
+        max_bytes: 1 << 20,
+        max_wait_ms: 0,
+        min_bytes: 1,
+    });
+    ask_nodes(
+        cluster,
+        &request,
+        &Bytes::new(),
+        |response, payload| match response {
+            Response::Fetch(_) => Some(
+                RecordBatches::new(payload)
                     .flat_map(|view| {
                         let view = view.expect("valid batch");
                         view.records()
                             .map(|record| String::from_utf8(record.value.to_vec()).unwrap())
                             .collect::<Vec<_>>()
                     })
-                    .collect();
-            }
-        }
-        assert!(Instant::now() < deadline, "no leader served the fetch");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+                    .collect(),
+            ),
+            _ => None,
+        },
+    )
+    .await
 }
 
 #[test]
 fn replays_are_answered_with_the_original_offsets_across_restarts_and_leader_changes() {
     let mut cluster = TestCluster::start(3);
     let rt = runtime();
-    rt.block_on(async {
-        let raw = any_node(&cluster).await;
-        let (response, _) = raw
-            .request(
-                Request::CreateTopic(CreateTopicRequest {
-                    name: TOPIC.into(),
-                    partitions: 1,
-                    replication_factor: Some(3),
-                }),
-                Bytes::new(),
-            )
-            .await;
-        assert!(matches!(response, Response::CreateTopic(_)), "{response:?}");
+    let create = Request::CreateTopic(CreateTopicRequest {
+        name: TOPIC.into(),
+        partitions: 1,
+        replication_factor: Some(3),
     });
+    rt.block_on(ask_nodes(
+        &cluster,
+        &create,
+        &Bytes::new(),
+        |response, _| match response {
+            Response::CreateTopic(_) => Some(()),
+            Response::Error(code) if code.is_retriable() => None,
+            other => panic!("create topic: {other:?}"),
+        },
+    ));
     let (pid, first, second) = rt.block_on(async {
         let pid = producer_id(&cluster).await;
         let stamp = |base_sequence| ProducerStamp {
@@ -189,15 +165,7 @@ fn replays_are_answered_with_the_original_offsets_across_restarts_and_leader_cha
     let _ = pid;
 
     // Every node restarts: the table is rebuilt from the log.
-    for id in 1..=3 {
-        cluster.kill(id);
-    }
-    for id in 1..=3 {
-        cluster.spawn(id);
-    }
-    for id in 1..=3 {
-        cluster.wait_ready(id);
-    }
+    cluster.restart_all();
     rt.block_on(async {
         let replay = produce(&cluster, second.clone())
             .await
@@ -207,24 +175,16 @@ fn replays_are_answered_with_the_original_offsets_across_restarts_and_leader_cha
     });
 
     // The leader dies: the new one has the same table.
-    let leader = rt.block_on(async {
-        let raw = any_node(&cluster).await;
-        let request = Request::DescribeTopic(keel_client::wire::messages::DescribeTopicRequest {
-            name: TOPIC.into(),
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Response::DescribeTopic(description) =
-                raw.request(request.clone(), Bytes::new()).await.0
-            {
-                if let Some(leader) = description.partitions[0].leader {
-                    return leader;
-                }
-            }
-            assert!(Instant::now() < deadline);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
+    let describe = Request::DescribeTopic(DescribeTopicRequest { name: TOPIC.into() });
+    let leader = rt.block_on(ask_nodes(
+        &cluster,
+        &describe,
+        &Bytes::new(),
+        |response, _| match response {
+            Response::DescribeTopic(description) => description.partitions[0].leader,
+            _ => None,
+        },
+    ));
     cluster.kill(leader);
     rt.block_on(async {
         let replay = produce(&cluster, first)

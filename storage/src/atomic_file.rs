@@ -9,9 +9,10 @@
 
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::error::{Result, StorageError};
-use crate::io::Io;
+use crate::io::{Io, IoFile};
 
 /// Largest record body accepted on load: these files are small by design, and a garbled length
 /// must not make a reader allocate gigabytes.
@@ -28,26 +29,48 @@ pub fn replace(
     bytes: &[u8],
 ) -> Result<()> {
     let temp_path = dir.join(temp_name);
-    let final_path = dir.join(final_name);
-    // A temp file left by a crash mid-store is garbage; `create` refuses to overwrite it.
-    match io.remove(&temp_path) {
+    let file = create_temp(io, &temp_path)?;
+    file.write_at(bytes, 0)
+        .map_err(|error| StorageError::io("write", &temp_path, error))?;
+    publish(io, file.as_ref(), &temp_path, &dir.join(final_name), dir)
+}
+
+/// Creates the temp file a publish starts from. One left by a crash mid-write is garbage and
+/// is removed first (`create` refuses to overwrite).
+pub fn create_temp(io: &dyn Io, temp_path: &Path) -> Result<Arc<dyn IoFile>> {
+    match io.remove(temp_path) {
         Ok(()) => {}
         Err(error) if error.kind() == io::ErrorKind::NotFound => {}
         Err(error) => return Err(StorageError::io("remove", temp_path, error)),
     }
-    let file = io
-        .create(&temp_path, 0)
-        .map_err(|error| StorageError::io("create", &temp_path, error))?;
-    file.write_at(bytes, 0)
-        .map_err(|error| StorageError::io("write", &temp_path, error))?;
-    // Data first: the rename must never publish a name whose bytes are not on disk yet.
+    io.create(temp_path, 0)
+        .map_err(|error| StorageError::io("create", temp_path, error))
+}
+
+/// Publishes a fully written temp file under its final name: fsync its data, rename, fsync the
+/// directory. Data first: the rename must never publish a name whose bytes are not on disk.
+pub fn publish(
+    io: &dyn Io,
+    file: &dyn IoFile,
+    temp_path: &Path,
+    final_path: &Path,
+    dir: &Path,
+) -> Result<()> {
     file.sync_data()
-        .map_err(|error| StorageError::io("fsync", &temp_path, error))?;
-    drop(file);
-    io.rename(&temp_path, &final_path)
-        .map_err(|error| StorageError::io("rename", &temp_path, error))?;
+        .map_err(|error| StorageError::io("fsync", temp_path, error))?;
+    io.rename(temp_path, final_path)
+        .map_err(|error| StorageError::io("rename", temp_path, error))?;
     io.sync_dir(dir)
         .map_err(|error| StorageError::io("fsync dir", dir, error))
+}
+
+/// Opens `path` for a small-file load: `Ok(None)` when it does not exist.
+pub fn open_if_exists(io: &dyn Io, path: &Path) -> Result<Option<Arc<dyn IoFile>>> {
+    match io.open(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(StorageError::io("open", path, error)),
+    }
 }
 
 /// Stores `body` under `dir/name` as a checksummed record with `magic`, atomically.
@@ -77,10 +100,8 @@ pub fn store_record(
 /// wrong magic, a bad length or a CRC mismatch is [`StorageError::Corruption`].
 pub fn load_record(io: &dyn Io, dir: &Path, name: &str, magic: [u8; 4]) -> Result<Option<Vec<u8>>> {
     let path = dir.join(name);
-    let file = match io.open(&path) {
-        Ok(file) => file,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(StorageError::io("open", path, error)),
+    let Some(file) = open_if_exists(io, &path)? else {
+        return Ok(None);
     };
     let len_bytes = file
         .len_bytes()

@@ -13,7 +13,6 @@
 //!   "KHST"   u16 = 1  bit 0 = vote present    0 if no vote    over bytes 0..24
 //! ```
 
-use std::io;
 use std::path::Path;
 
 use crate::error::{Result, StorageError};
@@ -58,10 +57,8 @@ impl HardState {
     /// twice in one term.
     pub fn load(io: &dyn Io, dir: &Path) -> Result<Option<HardState>> {
         let path = dir.join(HARD_STATE_FILE_NAME);
-        let file = match io.open(&path) {
-            Ok(file) => file,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(StorageError::io("open", path, error)),
+        let Some(file) = crate::atomic_file::open_if_exists(io, &path)? else {
+            return Ok(None);
         };
         let len_bytes = file
             .len_bytes()

@@ -122,14 +122,7 @@ impl SnapshotWriter {
         let name = snapshot_file_name(meta.last_included_index, meta.last_included_term);
         let final_path = dir.join(&name);
         let temp_path = dir.join(format!("{name}.tmp"));
-        match io.remove(&temp_path) {
-            Ok(()) => {}
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-            Err(error) => return Err(StorageError::io("remove", temp_path, error)),
-        }
-        let file = io
-            .create(&temp_path, 0)
-            .map_err(|error| StorageError::io("create", &temp_path, error))?;
+        let file = crate::atomic_file::create_temp(io.as_ref(), &temp_path)?;
 
         let mut head = encode_header(&meta, configuration_bytes).to_vec();
         head.extend_from_slice(&meta.configuration);
@@ -170,16 +163,13 @@ impl SnapshotWriter {
         trailer[TRAILER_CRC_OFFSET..TRAILER_MAGIC_OFFSET].copy_from_slice(&file_crc.to_le_bytes());
         trailer[TRAILER_MAGIC_OFFSET..].copy_from_slice(&SNAPSHOT_TRAILER_MAGIC);
         self.write(&trailer)?;
-        // Data before name: the rename must never publish bytes that are not on disk.
-        self.file
-            .sync_data()
-            .map_err(|error| StorageError::io("fsync", &self.temp_path, error))?;
-        self.io
-            .rename(&self.temp_path, &self.final_path)
-            .map_err(|error| StorageError::io("rename", &self.temp_path, error))?;
-        self.io
-            .sync_dir(&self.dir)
-            .map_err(|error| StorageError::io("fsync dir", &self.dir, error))?;
+        crate::atomic_file::publish(
+            self.io.as_ref(),
+            self.file.as_ref(),
+            &self.temp_path,
+            &self.final_path,
+            &self.dir,
+        )?;
         Ok(SnapshotInfo {
             path: self.final_path,
             meta: self.meta,

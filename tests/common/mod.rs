@@ -191,6 +191,20 @@ impl TestCluster {
         }
     }
 
+    /// Every node dies at once (SIGKILL) and comes back; returns once all are ready again.
+    pub fn restart_all(&mut self) {
+        let ids: Vec<u64> = self.nodes.iter().map(|node| node.id).collect();
+        for &id in &ids {
+            self.kill(id);
+        }
+        for &id in &ids {
+            self.spawn(id);
+        }
+        for &id in &ids {
+            self.wait_ready(id);
+        }
+    }
+
     /// SIGTERM, then waits for the exit status.
     pub fn terminate(&mut self, id: u64) -> std::process::ExitStatus {
         let mut child = self.node_mut(id).child.take().expect("node running");

@@ -40,7 +40,7 @@ pub async fn connect(
     let connecting = endpoint
         .connect_with(client_config, address, "127.0.0.1")
         .map_err(|error| error.to_string())?;
-    let connection = tokio::time::timeout(Duration::from_secs(10), connecting)
+    let connection = tokio::time::timeout(Duration::from_secs(2), connecting)
         .await
         .map_err(|_| "handshake timed out".to_string())?
         .map_err(|error| error.to_string())?;
@@ -68,5 +68,33 @@ impl Raw {
     pub async fn request(&self, request: Request, payload: Bytes) -> (Response, Bytes) {
         let bytes = Frame::new(request, payload).to_bytes().expect("encode");
         self.send_bytes(&bytes).await
+    }
+}
+
+/// Sends `request` to each node in turn, every 100 ms for up to 30 s, until `accept` takes an
+/// answer; nodes that are down or answer with something `accept` refuses are skipped.
+pub async fn ask_nodes<T>(
+    cluster: &TestCluster,
+    request: &Request,
+    payload: &Bytes,
+    mut accept: impl FnMut(Response, Bytes) -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        for address in cluster.bootstrap() {
+            let address: SocketAddr = address.parse().expect("node address");
+            let Ok(raw) = connect(cluster, address, b"keel/1", None, None).await else {
+                continue;
+            };
+            let (response, answer_payload) = raw.request(request.clone(), payload.clone()).await;
+            if let Some(value) = accept(response, answer_payload) {
+                return value;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no node gave an acceptable answer to {request:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
