@@ -37,8 +37,6 @@ use super::UsageError;
 
 /// Highest latency the histogram records (longer ones are clamped): 10 minutes.
 const MAX_LATENCY_US: u64 = 600_000_000;
-/// Acknowledgements a producer may have outstanding in pipelined mode, beyond the SDK buffer.
-const MAX_PENDING_PER_PRODUCER: usize = 64 * 1024;
 /// A consume or e2e run fails after this long without a new message.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -58,6 +56,10 @@ pub struct BenchArgs {
     /// One message in flight per producer (measures latency rather than throughput).
     #[arg(long)]
     sync: bool,
+    /// Messages each producer keeps in flight (sent, not yet acknowledged) in pipelined mode.
+    /// Bounds the queueing a latency figure includes; the NATS baseline uses the same window.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    window: u64,
     /// Partitions of the topic if the bench creates it.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     partitions: u32,
@@ -213,10 +215,11 @@ async fn run_producers(
         let topic = args.topic.clone();
         let size = args.size;
         let sync = args.sync;
+        let window = args.window as usize;
         let done = done.clone();
         tasks.spawn(async move {
             let (pending_sender, mut pending) =
-                mpsc::channel(if sync { 1 } else { MAX_PENDING_PER_PRODUCER });
+                mpsc::channel(if sync { 1 } else { window });
             let sender = async {
                 for _ in 0..count {
                     let sent_at = Instant::now();
