@@ -199,10 +199,10 @@ async fn run_producers(
     done: &Arc<AtomicU64>,
     epoch: Instant,
     record_acks: bool,
-) -> anyhow::Result<Histogram<u64>> {
-    let mut tasks = tokio::task::JoinSet::new();
-    for index in 0..args.producers {
-        let count = share(args.messages, args.producers, index);
+    warm_up: bool,
+) -> anyhow::Result<(Histogram<u64>, Instant)> {
+    let mut producers = Vec::new();
+    for _ in 0..args.producers {
         let config = ProducerConfig {
             linger_ms: if args.sync {
                 0
@@ -211,15 +211,29 @@ async fn run_producers(
             },
             ..ProducerConfig::default()
         };
-        let producer = Producer::with_config(client.clone(), config);
+        producers.push(Producer::with_config(client.clone(), config));
+    }
+    if warm_up {
+        // One untimed message per producer first, so connecting, learning the partition
+        // leaders and getting a producer id are not counted as the first messages' latency.
+        let sends = producers.iter().map(|producer| {
+            producer.send(&args.topic, None, make_value(args.size, Duration::ZERO))
+        });
+        for delivery in sends.collect::<Vec<_>>() {
+            delivery.await.context("warm-up message")?;
+        }
+    }
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, producer) in (0..args.producers).zip(producers) {
+        let count = share(args.messages, args.producers, index);
         let topic = args.topic.clone();
         let size = args.size;
         let sync = args.sync;
         let window = args.window as usize;
         let done = done.clone();
         tasks.spawn(async move {
-            let (pending_sender, mut pending) =
-                mpsc::channel(if sync { 1 } else { window });
+            let (pending_sender, mut pending) = mpsc::channel(if sync { 1 } else { window });
             let sender = async {
                 for _ in 0..count {
                     let sent_at = Instant::now();
@@ -287,7 +301,7 @@ async fn run_producers(
             args.messages
         );
     }
-    Ok(histogram)
+    Ok((histogram, start))
 }
 
 /// A value of `size` bytes; the first 8 hold the send time (nanoseconds since the run's epoch)
@@ -308,8 +322,7 @@ async fn produce(
     args: &BenchArgs,
     done: &Arc<AtomicU64>,
 ) -> anyhow::Result<Report> {
-    let start = Instant::now();
-    let histogram = run_producers(client, args, done, start, true).await?;
+    let (histogram, start) = run_producers(client, args, done, Instant::now(), true, true).await?;
     Ok(Report {
         messages: args.messages,
         size: args.size,
@@ -416,7 +429,7 @@ async fn end_to_end(
         }
         anyhow::Ok(histogram)
     });
-    run_producers(client, args, done, epoch, false).await?;
+    run_producers(client, args, done, epoch, false, false).await?;
     let histogram = consumer_task.await.context("consumer task")??;
     Ok(Report {
         messages: args.messages,
