@@ -19,7 +19,7 @@ pub type Index = u64;
 pub const ENTRY_OVERHEAD_BYTES: u64 = 8 + 8 + 1 + 4 + 4;
 
 /// What an entry carries. Stored as one byte; the values are part of the on-disk format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[repr(u8)]
 pub enum EntryKind {
     /// Appended by every new leader at the start of its term (RAFT.md Election).
@@ -51,7 +51,7 @@ impl EntryKind {
 }
 
 /// One entry of a Raft log.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Entry {
     pub index: Index,
     pub term: Term,
@@ -74,7 +74,7 @@ pub fn entries_size_bytes(entries: &[Entry]) -> u64 {
 
 /// The state a node must persist before it acts on it: its term and the vote it cast in that
 /// term. The commit index is deliberately not here (RAFT.md: a restarted node learns it again).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HardState {
     pub term: Term,
     pub vote: Option<NodeId>,

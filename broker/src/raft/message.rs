@@ -6,13 +6,13 @@ use crate::raft::entry::{Entry, Index, Term};
 
 /// One message with the sender's term. For a `PreVote` the term is the one the sender would
 /// campaign in (its term + 1) and it raises nobody's term.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Message {
     pub term: Term,
     pub body: MessageBody,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MessageBody {
     /// "Would you vote for me at `term`?" Sent before raising the term.
     PreVote(VoteRequest),
@@ -25,18 +25,18 @@ pub enum MessageBody {
 }
 
 /// The candidate's last log entry, for the up-to-date check.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VoteRequest {
     pub last_log_index: Index,
     pub last_log_term: Term,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VoteResponse {
     pub granted: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AppendEntries {
     pub prev_log_index: Index,
     pub prev_log_term: Term,
@@ -44,14 +44,14 @@ pub struct AppendEntries {
     pub leader_commit: Index,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AppendEntriesResponse {
     pub result: AppendResult,
     /// The follower's applied index, for the leader's unapplied-backlog limit.
     pub applied_index: Index,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AppendResult {
     /// The follower's log matches the leader's up to `match_index`, durably.
     Accepted { match_index: Index },
@@ -64,7 +64,7 @@ pub enum AppendResult {
 }
 
 /// What a rejecting follower tells the leader so it can skip back a whole term per round trip.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConflictHint {
     /// The follower's last log index.
     pub last_index: Index,
