@@ -6,6 +6,7 @@
 
 use crate::raft::entry::NodeId;
 use crate::raft::error::ConfigError;
+use crate::raft::membership::Incarnation;
 
 pub const DEFAULT_HEARTBEAT_INTERVAL_TICKS: u32 = 1;
 pub const DEFAULT_ELECTION_TIMEOUT_MIN_TICKS: u32 = 10;
@@ -28,8 +29,12 @@ const _: () = assert!(DEFAULT_MAX_APPLY_BYTES >= DEFAULT_MAX_APPEND_BYTES);
 /// Configuration of one node of one group.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// This node's id; must be a voter of the configuration it starts with.
+    /// This node's id; must be a voter of the configuration `RaftNode::new` starts with
+    /// (`RaftNode::with_membership` also starts learners and servers waiting to be added).
     pub id: NodeId,
+    /// This node's incarnation (DESIGN.md 5): the driver sends it with every message
+    /// (`RaftNode::step_from` on the receiving side). 0 in `Config::new`.
+    pub incarnation: Incarnation,
     /// Ticks between two heartbeat rounds of a leader.
     pub heartbeat_interval_ticks: u32,
     /// Lower bound of the randomised election timeout: each reset draws a timeout uniformly
@@ -69,6 +74,12 @@ pub struct PlantedBugs {
     /// Vote and campaign despite a recovery that may have lost acknowledged entries
     /// (RAFT.md Membership, abstain rule).
     pub ignore_abstain_rule: bool,
+    /// Propose a configuration change while the previous one is uncommitted, so two voter
+    /// changes can be in flight at once (RAFT.md Membership).
+    pub allow_concurrent_membership_changes: bool,
+    /// Hear and count every incarnation of a member id: a wiped node votes and acknowledges
+    /// as its old incarnation (RAFT.md Membership).
+    pub ignore_incarnations: bool,
 }
 
 impl Config {
@@ -76,6 +87,7 @@ impl Config {
     pub fn new(id: NodeId, random_seed: u64) -> Config {
         Config {
             id,
+            incarnation: 0,
             heartbeat_interval_ticks: DEFAULT_HEARTBEAT_INTERVAL_TICKS,
             election_timeout_min_ticks: DEFAULT_ELECTION_TIMEOUT_MIN_TICKS,
             max_append_bytes: DEFAULT_MAX_APPEND_BYTES,

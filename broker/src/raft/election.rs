@@ -12,7 +12,6 @@ use crate::raft::message::{
     VoteResponse,
 };
 use crate::raft::node::{RaftNode, Role, SendWhen};
-use crate::raft::progress::Progress;
 use crate::raft::quorum::VoteResult;
 
 impl<L: RaftLog> RaftNode<L> {
@@ -88,7 +87,7 @@ impl<L: RaftLog> RaftNode<L> {
 
     /// Election timeout: ask the voters whether they would vote, without raising the term.
     pub(crate) fn start_pre_vote(&mut self) {
-        if !self.configuration.is_voter(self.config.id) || self.is_abstaining() {
+        if !self.is_self_voter() || self.is_abstaining() {
             return;
         }
         self.role = Role::PreCandidate;
@@ -151,21 +150,8 @@ impl<L: RaftLog> RaftNode<L> {
         self.votes.clear();
         self.heartbeat_elapsed_ticks = 0;
         self.election_elapsed_ticks = 0;
-        let next_index = self.log.last_index() + 1;
-        let (max_messages, max_bytes) = (
-            self.config.max_inflight_msgs,
-            self.config.max_inflight_bytes,
-        );
-        self.progress = self
-            .configuration
-            .members()
-            .filter(|&id| id != self.config.id)
-            .map(|id| {
-                let mut progress = Progress::new(next_index, max_messages, max_bytes);
-                progress.recent_active = true;
-                (id, progress)
-            })
-            .collect();
+        self.progress.clear();
+        self.sync_progress_with_membership();
         self.uncommitted.clear();
         self.uncommitted_bytes = 0;
         let no_op = Entry {

@@ -42,6 +42,8 @@ mod entry;
 mod error;
 mod inflights;
 mod log;
+mod membership;
+mod membership_log;
 mod memory_log;
 mod message;
 mod node;
@@ -65,6 +67,9 @@ pub use entry::{
 pub use error::{ConfigError, ProposeError};
 pub use inflights::Inflights;
 pub use log::RaftLog;
+pub use membership::{
+    Incarnation, Membership, MembershipChange, MembershipError, ReplaceNode, ReplaceStep,
+};
 pub use memory_log::MemoryLog;
 pub use message::{
     AppendEntries, AppendEntriesResponse, AppendResult, ConflictHint, Message, MessageBody,

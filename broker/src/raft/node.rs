@@ -14,8 +14,9 @@
 //!                     higher term, or check-quorum fails                 +--------+
 //! ```
 //!
-//! Inputs: `tick`, `step`, `propose`, `on_persisted`, `on_applied`, `campaign`. Output: `ready`.
-//! Elections live in election.rs, replication and commit in replication.rs.
+//! Inputs: `tick`, `step_from` (or `step`), `propose`, `propose_membership_change`,
+//! `on_persisted`, `on_applied`, `campaign`. Output: `ready`. Elections live in election.rs,
+//! replication and commit in replication.rs, configuration tracking in membership_log.rs.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -27,6 +28,7 @@ use crate::raft::config::Config;
 use crate::raft::entry::{Entry, EntryKind, HardState, Index, NodeId, Term};
 use crate::raft::error::{ConfigError, ProposeError};
 use crate::raft::log::RaftLog;
+use crate::raft::membership::{Incarnation, Membership, MembershipChange, MembershipError};
 use crate::raft::message::{Message, MessageBody};
 use crate::raft::progress::Progress;
 use crate::raft::quorum::Configuration;
@@ -61,7 +63,14 @@ pub(crate) enum SendWhen {
 
 pub struct RaftNode<L: RaftLog> {
     pub(crate) config: Config,
+    /// The ids of `membership`, kept in step with it for the quorum code.
     pub(crate) configuration: Configuration,
+    /// The latest configuration in the log, committed or not (RAFT.md Membership).
+    pub(crate) membership: Membership,
+    /// `(index, configuration)` of the configuration entries the node may still need: the
+    /// latest one at or below the commit index (or the starting one) and every one above it,
+    /// so a truncated suffix can restore the configuration before it. Never empty.
+    pub(crate) membership_entries: Vec<(Index, Membership)>,
     pub(crate) term: Term,
     pub(crate) vote: Option<NodeId>,
     pub(crate) role: Role,
@@ -78,6 +87,8 @@ pub struct RaftNode<L: RaftLog> {
     /// Leader only: `(index, bytes)` of its own entries not yet committed.
     pub(crate) uncommitted: VecDeque<(Index, u64)>,
     pub(crate) uncommitted_bytes: u64,
+    /// Leader only: the target of a leadership transfer in progress and the ticks it has run.
+    pub(crate) transfer: Option<(NodeId, u32)>,
     rng: ChaCha8Rng,
     hard_state_handed_out: HardState,
     messages: BTreeMap<NodeId, Vec<Message>>,
@@ -85,14 +96,14 @@ pub struct RaftNode<L: RaftLog> {
 }
 
 impl<L: RaftLog> RaftNode<L> {
-    /// A node over a recovered log. Returns the configuration error if `config` is invalid.
+    /// A voter over a recovered log, every member at incarnation 0 (see `with_membership`).
+    /// Returns the configuration error if `config` is invalid or the node is not a voter.
     pub fn new(
         config: Config,
         configuration: Configuration,
         storage: L,
         recovered: RecoveredState,
     ) -> Result<RaftNode<L>, ConfigError> {
-        config.validate()?;
         if configuration.voters.is_empty() {
             return Err(ConfigError::NoVoters);
         }
@@ -102,11 +113,35 @@ impl<L: RaftLog> RaftNode<L> {
                 voters: configuration.voters.iter().copied().collect(),
             });
         }
+        let mut config = config;
+        config.incarnation = 0;
+        RaftNode::with_membership(
+            config,
+            Membership::from_configuration(&configuration),
+            storage,
+            recovered,
+        )
+    }
+
+    /// A node over a recovered log. `membership` is the configuration as of
+    /// `recovered.applied_index` (the snapshot's, or the founding one); configuration entries
+    /// after it are read back from the log, and the latest one wins. The node may be a voter,
+    /// a learner, or not yet a member (a new server or a wiped node waiting to be added: it
+    /// never campaigns and counts for nothing until a configuration makes it a voter).
+    pub fn with_membership(
+        config: Config,
+        membership: Membership,
+        storage: L,
+        recovered: RecoveredState,
+    ) -> Result<RaftNode<L>, ConfigError> {
+        config.validate()?;
         let log = ReplicatedLog::new(storage, recovered.applied_index);
         let mut node = RaftNode {
             rng: ChaCha8Rng::seed_from_u64(config.random_seed),
             config,
-            configuration,
+            configuration: membership.configuration(),
+            membership_entries: vec![(recovered.applied_index, membership.clone())],
+            membership,
             term: recovered.hard_state.term,
             vote: recovered.hard_state.vote,
             role: Role::Follower,
@@ -120,12 +155,14 @@ impl<L: RaftLog> RaftNode<L> {
             abstain_until_index: recovered.abstain_until_index,
             uncommitted: VecDeque::new(),
             uncommitted_bytes: 0,
+            transfer: None,
             hard_state_handed_out: recovered.hard_state,
             messages: BTreeMap::new(),
             messages_after_persist: BTreeMap::new(),
         };
         node.reset_election_timer();
         node.maybe_end_abstention();
+        node.read_memberships_from_log();
         Ok(node)
     }
 
@@ -137,9 +174,41 @@ impl<L: RaftLog> RaftNode<L> {
         }
     }
 
-    /// A message from peer `from` arrived.
+    /// A message from peer `from` arrived, WITHOUT the incarnation check: for drivers that do
+    /// not know the sender's incarnation. It cannot tell a wiped node from the member it
+    /// replaced, so a cluster that replaces nodes must use `step_from`.
     pub fn step(&mut self, from: NodeId, message: Message) {
-        assert_ne!(from, self.config.id, "a node does not message itself");
+        self.step_checked(from, None, message);
+    }
+
+    /// A message from incarnation `from_incarnation` of peer `from` arrived (the driver carries
+    /// the sender's `Config::incarnation` beside every message). A message from an incarnation
+    /// the configuration does not know under that id is ignored: a lost server never votes or
+    /// acknowledges as the member it was (RAFT.md Membership).
+    pub fn step_from(&mut self, from: NodeId, from_incarnation: Incarnation, message: Message) {
+        #[cfg(feature = "fault-injection")]
+        if self.config.planted_bugs.ignore_incarnations {
+            return self.step_checked(from, None, message);
+        }
+        if !self.membership.admits(from, from_incarnation) {
+            tracing::debug!(
+                from,
+                from_incarnation,
+                kind = message.body.kind_name(),
+                "ignoring a message from a non-member incarnation"
+            );
+            return;
+        }
+        self.step_checked(from, Some(from_incarnation), message);
+    }
+
+    /// `incarnation` is `None` when the driver does not know it (`step`): then acknowledgements
+    /// and votes count for whatever incarnation the configuration holds.
+    fn step_checked(&mut self, from: NodeId, incarnation: Option<Incarnation>, message: Message) {
+        if from == self.config.id {
+            tracing::warn!(from, "ignoring a message claiming to come from this node");
+            return;
+        }
         if !self.step_term(from, &message) {
             return;
         }
@@ -151,12 +220,18 @@ impl<L: RaftLog> RaftNode<L> {
                 self.handle_vote_request(from, message.term, request, false)
             }
             MessageBody::PreVoteResponse(response) => {
-                self.handle_pre_vote_response(from, message.term, response)
+                if self.counts_vote_of(from, incarnation) {
+                    self.handle_pre_vote_response(from, message.term, response)
+                }
             }
-            MessageBody::RequestVoteResponse(response) => self.handle_vote_response(from, response),
+            MessageBody::RequestVoteResponse(response) => {
+                if self.counts_vote_of(from, incarnation) {
+                    self.handle_vote_response(from, response)
+                }
+            }
             MessageBody::AppendEntries(append) => self.handle_append_entries(from, append),
             MessageBody::AppendEntriesResponse(response) => {
-                self.handle_append_response(from, response)
+                self.handle_append_response(from, incarnation, response)
             }
         }
     }
@@ -165,6 +240,42 @@ impl<L: RaftLog> RaftNode<L> {
     /// `(index, term)`: the proposal succeeded iff that entry is later applied.
     pub fn propose(&mut self, payload: Bytes) -> Result<(Index, Term), ProposeError> {
         self.propose_entry(EntryKind::Data, payload)
+    }
+
+    /// Proposes one single-server configuration change (RAFT.md Membership). Refused until
+    /// this leader has committed an entry of its own term and while the previous change is
+    /// uncommitted. The change takes effect as soon as it is appended, on every node.
+    pub fn propose_membership_change(
+        &mut self,
+        change: MembershipChange,
+    ) -> Result<(Index, Term), MembershipError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader_hint: self.leader,
+            }
+            .into());
+        }
+        if self.log.term(self.log.commit_index()) != Some(self.term) {
+            return Err(MembershipError::OwnTermNotCommitted);
+        }
+        if self.membership_change_pending() && !self.allows_concurrent_membership_changes() {
+            return Err(MembershipError::ChangePending {
+                index: self.membership_index(),
+            });
+        }
+        if self.transfer_target().is_some() {
+            return Err(MembershipError::TransferInProgress);
+        }
+        let next = self.membership.apply(change)?;
+        Ok(self.propose_entry(EntryKind::Config, next.encode())?)
+    }
+
+    fn allows_concurrent_membership_changes(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        if self.config.planted_bugs.allow_concurrent_membership_changes {
+            return true;
+        }
+        false
     }
 
     pub(crate) fn propose_entry(
@@ -211,7 +322,9 @@ impl<L: RaftLog> RaftNode<L> {
         self.uncommitted
             .push_back((entry.index, entry.size_bytes()));
         self.uncommitted_bytes += entry.size_bytes();
-        self.log.append(&[entry]);
+        let entries = [entry];
+        self.log.append(&entries);
+        self.observe_appended(&entries);
         position
     }
 
@@ -303,12 +416,14 @@ impl<L: RaftLog> RaftNode<L> {
     /// The O(1) invariants of the node (STYLE.md 7), checked by tests after every step.
     pub fn validate(&self) {
         self.log.validate();
-        assert!(self.configuration.is_voter(self.config.id));
-        if let Some(vote) = self.vote {
-            assert!(
-                self.configuration.is_voter(vote),
-                "voted for non-voter {vote}"
-            );
+        // A vote may name a server a later configuration removed: no check on it.
+        assert_eq!(self.configuration, self.membership.configuration());
+        assert_eq!(
+            self.membership_entries.last().map(|(_, m)| m),
+            Some(&self.membership)
+        );
+        if matches!(self.role, Role::Candidate | Role::PreCandidate) {
+            assert!(self.is_self_voter(), "a non-voter campaigns");
         }
         match self.role {
             Role::Leader => {
@@ -389,6 +504,18 @@ impl<L: RaftLog> RaftNode<L> {
     }
     pub fn configuration(&self) -> &Configuration {
         &self.configuration
+    }
+    /// The latest configuration in the log, with incarnations.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+    /// This node's incarnation (`Config::incarnation`).
+    pub fn incarnation(&self) -> Incarnation {
+        self.config.incarnation
+    }
+    /// Leader: the target of the leadership transfer in progress.
+    pub fn transfer_target(&self) -> Option<NodeId> {
+        self.transfer.map(|(target, _)| target)
     }
     pub fn config(&self) -> &Config {
         &self.config

@@ -14,6 +14,7 @@
 
 use crate::raft::entry::Index;
 use crate::raft::inflights::Inflights;
+use crate::raft::membership::Incarnation;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProgressState {
@@ -39,6 +40,9 @@ pub struct Progress {
     pub applied_index: Index,
     /// The commit index carried by the last AppendEntries sent to it.
     pub commit_sent: Index,
+    /// The incarnation this progress tracks: answers from any other are ignored, and it counts
+    /// for a voter only if the voter has this incarnation (RAFT.md Membership).
+    pub incarnation: Incarnation,
 }
 
 impl Progress {
@@ -53,6 +57,7 @@ impl Progress {
             recent_active: false,
             applied_index: 0,
             commit_sent: 0,
+            incarnation: 0,
         }
     }
 

@@ -4,6 +4,7 @@
 
 use crate::raft::entry::{entries_size_bytes, Index, NodeId};
 use crate::raft::log::RaftLog;
+use crate::raft::membership::Incarnation;
 use crate::raft::message::{
     AppendEntries, AppendEntriesResponse, AppendResult, ConflictHint, Message, MessageBody,
 };
@@ -35,9 +36,9 @@ impl<L: RaftLog> RaftNode<L> {
     /// down, which also ends a leader that can send but not receive.
     fn check_quorum(&mut self) {
         let id = self.config.id;
-        let progress = &self.progress;
         let active = self.configuration.has_quorum(|voter| {
-            voter == id || progress.get(&voter).is_some_and(|p| p.recent_active)
+            (voter == id && self.is_self_voter())
+                || self.voter_progress(voter).is_some_and(|p| p.recent_active)
         });
         for progress in self.progress.values_mut() {
             progress.recent_active = false;
@@ -166,7 +167,10 @@ impl<L: RaftLog> RaftNode<L> {
                 self.become_follower(self.term, Some(from))
             }
         }
-        let result = self.accept_or_reject(append);
+        let result = match self.well_formed(&append) {
+            true => self.accept_or_reject(append),
+            false => return,
+        };
         let response = AppendEntriesResponse {
             result,
             applied_index: self.log.applied_index(),
@@ -174,6 +178,25 @@ impl<L: RaftLog> RaftNode<L> {
         let term = self.term;
         let body = MessageBody::AppendEntriesResponse(response);
         self.send(from, SendWhen::AfterPersist, Message { term, body });
+    }
+
+    /// Entries must follow the prev entry one by one with terms that never go down, or the
+    /// log would get a hole: a malformed message is ignored (STYLE.md 7: bad network input is
+    /// not a panic).
+    fn well_formed(&self, append: &AppendEntries) -> bool {
+        let mut previous = (append.prev_log_index, append.prev_log_term);
+        for entry in &append.entries {
+            if entry.index != previous.0 + 1 || entry.term < previous.1 || entry.term > self.term {
+                tracing::warn!(
+                    prev_log_index = append.prev_log_index,
+                    index = entry.index,
+                    "ignoring a malformed AppendEntries"
+                );
+                return false;
+            }
+            previous = (entry.index, entry.term);
+        }
+        true
     }
 
     fn accept_or_reject(&mut self, append: AppendEntries) -> AppendResult {
@@ -194,8 +217,14 @@ impl<L: RaftLog> RaftNode<L> {
             };
         }
         let last_new_index = append.prev_log_index + append.entries.len() as Index;
-        self.log.append_after_match(&append.entries);
-        self.log.commit_to(append.leader_commit.min(last_new_index));
+        if let Some(first_new) = self.log.append_after_match(&append.entries) {
+            self.truncate_memberships_from(first_new);
+            let skipped = (first_new - append.prev_log_index - 1) as usize;
+            self.observe_appended(&append.entries[skipped..]);
+        }
+        if self.log.commit_to(append.leader_commit.min(last_new_index)) {
+            self.after_commit();
+        }
         AppendResult::Accepted {
             match_index: last_new_index,
         }
@@ -218,13 +247,21 @@ impl<L: RaftLog> RaftNode<L> {
     }
 
     /// Leader side of a follower's answer.
-    pub(crate) fn handle_append_response(&mut self, from: NodeId, response: AppendEntriesResponse) {
+    pub(crate) fn handle_append_response(
+        &mut self,
+        from: NodeId,
+        incarnation: Option<Incarnation>,
+        response: AppendEntriesResponse,
+    ) {
         if self.role != Role::Leader {
             return;
         }
         let Some(progress) = self.progress.get_mut(&from) else {
             return;
         };
+        if incarnation.is_some_and(|incarnation| incarnation != progress.incarnation) {
+            return; // another incarnation behind the same address: not the one we track
+        }
         progress.recent_active = true;
         progress.applied_index = progress.applied_index.max(response.applied_index);
         match response.result {
@@ -276,12 +313,11 @@ impl<L: RaftLog> RaftNode<L> {
     pub(crate) fn maybe_commit(&mut self) {
         let id = self.config.id;
         let persisted = self.log.persisted_index();
-        let progress = &self.progress;
         let quorum_index = self.configuration.committed_index(|voter| {
-            if voter == id {
+            if voter == id && self.is_self_voter() {
                 persisted
             } else {
-                progress.get(&voter).map_or(0, |p| p.match_index)
+                self.voter_progress(voter).map_or(0, |p| p.match_index)
             }
         });
         if quorum_index <= self.log.commit_index() {
@@ -298,6 +334,7 @@ impl<L: RaftLog> RaftNode<L> {
             self.uncommitted.pop_front();
             self.uncommitted_bytes -= bytes;
         }
+        self.after_commit();
     }
 
     fn counts_old_term_entries(&self) -> bool {
