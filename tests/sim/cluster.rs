@@ -11,8 +11,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use keel_broker::raft::{
-    Config, Configuration, Entry, HardState, Index, Message, NodeId, PeerMessages, ProposeError,
-    RaftNode, RecoveredState, Role, Term,
+    Config, Entry, HardState, Incarnation, Index, Membership, MembershipChange, MembershipError,
+    Message, NodeId, PeerMessages, ProposeError, RaftNode, RecoveredState, ReplaceNode,
+    ReplaceStep, Role, Term,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -38,6 +39,11 @@ pub struct Coverage {
     pub redirected_proposals: u64,
     pub symmetric_partitions: u64,
     pub one_way_cuts: u64,
+    pub disks_wiped: u64,
+    pub replacements_completed: u64,
+    pub voters_removed: u64,
+    pub membership_changes_committed: u64,
+    pub leaders_removed_themselves: u64,
 }
 
 /// Everything a run is parameterised by (the simulator draws it from the seed).
@@ -100,6 +106,11 @@ struct SimNode {
     /// Each node's clock runs at its own rate: it ticks every `tick_interval_units`.
     tick_interval_units: u64,
     next_tick_at: u64,
+    /// The incarnation of the disk behind this id; a wipe draws a new one.
+    incarnation: Incarnation,
+    /// The configuration the node starts from (the founding one; nothing after a wipe: a new
+    /// server learns its configuration from the leader's log).
+    base_membership: Membership,
 }
 
 pub struct Cluster {
@@ -119,13 +130,15 @@ pub struct Cluster {
     /// Scenario tests: every delivered message as `(from, to, kind, term)`.
     pub delivered: Option<Vec<(NodeId, NodeId, &'static str, Term)>>,
     nodes: BTreeMap<NodeId, SimNode>,
-    configuration: Configuration,
+    /// Wiped nodes being brought back (DESIGN.md 5 replace sequence) and removed voters being
+    /// added back (the same sequence with the same incarnation), by id.
+    pub replacements: BTreeMap<NodeId, ReplaceNode>,
 }
 
 impl Cluster {
     pub fn new(options: ClusterOptions, seed: u64) -> Cluster {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let configuration = Configuration::with_voters(1..=options.node_count);
+        let founding = Membership::with_voters((1..=options.node_count).map(|id| (id, 1)));
         let mut cluster = Cluster {
             now: 0,
             network: Network::new(options.network),
@@ -138,23 +151,26 @@ impl Cluster {
             send_filter: None,
             delivered: None,
             nodes: BTreeMap::new(),
-            configuration,
+            replacements: BTreeMap::new(),
             rng: ChaCha8Rng::seed_from_u64(rng.random()),
             options,
         };
         for id in 1..=cluster.options.node_count {
-            let raft = cluster.start_node(id, SimDisk::default(), RecoveredState::default());
             let skew = cluster.options.max_tick_skew_units;
             let tick_interval_units = rng.random_range(TICK_UNITS - skew..=TICK_UNITS + skew);
             let next_tick_at = rng.random_range(0..TICK_UNITS);
             let node = SimNode {
-                state: NodeState::Up(raft),
+                state: NodeState::Down(SimDisk::default()),
                 writes: VecDeque::new(),
                 writing: None,
                 tick_interval_units,
                 next_tick_at,
+                incarnation: 1,
+                base_membership: founding.clone(),
             };
             cluster.nodes.insert(id, node);
+            let raft = cluster.start_node(id, SimDisk::default(), RecoveredState::default());
+            cluster.nodes.get_mut(&id).expect("inserted").state = NodeState::Up(raft);
         }
         cluster
     }
@@ -167,10 +183,140 @@ impl Cluster {
     ) -> Box<RaftNode<SimDisk>> {
         let mut config = self.options.config.clone();
         config.id = id;
+        config.incarnation = self.nodes[&id].incarnation;
         config.random_seed = self.rng.random();
-        let raft = RaftNode::new(config, self.configuration.clone(), disk, recovered)
-            .expect("valid config");
+        let membership = self.nodes[&id].base_membership.clone();
+        let raft =
+            RaftNode::with_membership(config, membership, disk, recovered).expect("valid config");
         Box::new(raft)
+    }
+
+    pub fn incarnation(&self, id: NodeId) -> Incarnation {
+        self.nodes[&id].incarnation
+    }
+
+    /// The node lost its disk: it is down, and comes back (at `restart`) empty under a new
+    /// incarnation, as a new server that waits to be added; the replace sequence starts.
+    pub fn wipe(&mut self, id: NodeId) {
+        if self.is_up(id) {
+            self.crash(id, false);
+        }
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let old = node.incarnation;
+        node.incarnation += 1;
+        node.state = NodeState::Down(SimDisk::default());
+        node.base_membership = Membership::default();
+        let new = node.incarnation;
+        self.coverage.disks_wiped += 1;
+        self.trace.line(self.now, || {
+            format!("wipe {id}: incarnation {old} -> {new}")
+        });
+        self.trace.hash_event(self.now, 3, id, new);
+        self.history.forget_volatile_state(id);
+        self.replacements.insert(id, ReplaceNode::new(id, old, new));
+    }
+
+    /// Replacements and re-adds in progress.
+    pub fn membership_work(&self) -> usize {
+        self.replacements.len()
+    }
+
+    /// Every id a voter with the incarnation of its disk, nothing else, as the leader sees it.
+    pub fn membership_is_complete(&self) -> bool {
+        let Some(leader) = self.leader() else {
+            return false;
+        };
+        let node = self.node(leader);
+        let wanted: Membership =
+            Membership::with_voters(self.ids().into_iter().map(|id| (id, self.incarnation(id))));
+        node.membership() == &wanted && !node.membership_change_pending()
+    }
+
+    /// One round of the membership driver at the current leader: the next step of every
+    /// replacement (`ReplaceNode`). A replacement is finished only once its last change is
+    /// committed (a leader's uncommitted view may still be truncated). An id that is not a
+    /// voter with its disk's incarnation and has no replacement gets one (a removal that came
+    /// back after a leader change).
+    pub fn drive_membership(&mut self) {
+        let Some(leader) = self.leader() else {
+            return;
+        };
+        let node = self.node(leader);
+        let missing: Vec<(NodeId, Incarnation)> = if node.membership_change_pending() {
+            Vec::new()
+        } else {
+            self.ids()
+                .into_iter()
+                .map(|id| (id, self.incarnation(id)))
+                .filter(|&(id, incarnation)| !node.membership().is_voter(id, incarnation))
+                .collect()
+        };
+        for (id, incarnation) in missing {
+            self.replacements
+                .entry(id)
+                .or_insert(ReplaceNode::new(id, incarnation, incarnation));
+        }
+        let node = self.node(leader);
+        let mut changes = Vec::new();
+        let mut done = Vec::new();
+        for (&id, replacement) in &self.replacements {
+            match replacement.next_step(node) {
+                ReplaceStep::Propose(change) => changes.push(change),
+                ReplaceStep::Wait => {}
+                ReplaceStep::Done if !node.membership_change_pending() => done.push(id),
+                ReplaceStep::Done => {}
+            }
+        }
+        for id in done {
+            self.replacements.remove(&id);
+            self.coverage.replacements_completed += 1;
+        }
+        for change in changes {
+            // A refusal (pending change, no-op not committed) is retried at the next round.
+            let _ = self.propose_membership_change(leader, change);
+        }
+    }
+
+    /// Removes voter `id` (its own incarnation) to add it back later as a learner, then
+    /// promote it (`ReplaceNode` with the same incarnation). The re-add is tried at once,
+    /// while the removal is uncommitted: the core must refuse it (a planted bug that does not
+    /// is caught by invariants/membership_rule.rs).
+    pub fn churn_voter(&mut self, id: NodeId) {
+        let Some(leader) = self.leader() else {
+            return;
+        };
+        let incarnation = self.incarnation(id);
+        let change = MembershipChange::RemoveVoter { id, incarnation };
+        if self.propose_membership_change(leader, change).is_ok() {
+            self.coverage.voters_removed += 1;
+            self.coverage.leaders_removed_themselves += u64::from(id == leader);
+            let re_add = MembershipChange::AddLearner { id, incarnation };
+            let _ = self.propose_membership_change(leader, re_add);
+            self.replacements.insert(
+                id,
+                ReplaceNode {
+                    id,
+                    old_incarnation: incarnation,
+                    new_incarnation: incarnation,
+                },
+            );
+        }
+    }
+
+    pub fn propose_membership_change(
+        &mut self,
+        at: NodeId,
+        change: MembershipChange,
+    ) -> Result<(Index, Term), MembershipError> {
+        let result = self.node_mut(at).propose_membership_change(change);
+        self.trace.line(self.now, || {
+            format!("membership change at {at}: {change:?} -> {result:?}")
+        });
+        if result.is_ok() {
+            self.trace.hash_event(self.now, 4, at, 0);
+        }
+        self.handle_all_ready();
+        result
     }
 
     pub fn ids(&self) -> Vec<NodeId> {
@@ -236,8 +382,11 @@ impl Cluster {
                     let kind = envelope.message.body.kind_name();
                     delivered.push((envelope.from, envelope.to, kind, envelope.message.term));
                 }
-                self.node_mut(envelope.to)
-                    .step(envelope.from, envelope.message);
+                self.node_mut(envelope.to).step_from(
+                    envelope.from,
+                    envelope.from_incarnation,
+                    envelope.message,
+                );
             }
         }
         for id in self.ids() {
@@ -489,7 +638,12 @@ impl Cluster {
         {
             return;
         }
-        let envelope = Envelope { from, to, message };
+        let envelope = Envelope {
+            from,
+            from_incarnation: self.nodes[&from].incarnation,
+            to,
+            message,
+        };
         self.network.send(&mut self.rng, self.now, envelope);
     }
 

@@ -20,6 +20,9 @@ pub const FAULT_PHASE_TICKS: u64 = 1_000;
 pub const LIVENESS_LEADER_TICKS: u64 = 300;
 pub const LIVENESS_COMMIT_TICKS: u64 = 300;
 pub const LIVENESS_PROPOSALS: usize = 5;
+/// Phase two: ticks for replacements and re-adds to finish after healing. Generous: a learner
+/// may have to catch up hundreds of entries one per message with one message in flight.
+pub const LIVENESS_MEMBERSHIP_TICKS: u64 = 2_000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Failure {
@@ -48,6 +51,10 @@ struct FaultRates {
     restart_per_tick: f64,
     partition_per_tick: f64,
     propose_per_unit: f64,
+    /// A node loses its disk and is replaced (DESIGN.md 5).
+    wipe_per_tick: f64,
+    /// A random voter is removed and later added back.
+    churn_per_tick: f64,
 }
 
 /// Runs one seed; a panic inside the core or the simulator is a failure too.
@@ -73,6 +80,7 @@ fn run_seed_unguarded(seed: u64, planted_bugs: PlantedBugs) -> Result<RunReport,
     let mut partition_ends_at = None;
     for _ in 0..FAULT_PHASE_TICKS {
         inject_faults(&mut cluster, &rates, &mut partition_ends_at, &mut crashes);
+        change_membership(&mut cluster, &rates);
         for _ in 0..TICK_UNITS {
             drive_producers(&mut cluster, rates.propose_per_unit);
             cluster.step();
@@ -127,6 +135,8 @@ fn draw_options(rng: &mut ChaCha8Rng, planted_bugs: PlantedBugs) -> (ClusterOpti
         restart_per_tick: rng.random_range(0.02..0.2),
         partition_per_tick: rng.random_range(0.0..0.03),
         propose_per_unit: rng.random_range(0.005..0.05),
+        wipe_per_tick: [0.0, 0.001, 0.004][rng.random_range(0..3)],
+        churn_per_tick: [0.0, 0.002, 0.01][rng.random_range(0..3)],
     };
     (options, rates)
 }
@@ -141,8 +151,10 @@ fn inject_faults(
     for id in cluster.ids() {
         if cluster.is_up(id) {
             if cluster.rng.random_bool(rates.crash_per_tick) {
-                // At most a minority may abstain, or no majority could ever vote again.
-                let may_abstain = cluster.abstaining_count() < (node_count - 1) / 2;
+                // At most a minority may abstain, or no majority could ever vote again; a node
+                // being replaced or re-added counts as one that cannot vote.
+                let may_abstain =
+                    cluster.abstaining_count() + cluster.membership_work() < (node_count - 1) / 2;
                 cluster.crash(id, may_abstain);
                 *crashes += 1;
             }
@@ -161,6 +173,24 @@ fn inject_faults(
             *partition_ends_at = Some(cluster.now + cluster.rng.random_range(5..80) * TICK_UNITS);
         }
         None => {}
+    }
+}
+
+/// Disk wipes (then the replace sequence) and voluntary voter removals (then re-adding), one
+/// at a time and never while a node abstains: a majority of voters must stay able to vote.
+fn change_membership(cluster: &mut Cluster, rates: &FaultRates) {
+    cluster.drive_membership();
+    let quiet = cluster.membership_work() == 0 && cluster.abstaining_count() == 0;
+    let ids = cluster.ids();
+    if quiet && cluster.rng.random_bool(rates.wipe_per_tick) {
+        let victim = ids[cluster.rng.random_range(0..ids.len())];
+        cluster.wipe(victim);
+    }
+    // The churned voter's re-add is tried every round, even while its removal is pending:
+    // the core must refuse (a planted bug that does not is caught by membership_rule).
+    if quiet && cluster.rng.random_bool(rates.churn_per_tick) {
+        let victim = ids[cluster.rng.random_range(0..ids.len())];
+        cluster.churn_voter(victim);
     }
 }
 
@@ -249,6 +279,7 @@ fn propose_for(cluster: &mut Cluster, producer: usize, target: NodeId) -> Option
 /// Phase two: heal, restart, then demand a leader and the commit of new proposals everywhere.
 fn check_liveness(cluster: &mut Cluster) -> Result<(), Failure> {
     heal_everything(cluster);
+    complete_membership(cluster)?;
     wait_for_agreed_leader(cluster)?;
     let proposed = commit_new_proposals(cluster)?;
     let last = proposed.last().map_or(0, |&(index, _)| index);
@@ -299,6 +330,27 @@ fn heal_everything(cluster: &mut Cluster) {
             cluster.restart(id);
         }
     }
+}
+
+/// Liveness with the final configuration: every replacement and re-add finishes, so every id
+/// is a voter with the incarnation of its disk.
+fn complete_membership(cluster: &mut Cluster) -> Result<(), Failure> {
+    for _ in 0..LIVENESS_MEMBERSHIP_TICKS {
+        if cluster.membership_is_complete() {
+            return check_safety(cluster);
+        }
+        cluster.drive_membership();
+        cluster.run_ticks(1);
+        check_safety(cluster)?;
+    }
+    let membership = cluster
+        .leader()
+        .map(|leader| format!("{:?}", cluster.node(leader).membership()));
+    let what = format!(
+        "membership not complete within {LIVENESS_MEMBERSHIP_TICKS} ticks: leader's {membership:?}, replacements {:?}",
+        cluster.replacements
+    );
+    Err(liveness(cluster, what))
 }
 
 fn wait_for_agreed_leader(cluster: &mut Cluster) -> Result<(), Failure> {

@@ -277,15 +277,13 @@ pub struct ReplaceNode {
 }
 
 impl ReplaceNode {
+    /// `old_incarnation == new_incarnation` re-adds a voter that was removed with its disk
+    /// intact: the same sequence, without a voter to remove.
     pub fn new(
         id: NodeId,
         old_incarnation: Incarnation,
         new_incarnation: Incarnation,
     ) -> ReplaceNode {
-        assert_ne!(
-            old_incarnation, new_incarnation,
-            "a replacement is a new incarnation"
-        );
         ReplaceNode {
             id,
             old_incarnation,
@@ -298,6 +296,7 @@ impl ReplaceNode {
         let membership = leader.membership();
         let (id, new) = (self.id, self.new_incarnation);
         if membership.is_voter(id, new) {
+            // A learner left behind the id (another incarnation) is removed too.
             return if membership.learners.contains_key(&id) {
                 ReplaceStep::Propose(MembershipChange::RemoveLearner {
                     id,

@@ -182,15 +182,27 @@ impl<L: RaftLog> RaftNode<L> {
     }
 
     /// A message from incarnation `from_incarnation` of peer `from` arrived (the driver carries
-    /// the sender's `Config::incarnation` beside every message). A message from an incarnation
-    /// the configuration does not know under that id is ignored: a lost server never votes or
-    /// acknowledges as the member it was (RAFT.md Membership).
+    /// the sender's `Config::incarnation` beside every message). Answers (votes, append
+    /// acknowledgements) from an incarnation the configuration does not know under that id are
+    /// ignored, and votes and acknowledgements count only for a voter's own incarnation: a lost
+    /// server never votes or acknowledges as the member it was (RAFT.md Membership).
+    ///
+    /// Requests (PreVote, RequestVote, AppendEntries) are heard from any incarnation: they are
+    /// judged by term and log alone, and a node whose configuration is behind must still follow
+    /// a leader that is a newer incarnation (the simulator found a lagging learner that ignored
+    /// its replaced leader forever when every message was filtered).
     pub fn step_from(&mut self, from: NodeId, from_incarnation: Incarnation, message: Message) {
         #[cfg(feature = "fault-injection")]
         if self.config.planted_bugs.ignore_incarnations {
             return self.step_checked(from, None, message);
         }
-        if !self.membership.admits(from, from_incarnation) {
+        let is_answer = matches!(
+            message.body,
+            MessageBody::PreVoteResponse(_)
+                | MessageBody::RequestVoteResponse(_)
+                | MessageBody::AppendEntriesResponse(_)
+        );
+        if is_answer && !self.membership.admits(from, from_incarnation) {
             tracing::debug!(
                 from,
                 from_incarnation,
@@ -267,7 +279,16 @@ impl<L: RaftLog> RaftNode<L> {
             return Err(MembershipError::TransferInProgress);
         }
         let next = self.membership.apply(change)?;
-        Ok(self.propose_entry(EntryKind::Config, next.encode())?)
+        // Like the no-op, a configuration entry bypasses the uncommitted-bytes limit: it is
+        // small and rare, and a limit below its size would block membership forever (the
+        // simulator found that with max_uncommitted_bytes = 128).
+        let entry = Entry {
+            index: self.log.last_index() + 1,
+            term: self.term,
+            kind: EntryKind::Config,
+            payload: next.encode(),
+        };
+        Ok(self.append_own_entry(entry))
     }
 
     fn allows_concurrent_membership_changes(&self) -> bool {

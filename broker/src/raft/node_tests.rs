@@ -792,8 +792,9 @@ fn messages_from_a_lost_incarnation_are_ignored() {
     node.step_from(3, 8, Message { term: 1, body });
     drive(&mut node);
     assert_eq!(node.commit_index(), 0, "nor does its acknowledgement");
-    // A higher term from the lost incarnation does not depose the leader either.
-    node.step_from(3, 8, vote_request(9, (5, 5), false));
+    // An answer with a higher term from the lost incarnation does not depose the leader.
+    let body = MessageBody::RequestVoteResponse(VoteResponse { granted: false });
+    node.step_from(3, 8, Message { term: 9, body });
     assert_eq!((node.role(), node.term()), (Role::Leader, 1));
 }
 
