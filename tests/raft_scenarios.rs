@@ -588,3 +588,189 @@ fn crash_at_any_point_of_the_write_path_loses_only_unacknowledged_data() {
         );
     }
 }
+
+// ---- Snapshots and membership (RAFT.md Snapshots and log compaction, Membership) ----
+
+use keel_broker::raft::{MembershipChange, MembershipError, ReplaceNode, ReplaceStep};
+
+/// Proposes `count` payloads at `leader` and lets them commit everywhere reachable.
+fn propose_many(cluster: &mut Cluster, leader: NodeId, count: usize, tag: &str) -> Index {
+    let mut last = 0;
+    for number in 0..count {
+        let payload = Bytes::from(format!("{tag}-{number}"));
+        last = cluster.propose(leader, payload).expect("leader").0;
+        cluster.settle();
+    }
+    last
+}
+
+#[test]
+fn follower_far_behind_the_compaction_point_catches_up_through_install_snapshot() {
+    // Node 3 misses 30 entries; the leader compacts past them; on healing node 3 gets the
+    // snapshot in chunks, keeps nothing inconsistent, and the next AppendEntries names the
+    // snapshot's last entry as its prev entry.
+    let mut options = ClusterOptions::quiet(3);
+    options.config.max_snapshot_chunk_bytes = 8;
+    let mut cluster = Cluster::new(options, 11);
+    cluster.delivered = Some(Vec::new());
+    cluster.campaign(1);
+    cluster.settle();
+    cluster.isolate(3);
+    let last = propose_many(&mut cluster, 1, 30, "behind");
+    cluster.snapshot_node(1);
+    let snapshot_index = cluster.node(1).first_index() - 1;
+    assert_eq!(
+        snapshot_index, last,
+        "the leader compacted everything it applied"
+    );
+    let snapshot_term = cluster
+        .node(1)
+        .term_at(snapshot_index)
+        .expect("snapshot term");
+    cluster.heal();
+    let caught_up = |cluster: &Cluster| cluster.node(3).applied_index() >= last;
+    assert!(cluster.run_until(100, caught_up), "node 3 caught up");
+    let delivered = cluster.delivered.take().expect("recorded");
+    let chunks = delivered
+        .iter()
+        .filter(|(from, to, kind, _)| (*from, *to, *kind) == (1, 3, "InstallSnapshot"))
+        .count();
+    assert!(
+        chunks > 1,
+        "the snapshot went in {chunks} chunks of 8 bytes"
+    );
+    assert_eq!(cluster.node(3).first_index(), snapshot_index + 1);
+    assert_eq!(cluster.node(3).term_at(snapshot_index), Some(snapshot_term));
+    assert_eq!(
+        cluster.state_machine(3),
+        cluster.state_machine(1),
+        "node 3's state machine is the leader's"
+    );
+    let after = propose_many(&mut cluster, 1, 1, "after");
+    assert!(cluster.run_until(20, |cluster| cluster.node(3).applied_index() >= after));
+    assert_no_violation(&cluster);
+}
+
+#[test]
+fn a_membership_change_before_the_leaders_noop_commits_waits() {
+    // A new leader whose no-op is not committed refuses a change (retriable); once the no-op
+    // commits the same change is accepted.
+    let mut cluster = quiet_cluster(3, 3);
+    cluster.partition(&[1], &[2, 3]);
+    cluster.campaign(1); // pre-votes cannot arrive: 1 stays a pre-candidate
+    cluster.heal();
+    cluster.send_filter = Some(Box::new(|_, _, message: &Message| {
+        !matches!(message.body, MessageBody::AppendEntriesResponse(_))
+    }));
+    cluster.campaign(1);
+    cluster.settle();
+    assert_eq!(cluster.node(1).role(), Role::Leader);
+    let change = MembershipChange::RemoveVoter {
+        id: 3,
+        incarnation: cluster.incarnation(3),
+    };
+    assert_eq!(
+        cluster.propose_membership_change(1, change),
+        Err(MembershipError::OwnTermNotCommitted),
+        "no acknowledgement reached the leader: its no-op is not committed"
+    );
+    cluster.send_filter = None;
+    cluster.run_ticks(3);
+    assert!(cluster.propose_membership_change(1, change).is_ok());
+    cluster.settle();
+    assert!(!cluster.node(1).membership().voters.contains_key(&3));
+    assert_no_violation(&cluster);
+}
+
+#[test]
+fn a_wiped_node_rejoins_through_replace_as_a_learner_first() {
+    // Node 3 loses its disk. Its new incarnation is ignored as a voter; it is added as a
+    // learner, catches up, the old incarnation is removed (one voter change), then the learner
+    // is promoted (another). At no point are two voter changes uncommitted.
+    let mut cluster = quiet_cluster(3, 9);
+    cluster.campaign(1);
+    cluster.settle();
+    let before = propose_many(&mut cluster, 1, 5, "before");
+    let old = cluster.incarnation(3);
+    cluster.wipe(3);
+    cluster.replacements.clear(); // driven by hand below
+    cluster.restart(3);
+    let new = cluster.incarnation(3);
+    assert_ne!(old, new);
+    cluster.run_ticks(3);
+    assert_eq!(
+        cluster.node(3).last_index(),
+        0,
+        "not a member yet: the leader does not replicate to the new incarnation"
+    );
+    let replace = ReplaceNode::new(3, old, new);
+    let mut steps = Vec::new();
+    for _ in 0..50 {
+        match replace.next_step(cluster.node(1)) {
+            ReplaceStep::Done => break,
+            ReplaceStep::Wait => cluster.run_ticks(1),
+            ReplaceStep::Propose(change) => {
+                steps.push(change);
+                cluster
+                    .propose_membership_change(1, change)
+                    .expect("the helper proposes only what is allowed");
+                cluster.settle();
+            }
+        }
+    }
+    assert_eq!(
+        steps,
+        vec![
+            MembershipChange::AddLearner {
+                id: 3,
+                incarnation: new
+            },
+            MembershipChange::RemoveVoter {
+                id: 3,
+                incarnation: old
+            },
+            MembershipChange::PromoteLearner {
+                id: 3,
+                incarnation: new
+            },
+        ]
+    );
+    assert!(cluster.node(1).membership().is_voter(3, new));
+    assert!(cluster.node(3).applied_index() >= before);
+    let after = propose_many(&mut cluster, 1, 1, "after");
+    cluster.isolate(2);
+    let after_2 = propose_many(&mut cluster, 1, 1, "needs node 3");
+    assert!(
+        cluster.node(1).commit_index() >= after_2 && after_2 > after,
+        "the new incarnation counts toward commit"
+    );
+    assert_no_violation(&cluster);
+}
+
+#[test]
+fn a_leader_that_removes_itself_steps_down_and_the_rest_elect_a_leader() {
+    let mut cluster = quiet_cluster(3, 4);
+    cluster.campaign(1);
+    cluster.settle();
+    let change = MembershipChange::RemoveVoter {
+        id: 1,
+        incarnation: cluster.incarnation(1),
+    };
+    cluster
+        .propose_membership_change(1, change)
+        .expect("allowed");
+    cluster.settle();
+    assert_eq!(cluster.node(1).role(), Role::Follower);
+    assert!(
+        cluster.run_until(10 * ELECTION_TIMEOUT_MIN_TICKS, |cluster| {
+            matches!(cluster.leader(), Some(2 | 3))
+        })
+    );
+    cluster.run_ticks(10 * ELECTION_TIMEOUT_MIN_TICKS);
+    assert_ne!(
+        cluster.node(1).role(),
+        Role::Leader,
+        "a removed node never campaigns"
+    );
+    assert_no_violation(&cluster);
+}

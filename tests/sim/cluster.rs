@@ -13,7 +13,7 @@ use bytes::Bytes;
 use keel_broker::raft::{
     Config, Entry, HardState, Incarnation, Index, Membership, MembershipChange, MembershipError,
     Message, NodeId, PeerMessages, ProposeError, RaftNode, RecoveredState, ReplaceNode,
-    ReplaceStep, Role, Term,
+    ReplaceStep, Role, Snapshot, Term,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -44,6 +44,9 @@ pub struct Coverage {
     pub voters_removed: u64,
     pub membership_changes_committed: u64,
     pub leaders_removed_themselves: u64,
+    pub snapshots_taken: u64,
+    pub snapshots_installed: u64,
+    pub restarts_from_snapshot: u64,
 }
 
 /// Everything a run is parameterised by (the simulator draws it from the seed).
@@ -77,6 +80,7 @@ impl ClusterOptions {
 /// One Ready's writes and what waits for them to be durable.
 struct WriteJob {
     truncate_from: Option<Index>,
+    snapshot: Option<Snapshot>,
     entries: Vec<Entry>,
     hard_state: Option<HardState>,
     messages_after_persist: Vec<PeerMessages>,
@@ -84,7 +88,10 @@ struct WriteJob {
 
 impl WriteJob {
     fn writes_something(&self) -> bool {
-        self.truncate_from.is_some() || !self.entries.is_empty() || self.hard_state.is_some()
+        self.truncate_from.is_some()
+            || self.snapshot.is_some()
+            || !self.entries.is_empty()
+            || self.hard_state.is_some()
     }
 }
 
@@ -111,6 +118,50 @@ struct SimNode {
     /// The configuration the node starts from (the founding one; nothing after a wipe: a new
     /// server learns its configuration from the leader's log).
     base_membership: Membership,
+    /// The node's state machine: the last index applied and a digest of everything applied.
+    state_machine: StateMachine,
+}
+
+/// The simulated state machine: a running digest of the applied entries. Its snapshot is the
+/// digest with padding (so snapshots take several chunks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateMachine {
+    pub applied_index: Index,
+    pub digest: u64,
+}
+
+impl StateMachine {
+    fn apply(&mut self, entry: &Entry) {
+        debug_assert_eq!(entry.index, self.applied_index + 1);
+        let mut digest = self.digest;
+        for word in [entry.index, entry.term, entry.kind.as_u8() as u64]
+            .into_iter()
+            .chain(entry.payload.iter().map(|&byte| byte as u64))
+        {
+            digest = (digest ^ word).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.applied_index = entry.index;
+        self.digest = digest;
+    }
+
+    pub fn encode(&self) -> Bytes {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&self.applied_index.to_le_bytes());
+        bytes.extend_from_slice(&self.digest.to_le_bytes());
+        let padding = (self.digest % 97) as usize;
+        bytes.extend(std::iter::repeat_n(0xAB, padding));
+        Bytes::from(bytes)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<StateMachine> {
+        let applied_index = Index::from_le_bytes(bytes.get(0..8)?.try_into().ok()?);
+        let digest = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
+        let state = StateMachine {
+            applied_index,
+            digest,
+        };
+        (state.encode() == bytes).then_some(state)
+    }
 }
 
 pub struct Cluster {
@@ -133,6 +184,12 @@ pub struct Cluster {
     /// Wiped nodes being brought back (DESIGN.md 5 replace sequence) and removed voters being
     /// added back (the same sequence with the same incarnation), by id.
     pub replacements: BTreeMap<NodeId, ReplaceNode>,
+}
+
+impl SimNode {
+    fn state_machine_restored(&mut self, state: StateMachine) {
+        self.state_machine = state;
+    }
 }
 
 impl Cluster {
@@ -167,6 +224,7 @@ impl Cluster {
                 next_tick_at,
                 incarnation: 1,
                 base_membership: founding.clone(),
+                state_machine: StateMachine::default(),
             };
             cluster.nodes.insert(id, node);
             let raft = cluster.start_node(id, SimDisk::default(), RecoveredState::default());
@@ -186,9 +244,41 @@ impl Cluster {
         config.incarnation = self.nodes[&id].incarnation;
         config.random_seed = self.rng.random();
         let membership = self.nodes[&id].base_membership.clone();
-        let raft =
-            RaftNode::with_membership(config, membership, disk, recovered).expect("valid config");
-        Box::new(raft)
+        let raft = match disk.snapshot().cloned() {
+            Some(snapshot) => RaftNode::with_snapshot(config, snapshot, disk, recovered),
+            None => RaftNode::with_membership(config, membership, disk, recovered),
+        };
+        Box::new(raft.expect("valid config"))
+    }
+
+    /// Node `id` snapshots its state machine at its applied index and compacts its log (the
+    /// snapshot is written at once; the core must not care when the driver drops entries).
+    pub fn snapshot_node(&mut self, id: NodeId) {
+        if !self.is_up(id) {
+            return;
+        }
+        let state = self.nodes[&id].state_machine;
+        if state.applied_index <= self.node(id).first_index() {
+            return;
+        }
+        let Ok(snapshot) = self
+            .node_mut(id)
+            .compact(state.applied_index, state.encode())
+        else {
+            return;
+        };
+        self.coverage.snapshots_taken += 1;
+        self.trace.line(self.now, || {
+            format!("snapshot {id} at {}", snapshot.meta.last_included_index)
+        });
+        self.trace
+            .hash_event(self.now, 5, id, snapshot.meta.last_included_index);
+        self.node_mut(id).storage_mut().write_snapshot(snapshot);
+        self.check_invariants();
+    }
+
+    pub fn state_machine(&self, id: NodeId) -> StateMachine {
+        self.nodes[&id].state_machine
     }
 
     pub fn incarnation(&self, id: NodeId) -> Incarnation {
@@ -206,6 +296,7 @@ impl Cluster {
         node.incarnation += 1;
         node.state = NodeState::Down(SimDisk::default());
         node.base_membership = Membership::default();
+        node.state_machine = StateMachine::default();
         let new = node.incarnation;
         self.coverage.disks_wiped += 1;
         self.trace.line(self.now, || {
@@ -478,9 +569,15 @@ impl Cluster {
         else {
             panic!("node {id} is already up");
         };
+        // The state machine is rebuilt from the snapshot (if any) and then the log.
+        let state = disk
+            .snapshot()
+            .map(|snapshot| StateMachine::decode(&snapshot.data).expect("our own snapshot"))
+            .unwrap_or_default();
+        self.coverage.restarts_from_snapshot += u64::from(state.applied_index > 0);
         let recovered = RecoveredState {
             hard_state: disk.hard_state(),
-            applied_index: 0,
+            applied_index: state.applied_index,
             abstain_until_index: disk.abstain_until_index(),
         };
         self.coverage.restarts_abstaining += u64::from(recovered.abstain_until_index.is_some());
@@ -488,8 +585,11 @@ impl Cluster {
             .line(self.now, || format!("restart {id}: {recovered:?}"));
         self.trace.hash_event(self.now, 2, id, 0);
         let raft = self.start_node(id, disk, recovered);
-        self.nodes.get_mut(&id).expect("known node").state = NodeState::Up(raft);
+        let node = self.nodes.get_mut(&id).expect("known node");
+        node.state = NodeState::Up(raft);
+        node.state_machine_restored(state);
         self.history.forget_volatile_state(id);
+        self.history.applied_by_node.insert(id, state.applied_index);
     }
 
     /// Crash and restart with every write synced first: the node forgets only its volatile
@@ -564,7 +664,15 @@ impl Cluster {
         }
         let ready = raft.ready();
         self.coverage.conflicting_suffixes_truncated += u64::from(ready.truncate_from.is_some());
-        for entry in &ready.entries {
+        if let Some(snapshot) = &ready.snapshot {
+            self.install_snapshot(id, snapshot);
+        }
+        let first_held = self.node(id).first_index();
+        for entry in ready
+            .entries
+            .iter()
+            .filter(|entry| entry.index >= first_held)
+        {
             let previous_term = self.node(id).term_at(entry.index - 1).unwrap_or(0);
             let check = invariants::log_matching::observe_written(
                 &mut self.history,
@@ -577,10 +685,12 @@ impl Cluster {
         if ready.hard_state.is_some()
             || !ready.entries.is_empty()
             || ready.truncate_from.is_some()
+            || ready.snapshot.is_some()
             || !ready.messages_after_persist.is_empty()
         {
             let job = WriteJob {
                 truncate_from: ready.truncate_from,
+                snapshot: ready.snapshot,
                 entries: ready.entries,
                 hard_state: ready.hard_state,
                 messages_after_persist: ready.messages_after_persist,
@@ -600,8 +710,41 @@ impl Cluster {
         }
     }
 
+    /// The driver replaces the state machine with a snapshot from the leader (before applying
+    /// the committed entries after it); the snapshot must be the state every node had there.
+    fn install_snapshot(&mut self, id: NodeId, snapshot: &Snapshot) {
+        let index = snapshot.meta.last_included_index;
+        self.coverage.snapshots_installed += 1;
+        self.trace
+            .line(self.now, || format!("install snapshot at {id}: {index}"));
+        self.trace.hash_event(self.now, 6, id, index);
+        let check = invariants::state_machine_safety::observe_snapshot(
+            &mut self.history,
+            id,
+            index,
+            StateMachine::decode(&snapshot.data).map(|state| (state.applied_index, state.digest)),
+        );
+        self.record(check);
+        if let Some(state) = StateMachine::decode(&snapshot.data) {
+            self.nodes
+                .get_mut(&id)
+                .expect("known node")
+                .state_machine_restored(state);
+        }
+    }
+
     fn apply(&mut self, id: NodeId, entry: &Entry) {
         let check = invariants::state_machine_safety::observe_applied(&mut self.history, id, entry);
+        self.record(check);
+        let node = self.nodes.get_mut(&id).expect("known node");
+        node.state_machine.apply(entry);
+        let digest = node.state_machine.digest;
+        let check = invariants::state_machine_safety::observe_digest(
+            &mut self.history,
+            id,
+            entry.index,
+            digest,
+        );
         self.record(check);
         if let Some(producer) = self
             .workload
@@ -665,6 +808,11 @@ impl Cluster {
             }
             let writing = node.writing.take().expect("checked");
             raft.storage_mut().sync();
+            for job in &writing.jobs {
+                if let Some(snapshot) = &job.snapshot {
+                    raft.on_snapshot_done(snapshot.meta.last_included_index);
+                }
+            }
             if let Some(last) = writing.jobs.iter().rev().find_map(|job| job.entries.last()) {
                 raft.on_persisted(last.index, last.term);
             }
@@ -696,8 +844,12 @@ impl Cluster {
             return;
         };
         for job in &jobs {
-            raft.storage_mut()
-                .write(job.truncate_from, &job.entries, job.hard_state);
+            raft.storage_mut().write(
+                job.truncate_from,
+                job.snapshot.clone(),
+                &job.entries,
+                job.hard_state,
+            );
         }
         node.writing = Some(GroupWrite {
             jobs,
@@ -729,9 +881,24 @@ impl Cluster {
         }
     }
 
-    /// The committed log as node `id` holds it.
+    /// The committed log up to node `id`'s commit index, as the nodes applied it (compaction
+    /// may have removed its prefix from every log).
     pub fn committed_log(&self, id: NodeId) -> Vec<Entry> {
-        let node = self.node(id);
-        node.entries(1, node.commit_index() + 1)
+        (1..=self.node(id).commit_index())
+            .map(|index| {
+                let (term, payload) = self
+                    .history
+                    .applied
+                    .get(&index)
+                    .cloned()
+                    .unwrap_or_else(|| panic!("committed index {index} never applied"));
+                Entry {
+                    index,
+                    term,
+                    kind: keel_broker::raft::EntryKind::Data,
+                    payload,
+                }
+            })
+            .collect()
     }
 }

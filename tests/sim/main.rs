@@ -134,6 +134,9 @@ fn the_simulator_exercises_every_kind_of_fault() {
         total.replacements_completed += coverage.replacements_completed;
         total.voters_removed += coverage.voters_removed;
         total.leaders_removed_themselves += coverage.leaders_removed_themselves;
+        total.snapshots_taken += coverage.snapshots_taken;
+        total.snapshots_installed += coverage.snapshots_installed;
+        total.restarts_from_snapshot += coverage.restarts_from_snapshot;
     }
     println!("100 seeds: {leaders} leaders elected, {crashes} crashes, {total:?}");
     assert!(
@@ -155,6 +158,12 @@ fn the_simulator_exercises_every_kind_of_fault() {
     );
     assert!(
         total.voters_removed > 0 && total.leaders_removed_themselves > 0,
+        "{total:?}"
+    );
+    assert!(
+        total.snapshots_taken > 0
+            && total.snapshots_installed > 0
+            && total.restarts_from_snapshot > 0,
         "{total:?}"
     );
 }

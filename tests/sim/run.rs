@@ -55,6 +55,8 @@ struct FaultRates {
     wipe_per_tick: f64,
     /// A random voter is removed and later added back.
     churn_per_tick: f64,
+    /// A random node snapshots its state machine and compacts its log.
+    snapshot_per_tick: f64,
 }
 
 /// Runs one seed; a panic inside the core or the simulator is a failure too.
@@ -116,6 +118,7 @@ fn draw_options(rng: &mut ChaCha8Rng, planted_bugs: PlantedBugs) -> (ClusterOpti
     config.max_uncommitted_bytes =
         [128, 1_024, 1 << 20][rng.random_range(0..3)].max(config.max_append_bytes);
     config.max_apply_bytes = [1, 256, 1 << 20][rng.random_range(0..3)];
+    config.max_snapshot_chunk_bytes = [8, 64, 4096][rng.random_range(0..3)];
     config.planted_bugs = planted_bugs;
     let network = NetworkFaults {
         drop_probability: rng.random_range(0.0..0.1),
@@ -137,6 +140,7 @@ fn draw_options(rng: &mut ChaCha8Rng, planted_bugs: PlantedBugs) -> (ClusterOpti
         propose_per_unit: rng.random_range(0.005..0.05),
         wipe_per_tick: [0.0, 0.001, 0.004][rng.random_range(0..3)],
         churn_per_tick: [0.0, 0.002, 0.01][rng.random_range(0..3)],
+        snapshot_per_tick: [0.0, 0.01, 0.05][rng.random_range(0..3)],
     };
     (options, rates)
 }
@@ -180,6 +184,11 @@ fn inject_faults(
 /// at a time and never while a node abstains: a majority of voters must stay able to vote.
 fn change_membership(cluster: &mut Cluster, rates: &FaultRates) {
     cluster.drive_membership();
+    if cluster.rng.random_bool(rates.snapshot_per_tick) {
+        let ids = cluster.ids();
+        let node = ids[cluster.rng.random_range(0..ids.len())];
+        cluster.snapshot_node(node);
+    }
     let quiet = cluster.membership_work() == 0 && cluster.abstaining_count() == 0;
     let ids = cluster.ids();
     if quiet && cluster.rng.random_bool(rates.wipe_per_tick) {

@@ -54,6 +54,12 @@ impl Trace {
             MessageBody::PreVote(request) | MessageBody::RequestVote(request) => {
                 request.last_log_index
             }
+            MessageBody::InstallSnapshot(chunk) => {
+                chunk.meta.last_included_index * 1_000 + chunk.offset
+            }
+            MessageBody::InstallSnapshotResponse(response) => {
+                response.last_included_index * 1_000 + response.received_bytes
+            }
         };
         self.hash_event(now, from * 100 + to, message.term, detail);
         if self.print {

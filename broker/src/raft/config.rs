@@ -16,6 +16,7 @@ pub const DEFAULT_MAX_INFLIGHT_BYTES: u64 = 32 * DEFAULT_MAX_APPEND_BYTES;
 pub const DEFAULT_MAX_UNAPPLIED_ENTRIES: u64 = 10_000;
 pub const DEFAULT_MAX_UNCOMMITTED_BYTES: u64 = 64 * DEFAULT_MAX_APPEND_BYTES;
 pub const DEFAULT_MAX_APPLY_BYTES: u64 = 4 * DEFAULT_MAX_APPEND_BYTES;
+pub const DEFAULT_MAX_SNAPSHOT_CHUNK_BYTES: u64 = DEFAULT_MAX_APPEND_BYTES;
 
 // An election timeout must span several heartbeats, or followers would campaign between two
 // heartbeats of a healthy leader (RAFT.md Election).
@@ -54,6 +55,8 @@ pub struct Config {
     pub max_uncommitted_bytes: u64,
     /// Upper bound of the committed-entry bytes handed out in one `Ready`.
     pub max_apply_bytes: u64,
+    /// Bytes of snapshot data per InstallSnapshot message.
+    pub max_snapshot_chunk_bytes: u64,
     /// Seed of the node's own RNG (election timeout jitter). The driver draws it once from
     /// real entropy; the simulator derives it from the run's seed.
     pub random_seed: u64,
@@ -96,6 +99,7 @@ impl Config {
             max_unapplied_entries: DEFAULT_MAX_UNAPPLIED_ENTRIES,
             max_uncommitted_bytes: DEFAULT_MAX_UNCOMMITTED_BYTES,
             max_apply_bytes: DEFAULT_MAX_APPLY_BYTES,
+            max_snapshot_chunk_bytes: DEFAULT_MAX_SNAPSHOT_CHUNK_BYTES,
             random_seed,
             #[cfg(feature = "fault-injection")]
             planted_bugs: PlantedBugs::default(),
@@ -113,6 +117,7 @@ impl Config {
         at_least("max_inflight_msgs", self.max_inflight_msgs as u64, 1)?;
         at_least("max_unapplied_entries", self.max_unapplied_entries, 1)?;
         at_least("max_apply_bytes", self.max_apply_bytes, 1)?;
+        at_least("max_snapshot_chunk_bytes", self.max_snapshot_chunk_bytes, 1)?;
         related(
             (
                 "election_timeout_min_ticks",

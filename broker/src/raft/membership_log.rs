@@ -15,7 +15,7 @@ const SCAN_BATCH_BYTES: u64 = 1024 * 1024;
 impl<L: RaftLog> RaftNode<L> {
     /// At start-up: the configuration entries after the one the node was built with.
     pub(crate) fn read_memberships_from_log(&mut self) {
-        let mut from = (self.log.applied_index() + 1).max(self.log.first_index());
+        let mut from = (self.membership_index() + 1).max(self.log.first_index());
         let end = self.log.last_index() + 1;
         while from < end {
             let entries = self.log.entries(from, end, SCAN_BATCH_BYTES);
@@ -60,18 +60,40 @@ impl<L: RaftLog> RaftNode<L> {
         self.adopt_latest_membership();
     }
 
-    /// The commit index rose: forget configurations no truncation can bring back, and a
-    /// leader whose removal committed steps down.
-    pub(crate) fn after_commit(&mut self) {
-        let commit = self.log.commit_index();
-        let committed_count = self
+    /// The configuration as of `index` (at or above the latest snapshot's index).
+    pub(crate) fn membership_at(&self, index: Index) -> Membership {
+        self.membership_entries
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= index)
+            .map(|(_, membership)| membership.clone())
+            .expect("configurations are kept down to the snapshot index")
+    }
+
+    /// A snapshot at `index` covers the configurations up to it: keep only the one in effect
+    /// there (and every later one).
+    pub(crate) fn forget_memberships_through(&mut self, index: Index) {
+        let covered = self
             .membership_entries
             .iter()
-            .take_while(|(index, _)| *index <= commit)
+            .take_while(|(at, _)| *at <= index)
             .count();
-        if committed_count > 1 {
-            self.membership_entries.drain(..committed_count - 1);
+        if covered > 1 {
+            self.membership_entries.drain(..covered - 1);
         }
+    }
+
+    /// An installed snapshot at `index` brings its own configuration as of `index`.
+    pub(crate) fn replace_memberships_through(&mut self, index: Index, membership: Membership) {
+        self.membership_entries.retain(|(at, _)| *at > index);
+        self.membership_entries.insert(0, (index, membership));
+        self.adopt_latest_membership();
+    }
+
+    /// The commit index rose: a leader whose removal committed steps down. (Configurations
+    /// are forgotten only by compaction: they are rare, and a snapshot needs the one in
+    /// effect at its index.)
+    pub(crate) fn after_commit(&mut self) {
         if self.role == Role::Leader && !self.is_self_voter() && !self.membership_change_pending() {
             tracing::info!(
                 id = self.config.id,
@@ -81,7 +103,7 @@ impl<L: RaftLog> RaftNode<L> {
         }
     }
 
-    fn adopt_latest_membership(&mut self) {
+    pub(crate) fn adopt_latest_membership(&mut self) {
         let latest = &self.membership_entries.last().expect("never empty").1;
         if *latest == self.membership {
             return;
@@ -125,6 +147,15 @@ impl<L: RaftLog> RaftNode<L> {
     /// (`None`: the driver did not say, see `step`).
     pub(crate) fn counts_vote_of(&self, from: NodeId, incarnation: Option<Incarnation>) -> bool {
         incarnation.is_none_or(|incarnation| self.membership.is_voter(from, incarnation))
+    }
+
+    /// Whether an answer from `(from, incarnation)` is the incarnation the leader replicates to.
+    pub(crate) fn counts_answer_of(&self, from: NodeId, incarnation: Option<Incarnation>) -> bool {
+        incarnation.is_none_or(|incarnation| {
+            self.progress
+                .get(&from)
+                .is_some_and(|progress| progress.incarnation == incarnation)
+        })
     }
 
     /// The progress of voter `id` if it tracks the voter's own incarnation: what counts toward

@@ -52,6 +52,7 @@ mod quorum;
 mod ready;
 mod replicated_log;
 mod replication;
+mod snapshot;
 mod unstable;
 
 #[cfg(feature = "fault-injection")]
@@ -59,7 +60,8 @@ pub use config::PlantedBugs;
 pub use config::{
     Config, DEFAULT_ELECTION_TIMEOUT_MIN_TICKS, DEFAULT_HEARTBEAT_INTERVAL_TICKS,
     DEFAULT_MAX_APPEND_BYTES, DEFAULT_MAX_APPLY_BYTES, DEFAULT_MAX_INFLIGHT_BYTES,
-    DEFAULT_MAX_INFLIGHT_MSGS, DEFAULT_MAX_UNAPPLIED_ENTRIES, DEFAULT_MAX_UNCOMMITTED_BYTES,
+    DEFAULT_MAX_INFLIGHT_MSGS, DEFAULT_MAX_SNAPSHOT_CHUNK_BYTES, DEFAULT_MAX_UNAPPLIED_ENTRIES,
+    DEFAULT_MAX_UNCOMMITTED_BYTES,
 };
 pub use entry::{
     entries_size_bytes, Entry, EntryKind, HardState, Index, NodeId, Term, ENTRY_OVERHEAD_BYTES,
@@ -72,13 +74,14 @@ pub use membership::{
 };
 pub use memory_log::MemoryLog;
 pub use message::{
-    AppendEntries, AppendEntriesResponse, AppendResult, ConflictHint, Message, MessageBody,
-    VoteRequest, VoteResponse,
+    AppendEntries, AppendEntriesResponse, AppendResult, ConflictHint, InstallSnapshot,
+    InstallSnapshotResponse, Message, MessageBody, VoteRequest, VoteResponse,
 };
 pub use node::{RaftNode, RecoveredState, Role};
 pub use progress::{Progress, ProgressState};
 pub use quorum::{Configuration, VoteResult};
 pub use ready::{PeerMessages, Ready};
+pub use snapshot::{CompactError, Snapshot, SnapshotMeta};
 
 #[cfg(test)]
 mod node_tests;

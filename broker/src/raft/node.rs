@@ -34,6 +34,7 @@ use crate::raft::progress::Progress;
 use crate::raft::quorum::Configuration;
 use crate::raft::ready::{PeerMessages, Ready};
 use crate::raft::replicated_log::ReplicatedLog;
+use crate::raft::snapshot::{Snapshot, SnapshotMeta};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -89,6 +90,12 @@ pub struct RaftNode<L: RaftLog> {
     pub(crate) uncommitted_bytes: u64,
     /// Leader only: the target of a leadership transfer in progress and the ticks it has run.
     pub(crate) transfer: Option<(NodeId, u32)>,
+    /// The latest snapshot (taken or installed), streamed to followers that need it.
+    pub(crate) snapshot: Option<Snapshot>,
+    /// An installed snapshot for the next Ready.
+    pub(crate) snapshot_to_install: Option<Snapshot>,
+    /// Follower: the snapshot transfer in progress and the bytes received so far.
+    pub(crate) incoming_snapshot: Option<(SnapshotMeta, bytes::BytesMut)>,
     rng: ChaCha8Rng,
     hard_state_handed_out: HardState,
     messages: BTreeMap<NodeId, Vec<Message>>,
@@ -134,13 +141,50 @@ impl<L: RaftLog> RaftNode<L> {
         storage: L,
         recovered: RecoveredState,
     ) -> Result<RaftNode<L>, ConfigError> {
+        RaftNode::build(config, membership, storage, recovered, None)
+    }
+
+    /// A node restarting from its latest snapshot (persisted by the driver with the log
+    /// entries after it; entries at or below its index may or may not still be stored). The
+    /// state machine was restored from `snapshot.data`, so the applied index is at least the
+    /// snapshot's; the configuration is the snapshot's, then the log's.
+    pub fn with_snapshot(
+        config: Config,
+        snapshot: Snapshot,
+        storage: L,
+        recovered: RecoveredState,
+    ) -> Result<RaftNode<L>, ConfigError> {
+        let membership = snapshot.meta.membership.clone();
+        RaftNode::build(config, membership, storage, recovered, Some(snapshot))
+    }
+
+    fn build(
+        config: Config,
+        membership: Membership,
+        storage: L,
+        recovered: RecoveredState,
+        snapshot: Option<Snapshot>,
+    ) -> Result<RaftNode<L>, ConfigError> {
         config.validate()?;
-        let log = ReplicatedLog::new(storage, recovered.applied_index);
+        let snapshot_position = snapshot.as_ref().map_or((0, 0), |snapshot| {
+            (
+                snapshot.meta.last_included_index,
+                snapshot.meta.last_included_term,
+            )
+        });
+        let log = ReplicatedLog::new(storage, recovered.applied_index, snapshot_position);
         let mut node = RaftNode {
             rng: ChaCha8Rng::seed_from_u64(config.random_seed),
             config,
             configuration: membership.configuration(),
-            membership_entries: vec![(recovered.applied_index, membership.clone())],
+            membership_entries: vec![(
+                snapshot_position.0.max(if snapshot.is_some() {
+                    0
+                } else {
+                    log.applied_index()
+                }),
+                membership.clone(),
+            )],
             membership,
             term: recovered.hard_state.term,
             vote: recovered.hard_state.vote,
@@ -156,6 +200,9 @@ impl<L: RaftLog> RaftNode<L> {
             uncommitted: VecDeque::new(),
             uncommitted_bytes: 0,
             transfer: None,
+            snapshot,
+            snapshot_to_install: None,
+            incoming_snapshot: None,
             hard_state_handed_out: recovered.hard_state,
             messages: BTreeMap::new(),
             messages_after_persist: BTreeMap::new(),
@@ -244,6 +291,12 @@ impl<L: RaftLog> RaftNode<L> {
             MessageBody::AppendEntries(append) => self.handle_append_entries(from, append),
             MessageBody::AppendEntriesResponse(response) => {
                 self.handle_append_response(from, incarnation, response)
+            }
+            MessageBody::InstallSnapshot(chunk) => self.handle_install_snapshot(from, chunk),
+            MessageBody::InstallSnapshotResponse(response) => {
+                if self.counts_answer_of(from, incarnation) {
+                    self.handle_install_snapshot_response(from, response)
+                }
             }
         }
     }
@@ -385,6 +438,7 @@ impl<L: RaftLog> RaftNode<L> {
         Ready {
             hard_state,
             truncate_from,
+            snapshot: self.snapshot_to_install.take(),
             entries,
             messages: drain_batches(&mut self.messages),
             messages_after_persist: drain_batches(&mut self.messages_after_persist),
@@ -398,6 +452,7 @@ impl<L: RaftLog> RaftNode<L> {
     pub fn has_ready(&self) -> bool {
         self.hard_state() != self.hard_state_handed_out
             || self.log.has_work()
+            || self.snapshot_to_install.is_some()
             || !self.messages.is_empty()
             || !self.messages_after_persist.is_empty()
             || (self.role == Role::Leader && self.has_appends_to_send())
@@ -426,7 +481,7 @@ impl<L: RaftLog> RaftNode<L> {
         self.abstain_until_index.is_some()
     }
 
-    fn maybe_end_abstention(&mut self) {
+    pub(crate) fn maybe_end_abstention(&mut self) {
         if let Some(until) = self.abstain_until_index {
             if self.log.persisted_index() >= until {
                 self.abstain_until_index = None;

@@ -55,11 +55,19 @@ impl<L: RaftLog> RaftNode<L> {
     fn broadcast_heartbeat(&mut self) {
         let ids: Vec<NodeId> = self.progress.keys().copied().collect();
         for to in ids {
-            let prev_log_index = self.progress[&to].next_index - 1;
+            let next_index = self.progress[&to].next_index;
+            if self.progress[&to].state == ProgressState::Snapshot
+                || self.needs_snapshot(next_index)
+            {
+                // The chunk in flight may be lost: a heartbeat sends it again.
+                self.maybe_send_snapshot_chunk(to, true);
+                continue;
+            }
+            let prev_log_index = next_index - 1;
             let prev_log_term = self
                 .log
                 .term(prev_log_index)
-                .expect("a leader holds its whole log");
+                .expect("a leader holds its log from its snapshot on");
             let append = AppendEntries {
                 prev_log_index,
                 prev_log_term,
@@ -83,6 +91,12 @@ impl<L: RaftLog> RaftNode<L> {
     pub(crate) fn send_appends_to_all(&mut self) {
         let ids: Vec<NodeId> = self.progress.keys().copied().collect();
         for to in ids {
+            let progress = &self.progress[&to];
+            if progress.state == ProgressState::Snapshot || self.needs_snapshot(progress.next_index)
+            {
+                self.maybe_send_snapshot_chunk(to, false);
+                continue;
+            }
             while self.send_append(to, Empty::Skip) {}
             if self.progress[&to].commit_sent < self.log.commit_index() {
                 self.send_append(to, Empty::Allowed);
@@ -99,6 +113,9 @@ impl<L: RaftLog> RaftNode<L> {
     /// Mirrors `send_appends_to_all`: entries wait and flow control allows, or the follower has
     /// not heard the latest commit index.
     fn wants_to_send(&self, progress: &Progress) -> bool {
+        if progress.state == ProgressState::Snapshot || self.needs_snapshot(progress.next_index) {
+            return progress.state != ProgressState::Snapshot || !progress.probe_sent;
+        }
         if progress.is_paused() {
             return false;
         }
@@ -128,10 +145,9 @@ impl<L: RaftLog> RaftNode<L> {
             return false;
         }
         let prev_log_index = progress.next_index - 1;
-        let prev_log_term = self
-            .log
-            .term(prev_log_index)
-            .expect("a leader holds its whole log");
+        let Some(prev_log_term) = self.log.term(prev_log_index) else {
+            return false; // compacted meanwhile: the next round sends the snapshot
+        };
         let bytes = entries_size_bytes(&entries);
         let last_sent = entries.last().map(|entry| entry.index);
         let leader_commit = self.log.commit_index();
@@ -264,12 +280,20 @@ impl<L: RaftLog> RaftNode<L> {
         }
         progress.recent_active = true;
         progress.applied_index = progress.applied_index.max(response.applied_index);
+        let first_index = self.log.first_index();
+        let progress = self.progress.get_mut(&from).expect("checked above");
         match response.result {
             AppendResult::Accepted { match_index } => {
                 if progress.maybe_update(match_index) {
                     match progress.state {
                         ProgressState::Probe => progress.become_replicate(),
                         ProgressState::Replicate => progress.inflights.free_to(match_index),
+                        // An answer to an append sent before the transfer: if it reaches the
+                        // log the leader still holds, the snapshot is no longer needed.
+                        ProgressState::Snapshot if match_index + 1 >= first_index => {
+                            progress.become_probe()
+                        }
+                        ProgressState::Snapshot => {}
                     }
                     self.maybe_commit();
                 } else if progress.state == ProgressState::Probe {
