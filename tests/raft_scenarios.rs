@@ -774,3 +774,165 @@ fn a_leader_that_removes_itself_steps_down_and_the_rest_elect_a_leader() {
     );
     assert_no_violation(&cluster);
 }
+
+// ---- Reads and leadership transfer (RAFT.md Leadership health) ----
+
+use keel_broker::raft::ReadMode;
+
+/// Leader 1 of a quiet 3-node cluster with a fresh lease and `count` committed writes.
+fn leader_with_a_lease(planted_bugs: PlantedBugs) -> Cluster {
+    let mut options = ClusterOptions::quiet(3);
+    options.config.planted_bugs = planted_bugs;
+    let mut cluster = Cluster::new(options, 21);
+    cluster.campaign(1);
+    cluster.settle();
+    propose_many(&mut cluster, 1, 3, "before");
+    cluster.read(1, ReadMode::Lease); // asks for leases: a round per heartbeat from now on
+    cluster.run_ticks(3);
+    assert!(cluster.node(1).lease_is_valid());
+    cluster
+}
+
+/// Node 1 goes deaf right after handing leadership to node 2; node 2 wins (its
+/// ForcedRequestVote bypasses node 3's stickiness) and commits a write.
+fn transfer_while_the_old_leader_is_deaf(cluster: &mut Cluster) -> Index {
+    cluster.settle();
+    assert!(cluster.transfer_leadership(2)); // TimeoutNow is on its way to node 2
+    cluster.cut(2, 1);
+    cluster.cut(3, 1);
+    cluster.settle(); // node 2 campaigns, node 3 votes despite stickiness
+    assert_eq!(cluster.node(2).role(), Role::Leader);
+    assert_eq!(
+        cluster.node(1).role(),
+        Role::Leader,
+        "node 1 has not heard yet"
+    );
+    let written = propose_many(cluster, 2, 1, "new leader");
+    assert!(cluster.node(2).commit_index() >= written);
+    written
+}
+
+#[test]
+fn a_leader_serves_no_lease_read_once_it_started_a_transfer() {
+    let mut cluster = leader_with_a_lease(PlantedBugs::default());
+    let written = transfer_while_the_old_leader_is_deaf(&mut cluster);
+    let request = cluster
+        .read(1, ReadMode::Lease)
+        .expect("accepted, to be confirmed");
+    cluster.run_ticks(ELECTION_TIMEOUT_MIN_TICKS);
+    assert!(
+        !cluster
+            .released_reads
+            .iter()
+            .any(|&(id, index)| id == request && index.is_some()),
+        "no read index below the new leader's write at {written} may be handed out"
+    );
+    assert_no_violation(&cluster);
+}
+
+#[test]
+fn lease_reads_that_ignore_a_transfer_are_stale_with_the_planted_bug() {
+    let bugs = PlantedBugs {
+        lease_reads_ignore_transfer: true,
+        ..PlantedBugs::default()
+    };
+    let mut cluster = leader_with_a_lease(bugs);
+    let written = transfer_while_the_old_leader_is_deaf(&mut cluster);
+    let request = cluster
+        .read(1, ReadMode::Lease)
+        .expect("served from the lease");
+    let released = cluster
+        .released_reads
+        .iter()
+        .find(|&&(id, _)| id == request)
+        .and_then(|&(_, index)| index);
+    assert!(
+        released.is_some_and(|index| index < written),
+        "the stale lease read returned {released:?} although {written} was committed"
+    );
+}
+
+#[test]
+fn a_stale_leader_in_a_minority_serves_no_read() {
+    // 5 nodes, leader 1 cut off with node 2; the majority elects a new leader and commits;
+    // reads at node 1 (ReadIndex or lease) are never confirmed.
+    let mut cluster = quiet_cluster(5, 13);
+    cluster.campaign(1);
+    cluster.settle();
+    cluster.read(1, ReadMode::Lease);
+    cluster.run_ticks(3);
+    cluster.partition(&[1, 2], &[3, 4, 5]);
+    assert!(
+        cluster.run_until(10 * ELECTION_TIMEOUT_MIN_TICKS, |cluster| {
+            matches!(cluster.leader(), Some(3..=5))
+        })
+    );
+    let new_leader = cluster.leader().expect("checked");
+    let written = propose_many(&mut cluster, new_leader, 1, "majority");
+    assert_eq!(
+        cluster.node(1).role(),
+        Role::Leader,
+        "check-quorum has not fired yet, or..."
+    );
+    let requests = [
+        cluster.read(1, ReadMode::ReadIndex),
+        cluster.read(1, ReadMode::Lease),
+    ];
+    cluster.run_ticks(2 * ELECTION_TIMEOUT_MIN_TICKS);
+    for request in requests.into_iter().flatten() {
+        assert!(
+            !cluster
+                .released_reads
+                .iter()
+                .any(|&(id, index)| id == request && index.is_some_and(|index| index < written)),
+            "read {request} at the stale leader was served"
+        );
+    }
+    assert_no_violation(&cluster);
+}
+
+#[test]
+fn leadership_transfer_hands_over_to_a_caught_up_target() {
+    let mut cluster = quiet_cluster(3, 17);
+    cluster.campaign(1);
+    cluster.settle();
+    propose_many(&mut cluster, 1, 3, "before");
+    assert!(cluster.transfer_leadership(3));
+    assert!(
+        cluster.propose(1, Bytes::from_static(b"refused")).is_err(),
+        "a leader that is transferring takes no proposals"
+    );
+    cluster.settle();
+    assert_eq!(agreed_leader(&cluster).map(|(leader, _)| leader), Some(3));
+    let delivered = cluster.delivered.take().expect("recorded");
+    assert!(delivered
+        .iter()
+        .any(|&(from, to, kind, _)| (from, to, kind) == (1, 3, "TimeoutNow")));
+    assert!(
+        !delivered
+            .iter()
+            .any(|&(from, _, kind, _)| from == 3 && kind == "PreVote"),
+        "the target skips pre-vote"
+    );
+    assert_no_violation(&cluster);
+}
+
+#[test]
+fn an_abandoned_transfer_lets_the_leader_take_proposals_again() {
+    let mut cluster = quiet_cluster(3, 19);
+    cluster.campaign(1);
+    cluster.settle();
+    cluster.send_filter = Some(Box::new(|_, _, message: &Message| {
+        !matches!(message.body, MessageBody::TimeoutNow)
+    }));
+    assert!(cluster.transfer_leadership(2));
+    cluster.run_ticks(ELECTION_TIMEOUT_MIN_TICKS + 1);
+    assert_eq!(cluster.node(1).role(), Role::Leader);
+    assert_eq!(
+        cluster.node(1).transfer_target(),
+        None,
+        "abandoned after an election timeout"
+    );
+    assert!(cluster.propose(1, Bytes::from_static(b"again")).is_ok());
+    assert_no_violation(&cluster);
+}

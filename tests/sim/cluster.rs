@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 use keel_broker::raft::{
     Config, Entry, HardState, Incarnation, Index, Membership, MembershipChange, MembershipError,
-    Message, NodeId, PeerMessages, ProposeError, RaftNode, RecoveredState, ReplaceNode,
+    Message, NodeId, PeerMessages, ProposeError, RaftNode, ReadMode, RecoveredState, ReplaceNode,
     ReplaceStep, Role, Snapshot, Term,
 };
 use rand::{Rng, SeedableRng};
@@ -47,6 +47,19 @@ pub struct Coverage {
     pub snapshots_taken: u64,
     pub snapshots_installed: u64,
     pub restarts_from_snapshot: u64,
+    pub reads_released: u64,
+    pub lease_reads_released: u64,
+    pub reads_failed: u64,
+    pub transfers_started: u64,
+    pub transfers_completed: u64,
+}
+
+/// A read in flight: where, how, and the highest write acknowledged before it began.
+#[derive(Clone, Copy, Debug)]
+pub struct PendingRead {
+    pub node: NodeId,
+    pub mode: ReadMode,
+    pub acknowledged_floor: Index,
 }
 
 /// Everything a run is parameterised by (the simulator draws it from the seed).
@@ -65,12 +78,15 @@ pub struct ClusterOptions {
 
 impl ClusterOptions {
     /// A quiet cluster for scripted scenarios: no faults, one unit per hop and per write.
+    /// Restarted nodes vote at once (no vote hold): the scripts drive elections by hand.
     pub fn quiet(node_count: u64) -> ClusterOptions {
+        let mut config = Config::new(0, 0);
+        config.vote_hold_after_restart = false;
         ClusterOptions {
             node_count,
             network: NetworkFaults::NONE,
             max_disk_latency_units: 1,
-            config: Config::new(0, 0),
+            config,
             producer_count: 0,
             max_tick_skew_units: 0,
         }
@@ -184,6 +200,18 @@ pub struct Cluster {
     /// Wiped nodes being brought back (DESIGN.md 5 replace sequence) and removed voters being
     /// added back (the same sequence with the same incarnation), by id.
     pub replacements: BTreeMap<NodeId, ReplaceNode>,
+    /// Reads in flight by request id, and the next id.
+    pub reads: BTreeMap<u64, PendingRead>,
+    next_read_id: u64,
+    /// Scenario tests: every read released, as `(request id, read index)`.
+    pub released_reads: Vec<(u64, Option<Index>)>,
+    /// The transfer in progress: `(from, to, started at)`.
+    pub transfer: Option<(NodeId, NodeId, u64)>,
+    /// A fault aimed at leases: the leader that sends TimeoutNow goes deaf (hears nobody)
+    /// for this many units, so it learns of its successor late.
+    pub deafen_after_timeout_now_units: Option<u64>,
+    /// When the network heals by itself (after such a fault).
+    pub heal_at: Option<u64>,
 }
 
 impl SimNode {
@@ -209,6 +237,12 @@ impl Cluster {
             delivered: None,
             nodes: BTreeMap::new(),
             replacements: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            next_read_id: 1,
+            released_reads: Vec::new(),
+            transfer: None,
+            deafen_after_timeout_now_units: None,
+            heal_at: None,
             rng: ChaCha8Rng::seed_from_u64(rng.random()),
             options,
         };
@@ -307,6 +341,16 @@ impl Cluster {
         self.replacements.insert(id, ReplaceNode::new(id, old, new));
     }
 
+    /// Every node is up and its latest configuration (committed or not) has every id as a
+    /// voter with the incarnation of its disk.
+    pub fn every_node_has_the_full_membership(&self) -> bool {
+        let wanted: Membership =
+            Membership::with_voters(self.ids().into_iter().map(|id| (id, self.incarnation(id))));
+        self.ids()
+            .into_iter()
+            .all(|id| self.is_up(id) && self.node(id).membership() == &wanted)
+    }
+
     /// Replacements and re-adds in progress.
     pub fn membership_work(&self) -> usize {
         self.replacements.len()
@@ -366,6 +410,53 @@ impl Cluster {
             // A refusal (pending change, no-op not committed) is retried at the next round.
             let _ = self.propose_membership_change(leader, change);
         }
+    }
+
+    /// Starts a linearizable read at node `at`; `None` if refused at once.
+    pub fn read(&mut self, at: NodeId, mode: ReadMode) -> Option<u64> {
+        let request_id = self.next_read_id;
+        self.next_read_id += 1;
+        let acknowledged_floor = self
+            .history
+            .acknowledged
+            .iter()
+            .map(|acknowledged| acknowledged.index)
+            .max()
+            .unwrap_or(0);
+        let read = PendingRead {
+            node: at,
+            mode,
+            acknowledged_floor,
+        };
+        self.reads.insert(request_id, read);
+        let result = self.node_mut(at).request_read(request_id, mode);
+        self.trace.line(self.now, || {
+            format!("read {request_id} at {at} ({mode:?}): {result:?}")
+        });
+        if result.is_err() {
+            self.reads.remove(&request_id);
+            return None;
+        }
+        self.handle_all_ready();
+        Some(request_id)
+    }
+
+    /// The leader hands leadership to `target`.
+    pub fn transfer_leadership(&mut self, target: NodeId) -> bool {
+        let Some(leader) = self.leader() else {
+            return false;
+        };
+        let result = self.node_mut(leader).transfer_leadership(target);
+        self.trace.line(self.now, || {
+            format!("transfer {leader} -> {target}: {result:?}")
+        });
+        if result.is_ok() {
+            self.coverage.transfers_started += 1;
+            self.trace.hash_event(self.now, 7, leader, target);
+            self.transfer = Some((leader, target, self.now));
+        }
+        self.handle_all_ready();
+        result.is_ok()
     }
 
     /// Removes voter `id` (its own incarnation) to add it back later as a learner, then
@@ -453,6 +544,10 @@ impl Cluster {
 
     /// Advances one time unit.
     pub fn step(&mut self) {
+        if self.heal_at.is_some_and(|at| at <= self.now) {
+            self.heal_at = None;
+            self.heal();
+        }
         if self.ticks_enabled {
             for id in self.ids() {
                 let node = self.nodes.get_mut(&id).expect("known node");
@@ -560,6 +655,7 @@ impl Cluster {
             .hash_event(self.now, 1, id, report.abstain_until_index.unwrap_or(0));
         self.nodes.get_mut(&id).expect("known node").state = NodeState::Down(disk);
         self.workload.node_crashed(id);
+        self.reads.retain(|_, read| read.node != id);
     }
 
     pub fn restart(&mut self, id: NodeId) {
@@ -667,6 +763,9 @@ impl Cluster {
         if let Some(snapshot) = &ready.snapshot {
             self.install_snapshot(id, snapshot);
         }
+        for read in &ready.read_states {
+            self.release_read(id, read.request_id, read.read_index);
+        }
         let first_held = self.node(id).first_index();
         for entry in ready
             .entries
@@ -708,6 +807,32 @@ impl Cluster {
             }
             self.node_mut(id).on_applied(last);
         }
+    }
+
+    fn release_read(&mut self, id: NodeId, request_id: u64, read_index: Option<Index>) {
+        self.released_reads.push((request_id, read_index));
+        let Some(read) = self.reads.remove(&request_id) else {
+            return;
+        };
+        self.trace.line(self.now, || {
+            format!("read {request_id} at {id} released: {read_index:?}")
+        });
+        self.trace
+            .hash_event(self.now, 8, request_id, read_index.unwrap_or(0));
+        let Some(read_index) = read_index else {
+            self.coverage.reads_failed += 1;
+            return;
+        };
+        self.coverage.reads_released += 1;
+        self.coverage.lease_reads_released += u64::from(read.mode == ReadMode::Lease);
+        let check = invariants::linearizable_reads::observe_read(
+            &self.history,
+            id,
+            request_id,
+            read_index,
+            read.acknowledged_floor,
+        );
+        self.record(check);
     }
 
     /// The driver replaces the state machine with a snapshot from the leader (before applying
@@ -774,6 +899,14 @@ impl Cluster {
     }
 
     fn send(&mut self, from: NodeId, to: NodeId, message: Message) {
+        if matches!(message.body, keel_broker::raft::MessageBody::TimeoutNow) {
+            if let Some(units) = self.deafen_after_timeout_now_units.take() {
+                for other in self.ids().into_iter().filter(|&id| id != from) {
+                    self.cut(other, from);
+                }
+                self.heal_at = Some(self.now + units);
+            }
+        }
         if self
             .send_filter
             .as_ref()

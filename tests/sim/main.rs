@@ -137,6 +137,11 @@ fn the_simulator_exercises_every_kind_of_fault() {
         total.snapshots_taken += coverage.snapshots_taken;
         total.snapshots_installed += coverage.snapshots_installed;
         total.restarts_from_snapshot += coverage.restarts_from_snapshot;
+        total.reads_released += coverage.reads_released;
+        total.lease_reads_released += coverage.lease_reads_released;
+        total.reads_failed += coverage.reads_failed;
+        total.transfers_started += coverage.transfers_started;
+        total.transfers_completed += coverage.transfers_completed;
     }
     println!("100 seeds: {leaders} leaders elected, {crashes} crashes, {total:?}");
     assert!(
@@ -158,6 +163,14 @@ fn the_simulator_exercises_every_kind_of_fault() {
     );
     assert!(
         total.voters_removed > 0 && total.leaders_removed_themselves > 0,
+        "{total:?}"
+    );
+    assert!(
+        total.reads_released > 0 && total.lease_reads_released > 0 && total.reads_failed > 0,
+        "{total:?}"
+    );
+    assert!(
+        total.transfers_started > 0 && total.transfers_completed > 0,
         "{total:?}"
     );
     assert!(
@@ -228,4 +241,14 @@ fn planted_bug_a_wiped_node_voting_as_its_old_incarnation_is_caught() {
     };
     let (seed, failure) = first_violation(bugs, 300);
     println!("old-incarnation vote caught at seed {seed}: {failure:?}");
+}
+
+#[test]
+fn planted_bug_lease_reads_ignoring_a_transfer_is_caught() {
+    let bugs = PlantedBugs {
+        lease_reads_ignore_transfer: true,
+        ..PlantedBugs::default()
+    };
+    let (seed, failure) = first_violation(bugs, 500);
+    println!("lease reads ignoring a transfer caught at seed {seed}: {failure:?}");
 }

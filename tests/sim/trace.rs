@@ -60,6 +60,11 @@ impl Trace {
             MessageBody::InstallSnapshotResponse(response) => {
                 response.last_included_index * 1_000 + response.received_bytes
             }
+            MessageBody::ReadIndexCheck(check) | MessageBody::ReadIndexCheckResponse(check) => {
+                check.round
+            }
+            MessageBody::TimeoutNow => 0,
+            MessageBody::ForcedRequestVote(request) => request.last_log_index + (1 << 40),
         };
         self.hash_event(now, from * 100 + to, message.term, detail);
         if self.print {

@@ -17,6 +17,10 @@ pub const DEFAULT_MAX_UNAPPLIED_ENTRIES: u64 = 10_000;
 pub const DEFAULT_MAX_UNCOMMITTED_BYTES: u64 = 64 * DEFAULT_MAX_APPEND_BYTES;
 pub const DEFAULT_MAX_APPLY_BYTES: u64 = 4 * DEFAULT_MAX_APPEND_BYTES;
 pub const DEFAULT_MAX_SNAPSHOT_CHUNK_BYTES: u64 = DEFAULT_MAX_APPEND_BYTES;
+pub const DEFAULT_LEASE_DRIFT_MARGIN_TICKS: u32 = 2;
+
+// A lease must last at least one tick.
+const _: () = assert!(DEFAULT_LEASE_DRIFT_MARGIN_TICKS < DEFAULT_ELECTION_TIMEOUT_MIN_TICKS);
 
 // An election timeout must span several heartbeats, or followers would campaign between two
 // heartbeats of a healthy leader (RAFT.md Election).
@@ -57,6 +61,14 @@ pub struct Config {
     pub max_apply_bytes: u64,
     /// Bytes of snapshot data per InstallSnapshot message.
     pub max_snapshot_chunk_bytes: u64,
+    /// A lease lasts `election_timeout_min_ticks - lease_drift_margin_ticks` from the sending of
+    /// the round a quorum confirmed: the margin covers the clock-rate difference between the
+    /// leader and the voters over one election timeout.
+    pub lease_drift_margin_ticks: u32,
+    /// A node restarted with a term above 0 ignores vote and pre-vote requests for
+    /// `election_timeout_min_ticks`: before crashing it may have answered a lease round, which
+    /// promised stickiness it no longer remembers. Off only in unit tests of vote handling.
+    pub vote_hold_after_restart: bool,
     /// Seed of the node's own RNG (election timeout jitter). The driver draws it once from
     /// real entropy; the simulator derives it from the run's seed.
     pub random_seed: u64,
@@ -83,6 +95,9 @@ pub struct PlantedBugs {
     /// Hear and count every incarnation of a member id: a wiped node votes and acknowledges
     /// as its old incarnation (RAFT.md Membership).
     pub ignore_incarnations: bool,
+    /// Keep serving lease reads after starting a leadership transfer (RAFT.md Leadership
+    /// health: TimeoutNow bypasses the stickiness leases rely on).
+    pub lease_reads_ignore_transfer: bool,
 }
 
 impl Config {
@@ -100,6 +115,8 @@ impl Config {
             max_uncommitted_bytes: DEFAULT_MAX_UNCOMMITTED_BYTES,
             max_apply_bytes: DEFAULT_MAX_APPLY_BYTES,
             max_snapshot_chunk_bytes: DEFAULT_MAX_SNAPSHOT_CHUNK_BYTES,
+            lease_drift_margin_ticks: DEFAULT_LEASE_DRIFT_MARGIN_TICKS,
+            vote_hold_after_restart: true,
             random_seed,
             #[cfg(feature = "fault-injection")]
             planted_bugs: PlantedBugs::default(),
@@ -126,6 +143,16 @@ impl Config {
             (
                 "3 * heartbeat_interval_ticks",
                 3 * u64::from(self.heartbeat_interval_ticks),
+            ),
+        )?;
+        related(
+            (
+                "election_timeout_min_ticks",
+                self.election_timeout_min_ticks.into(),
+            ),
+            (
+                "lease_drift_margin_ticks + 1",
+                u64::from(self.lease_drift_margin_ticks) + 1,
             ),
         )?;
         related(

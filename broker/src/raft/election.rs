@@ -33,6 +33,8 @@ impl<L: RaftLog> RaftNode<L> {
                 MessageBody::PreVote(_) => return !self.in_lease(),
                 MessageBody::PreVoteResponse(response) if response.granted => return true,
                 MessageBody::RequestVote(_) if self.in_lease() => return false,
+                // TimeoutNow's candidate: the old leader handed over, stickiness does not hold.
+                MessageBody::ForcedRequestVote(_) => self.become_follower(message.term, None),
                 MessageBody::AppendEntries(_) => self.become_follower(message.term, Some(from)),
                 _ => self.become_follower(message.term, None),
             }
@@ -76,11 +78,12 @@ impl<L: RaftLog> RaftNode<L> {
     /// Leader stickiness: heard from a live leader within `election_timeout_min_ticks`. A
     /// leader is its own live leader (check-quorum demotes it when that stops being true).
     pub(crate) fn in_lease(&self) -> bool {
+        let minimum = self.config.election_timeout_min_ticks;
         match self.role {
             Role::Leader => true,
             _ => {
-                self.leader.is_some()
-                    && self.election_elapsed_ticks < self.config.election_timeout_min_ticks
+                (self.leader.is_some() && self.election_elapsed_ticks < minimum)
+                    || (self.restarted && self.ticks_since_start < minimum)
             }
         }
     }
@@ -118,7 +121,11 @@ impl<L: RaftLog> RaftNode<L> {
         let request = self.vote_request();
         let term = self.term;
         for voter in self.other_voters() {
-            let body = MessageBody::RequestVote(request);
+            let body = if self.campaign_forced {
+                MessageBody::ForcedRequestVote(request)
+            } else {
+                MessageBody::RequestVote(request)
+            };
             self.send(voter, SendWhen::AfterPersist, Message { term, body });
         }
         if self.configuration.vote_result(&self.votes) == VoteResult::Won {
@@ -138,6 +145,10 @@ impl<L: RaftLog> RaftNode<L> {
         self.progress.clear();
         self.uncommitted.clear();
         self.uncommitted_bytes = 0;
+        self.transfer = None;
+        if self.reads.has_state() {
+            self.reset_reads();
+        }
         self.reset_election_timer();
     }
 
@@ -152,6 +163,8 @@ impl<L: RaftLog> RaftNode<L> {
         self.election_elapsed_ticks = 0;
         self.progress.clear();
         self.sync_progress_with_membership();
+        self.transfer = None;
+        self.reset_reads();
         self.uncommitted.clear();
         self.uncommitted_bytes = 0;
         let no_op = Entry {

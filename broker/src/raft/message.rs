@@ -29,6 +29,21 @@ pub enum MessageBody {
     /// One chunk of the leader's snapshot, for a follower behind the leader's first index.
     InstallSnapshot(InstallSnapshot),
     InstallSnapshotResponse(InstallSnapshotResponse),
+    /// The leader confirms it still leads, for ReadIndex and leases (RAFT.md Leadership
+    /// health); answered with the same round in the responder's term.
+    ReadIndexCheck(ReadIndexCheck),
+    ReadIndexCheckResponse(ReadIndexCheck),
+    /// Leadership transfer: the target campaigns at once, skipping pre-vote.
+    TimeoutNow,
+    /// A RequestVote from a candidate told to run by TimeoutNow: voters answer it despite
+    /// leader stickiness (RAFT.md Election).
+    ForcedRequestVote(VoteRequest),
+}
+
+/// One round of leadership confirmation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReadIndexCheck {
+    pub round: u64,
 }
 
 /// Chunk `data` at byte `offset` of the snapshot described by `meta`; `done` on the last one.
@@ -112,6 +127,10 @@ impl MessageBody {
             MessageBody::AppendEntriesResponse(_) => "AppendEntriesResponse",
             MessageBody::InstallSnapshot(_) => "InstallSnapshot",
             MessageBody::InstallSnapshotResponse(_) => "InstallSnapshotResponse",
+            MessageBody::ReadIndexCheck(_) => "ReadIndexCheck",
+            MessageBody::ReadIndexCheckResponse(_) => "ReadIndexCheckResponse",
+            MessageBody::TimeoutNow => "TimeoutNow",
+            MessageBody::ForcedRequestVote(_) => "ForcedRequestVote",
         }
     }
 }

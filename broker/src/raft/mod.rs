@@ -49,19 +49,21 @@ mod message;
 mod node;
 mod progress;
 mod quorum;
+mod read_index;
 mod ready;
 mod replicated_log;
 mod replication;
 mod snapshot;
+mod transfer;
 mod unstable;
 
 #[cfg(feature = "fault-injection")]
 pub use config::PlantedBugs;
 pub use config::{
     Config, DEFAULT_ELECTION_TIMEOUT_MIN_TICKS, DEFAULT_HEARTBEAT_INTERVAL_TICKS,
-    DEFAULT_MAX_APPEND_BYTES, DEFAULT_MAX_APPLY_BYTES, DEFAULT_MAX_INFLIGHT_BYTES,
-    DEFAULT_MAX_INFLIGHT_MSGS, DEFAULT_MAX_SNAPSHOT_CHUNK_BYTES, DEFAULT_MAX_UNAPPLIED_ENTRIES,
-    DEFAULT_MAX_UNCOMMITTED_BYTES,
+    DEFAULT_LEASE_DRIFT_MARGIN_TICKS, DEFAULT_MAX_APPEND_BYTES, DEFAULT_MAX_APPLY_BYTES,
+    DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_MAX_INFLIGHT_MSGS, DEFAULT_MAX_SNAPSHOT_CHUNK_BYTES,
+    DEFAULT_MAX_UNAPPLIED_ENTRIES, DEFAULT_MAX_UNCOMMITTED_BYTES,
 };
 pub use entry::{
     entries_size_bytes, Entry, EntryKind, HardState, Index, NodeId, Term, ENTRY_OVERHEAD_BYTES,
@@ -75,13 +77,15 @@ pub use membership::{
 pub use memory_log::MemoryLog;
 pub use message::{
     AppendEntries, AppendEntriesResponse, AppendResult, ConflictHint, InstallSnapshot,
-    InstallSnapshotResponse, Message, MessageBody, VoteRequest, VoteResponse,
+    InstallSnapshotResponse, Message, MessageBody, ReadIndexCheck, VoteRequest, VoteResponse,
 };
 pub use node::{RaftNode, RecoveredState, Role};
 pub use progress::{Progress, ProgressState};
 pub use quorum::{Configuration, VoteResult};
+pub use read_index::{ReadError, ReadMode, ReadState};
 pub use ready::{PeerMessages, Ready};
 pub use snapshot::{CompactError, Snapshot, SnapshotMeta};
+pub use transfer::TransferError;
 
 #[cfg(test)]
 mod node_tests;

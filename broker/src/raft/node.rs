@@ -32,6 +32,7 @@ use crate::raft::membership::{Incarnation, Membership, MembershipChange, Members
 use crate::raft::message::{Message, MessageBody};
 use crate::raft::progress::Progress;
 use crate::raft::quorum::Configuration;
+use crate::raft::read_index::{ReadState, ReadTracker};
 use crate::raft::ready::{PeerMessages, Ready};
 use crate::raft::replicated_log::ReplicatedLog;
 use crate::raft::snapshot::{Snapshot, SnapshotMeta};
@@ -96,6 +97,17 @@ pub struct RaftNode<L: RaftLog> {
     pub(crate) snapshot_to_install: Option<Snapshot>,
     /// Follower: the snapshot transfer in progress and the bytes received so far.
     pub(crate) incoming_snapshot: Option<(SnapshotMeta, bytes::BytesMut)>,
+    /// Leader: read rounds and reads waiting for them.
+    pub(crate) reads: ReadTracker,
+    /// Reads confirmed or failed, for the next Ready.
+    pub(crate) read_states: Vec<ReadState>,
+    /// The campaign under way was ordered by TimeoutNow: its RequestVotes bypass stickiness.
+    pub(crate) campaign_forced: bool,
+    /// Ticks since this node started: a restarted node may have promised stickiness to a
+    /// leader's lease before it crashed, so it ignores elections for one
+    /// `election_timeout_min_ticks` after a restart (leases depend on it).
+    pub(crate) ticks_since_start: u32,
+    pub(crate) restarted: bool,
     rng: ChaCha8Rng,
     hard_state_handed_out: HardState,
     messages: BTreeMap<NodeId, Vec<Message>>,
@@ -166,6 +178,7 @@ impl<L: RaftLog> RaftNode<L> {
         snapshot: Option<Snapshot>,
     ) -> Result<RaftNode<L>, ConfigError> {
         config.validate()?;
+        let config_vote_hold = config.vote_hold_after_restart;
         let snapshot_position = snapshot.as_ref().map_or((0, 0), |snapshot| {
             (
                 snapshot.meta.last_included_index,
@@ -203,6 +216,11 @@ impl<L: RaftLog> RaftNode<L> {
             snapshot,
             snapshot_to_install: None,
             incoming_snapshot: None,
+            reads: ReadTracker::default(),
+            read_states: Vec::new(),
+            campaign_forced: false,
+            ticks_since_start: 0,
+            restarted: recovered.hard_state.term > 0 && config_vote_hold,
             hard_state_handed_out: recovered.hard_state,
             messages: BTreeMap::new(),
             messages_after_persist: BTreeMap::new(),
@@ -215,6 +233,7 @@ impl<L: RaftLog> RaftNode<L> {
 
     /// One unit of logical time passed.
     pub fn tick(&mut self) {
+        self.ticks_since_start = self.ticks_since_start.saturating_add(1);
         match self.role {
             Role::Leader => self.tick_leader(),
             Role::Follower | Role::PreCandidate | Role::Candidate => self.tick_election(),
@@ -293,6 +312,14 @@ impl<L: RaftLog> RaftNode<L> {
                 self.handle_append_response(from, incarnation, response)
             }
             MessageBody::InstallSnapshot(chunk) => self.handle_install_snapshot(from, chunk),
+            MessageBody::ReadIndexCheck(check) => self.handle_read_index_check(from, check),
+            MessageBody::ReadIndexCheckResponse(check) => {
+                self.handle_read_index_check_response(from, incarnation, check)
+            }
+            MessageBody::TimeoutNow => self.handle_timeout_now(from),
+            MessageBody::ForcedRequestVote(request) => {
+                self.handle_vote_request(from, message.term, request, false)
+            }
             MessageBody::InstallSnapshotResponse(response) => {
                 if self.counts_answer_of(from, incarnation) {
                     self.handle_install_snapshot_response(from, response)
@@ -360,6 +387,12 @@ impl<L: RaftLog> RaftNode<L> {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader {
                 leader_hint: self.leader,
+            });
+        }
+        if let Some((target, _)) = self.transfer {
+            // A leadership transfer stops proposals: retry at the target.
+            return Err(ProposeError::NotLeader {
+                leader_hint: Some(target),
             });
         }
         let entry = Entry {
@@ -435,6 +468,7 @@ impl<L: RaftLog> RaftNode<L> {
             hard_state
         });
         let (truncate_from, entries) = self.log.take_entries_to_write();
+        self.read_round_handed_out();
         Ready {
             hard_state,
             truncate_from,
@@ -445,6 +479,7 @@ impl<L: RaftLog> RaftNode<L> {
             committed_entries: self
                 .log
                 .take_committed_to_apply(self.config.max_apply_bytes),
+            read_states: std::mem::take(&mut self.read_states),
         }
     }
 
@@ -453,6 +488,7 @@ impl<L: RaftLog> RaftNode<L> {
         self.hard_state() != self.hard_state_handed_out
             || self.log.has_work()
             || self.snapshot_to_install.is_some()
+            || !self.read_states.is_empty()
             || !self.messages.is_empty()
             || !self.messages_after_persist.is_empty()
             || (self.role == Role::Leader && self.has_appends_to_send())

@@ -33,7 +33,13 @@ fn node_with(
         .map(|(i, &term)| entry(i as Index + 1, term))
         .collect();
     log.append(&entries);
-    let config = config.unwrap_or_else(|| Config::new(id, id * 31));
+    // These nodes model members in the middle of their life, past the vote hold of a restart
+    // (a_restarted_node_ignores_elections_for_one_election_timeout tests the hold).
+    let config = config.unwrap_or_else(|| {
+        let mut config = Config::new(id, id * 31);
+        config.vote_hold_after_restart = false;
+        config
+    });
     RaftNode::new(
         config,
         Configuration::with_voters(1..=voters),
@@ -843,4 +849,29 @@ fn a_malformed_append_is_ignored() {
     let ready = drive(&mut node);
     assert!(ready.entries.is_empty() && ready.messages_after_persist.is_empty());
     assert_eq!(node.last_index(), 1);
+}
+
+#[test]
+fn a_restarted_node_ignores_elections_for_one_election_timeout() {
+    // Before its crash it may have answered a lease round; the promise must outlive the crash.
+    let recovered = RecoveredState {
+        hard_state: HardState {
+            term: 3,
+            vote: None,
+        },
+        ..RecoveredState::default()
+    };
+    let mut node = node_with(2, 3, &[1], recovered, Some(Config::new(2, 7)));
+    node.step(1, vote_request(4, (5, 3), true));
+    node.step(1, vote_request(4, (5, 3), false));
+    let ready = drive(&mut node);
+    assert_eq!(ready.message_count(), 0, "no answer during the hold");
+    assert_eq!(node.term(), 3);
+    for _ in 0..node.config().election_timeout_min_ticks {
+        node.tick();
+    }
+    drive(&mut node);
+    node.step(1, vote_request(4, (5, 3), false));
+    let ready = drive(&mut node);
+    assert!(granted(&messages_to(&ready.messages_after_persist, 1)[0]));
 }

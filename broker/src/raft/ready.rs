@@ -18,6 +18,7 @@
 
 use crate::raft::entry::{Entry, HardState, Index, NodeId, Term};
 use crate::raft::message::Message;
+use crate::raft::read_index::ReadState;
 use crate::raft::snapshot::Snapshot;
 
 /// The messages for one peer, in the order the core produced them.
@@ -53,6 +54,9 @@ pub struct Ready {
     pub messages_after_persist: Vec<PeerMessages>,
     /// Committed entries to apply, in index order, each exactly once. Then `on_applied`.
     pub committed_entries: Vec<Entry>,
+    /// Reads confirmed (or failed) since the last Ready: serve each once the state machine has
+    /// applied its `read_index` (RAFT.md Leadership health).
+    pub read_states: Vec<ReadState>,
 }
 
 impl Ready {
@@ -65,6 +69,7 @@ impl Ready {
             && self.messages.is_empty()
             && self.messages_after_persist.is_empty()
             && self.committed_entries.is_empty()
+            && self.read_states.is_empty()
     }
 
     /// The `(index, term)` to report with `on_persisted` once `entries` are durable.

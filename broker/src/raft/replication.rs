@@ -21,10 +21,13 @@ enum Empty {
 impl<L: RaftLog> RaftNode<L> {
     pub(crate) fn tick_leader(&mut self) {
         self.heartbeat_elapsed_ticks += 1;
-        if self.heartbeat_elapsed_ticks >= self.config.heartbeat_interval_ticks {
+        let heartbeat = self.heartbeat_elapsed_ticks >= self.config.heartbeat_interval_ticks;
+        if heartbeat {
             self.heartbeat_elapsed_ticks = 0;
             self.broadcast_heartbeat();
         }
+        self.tick_reads(heartbeat);
+        self.tick_transfer();
         self.election_elapsed_ticks += 1;
         if self.election_elapsed_ticks >= self.config.election_timeout_min_ticks {
             self.election_elapsed_ticks = 0;
@@ -296,6 +299,9 @@ impl<L: RaftLog> RaftNode<L> {
                         ProgressState::Snapshot => {}
                     }
                     self.maybe_commit();
+                    if self.transfer.is_some_and(|(target, _)| target == from) {
+                        self.maybe_send_timeout_now();
+                    }
                 } else if progress.state == ProgressState::Probe {
                     progress.probe_sent = false;
                 } else if progress.inflights.is_full() {

@@ -6,6 +6,7 @@ pub mod durability;
 pub mod election_safety;
 pub mod leader_append_only;
 pub mod leader_completeness;
+pub mod linearizable_reads;
 pub mod log_matching;
 pub mod membership_rule;
 pub mod state_machine_safety;
