@@ -32,8 +32,11 @@
 //! ```
 //!
 //! Files: `node.rs` (the state machine and its API), `election.rs`, `replication.rs`,
-//! `progress.rs` + `inflights.rs` (flow control), `quorum.rs`, `replicated_log.rs` +
-//! `unstable.rs` (the log view), `log.rs` (the storage trait), `ready.rs`, `message.rs`.
+//! `progress.rs` + `inflights.rs` (flow control), `quorum.rs`, `membership.rs` (members as
+//! `(node_id, incarnation)`, changes, `ReplaceNode`) + `membership_log.rs` (the configuration
+//! along the log), `snapshot.rs` (compaction, InstallSnapshot), `read_index.rs` (ReadIndex and
+//! leases), `transfer.rs` (leadership transfer), `replicated_log.rs` + `unstable.rs` (the log
+//! view), `log.rs` (the storage trait), `ready.rs`, `message.rs`.
 //! Design decisions beyond RAFT.md: docs/RAFT-CORE.md.
 
 mod config;
