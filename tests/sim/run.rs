@@ -167,8 +167,11 @@ fn inject_faults(
             if cluster.rng.random_bool(rates.crash_per_tick) {
                 // At most a minority may abstain, or no majority could ever vote again; a node
                 // being replaced or re-added counts as one that cannot vote.
-                let may_abstain =
-                    cluster.abstaining_count() + cluster.membership_work() < (node_count - 1) / 2;
+                // With a voter short (an uncommitted removal in some log counts) one abstaining
+                // node may be the majority-breaker: no leader to catch it up, ever.
+                let may_abstain = cluster.abstaining_count() + cluster.membership_work()
+                    < (node_count - 1) / 2
+                    && cluster.every_node_has_the_full_membership();
                 cluster.crash(id, may_abstain);
                 *crashes += 1;
             }

@@ -192,7 +192,10 @@ impl<L: RaftLog> RaftNode<L> {
         self.become_follower(self.term, Some(from));
         let term = self.term;
         let body = MessageBody::ReadIndexCheckResponse(check);
-        self.send(from, SendWhen::Now, Message { term, body });
+        // After persistence: the answer promises stickiness in this term, and only a term that
+        // is durable makes a restart keep that promise (the vote hold applies to nodes that
+        // restart with a term above 0).
+        self.send(from, SendWhen::AfterPersist, Message { term, body });
     }
 
     /// Leader side: a voter answered `round` in our term.
