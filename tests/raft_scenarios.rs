@@ -588,3 +588,351 @@ fn crash_at_any_point_of_the_write_path_loses_only_unacknowledged_data() {
         );
     }
 }
+
+// ---- Snapshots and membership (RAFT.md Snapshots and log compaction, Membership) ----
+
+use keel_broker::raft::{MembershipChange, MembershipError, ReplaceNode, ReplaceStep};
+
+/// Proposes `count` payloads at `leader` and lets them commit everywhere reachable.
+fn propose_many(cluster: &mut Cluster, leader: NodeId, count: usize, tag: &str) -> Index {
+    let mut last = 0;
+    for number in 0..count {
+        let payload = Bytes::from(format!("{tag}-{number}"));
+        last = cluster.propose(leader, payload).expect("leader").0;
+        cluster.settle();
+    }
+    last
+}
+
+#[test]
+fn follower_far_behind_the_compaction_point_catches_up_through_install_snapshot() {
+    // Node 3 misses 30 entries; the leader compacts past them; on healing node 3 gets the
+    // snapshot in chunks, keeps nothing inconsistent, and the next AppendEntries names the
+    // snapshot's last entry as its prev entry.
+    let mut options = ClusterOptions::quiet(3);
+    options.config.max_snapshot_chunk_bytes = 8;
+    let mut cluster = Cluster::new(options, 11);
+    cluster.delivered = Some(Vec::new());
+    cluster.campaign(1);
+    cluster.settle();
+    cluster.isolate(3);
+    let last = propose_many(&mut cluster, 1, 30, "behind");
+    cluster.snapshot_node(1);
+    let snapshot_index = cluster.node(1).first_index() - 1;
+    assert_eq!(
+        snapshot_index, last,
+        "the leader compacted everything it applied"
+    );
+    let snapshot_term = cluster
+        .node(1)
+        .term_at(snapshot_index)
+        .expect("snapshot term");
+    cluster.heal();
+    let caught_up = |cluster: &Cluster| cluster.node(3).applied_index() >= last;
+    assert!(cluster.run_until(100, caught_up), "node 3 caught up");
+    let delivered = cluster.delivered.take().expect("recorded");
+    let chunks = delivered
+        .iter()
+        .filter(|(from, to, kind, _)| (*from, *to, *kind) == (1, 3, "InstallSnapshot"))
+        .count();
+    assert!(
+        chunks > 1,
+        "the snapshot went in {chunks} chunks of 8 bytes"
+    );
+    assert_eq!(cluster.node(3).first_index(), snapshot_index + 1);
+    assert_eq!(cluster.node(3).term_at(snapshot_index), Some(snapshot_term));
+    assert_eq!(
+        cluster.state_machine(3),
+        cluster.state_machine(1),
+        "node 3's state machine is the leader's"
+    );
+    let after = propose_many(&mut cluster, 1, 1, "after");
+    assert!(cluster.run_until(20, |cluster| cluster.node(3).applied_index() >= after));
+    assert_no_violation(&cluster);
+}
+
+#[test]
+fn a_membership_change_before_the_leaders_noop_commits_waits() {
+    // A new leader whose no-op is not committed refuses a change (retriable); once the no-op
+    // commits the same change is accepted.
+    let mut cluster = quiet_cluster(3, 3);
+    cluster.partition(&[1], &[2, 3]);
+    cluster.campaign(1); // pre-votes cannot arrive: 1 stays a pre-candidate
+    cluster.heal();
+    cluster.send_filter = Some(Box::new(|_, _, message: &Message| {
+        !matches!(message.body, MessageBody::AppendEntriesResponse(_))
+    }));
+    cluster.campaign(1);
+    cluster.settle();
+    assert_eq!(cluster.node(1).role(), Role::Leader);
+    let change = MembershipChange::RemoveVoter {
+        id: 3,
+        incarnation: cluster.incarnation(3),
+    };
+    assert_eq!(
+        cluster.propose_membership_change(1, change),
+        Err(MembershipError::OwnTermNotCommitted),
+        "no acknowledgement reached the leader: its no-op is not committed"
+    );
+    cluster.send_filter = None;
+    cluster.run_ticks(3);
+    assert!(cluster.propose_membership_change(1, change).is_ok());
+    cluster.settle();
+    assert!(!cluster.node(1).membership().voters.contains_key(&3));
+    assert_no_violation(&cluster);
+}
+
+#[test]
+fn a_wiped_node_rejoins_through_replace_as_a_learner_first() {
+    // Node 3 loses its disk. Its new incarnation is ignored as a voter; it is added as a
+    // learner, catches up, the old incarnation is removed (one voter change), then the learner
+    // is promoted (another). At no point are two voter changes uncommitted.
+    let mut cluster = quiet_cluster(3, 9);
+    cluster.campaign(1);
+    cluster.settle();
+    let before = propose_many(&mut cluster, 1, 5, "before");
+    let old = cluster.incarnation(3);
+    cluster.wipe(3);
+    cluster.replacements.clear(); // driven by hand below
+    cluster.restart(3);
+    let new = cluster.incarnation(3);
+    assert_ne!(old, new);
+    cluster.run_ticks(3);
+    assert_eq!(
+        cluster.node(3).last_index(),
+        0,
+        "not a member yet: the leader does not replicate to the new incarnation"
+    );
+    let replace = ReplaceNode::new(3, old, new);
+    let mut steps = Vec::new();
+    for _ in 0..50 {
+        match replace.next_step(cluster.node(1)) {
+            ReplaceStep::Done => break,
+            ReplaceStep::Wait => cluster.run_ticks(1),
+            ReplaceStep::Propose(change) => {
+                steps.push(change);
+                cluster
+                    .propose_membership_change(1, change)
+                    .expect("the helper proposes only what is allowed");
+                cluster.settle();
+            }
+        }
+    }
+    assert_eq!(
+        steps,
+        vec![
+            MembershipChange::AddLearner {
+                id: 3,
+                incarnation: new
+            },
+            MembershipChange::RemoveVoter {
+                id: 3,
+                incarnation: old
+            },
+            MembershipChange::PromoteLearner {
+                id: 3,
+                incarnation: new
+            },
+        ]
+    );
+    assert!(cluster.node(1).membership().is_voter(3, new));
+    assert!(cluster.node(3).applied_index() >= before);
+    let after = propose_many(&mut cluster, 1, 1, "after");
+    cluster.isolate(2);
+    let after_2 = propose_many(&mut cluster, 1, 1, "needs node 3");
+    assert!(
+        cluster.node(1).commit_index() >= after_2 && after_2 > after,
+        "the new incarnation counts toward commit"
+    );
+    assert_no_violation(&cluster);
+}
+
+#[test]
+fn a_leader_that_removes_itself_steps_down_and_the_rest_elect_a_leader() {
+    let mut cluster = quiet_cluster(3, 4);
+    cluster.campaign(1);
+    cluster.settle();
+    let change = MembershipChange::RemoveVoter {
+        id: 1,
+        incarnation: cluster.incarnation(1),
+    };
+    cluster
+        .propose_membership_change(1, change)
+        .expect("allowed");
+    cluster.settle();
+    assert_eq!(cluster.node(1).role(), Role::Follower);
+    assert!(
+        cluster.run_until(10 * ELECTION_TIMEOUT_MIN_TICKS, |cluster| {
+            matches!(cluster.leader(), Some(2 | 3))
+        })
+    );
+    cluster.run_ticks(10 * ELECTION_TIMEOUT_MIN_TICKS);
+    assert_ne!(
+        cluster.node(1).role(),
+        Role::Leader,
+        "a removed node never campaigns"
+    );
+    assert_no_violation(&cluster);
+}
+
+// ---- Reads and leadership transfer (RAFT.md Leadership health) ----
+
+use keel_broker::raft::ReadMode;
+
+/// Leader 1 of a quiet 3-node cluster with a fresh lease and `count` committed writes.
+fn leader_with_a_lease(planted_bugs: PlantedBugs) -> Cluster {
+    let mut options = ClusterOptions::quiet(3);
+    options.config.planted_bugs = planted_bugs;
+    let mut cluster = Cluster::new(options, 21);
+    cluster.campaign(1);
+    cluster.settle();
+    propose_many(&mut cluster, 1, 3, "before");
+    cluster.read(1, ReadMode::Lease); // asks for leases: a round per heartbeat from now on
+    cluster.run_ticks(3);
+    assert!(cluster.node(1).lease_is_valid());
+    cluster
+}
+
+/// Node 1 goes deaf right after handing leadership to node 2; node 2 wins (its
+/// ForcedRequestVote bypasses node 3's stickiness) and commits a write.
+fn transfer_while_the_old_leader_is_deaf(cluster: &mut Cluster) -> Index {
+    cluster.settle();
+    assert!(cluster.transfer_leadership(2)); // TimeoutNow is on its way to node 2
+    cluster.cut(2, 1);
+    cluster.cut(3, 1);
+    cluster.settle(); // node 2 campaigns, node 3 votes despite stickiness
+    assert_eq!(cluster.node(2).role(), Role::Leader);
+    assert_eq!(
+        cluster.node(1).role(),
+        Role::Leader,
+        "node 1 has not heard yet"
+    );
+    let written = propose_many(cluster, 2, 1, "new leader");
+    assert!(cluster.node(2).commit_index() >= written);
+    written
+}
+
+#[test]
+fn a_leader_serves_no_lease_read_once_it_started_a_transfer() {
+    let mut cluster = leader_with_a_lease(PlantedBugs::default());
+    let written = transfer_while_the_old_leader_is_deaf(&mut cluster);
+    let request = cluster
+        .read(1, ReadMode::Lease)
+        .expect("accepted, to be confirmed");
+    cluster.run_ticks(ELECTION_TIMEOUT_MIN_TICKS);
+    assert!(
+        !cluster
+            .released_reads
+            .iter()
+            .any(|&(id, index)| id == request && index.is_some()),
+        "no read index below the new leader's write at {written} may be handed out"
+    );
+    assert_no_violation(&cluster);
+}
+
+#[test]
+fn lease_reads_that_ignore_a_transfer_are_stale_with_the_planted_bug() {
+    let bugs = PlantedBugs {
+        lease_reads_ignore_transfer: true,
+        ..PlantedBugs::default()
+    };
+    let mut cluster = leader_with_a_lease(bugs);
+    let written = transfer_while_the_old_leader_is_deaf(&mut cluster);
+    let request = cluster
+        .read(1, ReadMode::Lease)
+        .expect("served from the lease");
+    let released = cluster
+        .released_reads
+        .iter()
+        .find(|&&(id, _)| id == request)
+        .and_then(|&(_, index)| index);
+    assert!(
+        released.is_some_and(|index| index < written),
+        "the stale lease read returned {released:?} although {written} was committed"
+    );
+}
+
+#[test]
+fn a_stale_leader_in_a_minority_serves_no_read() {
+    // 5 nodes, leader 1 cut off with node 2; the majority elects a new leader and commits;
+    // reads at node 1 (ReadIndex or lease) are never confirmed.
+    let mut cluster = quiet_cluster(5, 13);
+    cluster.campaign(1);
+    cluster.settle();
+    cluster.read(1, ReadMode::Lease);
+    cluster.run_ticks(3);
+    cluster.partition(&[1, 2], &[3, 4, 5]);
+    assert!(
+        cluster.run_until(10 * ELECTION_TIMEOUT_MIN_TICKS, |cluster| {
+            matches!(cluster.leader(), Some(3..=5))
+        })
+    );
+    let new_leader = cluster.leader().expect("checked");
+    let written = propose_many(&mut cluster, new_leader, 1, "majority");
+    assert_eq!(
+        cluster.node(1).role(),
+        Role::Leader,
+        "check-quorum has not fired yet, or..."
+    );
+    let requests = [
+        cluster.read(1, ReadMode::ReadIndex),
+        cluster.read(1, ReadMode::Lease),
+    ];
+    cluster.run_ticks(2 * ELECTION_TIMEOUT_MIN_TICKS);
+    for request in requests.into_iter().flatten() {
+        assert!(
+            !cluster
+                .released_reads
+                .iter()
+                .any(|&(id, index)| id == request && index.is_some_and(|index| index < written)),
+            "read {request} at the stale leader was served"
+        );
+    }
+    assert_no_violation(&cluster);
+}
+
+#[test]
+fn leadership_transfer_hands_over_to_a_caught_up_target() {
+    let mut cluster = quiet_cluster(3, 17);
+    cluster.campaign(1);
+    cluster.settle();
+    propose_many(&mut cluster, 1, 3, "before");
+    assert!(cluster.transfer_leadership(3));
+    assert!(
+        cluster.propose(1, Bytes::from_static(b"refused")).is_err(),
+        "a leader that is transferring takes no proposals"
+    );
+    cluster.settle();
+    assert_eq!(agreed_leader(&cluster).map(|(leader, _)| leader), Some(3));
+    let delivered = cluster.delivered.take().expect("recorded");
+    assert!(delivered
+        .iter()
+        .any(|&(from, to, kind, _)| (from, to, kind) == (1, 3, "TimeoutNow")));
+    assert!(
+        !delivered
+            .iter()
+            .any(|&(from, _, kind, _)| from == 3 && kind == "PreVote"),
+        "the target skips pre-vote"
+    );
+    assert_no_violation(&cluster);
+}
+
+#[test]
+fn an_abandoned_transfer_lets_the_leader_take_proposals_again() {
+    let mut cluster = quiet_cluster(3, 19);
+    cluster.campaign(1);
+    cluster.settle();
+    cluster.send_filter = Some(Box::new(|_, _, message: &Message| {
+        !matches!(message.body, MessageBody::TimeoutNow)
+    }));
+    assert!(cluster.transfer_leadership(2));
+    cluster.run_ticks(ELECTION_TIMEOUT_MIN_TICKS + 1);
+    assert_eq!(cluster.node(1).role(), Role::Leader);
+    assert_eq!(
+        cluster.node(1).transfer_target(),
+        None,
+        "abandoned after an election timeout"
+    );
+    assert!(cluster.propose(1, Bytes::from_static(b"again")).is_ok());
+    assert_no_violation(&cluster);
+}

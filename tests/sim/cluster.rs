@@ -11,8 +11,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use keel_broker::raft::{
-    Config, Configuration, Entry, HardState, Index, Message, NodeId, PeerMessages, ProposeError,
-    RaftNode, RecoveredState, Role, Term,
+    Config, Entry, HardState, Incarnation, Index, Membership, MembershipChange, MembershipError,
+    Message, NodeId, PeerMessages, ProposeError, RaftNode, ReadMode, RecoveredState, ReplaceNode,
+    ReplaceStep, Role, Snapshot, Term,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -38,6 +39,27 @@ pub struct Coverage {
     pub redirected_proposals: u64,
     pub symmetric_partitions: u64,
     pub one_way_cuts: u64,
+    pub disks_wiped: u64,
+    pub replacements_completed: u64,
+    pub voters_removed: u64,
+    pub membership_changes_committed: u64,
+    pub leaders_removed_themselves: u64,
+    pub snapshots_taken: u64,
+    pub snapshots_installed: u64,
+    pub restarts_from_snapshot: u64,
+    pub reads_released: u64,
+    pub lease_reads_released: u64,
+    pub reads_failed: u64,
+    pub transfers_started: u64,
+    pub transfers_completed: u64,
+}
+
+/// A read in flight: where, how, and the highest write acknowledged before it began.
+#[derive(Clone, Copy, Debug)]
+pub struct PendingRead {
+    pub node: NodeId,
+    pub mode: ReadMode,
+    pub acknowledged_floor: Index,
 }
 
 /// Everything a run is parameterised by (the simulator draws it from the seed).
@@ -56,12 +78,15 @@ pub struct ClusterOptions {
 
 impl ClusterOptions {
     /// A quiet cluster for scripted scenarios: no faults, one unit per hop and per write.
+    /// Restarted nodes vote at once (no vote hold): the scripts drive elections by hand.
     pub fn quiet(node_count: u64) -> ClusterOptions {
+        let mut config = Config::new(0, 0);
+        config.vote_hold_after_restart = false;
         ClusterOptions {
             node_count,
             network: NetworkFaults::NONE,
             max_disk_latency_units: 1,
-            config: Config::new(0, 0),
+            config,
             producer_count: 0,
             max_tick_skew_units: 0,
         }
@@ -71,6 +96,7 @@ impl ClusterOptions {
 /// One Ready's writes and what waits for them to be durable.
 struct WriteJob {
     truncate_from: Option<Index>,
+    snapshot: Option<Snapshot>,
     entries: Vec<Entry>,
     hard_state: Option<HardState>,
     messages_after_persist: Vec<PeerMessages>,
@@ -78,7 +104,10 @@ struct WriteJob {
 
 impl WriteJob {
     fn writes_something(&self) -> bool {
-        self.truncate_from.is_some() || !self.entries.is_empty() || self.hard_state.is_some()
+        self.truncate_from.is_some()
+            || self.snapshot.is_some()
+            || !self.entries.is_empty()
+            || self.hard_state.is_some()
     }
 }
 
@@ -100,6 +129,55 @@ struct SimNode {
     /// Each node's clock runs at its own rate: it ticks every `tick_interval_units`.
     tick_interval_units: u64,
     next_tick_at: u64,
+    /// The incarnation of the disk behind this id; a wipe draws a new one.
+    incarnation: Incarnation,
+    /// The configuration the node starts from (the founding one; nothing after a wipe: a new
+    /// server learns its configuration from the leader's log).
+    base_membership: Membership,
+    /// The node's state machine: the last index applied and a digest of everything applied.
+    state_machine: StateMachine,
+}
+
+/// The simulated state machine: a running digest of the applied entries. Its snapshot is the
+/// digest with padding (so snapshots take several chunks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateMachine {
+    pub applied_index: Index,
+    pub digest: u64,
+}
+
+impl StateMachine {
+    fn apply(&mut self, entry: &Entry) {
+        debug_assert_eq!(entry.index, self.applied_index + 1);
+        let mut digest = self.digest;
+        for word in [entry.index, entry.term, entry.kind.as_u8() as u64]
+            .into_iter()
+            .chain(entry.payload.iter().map(|&byte| byte as u64))
+        {
+            digest = (digest ^ word).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.applied_index = entry.index;
+        self.digest = digest;
+    }
+
+    pub fn encode(&self) -> Bytes {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&self.applied_index.to_le_bytes());
+        bytes.extend_from_slice(&self.digest.to_le_bytes());
+        let padding = (self.digest % 97) as usize;
+        bytes.extend(std::iter::repeat_n(0xAB, padding));
+        Bytes::from(bytes)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<StateMachine> {
+        let applied_index = Index::from_le_bytes(bytes.get(0..8)?.try_into().ok()?);
+        let digest = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
+        let state = StateMachine {
+            applied_index,
+            digest,
+        };
+        (state.encode() == bytes).then_some(state)
+    }
 }
 
 pub struct Cluster {
@@ -119,13 +197,33 @@ pub struct Cluster {
     /// Scenario tests: every delivered message as `(from, to, kind, term)`.
     pub delivered: Option<Vec<(NodeId, NodeId, &'static str, Term)>>,
     nodes: BTreeMap<NodeId, SimNode>,
-    configuration: Configuration,
+    /// Wiped nodes being brought back (DESIGN.md 5 replace sequence) and removed voters being
+    /// added back (the same sequence with the same incarnation), by id.
+    pub replacements: BTreeMap<NodeId, ReplaceNode>,
+    /// Reads in flight by request id, and the next id.
+    pub reads: BTreeMap<u64, PendingRead>,
+    next_read_id: u64,
+    /// Scenario tests: every read released, as `(request id, read index)`.
+    pub released_reads: Vec<(u64, Option<Index>)>,
+    /// The transfer in progress: `(from, to, started at)`.
+    pub transfer: Option<(NodeId, NodeId, u64)>,
+    /// A fault aimed at leases: the leader that sends TimeoutNow goes deaf (hears nobody)
+    /// for this many units, so it learns of its successor late.
+    pub deafen_after_timeout_now_units: Option<u64>,
+    /// When the network heals by itself (after such a fault).
+    pub heal_at: Option<u64>,
+}
+
+impl SimNode {
+    fn state_machine_restored(&mut self, state: StateMachine) {
+        self.state_machine = state;
+    }
 }
 
 impl Cluster {
     pub fn new(options: ClusterOptions, seed: u64) -> Cluster {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let configuration = Configuration::with_voters(1..=options.node_count);
+        let founding = Membership::with_voters((1..=options.node_count).map(|id| (id, 1)));
         let mut cluster = Cluster {
             now: 0,
             network: Network::new(options.network),
@@ -138,23 +236,33 @@ impl Cluster {
             send_filter: None,
             delivered: None,
             nodes: BTreeMap::new(),
-            configuration,
+            replacements: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            next_read_id: 1,
+            released_reads: Vec::new(),
+            transfer: None,
+            deafen_after_timeout_now_units: None,
+            heal_at: None,
             rng: ChaCha8Rng::seed_from_u64(rng.random()),
             options,
         };
         for id in 1..=cluster.options.node_count {
-            let raft = cluster.start_node(id, SimDisk::default(), RecoveredState::default());
             let skew = cluster.options.max_tick_skew_units;
             let tick_interval_units = rng.random_range(TICK_UNITS - skew..=TICK_UNITS + skew);
             let next_tick_at = rng.random_range(0..TICK_UNITS);
             let node = SimNode {
-                state: NodeState::Up(raft),
+                state: NodeState::Down(SimDisk::default()),
                 writes: VecDeque::new(),
                 writing: None,
                 tick_interval_units,
                 next_tick_at,
+                incarnation: 1,
+                base_membership: founding.clone(),
+                state_machine: StateMachine::default(),
             };
             cluster.nodes.insert(id, node);
+            let raft = cluster.start_node(id, SimDisk::default(), RecoveredState::default());
+            cluster.nodes.get_mut(&id).expect("inserted").state = NodeState::Up(raft);
         }
         cluster
     }
@@ -167,10 +275,230 @@ impl Cluster {
     ) -> Box<RaftNode<SimDisk>> {
         let mut config = self.options.config.clone();
         config.id = id;
+        config.incarnation = self.nodes[&id].incarnation;
         config.random_seed = self.rng.random();
-        let raft = RaftNode::new(config, self.configuration.clone(), disk, recovered)
-            .expect("valid config");
-        Box::new(raft)
+        let membership = self.nodes[&id].base_membership.clone();
+        let raft = match disk.snapshot().cloned() {
+            Some(snapshot) => RaftNode::with_snapshot(config, snapshot, disk, recovered),
+            None => RaftNode::with_membership(config, membership, disk, recovered),
+        };
+        Box::new(raft.expect("valid config"))
+    }
+
+    /// Node `id` snapshots its state machine at its applied index and compacts its log (the
+    /// snapshot is written at once; the core must not care when the driver drops entries).
+    pub fn snapshot_node(&mut self, id: NodeId) {
+        if !self.is_up(id) {
+            return;
+        }
+        let state = self.nodes[&id].state_machine;
+        if state.applied_index <= self.node(id).first_index() {
+            return;
+        }
+        let Ok(snapshot) = self
+            .node_mut(id)
+            .compact(state.applied_index, state.encode())
+        else {
+            return;
+        };
+        self.coverage.snapshots_taken += 1;
+        self.trace.line(self.now, || {
+            format!("snapshot {id} at {}", snapshot.meta.last_included_index)
+        });
+        self.trace
+            .hash_event(self.now, 5, id, snapshot.meta.last_included_index);
+        self.node_mut(id).storage_mut().write_snapshot(snapshot);
+        self.check_invariants();
+    }
+
+    pub fn state_machine(&self, id: NodeId) -> StateMachine {
+        self.nodes[&id].state_machine
+    }
+
+    pub fn incarnation(&self, id: NodeId) -> Incarnation {
+        self.nodes[&id].incarnation
+    }
+
+    /// The node lost its disk: it is down, and comes back (at `restart`) empty under a new
+    /// incarnation, as a new server that waits to be added; the replace sequence starts.
+    pub fn wipe(&mut self, id: NodeId) {
+        if self.is_up(id) {
+            self.crash(id, false);
+        }
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let old = node.incarnation;
+        node.incarnation += 1;
+        node.state = NodeState::Down(SimDisk::default());
+        node.base_membership = Membership::default();
+        node.state_machine = StateMachine::default();
+        let new = node.incarnation;
+        self.coverage.disks_wiped += 1;
+        self.trace.line(self.now, || {
+            format!("wipe {id}: incarnation {old} -> {new}")
+        });
+        self.trace.hash_event(self.now, 3, id, new);
+        self.history.forget_volatile_state(id);
+        self.replacements.insert(id, ReplaceNode::new(id, old, new));
+    }
+
+    /// Every node is up and its latest configuration (committed or not) has every id as a
+    /// voter with the incarnation of its disk.
+    pub fn every_node_has_the_full_membership(&self) -> bool {
+        let wanted: Membership =
+            Membership::with_voters(self.ids().into_iter().map(|id| (id, self.incarnation(id))));
+        self.ids()
+            .into_iter()
+            .all(|id| self.is_up(id) && self.node(id).membership() == &wanted)
+    }
+
+    /// Replacements and re-adds in progress.
+    pub fn membership_work(&self) -> usize {
+        self.replacements.len()
+    }
+
+    /// Every id a voter with the incarnation of its disk, nothing else, as the leader sees it.
+    pub fn membership_is_complete(&self) -> bool {
+        let Some(leader) = self.leader() else {
+            return false;
+        };
+        let node = self.node(leader);
+        let wanted: Membership =
+            Membership::with_voters(self.ids().into_iter().map(|id| (id, self.incarnation(id))));
+        node.membership() == &wanted && !node.membership_change_pending()
+    }
+
+    /// One round of the membership driver at the current leader: the next step of every
+    /// replacement (`ReplaceNode`). A replacement is finished only once its last change is
+    /// committed (a leader's uncommitted view may still be truncated). An id that is not a
+    /// voter with its disk's incarnation and has no replacement gets one (a removal that came
+    /// back after a leader change).
+    pub fn drive_membership(&mut self) {
+        let Some(leader) = self.leader() else {
+            return;
+        };
+        let node = self.node(leader);
+        let missing: Vec<(NodeId, Incarnation)> = if node.membership_change_pending() {
+            Vec::new()
+        } else {
+            self.ids()
+                .into_iter()
+                .map(|id| (id, self.incarnation(id)))
+                .filter(|&(id, incarnation)| !node.membership().is_voter(id, incarnation))
+                .collect()
+        };
+        for (id, incarnation) in missing {
+            self.replacements
+                .entry(id)
+                .or_insert(ReplaceNode::new(id, incarnation, incarnation));
+        }
+        let node = self.node(leader);
+        let mut changes = Vec::new();
+        let mut done = Vec::new();
+        for (&id, replacement) in &self.replacements {
+            match replacement.next_step(node) {
+                ReplaceStep::Propose(change) => changes.push(change),
+                ReplaceStep::Wait => {}
+                ReplaceStep::Done if !node.membership_change_pending() => done.push(id),
+                ReplaceStep::Done => {}
+            }
+        }
+        for id in done {
+            self.replacements.remove(&id);
+            self.coverage.replacements_completed += 1;
+        }
+        for change in changes {
+            // A refusal (pending change, no-op not committed) is retried at the next round.
+            let _ = self.propose_membership_change(leader, change);
+        }
+    }
+
+    /// Starts a linearizable read at node `at`; `None` if refused at once.
+    pub fn read(&mut self, at: NodeId, mode: ReadMode) -> Option<u64> {
+        let request_id = self.next_read_id;
+        self.next_read_id += 1;
+        let acknowledged_floor = self
+            .history
+            .acknowledged
+            .iter()
+            .map(|acknowledged| acknowledged.index)
+            .max()
+            .unwrap_or(0);
+        let read = PendingRead {
+            node: at,
+            mode,
+            acknowledged_floor,
+        };
+        self.reads.insert(request_id, read);
+        let result = self.node_mut(at).request_read(request_id, mode);
+        self.trace.line(self.now, || {
+            format!("read {request_id} at {at} ({mode:?}): {result:?}")
+        });
+        if result.is_err() {
+            self.reads.remove(&request_id);
+            return None;
+        }
+        self.handle_all_ready();
+        Some(request_id)
+    }
+
+    /// The leader hands leadership to `target`.
+    pub fn transfer_leadership(&mut self, target: NodeId) -> bool {
+        let Some(leader) = self.leader() else {
+            return false;
+        };
+        let result = self.node_mut(leader).transfer_leadership(target);
+        self.trace.line(self.now, || {
+            format!("transfer {leader} -> {target}: {result:?}")
+        });
+        if result.is_ok() {
+            self.coverage.transfers_started += 1;
+            self.trace.hash_event(self.now, 7, leader, target);
+            self.transfer = Some((leader, target, self.now));
+        }
+        self.handle_all_ready();
+        result.is_ok()
+    }
+
+    /// Removes voter `id` (its own incarnation) to add it back later as a learner, then
+    /// promote it (`ReplaceNode` with the same incarnation). The re-add is tried at once,
+    /// while the removal is uncommitted: the core must refuse it (a planted bug that does not
+    /// is caught by invariants/membership_rule.rs).
+    pub fn churn_voter(&mut self, id: NodeId) {
+        let Some(leader) = self.leader() else {
+            return;
+        };
+        let incarnation = self.incarnation(id);
+        let change = MembershipChange::RemoveVoter { id, incarnation };
+        if self.propose_membership_change(leader, change).is_ok() {
+            self.coverage.voters_removed += 1;
+            self.coverage.leaders_removed_themselves += u64::from(id == leader);
+            let re_add = MembershipChange::AddLearner { id, incarnation };
+            let _ = self.propose_membership_change(leader, re_add);
+            self.replacements.insert(
+                id,
+                ReplaceNode {
+                    id,
+                    old_incarnation: incarnation,
+                    new_incarnation: incarnation,
+                },
+            );
+        }
+    }
+
+    pub fn propose_membership_change(
+        &mut self,
+        at: NodeId,
+        change: MembershipChange,
+    ) -> Result<(Index, Term), MembershipError> {
+        let result = self.node_mut(at).propose_membership_change(change);
+        self.trace.line(self.now, || {
+            format!("membership change at {at}: {change:?} -> {result:?}")
+        });
+        if result.is_ok() {
+            self.trace.hash_event(self.now, 4, at, 0);
+        }
+        self.handle_all_ready();
+        result
     }
 
     pub fn ids(&self) -> Vec<NodeId> {
@@ -216,6 +544,10 @@ impl Cluster {
 
     /// Advances one time unit.
     pub fn step(&mut self) {
+        if self.heal_at.is_some_and(|at| at <= self.now) {
+            self.heal_at = None;
+            self.heal();
+        }
         if self.ticks_enabled {
             for id in self.ids() {
                 let node = self.nodes.get_mut(&id).expect("known node");
@@ -236,8 +568,11 @@ impl Cluster {
                     let kind = envelope.message.body.kind_name();
                     delivered.push((envelope.from, envelope.to, kind, envelope.message.term));
                 }
-                self.node_mut(envelope.to)
-                    .step(envelope.from, envelope.message);
+                self.node_mut(envelope.to).step_from(
+                    envelope.from,
+                    envelope.from_incarnation,
+                    envelope.message,
+                );
             }
         }
         for id in self.ids() {
@@ -320,6 +655,7 @@ impl Cluster {
             .hash_event(self.now, 1, id, report.abstain_until_index.unwrap_or(0));
         self.nodes.get_mut(&id).expect("known node").state = NodeState::Down(disk);
         self.workload.node_crashed(id);
+        self.reads.retain(|_, read| read.node != id);
     }
 
     pub fn restart(&mut self, id: NodeId) {
@@ -329,9 +665,15 @@ impl Cluster {
         else {
             panic!("node {id} is already up");
         };
+        // The state machine is rebuilt from the snapshot (if any) and then the log.
+        let state = disk
+            .snapshot()
+            .map(|snapshot| StateMachine::decode(&snapshot.data).expect("our own snapshot"))
+            .unwrap_or_default();
+        self.coverage.restarts_from_snapshot += u64::from(state.applied_index > 0);
         let recovered = RecoveredState {
             hard_state: disk.hard_state(),
-            applied_index: 0,
+            applied_index: state.applied_index,
             abstain_until_index: disk.abstain_until_index(),
         };
         self.coverage.restarts_abstaining += u64::from(recovered.abstain_until_index.is_some());
@@ -339,8 +681,11 @@ impl Cluster {
             .line(self.now, || format!("restart {id}: {recovered:?}"));
         self.trace.hash_event(self.now, 2, id, 0);
         let raft = self.start_node(id, disk, recovered);
-        self.nodes.get_mut(&id).expect("known node").state = NodeState::Up(raft);
+        let node = self.nodes.get_mut(&id).expect("known node");
+        node.state = NodeState::Up(raft);
+        node.state_machine_restored(state);
         self.history.forget_volatile_state(id);
+        self.history.applied_by_node.insert(id, state.applied_index);
     }
 
     /// Crash and restart with every write synced first: the node forgets only its volatile
@@ -415,7 +760,18 @@ impl Cluster {
         }
         let ready = raft.ready();
         self.coverage.conflicting_suffixes_truncated += u64::from(ready.truncate_from.is_some());
-        for entry in &ready.entries {
+        if let Some(snapshot) = &ready.snapshot {
+            self.install_snapshot(id, snapshot);
+        }
+        for read in &ready.read_states {
+            self.release_read(id, read.request_id, read.read_index);
+        }
+        let first_held = self.node(id).first_index();
+        for entry in ready
+            .entries
+            .iter()
+            .filter(|entry| entry.index >= first_held)
+        {
             let previous_term = self.node(id).term_at(entry.index - 1).unwrap_or(0);
             let check = invariants::log_matching::observe_written(
                 &mut self.history,
@@ -428,10 +784,12 @@ impl Cluster {
         if ready.hard_state.is_some()
             || !ready.entries.is_empty()
             || ready.truncate_from.is_some()
+            || ready.snapshot.is_some()
             || !ready.messages_after_persist.is_empty()
         {
             let job = WriteJob {
                 truncate_from: ready.truncate_from,
+                snapshot: ready.snapshot,
                 entries: ready.entries,
                 hard_state: ready.hard_state,
                 messages_after_persist: ready.messages_after_persist,
@@ -451,8 +809,67 @@ impl Cluster {
         }
     }
 
+    fn release_read(&mut self, id: NodeId, request_id: u64, read_index: Option<Index>) {
+        self.released_reads.push((request_id, read_index));
+        let Some(read) = self.reads.remove(&request_id) else {
+            return;
+        };
+        self.trace.line(self.now, || {
+            format!("read {request_id} at {id} released: {read_index:?}")
+        });
+        self.trace
+            .hash_event(self.now, 8, request_id, read_index.unwrap_or(0));
+        let Some(read_index) = read_index else {
+            self.coverage.reads_failed += 1;
+            return;
+        };
+        self.coverage.reads_released += 1;
+        self.coverage.lease_reads_released += u64::from(read.mode == ReadMode::Lease);
+        let check = invariants::linearizable_reads::observe_read(
+            &self.history,
+            id,
+            request_id,
+            read_index,
+            read.acknowledged_floor,
+        );
+        self.record(check);
+    }
+
+    /// The driver replaces the state machine with a snapshot from the leader (before applying
+    /// the committed entries after it); the snapshot must be the state every node had there.
+    fn install_snapshot(&mut self, id: NodeId, snapshot: &Snapshot) {
+        let index = snapshot.meta.last_included_index;
+        self.coverage.snapshots_installed += 1;
+        self.trace
+            .line(self.now, || format!("install snapshot at {id}: {index}"));
+        self.trace.hash_event(self.now, 6, id, index);
+        let check = invariants::state_machine_safety::observe_snapshot(
+            &mut self.history,
+            id,
+            index,
+            StateMachine::decode(&snapshot.data).map(|state| (state.applied_index, state.digest)),
+        );
+        self.record(check);
+        if let Some(state) = StateMachine::decode(&snapshot.data) {
+            self.nodes
+                .get_mut(&id)
+                .expect("known node")
+                .state_machine_restored(state);
+        }
+    }
+
     fn apply(&mut self, id: NodeId, entry: &Entry) {
         let check = invariants::state_machine_safety::observe_applied(&mut self.history, id, entry);
+        self.record(check);
+        let node = self.nodes.get_mut(&id).expect("known node");
+        node.state_machine.apply(entry);
+        let digest = node.state_machine.digest;
+        let check = invariants::state_machine_safety::observe_digest(
+            &mut self.history,
+            id,
+            entry.index,
+            digest,
+        );
         self.record(check);
         if let Some(producer) = self
             .workload
@@ -482,6 +899,14 @@ impl Cluster {
     }
 
     fn send(&mut self, from: NodeId, to: NodeId, message: Message) {
+        if matches!(message.body, keel_broker::raft::MessageBody::TimeoutNow) {
+            if let Some(units) = self.deafen_after_timeout_now_units.take() {
+                for other in self.ids().into_iter().filter(|&id| id != from) {
+                    self.cut(other, from);
+                }
+                self.heal_at = Some(self.now + units);
+            }
+        }
         if self
             .send_filter
             .as_ref()
@@ -489,7 +914,12 @@ impl Cluster {
         {
             return;
         }
-        let envelope = Envelope { from, to, message };
+        let envelope = Envelope {
+            from,
+            from_incarnation: self.nodes[&from].incarnation,
+            to,
+            message,
+        };
         self.network.send(&mut self.rng, self.now, envelope);
     }
 
@@ -511,6 +941,11 @@ impl Cluster {
             }
             let writing = node.writing.take().expect("checked");
             raft.storage_mut().sync();
+            for job in &writing.jobs {
+                if let Some(snapshot) = &job.snapshot {
+                    raft.on_snapshot_done(snapshot.meta.last_included_index);
+                }
+            }
             if let Some(last) = writing.jobs.iter().rev().find_map(|job| job.entries.last()) {
                 raft.on_persisted(last.index, last.term);
             }
@@ -542,8 +977,12 @@ impl Cluster {
             return;
         };
         for job in &jobs {
-            raft.storage_mut()
-                .write(job.truncate_from, &job.entries, job.hard_state);
+            raft.storage_mut().write(
+                job.truncate_from,
+                job.snapshot.clone(),
+                &job.entries,
+                job.hard_state,
+            );
         }
         node.writing = Some(GroupWrite {
             jobs,
@@ -575,9 +1014,24 @@ impl Cluster {
         }
     }
 
-    /// The committed log as node `id` holds it.
+    /// The committed log up to node `id`'s commit index, as the nodes applied it (compaction
+    /// may have removed its prefix from every log).
     pub fn committed_log(&self, id: NodeId) -> Vec<Entry> {
-        let node = self.node(id);
-        node.entries(1, node.commit_index() + 1)
+        (1..=self.node(id).commit_index())
+            .map(|index| {
+                let (term, payload) = self
+                    .history
+                    .applied
+                    .get(&index)
+                    .cloned()
+                    .unwrap_or_else(|| panic!("committed index {index} never applied"));
+                Entry {
+                    index,
+                    term,
+                    kind: keel_broker::raft::EntryKind::Data,
+                    payload,
+                }
+            })
+            .collect()
     }
 }

@@ -8,15 +8,17 @@
 //! entries (an append rewrites the partly filled page they share): the node then lost entries
 //! it acknowledged, which the surviving later entry makes detectable.
 
-use keel_broker::raft::{Entry, HardState, Index, MemoryLog, RaftLog, Term};
+use keel_broker::raft::{Entry, HardState, Index, MemoryLog, RaftLog, Snapshot, Term};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 #[derive(Debug, Default)]
 pub struct SimDisk {
-    /// Everything written, synced or not; the first `synced_entries` are durable.
+    /// Everything written, synced or not; entries up to `synced_index` are durable.
     log: MemoryLog,
-    synced_entries: usize,
+    synced_index: Index,
+    /// The latest snapshot, written by rename: durable as soon as it is written.
+    snapshot: Option<Snapshot>,
     hard_state: HardState,
     unsynced_hard_state: Option<HardState>,
     /// The abstain index survives further crashes until the node's log reaches it: a second
@@ -41,31 +43,57 @@ impl SimDisk {
         self.abstain_until_index
     }
 
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        self.snapshot.as_ref()
+    }
+
+    /// Persists `snapshot` and deletes the entries it covers (a taken or installed snapshot).
+    pub fn write_snapshot(&mut self, snapshot: Snapshot) {
+        let through = snapshot.meta.last_included_index;
+        self.log.compact(through);
+        self.synced_index = self.synced_index.max(through).min(self.log.last_index());
+        self.snapshot = Some(snapshot);
+    }
+
     /// The node's log reached its abstain index: the marker is no longer needed.
     pub fn clear_abstain_marker(&mut self) {
         self.abstain_until_index = None;
     }
 
+    /// One Ready's writes, in the Ready's order: truncation, snapshot, entries, hard state.
     pub fn write(
         &mut self,
         truncate_from: Option<Index>,
+        snapshot: Option<Snapshot>,
         entries: &[Entry],
         hard_state: Option<HardState>,
     ) {
         if let Some(from) = truncate_from {
             // keel-storage zeroes truncated bytes before returning: the cut is durable at once.
             self.log.truncate_suffix(from);
-            self.synced_entries = self.synced_entries.min(self.entry_count());
+            self.synced_index = self.synced_index.min(self.log.last_index());
         }
-        // Asserts that the appends continue the log.
-        self.log.append(entries);
+        if let Some(snapshot) = snapshot {
+            self.write_snapshot(snapshot);
+        }
+        // Entries a snapshot taken meanwhile already covers are not written; the rest must
+        // continue the log (asserted).
+        let first_new = entries
+            .iter()
+            .position(|entry| entry.index > self.log.last_index())
+            .unwrap_or(entries.len());
+        debug_assert!(entries[..first_new]
+            .iter()
+            .all(|entry| entry.index < self.log.first_index()
+                || self.log.term(entry.index) == Some(entry.term)));
+        self.log.append(&entries[first_new..]);
         if let Some(hard_state) = hard_state {
             self.unsynced_hard_state = Some(hard_state);
         }
     }
 
     pub fn sync(&mut self) {
-        self.synced_entries = self.entry_count();
+        self.synced_index = self.log.last_index();
         if let Some(hard_state) = self.unsynced_hard_state.take() {
             self.hard_state = hard_state;
         }
@@ -79,9 +107,12 @@ impl SimDisk {
                 self.hard_state = hard_state;
             }
         }
+        // Positions count from the first entry held (index `first`).
+        let first = self.log.first_index();
         let total = self.entry_count();
+        let synced_entries = (self.synced_index + 1).saturating_sub(first) as usize;
         let mut survives = vec![true; total];
-        let unsynced = self.synced_entries..total;
+        let unsynced = synced_entries..total;
         // Without `may_abstain` only prefixes survive: no hole, so no abstain index (the
         // simulator keeps abstaining nodes a minority, or the cluster could never elect).
         match rng.random_range(0..if may_abstain { 3 } else { 2 }) {
@@ -98,22 +129,22 @@ impl SimDisk {
         }
         let later_survivor = survives[unsynced.clone()].iter().any(|&s| s);
         let mut synced_entries_lost = 0;
-        if may_abstain && later_survivor && self.synced_entries > 0 && rng.random_bool(0.5) {
-            let damaged = rng.random_range(1..=self.synced_entries.min(3));
-            let first_damaged = self.synced_entries - damaged;
-            survives[first_damaged..self.synced_entries]
+        if may_abstain && later_survivor && synced_entries > 0 && rng.random_bool(0.5) {
+            let damaged = rng.random_range(1..=synced_entries.min(3));
+            let first_damaged = synced_entries - damaged;
+            survives[first_damaged..synced_entries]
                 .iter_mut()
                 .for_each(|s| *s = false);
             synced_entries_lost = damaged as u64;
         }
         let cut = survives.iter().position(|&s| !s).unwrap_or(total);
         let beyond = (cut..total).rev().find(|&position| survives[position]);
-        let abstain_until_index = beyond.map(|position| position as Index + 1);
+        let abstain_until_index = beyond.map(|position| position as Index + first);
         if abstain_until_index.is_none() {
             synced_entries_lost = 0;
         }
-        self.log.truncate_suffix(cut as Index + 1);
-        self.synced_entries = self.entry_count();
+        self.log.truncate_suffix(cut as Index + first);
+        self.synced_index = self.log.last_index();
         self.abstain_until_index = self.abstain_until_index.max(abstain_until_index);
         let report = RecoveryReport {
             abstain_until_index,
@@ -125,7 +156,7 @@ impl SimDisk {
 
 impl SimDisk {
     fn entry_count(&self) -> usize {
-        self.log.last_index() as usize
+        (self.log.last_index() + 1 - self.log.first_index()) as usize
     }
 }
 

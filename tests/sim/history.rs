@@ -62,6 +62,8 @@ pub struct History {
     pub commit_observed: BTreeMap<NodeId, Index>,
     pub applied: BTreeMap<Index, (Term, Bytes)>,
     pub applied_by_node: BTreeMap<NodeId, Index>,
+    /// The state machine's digest after applying each index (the first node to get there).
+    pub digest_at: BTreeMap<Index, u64>,
     pub acknowledged: Vec<Acknowledgement>,
 }
 

@@ -130,6 +130,18 @@ fn the_simulator_exercises_every_kind_of_fault() {
         total.redirected_proposals += coverage.redirected_proposals;
         total.symmetric_partitions += coverage.symmetric_partitions;
         total.one_way_cuts += coverage.one_way_cuts;
+        total.disks_wiped += coverage.disks_wiped;
+        total.replacements_completed += coverage.replacements_completed;
+        total.voters_removed += coverage.voters_removed;
+        total.leaders_removed_themselves += coverage.leaders_removed_themselves;
+        total.snapshots_taken += coverage.snapshots_taken;
+        total.snapshots_installed += coverage.snapshots_installed;
+        total.restarts_from_snapshot += coverage.restarts_from_snapshot;
+        total.reads_released += coverage.reads_released;
+        total.lease_reads_released += coverage.lease_reads_released;
+        total.reads_failed += coverage.reads_failed;
+        total.transfers_started += coverage.transfers_started;
+        total.transfers_completed += coverage.transfers_completed;
     }
     println!("100 seeds: {leaders} leaders elected, {crashes} crashes, {total:?}");
     assert!(
@@ -143,6 +155,28 @@ fn the_simulator_exercises_every_kind_of_fault() {
     assert!(total.redirected_proposals > 0, "{total:?}");
     assert!(
         total.symmetric_partitions > 0 && total.one_way_cuts > 0,
+        "{total:?}"
+    );
+    assert!(
+        total.disks_wiped > 0 && total.replacements_completed > 0,
+        "{total:?}"
+    );
+    assert!(
+        total.voters_removed > 0 && total.leaders_removed_themselves > 0,
+        "{total:?}"
+    );
+    assert!(
+        total.reads_released > 0 && total.lease_reads_released > 0 && total.reads_failed > 0,
+        "{total:?}"
+    );
+    assert!(
+        total.transfers_started > 0 && total.transfers_completed > 0,
+        "{total:?}"
+    );
+    assert!(
+        total.snapshots_taken > 0
+            && total.snapshots_installed > 0
+            && total.restarts_from_snapshot > 0,
         "{total:?}"
     );
 }
@@ -187,4 +221,34 @@ fn planted_bug_ignoring_the_abstain_rule_is_caught() {
     };
     let (seed, failure) = first_violation(bugs, 500);
     println!("abstain rule ignored caught at seed {seed}: {failure:?}");
+}
+
+#[test]
+fn planted_bug_two_membership_changes_at_once_is_caught() {
+    let bugs = PlantedBugs {
+        allow_concurrent_membership_changes: true,
+        ..PlantedBugs::default()
+    };
+    let (seed, failure) = first_violation(bugs, 50);
+    println!("concurrent membership changes caught at seed {seed}: {failure:?}");
+}
+
+#[test]
+fn planted_bug_a_wiped_node_voting_as_its_old_incarnation_is_caught() {
+    let bugs = PlantedBugs {
+        ignore_incarnations: true,
+        ..PlantedBugs::default()
+    };
+    let (seed, failure) = first_violation(bugs, 300);
+    println!("old-incarnation vote caught at seed {seed}: {failure:?}");
+}
+
+#[test]
+fn planted_bug_lease_reads_ignoring_a_transfer_is_caught() {
+    let bugs = PlantedBugs {
+        lease_reads_ignore_transfer: true,
+        ..PlantedBugs::default()
+    };
+    let (seed, failure) = first_violation(bugs, 500);
+    println!("lease reads ignoring a transfer caught at seed {seed}: {failure:?}");
 }

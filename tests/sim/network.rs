@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use keel_broker::raft::{Message, NodeId};
+use keel_broker::raft::{Incarnation, Message, NodeId};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -26,6 +26,8 @@ impl NetworkFaults {
 
 pub struct Envelope {
     pub from: NodeId,
+    /// The sender's incarnation, as the real transport carries it (`RaftNode::step_from`).
+    pub from_incarnation: Incarnation,
     pub to: NodeId,
     pub message: Message,
 }
@@ -59,6 +61,7 @@ impl Network {
         if rng.random_bool(self.faults.duplicate_probability) {
             let copy = Envelope {
                 from: envelope.from,
+                from_incarnation: envelope.from_incarnation,
                 to: envelope.to,
                 message: envelope.message.clone(),
             };

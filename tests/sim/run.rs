@@ -6,7 +6,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bytes::Bytes;
-use keel_broker::raft::{Config, Index, NodeId, PlantedBugs, ProposeError, Term};
+use keel_broker::raft::{Config, Index, NodeId, PlantedBugs, ProposeError, ReadMode, Term};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -20,6 +20,9 @@ pub const FAULT_PHASE_TICKS: u64 = 1_000;
 pub const LIVENESS_LEADER_TICKS: u64 = 300;
 pub const LIVENESS_COMMIT_TICKS: u64 = 300;
 pub const LIVENESS_PROPOSALS: usize = 5;
+/// Phase two: ticks for replacements and re-adds to finish after healing. Generous: a learner
+/// may have to catch up hundreds of entries one per message with one message in flight.
+pub const LIVENESS_MEMBERSHIP_TICKS: u64 = 2_000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Failure {
@@ -48,6 +51,16 @@ struct FaultRates {
     restart_per_tick: f64,
     partition_per_tick: f64,
     propose_per_unit: f64,
+    /// A node loses its disk and is replaced (DESIGN.md 5).
+    wipe_per_tick: f64,
+    /// A random voter is removed and later added back.
+    churn_per_tick: f64,
+    /// A random node snapshots its state machine and compacts its log.
+    snapshot_per_tick: f64,
+    /// A linearizable read (ReadIndex or lease, at random) at the node a client believes leads.
+    read_per_unit: f64,
+    /// The leader hands leadership to a random other voter.
+    transfer_per_tick: f64,
 }
 
 /// Runs one seed; a panic inside the core or the simulator is a failure too.
@@ -73,8 +86,10 @@ fn run_seed_unguarded(seed: u64, planted_bugs: PlantedBugs) -> Result<RunReport,
     let mut partition_ends_at = None;
     for _ in 0..FAULT_PHASE_TICKS {
         inject_faults(&mut cluster, &rates, &mut partition_ends_at, &mut crashes);
+        change_membership(&mut cluster, &rates, &mut partition_ends_at);
         for _ in 0..TICK_UNITS {
             drive_producers(&mut cluster, rates.propose_per_unit);
+            drive_readers(&mut cluster, rates.read_per_unit);
             cluster.step();
             if let Some(violation) = cluster.violation.take() {
                 return Err(Failure::Safety(violation));
@@ -108,6 +123,10 @@ fn draw_options(rng: &mut ChaCha8Rng, planted_bugs: PlantedBugs) -> (ClusterOpti
     config.max_uncommitted_bytes =
         [128, 1_024, 1 << 20][rng.random_range(0..3)].max(config.max_append_bytes);
     config.max_apply_bytes = [1, 256, 1 << 20][rng.random_range(0..3)];
+    config.max_snapshot_chunk_bytes = [8, 64, 4096][rng.random_range(0..3)];
+    // Ticks drift by up to 20% (`max_tick_skew_units` of 10): a voter's stickiness may end
+    // after 9 of its ticks of 8 units (72), so a lease must end before: (10 - 5) * 12 = 60.
+    config.lease_drift_margin_ticks = 5;
     config.planted_bugs = planted_bugs;
     let network = NetworkFaults {
         drop_probability: rng.random_range(0.0..0.1),
@@ -127,6 +146,11 @@ fn draw_options(rng: &mut ChaCha8Rng, planted_bugs: PlantedBugs) -> (ClusterOpti
         restart_per_tick: rng.random_range(0.02..0.2),
         partition_per_tick: rng.random_range(0.0..0.03),
         propose_per_unit: rng.random_range(0.005..0.05),
+        wipe_per_tick: [0.0, 0.001, 0.004][rng.random_range(0..3)],
+        churn_per_tick: [0.0, 0.002, 0.01][rng.random_range(0..3)],
+        snapshot_per_tick: [0.0, 0.01, 0.05][rng.random_range(0..3)],
+        read_per_unit: [0.0, 0.02, 0.1][rng.random_range(0..3)],
+        transfer_per_tick: [0.0, 0.005, 0.03][rng.random_range(0..3)],
     };
     (options, rates)
 }
@@ -141,8 +165,13 @@ fn inject_faults(
     for id in cluster.ids() {
         if cluster.is_up(id) {
             if cluster.rng.random_bool(rates.crash_per_tick) {
-                // At most a minority may abstain, or no majority could ever vote again.
-                let may_abstain = cluster.abstaining_count() < (node_count - 1) / 2;
+                // At most a minority may abstain, or no majority could ever vote again; a node
+                // being replaced or re-added counts as one that cannot vote.
+                // With a voter short (an uncommitted removal in some log counts) one abstaining
+                // node may be the majority-breaker: no leader to catch it up, ever.
+                let may_abstain = cluster.abstaining_count() + cluster.membership_work()
+                    < (node_count - 1) / 2
+                    && cluster.every_node_has_the_full_membership();
                 cluster.crash(id, may_abstain);
                 *crashes += 1;
             }
@@ -162,6 +191,113 @@ fn inject_faults(
         }
         None => {}
     }
+}
+
+/// Disk wipes (then the replace sequence) and voluntary voter removals (then re-adding), one
+/// at a time and never while a node abstains: a majority of voters must stay able to vote.
+fn change_membership(
+    cluster: &mut Cluster,
+    rates: &FaultRates,
+    partition_ends_at: &mut Option<u64>,
+) {
+    cluster.drive_membership();
+    track_transfer(cluster);
+    if cluster.transfer.is_none() && cluster.rng.random_bool(rates.transfer_per_tick) {
+        start_transfer(cluster, partition_ends_at);
+    }
+    if cluster.rng.random_bool(rates.snapshot_per_tick) {
+        let ids = cluster.ids();
+        let node = ids[cluster.rng.random_range(0..ids.len())];
+        cluster.snapshot_node(node);
+    }
+    // A 2-voter configuration cannot survive a wipe: only from a full configuration that every
+    // node agrees on (an uncommitted removal may still come back after a leader change).
+    let quiet = cluster.membership_work() == 0
+        && cluster.abstaining_count() == 0
+        && cluster.every_node_has_the_full_membership();
+    let ids = cluster.ids();
+    // One of the two per tick at most: each leaves the configuration short of a voter.
+    if quiet && cluster.rng.random_bool(rates.wipe_per_tick) {
+        let victim = ids[cluster.rng.random_range(0..ids.len())];
+        cluster.wipe(victim);
+    } else if quiet && cluster.rng.random_bool(rates.churn_per_tick) {
+        // The churned voter's re-add is tried at once, while its removal is pending: the core
+        // must refuse (a planted bug that does not is caught by membership_rule).
+        let victim = ids[cluster.rng.random_range(0..ids.len())];
+        cluster.churn_voter(victim);
+    }
+}
+
+/// The leader hands leadership to a random other voter. Half the time the old leader goes deaf
+/// for a few ticks once it sends TimeoutNow (it sends but receives nothing): it then learns of
+/// the new term late, the window in which a lease read that ignored the transfer is stale.
+fn start_transfer(cluster: &mut Cluster, partition_ends_at: &mut Option<u64>) {
+    let Some(leader) = cluster.leader() else {
+        return;
+    };
+    let voters: Vec<NodeId> = cluster
+        .node(leader)
+        .membership()
+        .voters
+        .keys()
+        .copied()
+        .filter(|&id| id != leader)
+        .collect();
+    if voters.is_empty() {
+        return;
+    }
+    let target = voters[cluster.rng.random_range(0..voters.len())];
+    if partition_ends_at.is_none() && cluster.heal_at.is_none() && cluster.rng.random_bool(0.5) {
+        cluster.deafen_after_timeout_now_units = Some(cluster.rng.random_range(3..15) * TICK_UNITS);
+    }
+    if !cluster.transfer_leadership(target) {
+        cluster.deafen_after_timeout_now_units = None;
+    }
+}
+
+/// A transfer is over once its target leads, or after two election timeouts.
+fn track_transfer(cluster: &mut Cluster) {
+    let Some((_, target, started_at)) = cluster.transfer else {
+        return;
+    };
+    if cluster.leader() == Some(target) {
+        cluster.coverage.transfers_completed += 1;
+        cluster.transfer = None;
+    } else if cluster.now > started_at + 20 * TICK_UNITS * 2 {
+        cluster.transfer = None;
+    }
+}
+
+/// Reads go where a client would send them: to a node that believes it leads (perhaps a stale
+/// leader), or any up node; lease or ReadIndex at random.
+fn drive_readers(cluster: &mut Cluster, read_probability: f64) {
+    if read_probability == 0.0 || !cluster.rng.random_bool(read_probability) {
+        return;
+    }
+    let up: Vec<NodeId> = cluster
+        .ids()
+        .into_iter()
+        .filter(|&id| cluster.is_up(id))
+        .collect();
+    if up.is_empty() {
+        return;
+    }
+    let leaders: Vec<NodeId> = up
+        .iter()
+        .copied()
+        .filter(|&id| cluster.node(id).role() == keel_broker::raft::Role::Leader)
+        .collect();
+    let target = if !leaders.is_empty() && cluster.rng.random_bool(0.8) {
+        leaders[cluster.rng.random_range(0..leaders.len())]
+    } else {
+        up[cluster.rng.random_range(0..up.len())]
+    };
+    let mode = if cluster.rng.random_bool(0.5) {
+        ReadMode::Lease
+    } else {
+        ReadMode::ReadIndex
+    };
+    cluster.read(target, mode);
 }
 
 fn start_partition(cluster: &mut Cluster) {
@@ -249,6 +385,7 @@ fn propose_for(cluster: &mut Cluster, producer: usize, target: NodeId) -> Option
 /// Phase two: heal, restart, then demand a leader and the commit of new proposals everywhere.
 fn check_liveness(cluster: &mut Cluster) -> Result<(), Failure> {
     heal_everything(cluster);
+    complete_membership(cluster)?;
     wait_for_agreed_leader(cluster)?;
     let proposed = commit_new_proposals(cluster)?;
     let last = proposed.last().map_or(0, |&(index, _)| index);
@@ -288,6 +425,8 @@ fn check_liveness(cluster: &mut Cluster) -> Result<(), Failure> {
 
 /// No more drops, duplicates, cuts or crashes; every node restarted. Delays stay.
 fn heal_everything(cluster: &mut Cluster) {
+    cluster.deafen_after_timeout_now_units = None;
+    cluster.heal_at = None;
     cluster.heal();
     cluster.network.faults = NetworkFaults {
         drop_probability: 0.0,
@@ -299,6 +438,27 @@ fn heal_everything(cluster: &mut Cluster) {
             cluster.restart(id);
         }
     }
+}
+
+/// Liveness with the final configuration: every replacement and re-add finishes, so every id
+/// is a voter with the incarnation of its disk.
+fn complete_membership(cluster: &mut Cluster) -> Result<(), Failure> {
+    for _ in 0..LIVENESS_MEMBERSHIP_TICKS {
+        if cluster.membership_is_complete() {
+            return check_safety(cluster);
+        }
+        cluster.drive_membership();
+        cluster.run_ticks(1);
+        check_safety(cluster)?;
+    }
+    let membership = cluster
+        .leader()
+        .map(|leader| format!("{:?}", cluster.node(leader).membership()));
+    let what = format!(
+        "membership not complete within {LIVENESS_MEMBERSHIP_TICKS} ticks: leader's {membership:?}, replacements {:?}",
+        cluster.replacements
+    );
+    Err(liveness(cluster, what))
 }
 
 fn wait_for_agreed_leader(cluster: &mut Cluster) -> Result<(), Failure> {

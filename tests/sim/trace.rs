@@ -54,6 +54,17 @@ impl Trace {
             MessageBody::PreVote(request) | MessageBody::RequestVote(request) => {
                 request.last_log_index
             }
+            MessageBody::InstallSnapshot(chunk) => {
+                chunk.meta.last_included_index * 1_000 + chunk.offset
+            }
+            MessageBody::InstallSnapshotResponse(response) => {
+                response.last_included_index * 1_000 + response.received_bytes
+            }
+            MessageBody::ReadIndexCheck(check) | MessageBody::ReadIndexCheckResponse(check) => {
+                check.round
+            }
+            MessageBody::TimeoutNow => 0,
+            MessageBody::ForcedRequestVote(request) => request.last_log_index + (1 << 40),
         };
         self.hash_event(now, from * 100 + to, message.term, detail);
         if self.print {

@@ -6,6 +6,7 @@
 
 use crate::raft::entry::NodeId;
 use crate::raft::error::ConfigError;
+use crate::raft::membership::Incarnation;
 
 pub const DEFAULT_HEARTBEAT_INTERVAL_TICKS: u32 = 1;
 pub const DEFAULT_ELECTION_TIMEOUT_MIN_TICKS: u32 = 10;
@@ -15,6 +16,11 @@ pub const DEFAULT_MAX_INFLIGHT_BYTES: u64 = 32 * DEFAULT_MAX_APPEND_BYTES;
 pub const DEFAULT_MAX_UNAPPLIED_ENTRIES: u64 = 10_000;
 pub const DEFAULT_MAX_UNCOMMITTED_BYTES: u64 = 64 * DEFAULT_MAX_APPEND_BYTES;
 pub const DEFAULT_MAX_APPLY_BYTES: u64 = 4 * DEFAULT_MAX_APPEND_BYTES;
+pub const DEFAULT_MAX_SNAPSHOT_CHUNK_BYTES: u64 = DEFAULT_MAX_APPEND_BYTES;
+pub const DEFAULT_LEASE_DRIFT_MARGIN_TICKS: u32 = 2;
+
+// A lease must last at least one tick.
+const _: () = assert!(DEFAULT_LEASE_DRIFT_MARGIN_TICKS < DEFAULT_ELECTION_TIMEOUT_MIN_TICKS);
 
 // An election timeout must span several heartbeats, or followers would campaign between two
 // heartbeats of a healthy leader (RAFT.md Election).
@@ -28,8 +34,12 @@ const _: () = assert!(DEFAULT_MAX_APPLY_BYTES >= DEFAULT_MAX_APPEND_BYTES);
 /// Configuration of one node of one group.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// This node's id; must be a voter of the configuration it starts with.
+    /// This node's id; must be a voter of the configuration `RaftNode::new` starts with
+    /// (`RaftNode::with_membership` also starts learners and servers waiting to be added).
     pub id: NodeId,
+    /// This node's incarnation (DESIGN.md 5): the driver sends it with every message
+    /// (`RaftNode::step_from` on the receiving side). 0 in `Config::new`.
+    pub incarnation: Incarnation,
     /// Ticks between two heartbeat rounds of a leader.
     pub heartbeat_interval_ticks: u32,
     /// Lower bound of the randomised election timeout: each reset draws a timeout uniformly
@@ -49,6 +59,16 @@ pub struct Config {
     pub max_uncommitted_bytes: u64,
     /// Upper bound of the committed-entry bytes handed out in one `Ready`.
     pub max_apply_bytes: u64,
+    /// Bytes of snapshot data per InstallSnapshot message.
+    pub max_snapshot_chunk_bytes: u64,
+    /// A lease lasts `election_timeout_min_ticks - lease_drift_margin_ticks` from the sending of
+    /// the round a quorum confirmed: the margin covers the clock-rate difference between the
+    /// leader and the voters over one election timeout.
+    pub lease_drift_margin_ticks: u32,
+    /// A node restarted with a term above 0 ignores vote and pre-vote requests for
+    /// `election_timeout_min_ticks`: before crashing it may have answered a lease round, which
+    /// promised stickiness it no longer remembers. Off only in unit tests of vote handling.
+    pub vote_hold_after_restart: bool,
     /// Seed of the node's own RNG (election timeout jitter). The driver draws it once from
     /// real entropy; the simulator derives it from the run's seed.
     pub random_seed: u64,
@@ -69,6 +89,15 @@ pub struct PlantedBugs {
     /// Vote and campaign despite a recovery that may have lost acknowledged entries
     /// (RAFT.md Membership, abstain rule).
     pub ignore_abstain_rule: bool,
+    /// Propose a configuration change while the previous one is uncommitted, so two voter
+    /// changes can be in flight at once (RAFT.md Membership).
+    pub allow_concurrent_membership_changes: bool,
+    /// Hear and count every incarnation of a member id: a wiped node votes and acknowledges
+    /// as its old incarnation (RAFT.md Membership).
+    pub ignore_incarnations: bool,
+    /// Keep serving lease reads after starting a leadership transfer (RAFT.md Leadership
+    /// health: TimeoutNow bypasses the stickiness leases rely on).
+    pub lease_reads_ignore_transfer: bool,
 }
 
 impl Config {
@@ -76,6 +105,7 @@ impl Config {
     pub fn new(id: NodeId, random_seed: u64) -> Config {
         Config {
             id,
+            incarnation: 0,
             heartbeat_interval_ticks: DEFAULT_HEARTBEAT_INTERVAL_TICKS,
             election_timeout_min_ticks: DEFAULT_ELECTION_TIMEOUT_MIN_TICKS,
             max_append_bytes: DEFAULT_MAX_APPEND_BYTES,
@@ -84,6 +114,9 @@ impl Config {
             max_unapplied_entries: DEFAULT_MAX_UNAPPLIED_ENTRIES,
             max_uncommitted_bytes: DEFAULT_MAX_UNCOMMITTED_BYTES,
             max_apply_bytes: DEFAULT_MAX_APPLY_BYTES,
+            max_snapshot_chunk_bytes: DEFAULT_MAX_SNAPSHOT_CHUNK_BYTES,
+            lease_drift_margin_ticks: DEFAULT_LEASE_DRIFT_MARGIN_TICKS,
+            vote_hold_after_restart: true,
             random_seed,
             #[cfg(feature = "fault-injection")]
             planted_bugs: PlantedBugs::default(),
@@ -101,6 +134,7 @@ impl Config {
         at_least("max_inflight_msgs", self.max_inflight_msgs as u64, 1)?;
         at_least("max_unapplied_entries", self.max_unapplied_entries, 1)?;
         at_least("max_apply_bytes", self.max_apply_bytes, 1)?;
+        at_least("max_snapshot_chunk_bytes", self.max_snapshot_chunk_bytes, 1)?;
         related(
             (
                 "election_timeout_min_ticks",
@@ -109,6 +143,16 @@ impl Config {
             (
                 "3 * heartbeat_interval_ticks",
                 3 * u64::from(self.heartbeat_interval_ticks),
+            ),
+        )?;
+        related(
+            (
+                "election_timeout_min_ticks",
+                self.election_timeout_min_ticks.into(),
+            ),
+            (
+                "lease_drift_margin_ticks + 1",
+                u64::from(self.lease_drift_margin_ticks) + 1,
             ),
         )?;
         related(

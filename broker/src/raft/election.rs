@@ -8,11 +8,10 @@ use bytes::Bytes;
 use crate::raft::entry::{Entry, EntryKind, NodeId, Term};
 use crate::raft::log::RaftLog;
 use crate::raft::message::{
-    AppendEntriesResponse, AppendResult, ConflictHint, Message, MessageBody, VoteRequest,
-    VoteResponse,
+    AppendEntriesResponse, AppendResult, ConflictHint, InstallSnapshotResponse, Message,
+    MessageBody, VoteRequest, VoteResponse,
 };
 use crate::raft::node::{RaftNode, Role, SendWhen};
-use crate::raft::progress::Progress;
 use crate::raft::quorum::VoteResult;
 
 impl<L: RaftLog> RaftNode<L> {
@@ -34,6 +33,8 @@ impl<L: RaftLog> RaftNode<L> {
                 MessageBody::PreVote(_) => return !self.in_lease(),
                 MessageBody::PreVoteResponse(response) if response.granted => return true,
                 MessageBody::RequestVote(_) if self.in_lease() => return false,
+                // TimeoutNow's candidate: the old leader handed over, stickiness does not hold.
+                MessageBody::ForcedRequestVote(_) => self.become_follower(message.term, None),
                 MessageBody::AppendEntries(_) => self.become_follower(message.term, Some(from)),
                 _ => self.become_follower(message.term, None),
             }
@@ -46,7 +47,10 @@ impl<L: RaftLog> RaftNode<L> {
         true
     }
 
-    /// A message of an older term: tell the sender our term so it learns it is stale.
+    /// A message of an older term: tell the sender our term so it learns it is stale. Every
+    /// request a leader sends gets such an answer: a leader that streamed InstallSnapshot
+    /// chunks to a follower of a higher term, unanswered, never stepped down and the follower
+    /// never caught up (found by the 100,000-seed run).
     fn reply_to_stale_term(&mut self, from: NodeId, message: &Message) {
         let body = match &message.body {
             MessageBody::PreVote(_) => {
@@ -55,6 +59,14 @@ impl<L: RaftLog> RaftNode<L> {
             MessageBody::RequestVote(_) => {
                 MessageBody::RequestVoteResponse(VoteResponse { granted: false })
             }
+            MessageBody::InstallSnapshot(chunk) => {
+                MessageBody::InstallSnapshotResponse(InstallSnapshotResponse {
+                    last_included_index: chunk.meta.last_included_index,
+                    received_bytes: 0,
+                    done: false,
+                })
+            }
+            MessageBody::ReadIndexCheck(check) => MessageBody::ReadIndexCheckResponse(*check),
             MessageBody::AppendEntries(append) => {
                 MessageBody::AppendEntriesResponse(AppendEntriesResponse {
                     result: AppendResult::Rejected {
@@ -77,18 +89,19 @@ impl<L: RaftLog> RaftNode<L> {
     /// Leader stickiness: heard from a live leader within `election_timeout_min_ticks`. A
     /// leader is its own live leader (check-quorum demotes it when that stops being true).
     pub(crate) fn in_lease(&self) -> bool {
+        let minimum = self.config.election_timeout_min_ticks;
         match self.role {
             Role::Leader => true,
             _ => {
-                self.leader.is_some()
-                    && self.election_elapsed_ticks < self.config.election_timeout_min_ticks
+                (self.leader.is_some() && self.election_elapsed_ticks < minimum)
+                    || (self.restarted && self.ticks_since_start < minimum)
             }
         }
     }
 
     /// Election timeout: ask the voters whether they would vote, without raising the term.
     pub(crate) fn start_pre_vote(&mut self) {
-        if !self.configuration.is_voter(self.config.id) || self.is_abstaining() {
+        if !self.is_self_voter() || self.is_abstaining() {
             return;
         }
         self.role = Role::PreCandidate;
@@ -119,7 +132,11 @@ impl<L: RaftLog> RaftNode<L> {
         let request = self.vote_request();
         let term = self.term;
         for voter in self.other_voters() {
-            let body = MessageBody::RequestVote(request);
+            let body = if self.campaign_forced {
+                MessageBody::ForcedRequestVote(request)
+            } else {
+                MessageBody::RequestVote(request)
+            };
             self.send(voter, SendWhen::AfterPersist, Message { term, body });
         }
         if self.configuration.vote_result(&self.votes) == VoteResult::Won {
@@ -139,6 +156,10 @@ impl<L: RaftLog> RaftNode<L> {
         self.progress.clear();
         self.uncommitted.clear();
         self.uncommitted_bytes = 0;
+        self.transfer = None;
+        if self.reads.has_state() {
+            self.reset_reads();
+        }
         self.reset_election_timer();
     }
 
@@ -151,21 +172,10 @@ impl<L: RaftLog> RaftNode<L> {
         self.votes.clear();
         self.heartbeat_elapsed_ticks = 0;
         self.election_elapsed_ticks = 0;
-        let next_index = self.log.last_index() + 1;
-        let (max_messages, max_bytes) = (
-            self.config.max_inflight_msgs,
-            self.config.max_inflight_bytes,
-        );
-        self.progress = self
-            .configuration
-            .members()
-            .filter(|&id| id != self.config.id)
-            .map(|id| {
-                let mut progress = Progress::new(next_index, max_messages, max_bytes);
-                progress.recent_active = true;
-                (id, progress)
-            })
-            .collect();
+        self.progress.clear();
+        self.sync_progress_with_membership();
+        self.transfer = None;
+        self.reset_reads();
         self.uncommitted.clear();
         self.uncommitted_bytes = 0;
         let no_op = Entry {

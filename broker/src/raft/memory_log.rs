@@ -4,15 +4,36 @@
 use crate::raft::entry::{Entry, Index, Term};
 use crate::raft::log::RaftLog;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct MemoryLog {
-    /// `entries[0]` has index 1 (no compaction yet).
+    /// Index of `entries[0]` (of the next entry when empty): 1 until a compaction.
+    first_index: Index,
     entries: Vec<Entry>,
+}
+
+impl Default for MemoryLog {
+    fn default() -> MemoryLog {
+        MemoryLog {
+            first_index: 1,
+            entries: Vec::new(),
+        }
+    }
 }
 
 impl MemoryLog {
     pub fn new() -> MemoryLog {
         MemoryLog::default()
+    }
+
+    /// Discards every entry at or below `through` (a snapshot covers them). Past the last
+    /// entry, the log becomes empty and continues at `through + 1` (an installed snapshot).
+    pub fn compact(&mut self, through: Index) {
+        if through < self.first_index {
+            return;
+        }
+        let drop = ((through + 1 - self.first_index) as usize).min(self.entries.len());
+        self.entries.drain(..drop);
+        self.first_index = through + 1;
     }
 
     /// Appends entries that follow the last one (asserted).
@@ -30,7 +51,8 @@ impl MemoryLog {
     /// Deletes every entry at `from` and above.
     pub fn truncate_suffix(&mut self, from: Index) {
         assert!(from >= 1);
-        self.entries.truncate((from - 1) as usize);
+        let keep = from.saturating_sub(self.first_index) as usize;
+        self.entries.truncate(keep);
     }
 
     /// Applies a Ready's log writes: the truncation, then the new entries.
@@ -49,26 +71,31 @@ impl MemoryLog {
 
 impl RaftLog for MemoryLog {
     fn first_index(&self) -> Index {
-        1
+        self.first_index
     }
 
     fn last_index(&self) -> Index {
-        self.entries.len() as Index
+        self.first_index + self.entries.len() as Index - 1
     }
 
     fn term(&self, index: Index) -> Option<Term> {
-        if index == 0 {
+        if index < self.first_index {
             return None;
         }
         self.entries
-            .get((index - 1) as usize)
+            .get((index - self.first_index) as usize)
             .map(|entry| entry.term)
     }
 
     fn entries(&self, from: Index, to_exclusive: Index, max_bytes: u64) -> Vec<Entry> {
-        assert!(from >= 1 && from <= to_exclusive && to_exclusive <= self.last_index() + 1);
+        assert!(
+            from >= self.first_index
+                && from <= to_exclusive
+                && to_exclusive <= self.last_index() + 1
+        );
+        let offset = self.first_index;
         take_within_bytes(
-            &self.entries[(from - 1) as usize..(to_exclusive - 1) as usize],
+            &self.entries[(from - offset) as usize..(to_exclusive - offset) as usize],
             max_bytes,
         )
     }

@@ -1,8 +1,12 @@
 //! The messages Raft nodes exchange (RAFT.md Roles, terms, messages). Every message carries
-//! the sender's term; the sender's id travels beside it (`RaftNode::step(from, message)`).
-//! InstallSnapshot and TimeoutNow arrive with the next issue.
+//! the sender's term; the sender's id and incarnation travel beside it
+//! (`RaftNode::step_from(from, incarnation, message)`). New variants go at the END of
+//! `MessageBody`: encoders that number variants (postcard) keep the old numbers.
+
+use bytes::Bytes;
 
 use crate::raft::entry::{Entry, Index, Term};
+use crate::raft::snapshot::SnapshotMeta;
 
 /// One message with the sender's term. For a `PreVote` the term is the one the sender would
 /// campaign in (its term + 1) and it raises nobody's term.
@@ -22,6 +26,43 @@ pub enum MessageBody {
     /// Entries (possibly none: a heartbeat or a commit notice) after `prev_log_index`.
     AppendEntries(AppendEntries),
     AppendEntriesResponse(AppendEntriesResponse),
+    /// One chunk of the leader's snapshot, for a follower behind the leader's first index.
+    InstallSnapshot(InstallSnapshot),
+    InstallSnapshotResponse(InstallSnapshotResponse),
+    /// The leader confirms it still leads, for ReadIndex and leases (RAFT.md Leadership
+    /// health); answered with the same round in the responder's term.
+    ReadIndexCheck(ReadIndexCheck),
+    ReadIndexCheckResponse(ReadIndexCheck),
+    /// Leadership transfer: the target campaigns at once, skipping pre-vote.
+    TimeoutNow,
+    /// A RequestVote from a candidate told to run by TimeoutNow: voters answer it despite
+    /// leader stickiness (RAFT.md Election).
+    ForcedRequestVote(VoteRequest),
+}
+
+/// One round of leadership confirmation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReadIndexCheck {
+    pub round: u64,
+}
+
+/// Chunk `data` at byte `offset` of the snapshot described by `meta`; `done` on the last one.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InstallSnapshot {
+    pub meta: SnapshotMeta,
+    pub offset: u64,
+    pub data: Bytes,
+    pub done: bool,
+}
+
+/// The follower's position in the transfer of the snapshot ending at `last_included_index`:
+/// `received_bytes` held so far (the leader sends from there), or `done` once the follower
+/// holds everything up to that index (installed, or already committed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InstallSnapshotResponse {
+    pub last_included_index: Index,
+    pub received_bytes: u64,
+    pub done: bool,
 }
 
 /// The candidate's last log entry, for the up-to-date check.
@@ -84,6 +125,12 @@ impl MessageBody {
             MessageBody::RequestVoteResponse(_) => "RequestVoteResponse",
             MessageBody::AppendEntries(_) => "AppendEntries",
             MessageBody::AppendEntriesResponse(_) => "AppendEntriesResponse",
+            MessageBody::InstallSnapshot(_) => "InstallSnapshot",
+            MessageBody::InstallSnapshotResponse(_) => "InstallSnapshotResponse",
+            MessageBody::ReadIndexCheck(_) => "ReadIndexCheck",
+            MessageBody::ReadIndexCheckResponse(_) => "ReadIndexCheckResponse",
+            MessageBody::TimeoutNow => "TimeoutNow",
+            MessageBody::ForcedRequestVote(_) => "ForcedRequestVote",
         }
     }
 }

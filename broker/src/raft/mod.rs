@@ -32,8 +32,11 @@
 //! ```
 //!
 //! Files: `node.rs` (the state machine and its API), `election.rs`, `replication.rs`,
-//! `progress.rs` + `inflights.rs` (flow control), `quorum.rs`, `replicated_log.rs` +
-//! `unstable.rs` (the log view), `log.rs` (the storage trait), `ready.rs`, `message.rs`.
+//! `progress.rs` + `inflights.rs` (flow control), `quorum.rs`, `membership.rs` (members as
+//! `(node_id, incarnation)`, changes, `ReplaceNode`) + `membership_log.rs` (the configuration
+//! along the log), `snapshot.rs` (compaction, InstallSnapshot), `read_index.rs` (ReadIndex and
+//! leases), `transfer.rs` (leadership transfer), `replicated_log.rs` + `unstable.rs` (the log
+//! view), `log.rs` (the storage trait), `ready.rs`, `message.rs`.
 //! Design decisions beyond RAFT.md: docs/RAFT-CORE.md.
 
 mod config;
@@ -42,22 +45,28 @@ mod entry;
 mod error;
 mod inflights;
 mod log;
+mod membership;
+mod membership_log;
 mod memory_log;
 mod message;
 mod node;
 mod progress;
 mod quorum;
+mod read_index;
 mod ready;
 mod replicated_log;
 mod replication;
+mod snapshot;
+mod transfer;
 mod unstable;
 
 #[cfg(feature = "fault-injection")]
 pub use config::PlantedBugs;
 pub use config::{
     Config, DEFAULT_ELECTION_TIMEOUT_MIN_TICKS, DEFAULT_HEARTBEAT_INTERVAL_TICKS,
-    DEFAULT_MAX_APPEND_BYTES, DEFAULT_MAX_APPLY_BYTES, DEFAULT_MAX_INFLIGHT_BYTES,
-    DEFAULT_MAX_INFLIGHT_MSGS, DEFAULT_MAX_UNAPPLIED_ENTRIES, DEFAULT_MAX_UNCOMMITTED_BYTES,
+    DEFAULT_LEASE_DRIFT_MARGIN_TICKS, DEFAULT_MAX_APPEND_BYTES, DEFAULT_MAX_APPLY_BYTES,
+    DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_MAX_INFLIGHT_MSGS, DEFAULT_MAX_SNAPSHOT_CHUNK_BYTES,
+    DEFAULT_MAX_UNAPPLIED_ENTRIES, DEFAULT_MAX_UNCOMMITTED_BYTES,
 };
 pub use entry::{
     entries_size_bytes, Entry, EntryKind, HardState, Index, NodeId, Term, ENTRY_OVERHEAD_BYTES,
@@ -65,15 +74,21 @@ pub use entry::{
 pub use error::{ConfigError, ProposeError};
 pub use inflights::Inflights;
 pub use log::RaftLog;
+pub use membership::{
+    Incarnation, Membership, MembershipChange, MembershipError, ReplaceNode, ReplaceStep,
+};
 pub use memory_log::MemoryLog;
 pub use message::{
-    AppendEntries, AppendEntriesResponse, AppendResult, ConflictHint, Message, MessageBody,
-    VoteRequest, VoteResponse,
+    AppendEntries, AppendEntriesResponse, AppendResult, ConflictHint, InstallSnapshot,
+    InstallSnapshotResponse, Message, MessageBody, ReadIndexCheck, VoteRequest, VoteResponse,
 };
 pub use node::{RaftNode, RecoveredState, Role};
 pub use progress::{Progress, ProgressState};
 pub use quorum::{Configuration, VoteResult};
+pub use read_index::{ReadError, ReadMode, ReadState};
 pub use ready::{PeerMessages, Ready};
+pub use snapshot::{CompactError, Snapshot, SnapshotMeta};
+pub use transfer::TransferError;
 
 #[cfg(test)]
 mod node_tests;

@@ -14,8 +14,9 @@
 //!                     higher term, or check-quorum fails                 +--------+
 //! ```
 //!
-//! Inputs: `tick`, `step`, `propose`, `on_persisted`, `on_applied`, `campaign`. Output: `ready`.
-//! Elections live in election.rs, replication and commit in replication.rs.
+//! Inputs: `tick`, `step_from` (or `step`), `propose`, `propose_membership_change`,
+//! `on_persisted`, `on_applied`, `campaign`. Output: `ready`. Elections live in election.rs,
+//! replication and commit in replication.rs, configuration tracking in membership_log.rs.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -27,11 +28,14 @@ use crate::raft::config::Config;
 use crate::raft::entry::{Entry, EntryKind, HardState, Index, NodeId, Term};
 use crate::raft::error::{ConfigError, ProposeError};
 use crate::raft::log::RaftLog;
+use crate::raft::membership::{Incarnation, Membership, MembershipChange, MembershipError};
 use crate::raft::message::{Message, MessageBody};
 use crate::raft::progress::Progress;
 use crate::raft::quorum::Configuration;
+use crate::raft::read_index::{ReadState, ReadTracker};
 use crate::raft::ready::{PeerMessages, Ready};
 use crate::raft::replicated_log::ReplicatedLog;
+use crate::raft::snapshot::{Snapshot, SnapshotMeta};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -61,7 +65,14 @@ pub(crate) enum SendWhen {
 
 pub struct RaftNode<L: RaftLog> {
     pub(crate) config: Config,
+    /// The ids of `membership`, kept in step with it for the quorum code.
     pub(crate) configuration: Configuration,
+    /// The latest configuration in the log, committed or not (RAFT.md Membership).
+    pub(crate) membership: Membership,
+    /// `(index, configuration)` of the configuration entries the node may still need: the
+    /// latest one at or below the commit index (or the starting one) and every one above it,
+    /// so a truncated suffix can restore the configuration before it. Never empty.
+    pub(crate) membership_entries: Vec<(Index, Membership)>,
     pub(crate) term: Term,
     pub(crate) vote: Option<NodeId>,
     pub(crate) role: Role,
@@ -78,6 +89,25 @@ pub struct RaftNode<L: RaftLog> {
     /// Leader only: `(index, bytes)` of its own entries not yet committed.
     pub(crate) uncommitted: VecDeque<(Index, u64)>,
     pub(crate) uncommitted_bytes: u64,
+    /// Leader only: the target of a leadership transfer in progress and the ticks it has run.
+    pub(crate) transfer: Option<(NodeId, u32)>,
+    /// The latest snapshot (taken or installed), streamed to followers that need it.
+    pub(crate) snapshot: Option<Snapshot>,
+    /// An installed snapshot for the next Ready.
+    pub(crate) snapshot_to_install: Option<Snapshot>,
+    /// Follower: the snapshot transfer in progress and the bytes received so far.
+    pub(crate) incoming_snapshot: Option<(SnapshotMeta, bytes::BytesMut)>,
+    /// Leader: read rounds and reads waiting for them.
+    pub(crate) reads: ReadTracker,
+    /// Reads confirmed or failed, for the next Ready.
+    pub(crate) read_states: Vec<ReadState>,
+    /// The campaign under way was ordered by TimeoutNow: its RequestVotes bypass stickiness.
+    pub(crate) campaign_forced: bool,
+    /// Ticks since this node started: a restarted node may have promised stickiness to a
+    /// leader's lease before it crashed, so it ignores elections for one
+    /// `election_timeout_min_ticks` after a restart (leases depend on it).
+    pub(crate) ticks_since_start: u32,
+    pub(crate) restarted: bool,
     rng: ChaCha8Rng,
     hard_state_handed_out: HardState,
     messages: BTreeMap<NodeId, Vec<Message>>,
@@ -85,14 +115,14 @@ pub struct RaftNode<L: RaftLog> {
 }
 
 impl<L: RaftLog> RaftNode<L> {
-    /// A node over a recovered log. Returns the configuration error if `config` is invalid.
+    /// A voter over a recovered log, every member at incarnation 0 (see `with_membership`).
+    /// Returns the configuration error if `config` is invalid or the node is not a voter.
     pub fn new(
         config: Config,
         configuration: Configuration,
         storage: L,
         recovered: RecoveredState,
     ) -> Result<RaftNode<L>, ConfigError> {
-        config.validate()?;
         if configuration.voters.is_empty() {
             return Err(ConfigError::NoVoters);
         }
@@ -102,11 +132,73 @@ impl<L: RaftLog> RaftNode<L> {
                 voters: configuration.voters.iter().copied().collect(),
             });
         }
-        let log = ReplicatedLog::new(storage, recovered.applied_index);
+        let mut config = config;
+        config.incarnation = 0;
+        RaftNode::with_membership(
+            config,
+            Membership::from_configuration(&configuration),
+            storage,
+            recovered,
+        )
+    }
+
+    /// A node over a recovered log. `membership` is the configuration as of
+    /// `recovered.applied_index` (the snapshot's, or the founding one); configuration entries
+    /// after it are read back from the log, and the latest one wins. The node may be a voter,
+    /// a learner, or not yet a member (a new server or a wiped node waiting to be added: it
+    /// never campaigns and counts for nothing until a configuration makes it a voter).
+    pub fn with_membership(
+        config: Config,
+        membership: Membership,
+        storage: L,
+        recovered: RecoveredState,
+    ) -> Result<RaftNode<L>, ConfigError> {
+        RaftNode::build(config, membership, storage, recovered, None)
+    }
+
+    /// A node restarting from its latest snapshot (persisted by the driver with the log
+    /// entries after it; entries at or below its index may or may not still be stored). The
+    /// state machine was restored from `snapshot.data`, so the applied index is at least the
+    /// snapshot's; the configuration is the snapshot's, then the log's.
+    pub fn with_snapshot(
+        config: Config,
+        snapshot: Snapshot,
+        storage: L,
+        recovered: RecoveredState,
+    ) -> Result<RaftNode<L>, ConfigError> {
+        let membership = snapshot.meta.membership.clone();
+        RaftNode::build(config, membership, storage, recovered, Some(snapshot))
+    }
+
+    fn build(
+        config: Config,
+        membership: Membership,
+        storage: L,
+        recovered: RecoveredState,
+        snapshot: Option<Snapshot>,
+    ) -> Result<RaftNode<L>, ConfigError> {
+        config.validate()?;
+        let config_vote_hold = config.vote_hold_after_restart;
+        let snapshot_position = snapshot.as_ref().map_or((0, 0), |snapshot| {
+            (
+                snapshot.meta.last_included_index,
+                snapshot.meta.last_included_term,
+            )
+        });
+        let log = ReplicatedLog::new(storage, recovered.applied_index, snapshot_position);
         let mut node = RaftNode {
             rng: ChaCha8Rng::seed_from_u64(config.random_seed),
             config,
-            configuration,
+            configuration: membership.configuration(),
+            membership_entries: vec![(
+                snapshot_position.0.max(if snapshot.is_some() {
+                    0
+                } else {
+                    log.applied_index()
+                }),
+                membership.clone(),
+            )],
+            membership,
             term: recovered.hard_state.term,
             vote: recovered.hard_state.vote,
             role: Role::Follower,
@@ -120,26 +212,81 @@ impl<L: RaftLog> RaftNode<L> {
             abstain_until_index: recovered.abstain_until_index,
             uncommitted: VecDeque::new(),
             uncommitted_bytes: 0,
+            transfer: None,
+            snapshot,
+            snapshot_to_install: None,
+            incoming_snapshot: None,
+            reads: ReadTracker::default(),
+            read_states: Vec::new(),
+            campaign_forced: false,
+            ticks_since_start: 0,
+            restarted: recovered.hard_state.term > 0 && config_vote_hold,
             hard_state_handed_out: recovered.hard_state,
             messages: BTreeMap::new(),
             messages_after_persist: BTreeMap::new(),
         };
         node.reset_election_timer();
         node.maybe_end_abstention();
+        node.read_memberships_from_log();
         Ok(node)
     }
 
     /// One unit of logical time passed.
     pub fn tick(&mut self) {
+        self.ticks_since_start = self.ticks_since_start.saturating_add(1);
         match self.role {
             Role::Leader => self.tick_leader(),
             Role::Follower | Role::PreCandidate | Role::Candidate => self.tick_election(),
         }
     }
 
-    /// A message from peer `from` arrived.
+    /// A message from peer `from` arrived, WITHOUT the incarnation check: for drivers that do
+    /// not know the sender's incarnation. It cannot tell a wiped node from the member it
+    /// replaced, so a cluster that replaces nodes must use `step_from`.
     pub fn step(&mut self, from: NodeId, message: Message) {
-        assert_ne!(from, self.config.id, "a node does not message itself");
+        self.step_checked(from, None, message);
+    }
+
+    /// A message from incarnation `from_incarnation` of peer `from` arrived (the driver carries
+    /// the sender's `Config::incarnation` beside every message). Answers (votes, append
+    /// acknowledgements) from an incarnation the configuration does not know under that id are
+    /// ignored, and votes and acknowledgements count only for a voter's own incarnation: a lost
+    /// server never votes or acknowledges as the member it was (RAFT.md Membership).
+    ///
+    /// Requests (PreVote, RequestVote, AppendEntries) are heard from any incarnation: they are
+    /// judged by term and log alone, and a node whose configuration is behind must still follow
+    /// a leader that is a newer incarnation (the simulator found a lagging learner that ignored
+    /// its replaced leader forever when every message was filtered).
+    pub fn step_from(&mut self, from: NodeId, from_incarnation: Incarnation, message: Message) {
+        #[cfg(feature = "fault-injection")]
+        if self.config.planted_bugs.ignore_incarnations {
+            return self.step_checked(from, None, message);
+        }
+        let is_answer = matches!(
+            message.body,
+            MessageBody::PreVoteResponse(_)
+                | MessageBody::RequestVoteResponse(_)
+                | MessageBody::AppendEntriesResponse(_)
+        );
+        if is_answer && !self.membership.admits(from, from_incarnation) {
+            tracing::debug!(
+                from,
+                from_incarnation,
+                kind = message.body.kind_name(),
+                "ignoring a message from a non-member incarnation"
+            );
+            return;
+        }
+        self.step_checked(from, Some(from_incarnation), message);
+    }
+
+    /// `incarnation` is `None` when the driver does not know it (`step`): then acknowledgements
+    /// and votes count for whatever incarnation the configuration holds.
+    fn step_checked(&mut self, from: NodeId, incarnation: Option<Incarnation>, message: Message) {
+        if from == self.config.id {
+            tracing::warn!(from, "ignoring a message claiming to come from this node");
+            return;
+        }
         if !self.step_term(from, &message) {
             return;
         }
@@ -151,12 +298,32 @@ impl<L: RaftLog> RaftNode<L> {
                 self.handle_vote_request(from, message.term, request, false)
             }
             MessageBody::PreVoteResponse(response) => {
-                self.handle_pre_vote_response(from, message.term, response)
+                if self.counts_vote_of(from, incarnation) {
+                    self.handle_pre_vote_response(from, message.term, response)
+                }
             }
-            MessageBody::RequestVoteResponse(response) => self.handle_vote_response(from, response),
+            MessageBody::RequestVoteResponse(response) => {
+                if self.counts_vote_of(from, incarnation) {
+                    self.handle_vote_response(from, response)
+                }
+            }
             MessageBody::AppendEntries(append) => self.handle_append_entries(from, append),
             MessageBody::AppendEntriesResponse(response) => {
-                self.handle_append_response(from, response)
+                self.handle_append_response(from, incarnation, response)
+            }
+            MessageBody::InstallSnapshot(chunk) => self.handle_install_snapshot(from, chunk),
+            MessageBody::ReadIndexCheck(check) => self.handle_read_index_check(from, check),
+            MessageBody::ReadIndexCheckResponse(check) => {
+                self.handle_read_index_check_response(from, incarnation, check)
+            }
+            MessageBody::TimeoutNow => self.handle_timeout_now(from),
+            MessageBody::ForcedRequestVote(request) => {
+                self.handle_vote_request(from, message.term, request, false)
+            }
+            MessageBody::InstallSnapshotResponse(response) => {
+                if self.counts_answer_of(from, incarnation) {
+                    self.handle_install_snapshot_response(from, response)
+                }
             }
         }
     }
@@ -167,6 +334,51 @@ impl<L: RaftLog> RaftNode<L> {
         self.propose_entry(EntryKind::Data, payload)
     }
 
+    /// Proposes one single-server configuration change (RAFT.md Membership). Refused until
+    /// this leader has committed an entry of its own term and while the previous change is
+    /// uncommitted. The change takes effect as soon as it is appended, on every node.
+    pub fn propose_membership_change(
+        &mut self,
+        change: MembershipChange,
+    ) -> Result<(Index, Term), MembershipError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader_hint: self.leader,
+            }
+            .into());
+        }
+        if self.log.term(self.log.commit_index()) != Some(self.term) {
+            return Err(MembershipError::OwnTermNotCommitted);
+        }
+        if self.membership_change_pending() && !self.allows_concurrent_membership_changes() {
+            return Err(MembershipError::ChangePending {
+                index: self.membership_index(),
+            });
+        }
+        if self.transfer_target().is_some() {
+            return Err(MembershipError::TransferInProgress);
+        }
+        let next = self.membership.apply(change)?;
+        // Like the no-op, a configuration entry bypasses the uncommitted-bytes limit: it is
+        // small and rare, and a limit below its size would block membership forever (the
+        // simulator found that with max_uncommitted_bytes = 128).
+        let entry = Entry {
+            index: self.log.last_index() + 1,
+            term: self.term,
+            kind: EntryKind::Config,
+            payload: next.encode(),
+        };
+        Ok(self.append_own_entry(entry))
+    }
+
+    fn allows_concurrent_membership_changes(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        if self.config.planted_bugs.allow_concurrent_membership_changes {
+            return true;
+        }
+        false
+    }
+
     pub(crate) fn propose_entry(
         &mut self,
         kind: EntryKind,
@@ -175,6 +387,12 @@ impl<L: RaftLog> RaftNode<L> {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader {
                 leader_hint: self.leader,
+            });
+        }
+        if let Some((target, _)) = self.transfer {
+            // A leadership transfer stops proposals: retry at the target.
+            return Err(ProposeError::NotLeader {
+                leader_hint: Some(target),
             });
         }
         let entry = Entry {
@@ -211,7 +429,9 @@ impl<L: RaftLog> RaftNode<L> {
         self.uncommitted
             .push_back((entry.index, entry.size_bytes()));
         self.uncommitted_bytes += entry.size_bytes();
-        self.log.append(&[entry]);
+        let entries = [entry];
+        self.log.append(&entries);
+        self.observe_appended(&entries);
         position
     }
 
@@ -248,15 +468,18 @@ impl<L: RaftLog> RaftNode<L> {
             hard_state
         });
         let (truncate_from, entries) = self.log.take_entries_to_write();
+        self.read_round_handed_out();
         Ready {
             hard_state,
             truncate_from,
+            snapshot: self.snapshot_to_install.take(),
             entries,
             messages: drain_batches(&mut self.messages),
             messages_after_persist: drain_batches(&mut self.messages_after_persist),
             committed_entries: self
                 .log
                 .take_committed_to_apply(self.config.max_apply_bytes),
+            read_states: std::mem::take(&mut self.read_states),
         }
     }
 
@@ -264,6 +487,8 @@ impl<L: RaftLog> RaftNode<L> {
     pub fn has_ready(&self) -> bool {
         self.hard_state() != self.hard_state_handed_out
             || self.log.has_work()
+            || self.snapshot_to_install.is_some()
+            || !self.read_states.is_empty()
             || !self.messages.is_empty()
             || !self.messages_after_persist.is_empty()
             || (self.role == Role::Leader && self.has_appends_to_send())
@@ -292,7 +517,7 @@ impl<L: RaftLog> RaftNode<L> {
         self.abstain_until_index.is_some()
     }
 
-    fn maybe_end_abstention(&mut self) {
+    pub(crate) fn maybe_end_abstention(&mut self) {
         if let Some(until) = self.abstain_until_index {
             if self.log.persisted_index() >= until {
                 self.abstain_until_index = None;
@@ -303,12 +528,14 @@ impl<L: RaftLog> RaftNode<L> {
     /// The O(1) invariants of the node (STYLE.md 7), checked by tests after every step.
     pub fn validate(&self) {
         self.log.validate();
-        assert!(self.configuration.is_voter(self.config.id));
-        if let Some(vote) = self.vote {
-            assert!(
-                self.configuration.is_voter(vote),
-                "voted for non-voter {vote}"
-            );
+        // A vote may name a server a later configuration removed: no check on it.
+        assert_eq!(self.configuration, self.membership.configuration());
+        assert_eq!(
+            self.membership_entries.last().map(|(_, m)| m),
+            Some(&self.membership)
+        );
+        if matches!(self.role, Role::Candidate | Role::PreCandidate) {
+            assert!(self.is_self_voter(), "a non-voter campaigns");
         }
         match self.role {
             Role::Leader => {
@@ -389,6 +616,18 @@ impl<L: RaftLog> RaftNode<L> {
     }
     pub fn configuration(&self) -> &Configuration {
         &self.configuration
+    }
+    /// The latest configuration in the log, with incarnations.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+    /// This node's incarnation (`Config::incarnation`).
+    pub fn incarnation(&self) -> Incarnation {
+        self.config.incarnation
+    }
+    /// Leader: the target of the leadership transfer in progress.
+    pub fn transfer_target(&self) -> Option<NodeId> {
+        self.transfer.map(|(target, _)| target)
     }
     pub fn config(&self) -> &Config {
         &self.config

@@ -33,7 +33,13 @@ fn node_with(
         .map(|(i, &term)| entry(i as Index + 1, term))
         .collect();
     log.append(&entries);
-    let config = config.unwrap_or_else(|| Config::new(id, id * 31));
+    // These nodes model members in the middle of their life, past the vote hold of a restart
+    // (a_restarted_node_ignores_elections_for_one_election_timeout tests the hold).
+    let config = config.unwrap_or_else(|| {
+        let mut config = Config::new(id, id * 31);
+        config.vote_hold_after_restart = false;
+        config
+    });
     RaftNode::new(
         config,
         Configuration::with_voters(1..=voters),
@@ -622,4 +628,250 @@ fn check_quorum_demotes_a_leader_that_hears_from_no_majority() {
         node.tick();
     }
     assert_eq!((node.role(), node.term()), (Role::Follower, 1));
+}
+
+// ---- Membership (RAFT.md Membership) ----
+
+use crate::raft::{Membership, MembershipChange, MembershipError};
+
+fn add_learner(id: NodeId, incarnation: u64) -> MembershipChange {
+    MembershipChange::AddLearner { id, incarnation }
+}
+
+#[test]
+fn a_membership_change_waits_for_the_leaders_own_term_entry_and_the_previous_change() {
+    let mut node = node_with(1, 3, &[], RecoveredState::default(), None);
+    node.campaign();
+    for voter in [2, 3] {
+        let body = MessageBody::PreVoteResponse(VoteResponse { granted: true });
+        node.step(voter, Message { term: 1, body });
+    }
+    drive(&mut node);
+    let body = MessageBody::RequestVoteResponse(VoteResponse { granted: true });
+    node.step(2, Message { term: 1, body });
+    drive(&mut node);
+    assert_eq!(node.role(), Role::Leader);
+    assert_eq!(
+        node.propose_membership_change(add_learner(4, 0)),
+        Err(MembershipError::OwnTermNotCommitted),
+        "the no-op is not committed yet"
+    );
+    acknowledge(&mut node, 2, 1);
+    drive(&mut node);
+    assert_eq!(node.commit_index(), 1);
+    let (index, _) = node
+        .propose_membership_change(add_learner(4, 0))
+        .expect("allowed once the no-op committed");
+    assert_eq!(
+        node.membership().learners.get(&4),
+        Some(&0),
+        "in effect when appended"
+    );
+    assert!(
+        node.progress(4).is_some(),
+        "the learner gets a progress at once"
+    );
+    assert_eq!(
+        node.propose_membership_change(MembershipChange::RemoveVoter {
+            id: 3,
+            incarnation: 0
+        }),
+        Err(MembershipError::ChangePending { index })
+    );
+    drive(&mut node);
+    acknowledge(&mut node, 2, index);
+    drive(&mut node);
+    assert!(!node.membership_change_pending());
+    node.propose_membership_change(MembershipChange::RemoveVoter {
+        id: 3,
+        incarnation: 0,
+    })
+    .expect("the previous change committed");
+}
+
+#[test]
+fn a_learner_neither_counts_toward_commit_nor_campaigns() {
+    let mut node = leader(3, None);
+    let (index, _) = node
+        .propose_membership_change(add_learner(4, 0))
+        .expect("ok");
+    drive(&mut node);
+    acknowledge(&mut node, 4, index);
+    drive(&mut node);
+    assert!(
+        node.commit_index() < index,
+        "a learner's acknowledgement counts for nothing"
+    );
+    acknowledge(&mut node, 2, index);
+    drive(&mut node);
+    assert_eq!(node.commit_index(), index);
+
+    let mut learner = RaftNode::with_membership(
+        Config::new(4, 4),
+        node.membership().clone(),
+        MemoryLog::new(),
+        RecoveredState::default(),
+    )
+    .expect("a learner may start");
+    for _ in 0..100 {
+        learner.tick();
+    }
+    assert_eq!(learner.role(), Role::Follower);
+    assert!(
+        learner.ready().messages.is_empty(),
+        "a learner never campaigns"
+    );
+}
+
+#[test]
+fn a_leader_that_removes_itself_steps_down_once_the_change_commits() {
+    let mut node = leader(3, None);
+    let (index, _) = node
+        .propose_membership_change(MembershipChange::RemoveVoter {
+            id: 1,
+            incarnation: 0,
+        })
+        .expect("ok");
+    drive(&mut node);
+    assert_eq!(
+        node.role(),
+        Role::Leader,
+        "it leads until the change commits"
+    );
+    acknowledge(&mut node, 2, index);
+    drive(&mut node);
+    assert!(
+        node.commit_index() < index,
+        "it does not count itself any more"
+    );
+    acknowledge(&mut node, 3, index);
+    drive(&mut node);
+    assert_eq!(node.commit_index(), index);
+    assert_eq!(node.role(), Role::Follower);
+    for _ in 0..100 {
+        node.tick();
+    }
+    assert_ne!(
+        node.role(),
+        Role::PreCandidate,
+        "a removed node never campaigns"
+    );
+}
+
+#[test]
+fn messages_from_a_lost_incarnation_are_ignored() {
+    // Voters 1, 2, 3 at incarnation 7; node 3 lost its disk and came back as incarnation 8.
+    let membership = Membership::with_voters([(1, 7), (2, 7), (3, 7)]);
+    let mut config = Config::new(1, 1);
+    config.incarnation = 7;
+    let mut node = RaftNode::with_membership(
+        config,
+        membership,
+        MemoryLog::new(),
+        RecoveredState::default(),
+    )
+    .expect("valid");
+    node.campaign();
+    let body = MessageBody::PreVoteResponse(VoteResponse { granted: true });
+    node.step_from(3, 8, Message { term: 1, body });
+    assert_eq!(
+        node.role(),
+        Role::PreCandidate,
+        "the new incarnation's pre-vote does not count"
+    );
+    let body = MessageBody::PreVoteResponse(VoteResponse { granted: true });
+    node.step_from(2, 7, Message { term: 1, body });
+    assert_eq!(node.role(), Role::Candidate);
+    drive(&mut node);
+    let body = MessageBody::RequestVoteResponse(VoteResponse { granted: true });
+    node.step_from(3, 8, Message { term: 1, body });
+    assert_eq!(node.role(), Role::Candidate, "nor does its vote");
+    let body = MessageBody::RequestVoteResponse(VoteResponse { granted: true });
+    node.step_from(2, 7, Message { term: 1, body });
+    assert_eq!(node.role(), Role::Leader);
+    drive(&mut node);
+    let response = AppendEntriesResponse {
+        result: AppendResult::Accepted { match_index: 1 },
+        applied_index: 0,
+    };
+    let body = MessageBody::AppendEntriesResponse(response);
+    node.step_from(3, 8, Message { term: 1, body });
+    drive(&mut node);
+    assert_eq!(node.commit_index(), 0, "nor does its acknowledgement");
+    // An answer with a higher term from the lost incarnation does not depose the leader.
+    let body = MessageBody::RequestVoteResponse(VoteResponse { granted: false });
+    node.step_from(3, 8, Message { term: 9, body });
+    assert_eq!((node.role(), node.term()), (Role::Leader, 1));
+}
+
+#[test]
+fn a_follower_uses_the_latest_configuration_in_its_log_and_drops_it_with_a_truncation() {
+    let mut node = follower(2, 3, &[1], 1);
+    let with_learner = Membership::from_configuration(&Configuration::with_voters(1..=3))
+        .apply(add_learner(4, 0))
+        .expect("ok");
+    let config_entry = Entry {
+        index: 2,
+        term: 1,
+        kind: EntryKind::Config,
+        payload: with_learner.encode(),
+    };
+    let message = Message {
+        term: 1,
+        body: MessageBody::AppendEntries(AppendEntries {
+            prev_log_index: 1,
+            prev_log_term: 1,
+            entries: vec![config_entry],
+            leader_commit: 1,
+        }),
+    };
+    node.step(1, message);
+    drive(&mut node);
+    assert_eq!(
+        node.membership(),
+        &with_learner,
+        "in effect before it commits"
+    );
+    node.step(1, append(2, (1, 1), &[(2, 2)], 1));
+    drive(&mut node);
+    assert_eq!(
+        node.membership(),
+        &Membership::from_configuration(&Configuration::with_voters(1..=3)),
+        "the truncated configuration is gone"
+    );
+}
+
+#[test]
+fn a_malformed_append_is_ignored() {
+    let mut node = follower(2, 3, &[1], 1);
+    node.step(1, append(1, (1, 1), &[(3, 1)], 0));
+    node.step(1, append(1, (1, 1), &[(2, 5)], 0));
+    let ready = drive(&mut node);
+    assert!(ready.entries.is_empty() && ready.messages_after_persist.is_empty());
+    assert_eq!(node.last_index(), 1);
+}
+
+#[test]
+fn a_restarted_node_ignores_elections_for_one_election_timeout() {
+    // Before its crash it may have answered a lease round; the promise must outlive the crash.
+    let recovered = RecoveredState {
+        hard_state: HardState {
+            term: 3,
+            vote: None,
+        },
+        ..RecoveredState::default()
+    };
+    let mut node = node_with(2, 3, &[1], recovered, Some(Config::new(2, 7)));
+    node.step(1, vote_request(4, (5, 3), true));
+    node.step(1, vote_request(4, (5, 3), false));
+    let ready = drive(&mut node);
+    assert_eq!(ready.message_count(), 0, "no answer during the hold");
+    assert_eq!(node.term(), 3);
+    for _ in 0..node.config().election_timeout_min_ticks {
+        node.tick();
+    }
+    drive(&mut node);
+    node.step(1, vote_request(4, (5, 3), false));
+    let ready = drive(&mut node);
+    assert!(granted(&messages_to(&ready.messages_after_persist, 1)[0]));
 }

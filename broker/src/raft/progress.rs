@@ -10,10 +10,13 @@
 //!    in flight        acknowledged entries      (max_inflight_msgs, max_inflight_bytes)
 //! ```
 //!
-//! Snapshot (a third state: an InstallSnapshot in flight, no entries) comes with the next issue.
+//! Snapshot: the follower needs entries the leader has compacted away. Chunks of the leader's
+//! snapshot go one at a time (`probe_sent` marks the chunk in flight, resent at each heartbeat);
+//! no entries are sent. When the follower has it: Probe from the snapshot's index + 1.
 
 use crate::raft::entry::Index;
 use crate::raft::inflights::Inflights;
+use crate::raft::membership::Incarnation;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProgressState {
@@ -21,6 +24,8 @@ pub enum ProgressState {
     Probe,
     /// The follower's log matches up to `match_index`: send ahead optimistically.
     Replicate,
+    /// An InstallSnapshot transfer is in progress; no entries are sent.
+    Snapshot,
 }
 
 #[derive(Clone, Debug)]
@@ -39,6 +44,13 @@ pub struct Progress {
     pub applied_index: Index,
     /// The commit index carried by the last AppendEntries sent to it.
     pub commit_sent: Index,
+    /// The incarnation this progress tracks: answers from any other are ignored, and it counts
+    /// for a voter only if the voter has this incarnation (RAFT.md Membership).
+    pub incarnation: Incarnation,
+    /// Snapshot state: the index the snapshot being sent ends at, and the bytes the follower
+    /// has acknowledged.
+    pub snapshot_index: Index,
+    pub snapshot_offset: u64,
 }
 
 impl Progress {
@@ -53,6 +65,9 @@ impl Progress {
             recent_active: false,
             applied_index: 0,
             commit_sent: 0,
+            incarnation: 0,
+            snapshot_index: 0,
+            snapshot_offset: 0,
         }
     }
 
@@ -70,11 +85,21 @@ impl Progress {
         self.inflights.reset();
     }
 
+    /// Starts sending the snapshot that ends at `snapshot_index` from its first byte.
+    pub fn become_snapshot(&mut self, snapshot_index: Index) {
+        self.state = ProgressState::Snapshot;
+        self.snapshot_index = snapshot_index;
+        self.snapshot_offset = 0;
+        self.probe_sent = false;
+        self.inflights.reset();
+    }
+
     /// No entries may be sent now.
     pub fn is_paused(&self) -> bool {
         match self.state {
             ProgressState::Probe => self.probe_sent,
             ProgressState::Replicate => self.inflights.is_full(),
+            ProgressState::Snapshot => true,
         }
     }
 
@@ -82,7 +107,7 @@ impl Progress {
     /// for an empty message).
     pub fn sent_append(&mut self, last_index: Option<Index>, bytes: u64) {
         match self.state {
-            ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Probe | ProgressState::Snapshot => self.probe_sent = true,
             ProgressState::Replicate => {
                 if let Some(last_index) = last_index {
                     self.next_index = last_index + 1;
@@ -123,6 +148,7 @@ impl Progress {
             return true;
         }
         match self.state {
+            ProgressState::Snapshot => return false, // answers to appends sent before it
             ProgressState::Replicate => {
                 self.become_probe();
                 self.next_index = next_hint.clamp(self.match_index + 1, rejected_index);

@@ -4,7 +4,8 @@
 //! order (STYLE.md 2, etcd `rawnode.go`):
 //!
 //! ```text
-//!   1. truncate_from, entries, hard_state  -> write to storage (entries readable on return)
+//!   1. truncate_from, snapshot, entries,    -> write to storage in this order (entries
+//!      hard_state                              readable on return); install the snapshot
 //!   2. messages                            -> send now, in parallel with the writes
 //!   3. sync storage; then on_persisted(last entry index, term)
 //!   4. messages_after_persist              -> send only once steps 1+3 are durable for this
@@ -17,6 +18,8 @@
 
 use crate::raft::entry::{Entry, HardState, Index, NodeId, Term};
 use crate::raft::message::Message;
+use crate::raft::read_index::ReadState;
+use crate::raft::snapshot::Snapshot;
 
 /// The messages for one peer, in the order the core produced them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -33,6 +36,12 @@ pub struct Ready {
     /// Delete every stored entry at this index and above BEFORE appending `entries` (a
     /// follower replacing a conflicting suffix). Never at or below the commit index.
     pub truncate_from: Option<Index>,
+    /// A snapshot from the leader, after `truncate_from` and before `entries`: persist it,
+    /// delete every stored entry at or below `meta.last_included_index`, replace the state
+    /// machine with `data` (before applying `committed_entries`), then report
+    /// `on_snapshot_done(meta.last_included_index)`. Its acknowledgement is in
+    /// `messages_after_persist`, so the snapshot must be durable with this Ready's writes.
+    pub snapshot: Option<Snapshot>,
     /// Append to storage after the truncation. Contiguous, following the stored log. Once
     /// durable, report `on_persisted(last.index, last.term)`.
     pub entries: Vec<Entry>,
@@ -45,6 +54,9 @@ pub struct Ready {
     pub messages_after_persist: Vec<PeerMessages>,
     /// Committed entries to apply, in index order, each exactly once. Then `on_applied`.
     pub committed_entries: Vec<Entry>,
+    /// Reads confirmed (or failed) since the last Ready: serve each once the state machine has
+    /// applied its `read_index` (RAFT.md Leadership health).
+    pub read_states: Vec<ReadState>,
 }
 
 impl Ready {
@@ -52,10 +64,12 @@ impl Ready {
     pub fn is_empty(&self) -> bool {
         self.hard_state.is_none()
             && self.truncate_from.is_none()
+            && self.snapshot.is_none()
             && self.entries.is_empty()
             && self.messages.is_empty()
             && self.messages_after_persist.is_empty()
             && self.committed_entries.is_empty()
+            && self.read_states.is_empty()
     }
 
     /// The `(index, term)` to report with `on_persisted` once `entries` are durable.

@@ -9,10 +9,25 @@
 //! `persisted` is what the driver reported durable; `written_handed_out` is the last entry given
 //! to the driver to write. A truncation below either pulls them back and records
 //! `pending_truncate_from` for the next `Ready`.
+//!
+//! Compaction: entries at or below `snapshot_index` are covered by a snapshot; the core knows
+//! only the term of the snapshot's last entry (the prev entry of the first AppendEntries after
+//! it) and never reads below `snapshot_index + 1`, whether or not the driver has deleted them
+//! yet. An installed snapshot (from the leader) moves every position up to its index at once;
+//! `applied` follows when the driver reports the state machine replaced (`on_snapshot_done`).
 
 use crate::raft::entry::{Entry, Index, Term};
 use crate::raft::log::RaftLog;
 use crate::raft::unstable::Unstable;
+
+/// What an installed snapshot left of the log after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum InstalledSuffix {
+    /// The log held the snapshot's last entry: the entries after it stay.
+    Kept,
+    /// The log disagreed (or was shorter): it is empty after the snapshot.
+    Discarded,
+}
 
 pub(crate) struct ReplicatedLog<L: RaftLog> {
     storage: L,
@@ -23,13 +38,30 @@ pub(crate) struct ReplicatedLog<L: RaftLog> {
     persisted_index: Index,
     written_handed_out_index: Index,
     pending_truncate_from: Option<Index>,
+    /// The last entry a snapshot covers, and its term (0, 0 without a snapshot).
+    snapshot_index: Index,
+    snapshot_term: Term,
+    /// A snapshot handed to the driver to install, until `on_snapshot_done`.
+    installing_snapshot: Option<Index>,
 }
 
 impl<L: RaftLog> ReplicatedLog<L> {
     /// Everything in `storage` is durable (the driver only builds a node over a recovered log).
-    pub(crate) fn new(storage: L, applied_index: Index) -> ReplicatedLog<L> {
-        let last = storage.last_index();
-        assert!(storage.first_index() >= 1 && storage.first_index() <= last + 1);
+    /// `snapshot` is the `(index, term)` of the last entry the node's snapshot covers
+    /// (`(0, 0)` without one); the state machine holds at least that much.
+    pub(crate) fn new(
+        storage: L,
+        applied_index: Index,
+        snapshot: (Index, Term),
+    ) -> ReplicatedLog<L> {
+        let (snapshot_index, snapshot_term) = snapshot;
+        assert!(storage.first_index() >= 1 && storage.first_index() <= storage.last_index() + 1);
+        assert!(
+            storage.first_index() <= snapshot_index + 1,
+            "a hole between the snapshot and the log"
+        );
+        let last = storage.last_index().max(snapshot_index);
+        let applied_index = applied_index.max(snapshot_index);
         assert!(applied_index <= last, "applied beyond the log");
         ReplicatedLog {
             unstable: Unstable::new(last + 1),
@@ -40,7 +72,82 @@ impl<L: RaftLog> ReplicatedLog<L> {
             persisted_index: last,
             written_handed_out_index: last,
             pending_truncate_from: None,
+            snapshot_index,
+            snapshot_term,
+            installing_snapshot: None,
         }
+    }
+
+    pub(crate) fn snapshot_index(&self) -> Index {
+        self.snapshot_index
+    }
+
+    /// The node took a snapshot of its state machine at `index` (applied): entries up to it
+    /// may go. Returns the term of `index`.
+    pub(crate) fn compact(&mut self, index: Index) -> Term {
+        assert!(index <= self.applied_index, "compacting unapplied entries");
+        assert!(
+            index >= self.snapshot_index,
+            "compacting below the snapshot"
+        );
+        let term = self.term(index).expect("an applied entry is held");
+        self.snapshot_index = index;
+        self.snapshot_term = term;
+        term
+    }
+
+    /// A snapshot of the leader's state machine up to `(index, term)`, beyond the commit index,
+    /// replaces the log up to it. A suffix that agrees with it (the log holds `(index, term)`)
+    /// is kept; otherwise the whole log goes (RAFT.md Snapshots).
+    pub(crate) fn install_snapshot(&mut self, index: Index, term: Term) -> InstalledSuffix {
+        assert!(
+            index > self.commit_index,
+            "installing a snapshot already committed"
+        );
+        let consistent = self.matches(index, term);
+        if consistent {
+            self.unstable.drop_through(index);
+        } else {
+            let stored_above = self.written_handed_out_index.max(self.storage.last_index()) > index;
+            if stored_above {
+                self.pending_truncate_from = Some(
+                    self.pending_truncate_from
+                        .map_or(index + 1, |old| old.min(index + 1)),
+                );
+            }
+            self.unstable.drop_through(index);
+            self.unstable.truncate_from(index + 1);
+            self.persisted_index = self.persisted_index.min(index);
+        }
+        self.written_handed_out_index = self.written_handed_out_index.max(index);
+        if !consistent {
+            self.written_handed_out_index = index;
+        }
+        self.snapshot_index = index;
+        self.snapshot_term = term;
+        self.commit_index = index;
+        self.apply_handed_out_index = self.apply_handed_out_index.max(index);
+        self.installing_snapshot = Some(index);
+        if consistent {
+            InstalledSuffix::Kept
+        } else {
+            InstalledSuffix::Discarded
+        }
+    }
+
+    /// The driver persisted the installed snapshot and replaced its state machine with it.
+    pub(crate) fn snapshot_installed(&mut self, index: Index) -> bool {
+        if self.installing_snapshot != Some(index) {
+            return false;
+        }
+        self.installing_snapshot = None;
+        self.applied_index = self.applied_index.max(index);
+        self.persisted_index = self.persisted_index.max(index);
+        true
+    }
+
+    pub(crate) fn installing_snapshot(&self) -> Option<Index> {
+        self.installing_snapshot
     }
 
     pub(crate) fn storage(&self) -> &L {
@@ -56,7 +163,7 @@ impl<L: RaftLog> ReplicatedLog<L> {
     }
 
     pub(crate) fn first_index(&self) -> Index {
-        self.storage.first_index()
+        self.storage.first_index().max(self.snapshot_index + 1)
     }
 
     pub(crate) fn last_index(&self) -> Index {
@@ -75,10 +182,14 @@ impl<L: RaftLog> ReplicatedLog<L> {
         self.persisted_index
     }
 
-    /// Term of the entry at `index`; index 0 has term 0; `None` when not held.
+    /// Term of the entry at `index`; index 0 has term 0, the snapshot's last entry its term;
+    /// `None` when not held (compacted, or beyond the last entry).
     pub(crate) fn term(&self, index: Index) -> Option<Term> {
-        if index == 0 {
-            return Some(0);
+        if index == self.snapshot_index {
+            return Some(self.snapshot_term);
+        }
+        if index < self.snapshot_index {
+            return None;
         }
         if index >= self.unstable.offset() {
             return self.unstable.term(index);
@@ -188,6 +299,9 @@ impl<L: RaftLog> ReplicatedLog<L> {
     }
 
     pub(crate) fn applied_to(&mut self, index: Index) {
+        if index <= self.applied_index {
+            return; // entries handed out before an installed snapshot that covers them
+        }
         assert!(
             index <= self.apply_handed_out_index,
             "applied {index} beyond what was handed out ({})",
@@ -257,14 +371,22 @@ impl<L: RaftLog> ReplicatedLog<L> {
     /// The O(1) invariants of the positions; panics with a description on violation.
     pub(crate) fn validate(&self) {
         let first = self.first_index();
-        assert!(first - 1 <= self.applied_index, "applied below first");
+        assert!(
+            first - 1 <= self.applied_index || self.installing_snapshot.is_some(),
+            "applied below first"
+        );
+        assert!(
+            self.snapshot_index <= self.commit_index,
+            "snapshot beyond commit"
+        );
         assert!(self.applied_index <= self.apply_handed_out_index);
         assert!(self.apply_handed_out_index <= self.commit_index);
         assert!(self.commit_index <= self.last_index(), "commit beyond last");
         assert!(self.persisted_index <= self.written_handed_out_index);
         assert!(self.written_handed_out_index <= self.last_index());
         assert!(
-            self.unstable.offset() - 1 <= self.storage.last_index(),
+            self.unstable.offset() - 1 <= self.storage.last_index()
+                || self.installing_snapshot.is_some(),
             "the driver reported entries persisted that the RaftLog does not hold"
         );
     }
@@ -301,7 +423,7 @@ mod tests {
             let all: Vec<Entry> = sizes.iter().enumerate().map(|(i, &size)| entry(i as Index + 1, 1, size)).collect();
             let mut storage = MemoryLog::new();
             storage.append(&all[..stable_count]);
-            let mut log = ReplicatedLog::new(storage, 0);
+            let mut log = ReplicatedLog::new(storage, 0, (0, 0));
             log.append(&all[stable_count..]);
             let from = (from_offset % sizes.len()) as Index + 1;
             let taken = log.entries(from, all.len() as Index + 1, max_bytes);
@@ -322,7 +444,7 @@ mod tests {
     fn a_truncation_below_what_was_written_is_handed_out_first() {
         let mut storage = MemoryLog::new();
         storage.append(&[entry(1, 1, 0), entry(2, 1, 0), entry(3, 1, 0)]);
-        let mut log = ReplicatedLog::new(storage, 0);
+        let mut log = ReplicatedLog::new(storage, 0, (0, 0));
         assert_eq!(
             log.append_after_match(&[entry(2, 1, 0), entry(3, 2, 0)]),
             Some(3)

@@ -4,6 +4,7 @@
 
 use crate::raft::entry::{entries_size_bytes, Index, NodeId};
 use crate::raft::log::RaftLog;
+use crate::raft::membership::Incarnation;
 use crate::raft::message::{
     AppendEntries, AppendEntriesResponse, AppendResult, ConflictHint, Message, MessageBody,
 };
@@ -20,10 +21,13 @@ enum Empty {
 impl<L: RaftLog> RaftNode<L> {
     pub(crate) fn tick_leader(&mut self) {
         self.heartbeat_elapsed_ticks += 1;
-        if self.heartbeat_elapsed_ticks >= self.config.heartbeat_interval_ticks {
+        let heartbeat = self.heartbeat_elapsed_ticks >= self.config.heartbeat_interval_ticks;
+        if heartbeat {
             self.heartbeat_elapsed_ticks = 0;
             self.broadcast_heartbeat();
         }
+        self.tick_reads(heartbeat);
+        self.tick_transfer();
         self.election_elapsed_ticks += 1;
         if self.election_elapsed_ticks >= self.config.election_timeout_min_ticks {
             self.election_elapsed_ticks = 0;
@@ -35,9 +39,9 @@ impl<L: RaftLog> RaftNode<L> {
     /// down, which also ends a leader that can send but not receive.
     fn check_quorum(&mut self) {
         let id = self.config.id;
-        let progress = &self.progress;
         let active = self.configuration.has_quorum(|voter| {
-            voter == id || progress.get(&voter).is_some_and(|p| p.recent_active)
+            (voter == id && self.is_self_voter())
+                || self.voter_progress(voter).is_some_and(|p| p.recent_active)
         });
         for progress in self.progress.values_mut() {
             progress.recent_active = false;
@@ -54,11 +58,19 @@ impl<L: RaftLog> RaftNode<L> {
     fn broadcast_heartbeat(&mut self) {
         let ids: Vec<NodeId> = self.progress.keys().copied().collect();
         for to in ids {
-            let prev_log_index = self.progress[&to].next_index - 1;
+            let next_index = self.progress[&to].next_index;
+            if self.progress[&to].state == ProgressState::Snapshot
+                || self.needs_snapshot(next_index)
+            {
+                // The chunk in flight may be lost: a heartbeat sends it again.
+                self.maybe_send_snapshot_chunk(to, true);
+                continue;
+            }
+            let prev_log_index = next_index - 1;
             let prev_log_term = self
                 .log
                 .term(prev_log_index)
-                .expect("a leader holds its whole log");
+                .expect("a leader holds its log from its snapshot on");
             let append = AppendEntries {
                 prev_log_index,
                 prev_log_term,
@@ -82,6 +94,12 @@ impl<L: RaftLog> RaftNode<L> {
     pub(crate) fn send_appends_to_all(&mut self) {
         let ids: Vec<NodeId> = self.progress.keys().copied().collect();
         for to in ids {
+            let progress = &self.progress[&to];
+            if progress.state == ProgressState::Snapshot || self.needs_snapshot(progress.next_index)
+            {
+                self.maybe_send_snapshot_chunk(to, false);
+                continue;
+            }
             while self.send_append(to, Empty::Skip) {}
             if self.progress[&to].commit_sent < self.log.commit_index() {
                 self.send_append(to, Empty::Allowed);
@@ -98,6 +116,9 @@ impl<L: RaftLog> RaftNode<L> {
     /// Mirrors `send_appends_to_all`: entries wait and flow control allows, or the follower has
     /// not heard the latest commit index.
     fn wants_to_send(&self, progress: &Progress) -> bool {
+        if progress.state == ProgressState::Snapshot || self.needs_snapshot(progress.next_index) {
+            return progress.state != ProgressState::Snapshot || !progress.probe_sent;
+        }
         if progress.is_paused() {
             return false;
         }
@@ -127,10 +148,9 @@ impl<L: RaftLog> RaftNode<L> {
             return false;
         }
         let prev_log_index = progress.next_index - 1;
-        let prev_log_term = self
-            .log
-            .term(prev_log_index)
-            .expect("a leader holds its whole log");
+        let Some(prev_log_term) = self.log.term(prev_log_index) else {
+            return false; // compacted meanwhile: the next round sends the snapshot
+        };
         let bytes = entries_size_bytes(&entries);
         let last_sent = entries.last().map(|entry| entry.index);
         let leader_commit = self.log.commit_index();
@@ -166,7 +186,10 @@ impl<L: RaftLog> RaftNode<L> {
                 self.become_follower(self.term, Some(from))
             }
         }
-        let result = self.accept_or_reject(append);
+        let result = match self.well_formed(&append) {
+            true => self.accept_or_reject(append),
+            false => return,
+        };
         let response = AppendEntriesResponse {
             result,
             applied_index: self.log.applied_index(),
@@ -174,6 +197,25 @@ impl<L: RaftLog> RaftNode<L> {
         let term = self.term;
         let body = MessageBody::AppendEntriesResponse(response);
         self.send(from, SendWhen::AfterPersist, Message { term, body });
+    }
+
+    /// Entries must follow the prev entry one by one with terms that never go down, or the
+    /// log would get a hole: a malformed message is ignored (STYLE.md 7: bad network input is
+    /// not a panic).
+    fn well_formed(&self, append: &AppendEntries) -> bool {
+        let mut previous = (append.prev_log_index, append.prev_log_term);
+        for entry in &append.entries {
+            if entry.index != previous.0 + 1 || entry.term < previous.1 || entry.term > self.term {
+                tracing::warn!(
+                    prev_log_index = append.prev_log_index,
+                    index = entry.index,
+                    "ignoring a malformed AppendEntries"
+                );
+                return false;
+            }
+            previous = (entry.index, entry.term);
+        }
+        true
     }
 
     fn accept_or_reject(&mut self, append: AppendEntries) -> AppendResult {
@@ -194,8 +236,14 @@ impl<L: RaftLog> RaftNode<L> {
             };
         }
         let last_new_index = append.prev_log_index + append.entries.len() as Index;
-        self.log.append_after_match(&append.entries);
-        self.log.commit_to(append.leader_commit.min(last_new_index));
+        if let Some(first_new) = self.log.append_after_match(&append.entries) {
+            self.truncate_memberships_from(first_new);
+            let skipped = (first_new - append.prev_log_index - 1) as usize;
+            self.observe_appended(&append.entries[skipped..]);
+        }
+        if self.log.commit_to(append.leader_commit.min(last_new_index)) {
+            self.after_commit();
+        }
         AppendResult::Accepted {
             match_index: last_new_index,
         }
@@ -218,23 +266,42 @@ impl<L: RaftLog> RaftNode<L> {
     }
 
     /// Leader side of a follower's answer.
-    pub(crate) fn handle_append_response(&mut self, from: NodeId, response: AppendEntriesResponse) {
+    pub(crate) fn handle_append_response(
+        &mut self,
+        from: NodeId,
+        incarnation: Option<Incarnation>,
+        response: AppendEntriesResponse,
+    ) {
         if self.role != Role::Leader {
             return;
         }
         let Some(progress) = self.progress.get_mut(&from) else {
             return;
         };
+        if incarnation.is_some_and(|incarnation| incarnation != progress.incarnation) {
+            return; // another incarnation behind the same address: not the one we track
+        }
         progress.recent_active = true;
         progress.applied_index = progress.applied_index.max(response.applied_index);
+        let first_index = self.log.first_index();
+        let progress = self.progress.get_mut(&from).expect("checked above");
         match response.result {
             AppendResult::Accepted { match_index } => {
                 if progress.maybe_update(match_index) {
                     match progress.state {
                         ProgressState::Probe => progress.become_replicate(),
                         ProgressState::Replicate => progress.inflights.free_to(match_index),
+                        // An answer to an append sent before the transfer: if it reaches the
+                        // log the leader still holds, the snapshot is no longer needed.
+                        ProgressState::Snapshot if match_index + 1 >= first_index => {
+                            progress.become_probe()
+                        }
+                        ProgressState::Snapshot => {}
                     }
                     self.maybe_commit();
+                    if self.transfer.is_some_and(|(target, _)| target == from) {
+                        self.maybe_send_timeout_now();
+                    }
                 } else if progress.state == ProgressState::Probe {
                     progress.probe_sent = false;
                 } else if progress.inflights.is_full() {
@@ -276,12 +343,11 @@ impl<L: RaftLog> RaftNode<L> {
     pub(crate) fn maybe_commit(&mut self) {
         let id = self.config.id;
         let persisted = self.log.persisted_index();
-        let progress = &self.progress;
         let quorum_index = self.configuration.committed_index(|voter| {
-            if voter == id {
+            if voter == id && self.is_self_voter() {
                 persisted
             } else {
-                progress.get(&voter).map_or(0, |p| p.match_index)
+                self.voter_progress(voter).map_or(0, |p| p.match_index)
             }
         });
         if quorum_index <= self.log.commit_index() {
@@ -298,6 +364,7 @@ impl<L: RaftLog> RaftNode<L> {
             self.uncommitted.pop_front();
             self.uncommitted_bytes -= bytes;
         }
+        self.after_commit();
     }
 
     fn counts_old_term_entries(&self) -> bool {

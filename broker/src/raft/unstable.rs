@@ -77,6 +77,17 @@ impl Unstable {
         }
     }
 
+    /// Forgets entries up to `index` inclusive, held or not: a snapshot covers them. The
+    /// unstable part then starts at `index + 1` at the earliest.
+    pub(crate) fn drop_through(&mut self, index: Index) {
+        if index < self.offset {
+            return;
+        }
+        let drop = ((index + 1 - self.offset) as usize).min(self.entries.len());
+        self.entries.drain(..drop);
+        self.offset = index + 1;
+    }
+
     /// Forgets entries up to `index` inclusive: the driver made them durable in the RaftLog.
     pub(crate) fn persisted_to(&mut self, index: Index) {
         assert!(index >= self.offset && index <= self.last_index());

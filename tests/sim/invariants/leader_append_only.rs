@@ -23,7 +23,8 @@ pub fn check(history: &mut History, nodes: &[&RaftNode<SimDisk>]) -> Check {
             if before.term != now.term {
                 continue;
             }
-            let still_there = node.term_at(before.last_index) == Some(before.last_term);
+            let still_there = node.term_at(before.last_index) == Some(before.last_term)
+                || before.last_index < node.first_index();
             if now.last_index < before.last_index || !still_there {
                 return violation(
                     "leader append-only",

@@ -6,7 +6,9 @@ pub mod durability;
 pub mod election_safety;
 pub mod leader_append_only;
 pub mod leader_completeness;
+pub mod linearizable_reads;
 pub mod log_matching;
+pub mod membership_rule;
 pub mod state_machine_safety;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -23,6 +25,7 @@ pub fn check_step(history: &mut History, nodes: &[&RaftNode<SimDisk>]) -> Check 
     }
     election_safety::check(history, nodes)?;
     commit_rule::check(history, nodes)?;
+    membership_rule::check(history, nodes)?;
     // Completeness first: it recognises new leaders by the watch append-only then updates.
     leader_completeness::check(history, nodes)?;
     leader_append_only::check(history, nodes)
