@@ -89,12 +89,10 @@ fn sigterm_shuts_down_cleanly_and_keeps_the_data() {
     let mut cluster = TestCluster::start(3);
     let rt = runtime();
     let _entered = rt.enter();
-    let acked: Vec<(u32, u64)> = rt.block_on(async {
+    let (mut acked, leader) = rt.block_on(async {
         let client = cluster.client().await;
-        Admin::new(client.clone())
-            .create_topic("s", 1, Some(3))
-            .await
-            .expect("create");
+        let admin = Admin::new(client.clone());
+        admin.create_topic("s", 1, Some(3)).await.expect("create");
         let producer = Producer::new(client.clone());
         let mut acked = Vec::new();
         for i in 0..200 {
@@ -105,10 +103,38 @@ fn sigterm_shuts_down_cleanly_and_keeps_the_data() {
                     .expect("produce"),
             );
         }
+        let leader = admin
+            .describe_topic("s")
+            .await
+            .expect("describe")
+            .partitions[0]
+            .leader
+            .expect("a leader");
         client.close().await;
-        acked
+        (acked, leader)
     });
-    for id in 1..=3 {
+    // The partition leader goes first: it hands leadership over before it exits, so the other
+    // two serve the next message at once.
+    let status = cluster.terminate(leader);
+    assert!(
+        status.success(),
+        "leader {leader} exited with {status}:\n{}",
+        cluster.logs()
+    );
+    let log = std::fs::read_to_string(&cluster.node(leader).log).unwrap();
+    assert!(log.contains("handing leadership over"), "{log}");
+    rt.block_on(async {
+        let client = cluster.client().await;
+        let producer = Producer::new(client.clone());
+        acked.push(
+            producer
+                .send("s", None, Bytes::from("v200"))
+                .await
+                .expect("produce after the handover"),
+        );
+        client.close().await;
+    });
+    for id in (1..=3).filter(|&id| id != leader) {
         let status = cluster.terminate(id);
         assert!(
             status.success(),

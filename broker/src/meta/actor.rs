@@ -138,7 +138,17 @@ pub async fn run(
     group.process(&mut machine);
     let mut ticker = tokio::time::interval(context.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A shutdown while leading first hands group 0 over (as partitions do).
+    let mut stopping: Option<(std::time::Instant, oneshot::Sender<()>)> = None;
     loop {
+        if let Some((deadline, _)) = &stopping {
+            if group.node.role() != Role::Leader || std::time::Instant::now() >= *deadline {
+                let (_, done) = stopping.take().expect("checked above");
+                group.sync_now();
+                let _ = done.send(());
+                return;
+            }
+        }
         let input = tokio::select! {
             input = inbox.recv() => input,
             _ = ticker.tick() => {
@@ -160,6 +170,10 @@ pub async fn run(
                     let _ = reply.send((group.node.leader(), Vec::new()));
                 }
                 MetaInput::Shutdown { done } => {
+                    if group.hand_over_leadership() {
+                        stopping = Some((group.handover_deadline(context.tick), done));
+                        break;
+                    }
                     group.sync_now();
                     let _ = done.send(());
                     return;

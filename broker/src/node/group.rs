@@ -314,6 +314,47 @@ impl RaftGroup {
         }
     }
 
+    /// Starts handing leadership to the most caught-up voter (clean shutdown, DESIGN.md 9).
+    /// Returns whether a transfer started; the caller keeps the group running until the role
+    /// changes or [`RaftGroup::handover_deadline`] passes.
+    pub fn hand_over_leadership(&mut self) -> bool {
+        if self.node.role() != Role::Leader {
+            return false;
+        }
+        let me = self.node.id();
+        let target = self
+            .node
+            .configuration()
+            .voters
+            .iter()
+            .copied()
+            .filter(|&id| id != me)
+            .filter_map(|id| {
+                self.node
+                    .progress(id)
+                    .map(|progress| (progress.match_index, id))
+            })
+            .max()
+            .map(|(_, id)| id);
+        match target.map(|id| self.node.transfer_leadership(id)) {
+            Some(Ok(())) => {
+                tracing::info!(group = self.group, target = ?target, "handing leadership over");
+                true
+            }
+            Some(Err(error)) => {
+                tracing::debug!(group = self.group, %error, "no leadership handover");
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// How long a shutdown waits for a handover: the core abandons a transfer after an
+    /// election timeout, so waiting longer gains nothing.
+    pub fn handover_deadline(&self, tick: std::time::Duration) -> std::time::Instant {
+        std::time::Instant::now() + tick * (self.node.config().election_timeout_min_ticks + 2)
+    }
+
     /// Makes everything appended durable (clean shutdown).
     pub fn sync_now(&mut self) {
         let log = self.node.storage_mut().log_mut();

@@ -470,8 +470,10 @@ impl RunningNode {
             .drain()
             .map(|(_, route)| route)
             .collect();
+        // Every group is told at once so leadership handovers run in parallel.
+        let mut stopped = Vec::new();
         for route in routes {
-            let (done, stopped) = oneshot::channel();
+            let (done, receiver) = oneshot::channel();
             let sent = match route {
                 Route::Meta(inbox) => inbox.send(MetaInput::Shutdown { done }).await.is_ok(),
                 Route::Partition { handle, .. } => handle
@@ -481,8 +483,11 @@ impl RunningNode {
                     .is_ok(),
             };
             if sent {
-                let _ = tokio::time::timeout(Duration::from_secs(5), stopped).await;
+                stopped.push(receiver);
             }
+        }
+        for receiver in stopped {
+            let _ = tokio::time::timeout(Duration::from_secs(5), receiver).await;
         }
         for task in self.tasks.drain(..) {
             task.abort();

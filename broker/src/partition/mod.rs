@@ -232,7 +232,20 @@ pub async fn run(
     state.publish(group.node.role(), group.node.leader());
     let mut ticker = tokio::time::interval(context.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Set by a shutdown while this node leads: the group keeps running until its leadership
+    // has passed to a follower (or the handover times out), so producers move over at once
+    // instead of waiting for an election timeout.
+    let mut stopping: Option<(std::time::Instant, oneshot::Sender<()>)> = None;
     loop {
+        if let Some((deadline, _)) = &stopping {
+            if group.node.role() != Role::Leader || std::time::Instant::now() >= *deadline {
+                let (_, done) = stopping.take().expect("checked above");
+                state.fail_waiters(ErrorCode::Unavailable);
+                group.sync_now();
+                let _ = done.send(());
+                return;
+            }
+        }
         let input = tokio::select! {
             input = inbox.recv() => input,
             _ = ticker.tick() => {
@@ -248,6 +261,10 @@ pub async fn run(
         let mut handled = 0;
         while let Some(input) = next.take() {
             if let PartitionInput::Shutdown { done } = input {
+                if group.hand_over_leadership() {
+                    stopping = Some((group.handover_deadline(context.tick), done));
+                    break;
+                }
                 state.fail_waiters(ErrorCode::Unavailable);
                 group.sync_now();
                 let _ = done.send(());
