@@ -172,3 +172,41 @@ fn sigterm_shuts_down_cleanly_and_keeps_the_data() {
         assert_eq!(value, &Bytes::from(format!("v{i}")));
     }
 }
+
+#[test]
+fn a_wiped_node_waits_to_be_replaced_instead_of_founding_a_cluster() {
+    let mut cluster = TestCluster::start(3);
+    let rt = runtime();
+    let _entered = rt.enter();
+    cluster.kill(3);
+    std::fs::remove_dir_all(&cluster.node(3).data_dir).expect("wiping node 3");
+    cluster.spawn(3);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = std::fs::read_to_string(&cluster.node(3).log).unwrap_or_default();
+        if log.contains("waiting to be added") {
+            assert_eq!(
+                log.matches("every peer is empty: founding the cluster")
+                    .count(),
+                1,
+                "only the first start founds; the wiped node must not found again:\n{log}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no waiting line:\n{log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The other two still form the cluster and serve.
+    rt.block_on(async {
+        let client = cluster.client().await;
+        Admin::new(client.clone())
+            .create_topic("w", 1, Some(2))
+            .await
+            .expect("create with two live nodes");
+        Producer::new(client.clone())
+            .send("w", None, Bytes::from("x"))
+            .await
+            .expect("produce with two live nodes");
+        client.close().await;
+    });
+}

@@ -89,8 +89,11 @@ impl TransportConfig {
             reconnect_backoff_min_ms: 50,
             reconnect_backoff_max_ms: 2_000,
             handshake_timeout_ms: 5_000,
-            idle_timeout_ms: 10_000,
-            keep_alive_interval_ms: 2_000,
+            // A restarted peer cannot reset the old connection (its reset key is new), so the
+            // survivors notice only by this timeout, and until then a lower id does not redial:
+            // keep it short so a restarted node rejoins within seconds.
+            idle_timeout_ms: 3_000,
+            keep_alive_interval_ms: 1_000,
             client_cert_policy: ClientCertPolicy::Optional,
         }
     }
