@@ -24,6 +24,10 @@ type TopicPartition = (String, u32);
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
+    /// The run's parameters, from the history's `start` line.
+    pub seed: u64,
+    pub nodes: u64,
+    pub duration_s: u64,
     pub acked: u64,
     pub lost: u64,
     pub lost_elsewhere: u64,
@@ -118,7 +122,17 @@ pub fn check(lines: &[Line]) -> Report {
                     .insert(*offset, stored.clone());
             }
             Event::FinalDone { complete } => report.final_complete = *complete,
-            Event::Start { .. } | Event::FaultEnd { .. } | Event::Note { .. } => {}
+            Event::Start {
+                seed,
+                nodes,
+                duration_s,
+                ..
+            } => {
+                report.seed = *seed;
+                report.nodes = *nodes;
+                report.duration_s = *duration_s;
+            }
+            Event::FaultEnd { .. } | Event::Note { .. } => {}
         }
     }
     report.sent = sent.len() as u64;

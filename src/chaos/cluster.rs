@@ -18,6 +18,8 @@ use crate::relay::Network;
 
 /// The line a node logs once it serves clients (src/server.rs).
 const READY_MARKER: &str = "ready: serving clients";
+/// Segment size the nodes run with (`--config`): big enough for a 4 MiB record batch.
+const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
 
 pub struct Node {
     pub id: u64,
@@ -31,6 +33,7 @@ pub struct Node {
 
 pub struct Cluster {
     keel: PathBuf,
+    config: PathBuf,
     tls_dir: PathBuf,
     nodes: BTreeMap<u64, Node>,
     pub network: Network,
@@ -78,6 +81,11 @@ impl Cluster {
         if !status.success() {
             bail!("keel certs init failed");
         }
+        // Small segments: a run fills many, so segment rolls happen under faults too, and a run
+        // needs megabytes of disk instead of 128 MiB preallocated per log.
+        let config = root.join("keel.toml");
+        std::fs::write(&config, format!("segment_bytes = {SEGMENT_BYTES}\n"))
+            .with_context(|| format!("writing {}", config.display()))?;
         let mut nodes = BTreeMap::new();
         for id in 1..=count {
             let listen = SocketAddr::from(([127, 0, 0, 1], free_udp_port()?));
@@ -100,6 +108,7 @@ impl Cluster {
             .context("starting relays")?;
         Ok(Cluster {
             keel: keel.to_path_buf(),
+            config,
             tls_dir,
             nodes,
             network,
@@ -147,6 +156,7 @@ impl Cluster {
         let peers = self.peers_arg(id);
         let keel = self.keel.clone();
         let tls_dir = self.tls_dir.clone();
+        let config = self.config.clone();
         let node = self.node_mut(id);
         if node.child.is_some() {
             bail!("node {id} is already running");
@@ -167,6 +177,8 @@ impl Cluster {
             .arg("--tls-dir")
             .arg(&tls_dir)
             .args(["--peers", &peers])
+            .arg("--config")
+            .arg(&config)
             .env(
                 "RUST_LOG",
                 std::env::var("KEEL_CHAOS_NODE_LOG").unwrap_or_else(|_| "info".into()),
@@ -270,6 +282,17 @@ impl Cluster {
         let text = std::fs::read_to_string(&self.nodes[&id].log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Deletes every node's data dir (after a clean run: the logs and history stay).
+    pub fn remove_data(&mut self) {
+        for node in self.nodes.values_mut() {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            let _ = std::fs::remove_dir_all(&node.data_dir);
+        }
     }
 
     /// How many node logs contain `needle`.

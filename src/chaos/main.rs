@@ -34,6 +34,7 @@ use crate::checker::Report;
 use crate::cluster::Cluster;
 use crate::history::{Event, History};
 use crate::nemesis::{FaultKind, Nemesis};
+use crate::workload::LeaderView;
 
 /// The planted bug of keel-broker this harness must be able to catch (DESIGN.md 12).
 const ACK_BEFORE_COMMIT_SWITCH: &str = "KEEL_FAULT_ACK_BEFORE_COMMIT";
@@ -73,9 +74,14 @@ struct Args {
     /// Messages per second per producer.
     #[arg(long, default_value_t = 100)]
     rate: u32,
-    /// Partitions of the main topic (a second topic has one partition on every node).
+    /// Partitions of the main topic (a second topic has one partition).
     #[arg(long, default_value_t = 3)]
     partitions: u32,
+    /// Replicas of each partition (default: every node). Fewer replicas than nodes currently
+    /// leaves clients without a route to some partitions: a node's metadata names only the
+    /// leaders of partitions it replicates (see docs/CHAOS.md, "Findings").
+    #[arg(long)]
+    replication: Option<u64>,
     /// Healthy time after the last fault before the clients stop.
     #[arg(long, default_value_t = 5)]
     settle_s: u64,
@@ -89,6 +95,9 @@ struct Args {
     /// Do not fail the run on duplicates (until the idempotent producer lands; still reported).
     #[arg(long)]
     allow_duplicates: bool,
+    /// Keep the nodes' data dirs after a clean run (they are always kept after a failure).
+    #[arg(long)]
+    keep_data: bool,
     /// Judge a saved history file instead of running.
     #[arg(long)]
     check: Option<PathBuf>,
@@ -103,7 +112,7 @@ fn main() -> ExitCode {
     match result {
         Ok(report) => {
             print_examples(&report);
-            println!("{}", summary_line(&args, &report));
+            println!("{}", summary_line(&report));
             if passed(&args, &report) {
                 ExitCode::SUCCESS
             } else {
@@ -127,12 +136,12 @@ fn passed(args: &Args, report: &Report) -> bool {
     violations == 0 && report.total_faults() > 0
 }
 
-fn summary_line(args: &Args, report: &Report) -> String {
+fn summary_line(report: &Report) -> String {
     format!(
         "chaos seed={} nodes={} duration_s={} acked={} lost={} duplicated={} reordered={} dirty_reads={} faults=kill:{},pause:{},partition:{},wipe:{}",
-        args.seed,
-        args.nodes,
-        args.duration_s,
+        report.seed,
+        report.nodes,
+        report.duration_s,
         report.acked,
         report.lost,
         report.duplicated,
@@ -204,13 +213,16 @@ fn run(args: &Args) -> anyhow::Result<Report> {
     // The cluster (and its processes) is gone once `drive` returned or was dropped.
     history.flush()?;
     runtime.shutdown_timeout(Duration::from_secs(5));
-    outcome?;
-    let lines = history::read(&history_path)?;
-    Ok(checker::check(&lines))
+    outcome
 }
 
 /// The run itself; the cluster it starts is dropped (every process killed) when it returns.
-async fn drive(args: &Args, keel: &Path, root: &Path, history: Arc<History>) -> anyhow::Result<()> {
+async fn drive(
+    args: &Args,
+    keel: &Path,
+    root: &Path,
+    history: Arc<History>,
+) -> anyhow::Result<Report> {
     let topics = vec![
         ("chaos-a".to_string(), args.partitions),
         ("chaos-b".to_string(), 1),
@@ -233,7 +245,12 @@ async fn drive(args: &Args, keel: &Path, root: &Path, history: Arc<History>) -> 
     let bootstrap = cluster.bootstrap();
     let ca = cluster.ca();
     let admin_client = workload::connect(&bootstrap, &ca).await?;
-    create_topics(&admin_client, &topics, args.nodes).await?;
+    let leader_view = LeaderView::connect(&bootstrap, &ca).await?;
+    let replication = args.replication.unwrap_or(args.nodes).clamp(1, args.nodes);
+    create_topics(&admin_client, &topics, replication).await?;
+    if !leader_view.wait_for_leaders(&topics, START_TIMEOUT).await {
+        bail!("partitions without a leader {START_TIMEOUT:?} after creating the topics");
+    }
     let partitions: workload::Partitions = Arc::new(
         topics
             .iter()
@@ -275,6 +292,7 @@ async fn drive(args: &Args, keel: &Path, root: &Path, history: Arc<History>) -> 
         args.seed,
         args.faults.clone(),
         admin_client.clone(),
+        leader_view.clone(),
         partitions.clone(),
         history.clone(),
     );
@@ -289,8 +307,12 @@ async fn drive(args: &Args, keel: &Path, root: &Path, history: Arc<History>) -> 
     while clients.join_next().await.is_some() {}
     nemesis.reap_crashed(&mut cluster);
 
+    if !leader_view.wait_for_leaders(&topics, HEAL_TIMEOUT).await {
+        history.note(format!(
+            "partitions without a leader {HEAL_TIMEOUT:?} after the heal"
+        ));
+    }
     let final_client = workload::connect(&bootstrap, &ca).await?;
-    wait_for_leaders(&final_client, &topics, &history).await;
     let complete =
         workload::read_final(final_client, &partitions, &history, FINAL_READ_TIMEOUT).await;
     history.record(Event::FinalDone { complete });
@@ -299,18 +321,22 @@ async fn drive(args: &Args, keel: &Path, root: &Path, history: Arc<History>) -> 
         let text = format!("fault switch {ACK_BEFORE_COMMIT_SWITCH}: active in {nodes} node logs");
         history.note(text);
     }
-    Ok(())
+    history.flush()?;
+    let report = checker::check(&history::read(&root.join("history.jsonl"))?);
+    if passed(args, &report) && !args.keep_data {
+        cluster.remove_data();
+    }
+    Ok(report)
 }
 
-/// Creates the topics: the main one with `min(3, nodes)` replicas, the second on every node.
+/// Creates the topics, each partition with `replication` replicas.
 async fn create_topics(
     client: &Client,
     topics: &[(String, u32)],
-    nodes: u64,
+    replication: u64,
 ) -> anyhow::Result<()> {
     let admin = Admin::new(client.clone());
-    for (index, (topic, partitions)) in topics.iter().enumerate() {
-        let replication = if index == 0 { nodes.min(3) } else { nodes };
+    for (topic, partitions) in topics {
         let mut attempts = 0;
         loop {
             match admin
@@ -325,22 +351,6 @@ async fn create_topics(
                 }
                 Err(error) => return Err(error).context(format!("creating topic {topic}")),
             }
-        }
-    }
-    let deadline = Instant::now() + START_TIMEOUT;
-    for (topic, _) in topics {
-        loop {
-            let ready = admin
-                .describe_topic(topic)
-                .await
-                .is_ok_and(|description| description.partitions.iter().all(|p| p.leader.is_some()));
-            if ready {
-                break;
-            }
-            if Instant::now() >= deadline {
-                bail!("topic {topic} has partitions without a leader after {START_TIMEOUT:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
     Ok(())
@@ -370,30 +380,6 @@ async fn heal(cluster: &mut Cluster, nemesis: &mut Nemesis, history: &History) {
             history.note(format!(
                 "node {id} not ready {HEAL_TIMEOUT:?} after the heal"
             ));
-        }
-    }
-}
-
-/// Waits (bounded) until every partition has a leader again; notes it if not.
-async fn wait_for_leaders(client: &Client, topics: &[(String, u32)], history: &History) {
-    let admin = Admin::new(client.clone());
-    let deadline = Instant::now() + HEAL_TIMEOUT;
-    for (topic, _) in topics {
-        loop {
-            let led = admin
-                .describe_topic(topic)
-                .await
-                .is_ok_and(|description| description.partitions.iter().all(|p| p.leader.is_some()));
-            if led {
-                break;
-            }
-            if Instant::now() >= deadline {
-                history.note(format!(
-                    "{topic}: partitions without a leader after the heal"
-                ));
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 }

@@ -30,6 +30,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::cluster::Cluster;
 use crate::history::{Event, History};
+use crate::workload::LeaderView;
 
 /// How long a restarted node may take to log "ready" before the run notes it and goes on.
 pub const RESTART_READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -73,6 +74,7 @@ pub struct Nemesis {
     rng: ChaCha8Rng,
     kinds: Vec<FaultKind>,
     admin: Admin,
+    leader_view: LeaderView,
     partitions: Arc<Vec<(String, u32)>>,
     history: Arc<History>,
 }
@@ -82,6 +84,7 @@ impl Nemesis {
         seed: u64,
         kinds: Vec<FaultKind>,
         client: Client,
+        leader_view: LeaderView,
         partitions: Arc<Vec<(String, u32)>>,
         history: Arc<History>,
     ) -> Nemesis {
@@ -93,6 +96,7 @@ impl Nemesis {
             rng: ChaCha8Rng::seed_from_u64(seed),
             kinds,
             admin: Admin::new(client),
+            leader_view,
             partitions,
             history,
         }
@@ -161,16 +165,12 @@ impl Nemesis {
             .expect("the run has partitions")
             .clone();
         let fallback = *cluster.ids().choose(&mut self.rng).expect("nodes");
-        let described =
-            tokio::time::timeout(Duration::from_secs(3), self.admin.describe_topic(&topic)).await;
-        let leader = match described {
-            Ok(Ok(description)) => description
-                .partitions
-                .iter()
-                .find(|p| p.partition == partition)
-                .and_then(|p| p.leader),
-            _ => None,
-        };
+        let leader = self
+            .leader_view
+            .leaders(&topic)
+            .await
+            .get(&partition)
+            .copied();
         leader
             .filter(|id| cluster.ids().contains(id))
             .unwrap_or(fallback)

@@ -275,3 +275,65 @@ pub async fn read_final(
     }
     false
 }
+
+/// Who leads each partition, asked of every node: a node only knows the leaders of the
+/// partitions it replicates (with 5 nodes and 3 replicas, no single node knows them all).
+#[derive(Clone)]
+pub struct LeaderView {
+    /// One client per node, bootstrapped from that node alone.
+    clients: Vec<Client>,
+}
+
+/// Bound on one node's answer about leaders.
+const LEADER_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl LeaderView {
+    pub async fn connect(bootstrap: &[String], ca: &std::path::Path) -> anyhow::Result<LeaderView> {
+        let mut clients = Vec::new();
+        for address in bootstrap {
+            clients.push(connect(std::slice::from_ref(address), ca).await?);
+        }
+        Ok(LeaderView { clients })
+    }
+
+    /// The leader of each partition of `topic` that some node reports (the first answer wins).
+    pub async fn leaders(&self, topic: &str) -> BTreeMap<u32, u64> {
+        let mut queries = JoinSet::new();
+        for client in &self.clients {
+            let admin = keel_client::Admin::new(client.clone());
+            let topic = topic.to_string();
+            queries.spawn(async move {
+                tokio::time::timeout(LEADER_QUERY_TIMEOUT, admin.describe_topic(&topic)).await
+            });
+        }
+        let mut leaders = BTreeMap::new();
+        while let Some(answer) = queries.join_next().await {
+            let Ok(Ok(Ok(description))) = answer else {
+                continue;
+            };
+            for partition in description.partitions {
+                if let Some(leader) = partition.leader {
+                    leaders.entry(partition.partition).or_insert(leader);
+                }
+            }
+        }
+        leaders
+    }
+
+    /// Waits (bounded by `timeout`) until every partition of every topic has a leader.
+    pub async fn wait_for_leaders(&self, topics: &[(String, u32)], timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        for (topic, partitions) in topics {
+            loop {
+                if self.leaders(topic).await.len() as u32 >= *partitions {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        true
+    }
+}
