@@ -161,6 +161,7 @@ fn acknowledging_before_commit_is_caught_by_the_checker() {
             "the keel binary of this build must honour the switch: {report}"
         );
         let summary = Summary::parse(&String::from_utf8_lossy(&output.stdout));
+        eprintln!("{}", String::from_utf8_lossy(&output.stdout).trim_end());
         let caught = summary.count("lost") > 0 || summary.count("dirty_reads") > 0;
         runs.push(report);
         if caught {

@@ -207,7 +207,7 @@ fn run(args: &Args) -> anyhow::Result<Report> {
     let outcome = runtime.block_on(async {
         tokio::select! {
             outcome = drive(args, &keel, &root, history.clone()) => outcome,
-            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+            signal = interrupted() => Err(anyhow::anyhow!("interrupted by {signal}")),
         }
     });
     // The cluster (and its processes) is gone once `drive` returned or was dropped.
@@ -381,5 +381,18 @@ async fn heal(cluster: &mut Cluster, nemesis: &mut Nemesis, history: &History) {
                 "node {id} not ready {HEAL_TIMEOUT:?} after the heal"
             ));
         }
+    }
+}
+
+/// Ctrl-C or SIGTERM: the run stops and `drive` is dropped, which kills every node it started.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return "Ctrl-C";
+    };
+    tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "Ctrl-C",
     }
 }

@@ -5,8 +5,8 @@
 //!   quiet 2-6 s ─► fault (kill | pause | partition | wipe) ─► hold ─► heal ─► quiet ─► ...
 //! ```
 //!
-//! - kill: SIGKILL a random node, the leader of a random partition, or a majority; restart
-//!   them after 1-5 s.
+//! - kill: SIGKILL a random node, the leader of a random partition (or of the metadata group),
+//!   or a majority; restart them after 1-5 s.
 //! - pause: SIGSTOP a random node or a partition leader for 1-6 s (election timeout: 200-400
 //!   ms), then SIGCONT.
 //! - partition (3-10 s, through the relays): a majority/minority split, a leader cut off
@@ -157,7 +157,8 @@ impl Nemesis {
         });
     }
 
-    /// The leader of a random partition (as the cluster reports it), or a random node.
+    /// The leader of a random partition, or (one time in four) of the metadata group, as the
+    /// cluster reports it; a random node when no leader is known.
     async fn leader_or_random(&mut self, cluster: &Cluster) -> u64 {
         let (topic, partition) = self
             .partitions
@@ -165,12 +166,15 @@ impl Nemesis {
             .expect("the run has partitions")
             .clone();
         let fallback = *cluster.ids().choose(&mut self.rng).expect("nodes");
-        let leader = self
-            .leader_view
-            .leaders(&topic)
-            .await
-            .get(&partition)
-            .copied();
+        let leader = if self.rng.random_range(0..4) == 0 {
+            self.leader_view.metadata_leader().await
+        } else {
+            self.leader_view
+                .leaders(&topic)
+                .await
+                .get(&partition)
+                .copied()
+        };
         leader
             .filter(|id| cluster.ids().contains(id))
             .unwrap_or(fallback)

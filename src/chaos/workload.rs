@@ -320,6 +320,31 @@ impl LeaderView {
         leaders
     }
 
+    /// The metadata group's leader, as the first node that knows it reports.
+    pub async fn metadata_leader(&self) -> Option<u64> {
+        let mut queries = JoinSet::new();
+        for client in &self.clients {
+            let admin = keel_client::Admin::new(client.clone());
+            queries.spawn(async move {
+                tokio::time::timeout(LEADER_QUERY_TIMEOUT, admin.cluster_status()).await
+            });
+        }
+        while let Some(answer) = queries.join_next().await {
+            let Ok(Ok(Ok(status))) = answer else {
+                continue;
+            };
+            let leader = status
+                .partitions
+                .iter()
+                .find(|group| group.topic.is_none())
+                .and_then(|group| group.leader);
+            if leader.is_some() {
+                return leader;
+            }
+        }
+        None
+    }
+
     /// Waits (bounded by `timeout`) until every partition of every topic has a leader.
     pub async fn wait_for_leaders(&self, topics: &[(String, u32)], timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
