@@ -182,10 +182,11 @@ fn run(args: &Args) -> anyhow::Result<Report> {
     };
     if !keel.exists() {
         bail!(
-            "no keel binary at {} (build it, or pass --keel)",
+            "no keel binary at {} (`cargo build --release` builds both, or pass --keel)",
             keel.display()
         );
     }
+    warn_if_older(&keel)?;
     let root = args.dir.clone().unwrap_or_else(|| {
         PathBuf::from("keel-chaos").join(format!("seed-{}-{}", args.seed, std::process::id()))
     });
@@ -214,6 +215,23 @@ fn run(args: &Args) -> anyhow::Result<Report> {
     history.flush()?;
     runtime.shutdown_timeout(Duration::from_secs(5));
     outcome
+}
+
+/// `cargo run --bin keel-chaos` builds only this binary, so the `keel` next to it may be from
+/// an older build: say so (a newer keel-chaos alone is common and harmless, hence a warning).
+fn warn_if_older(keel: &Path) -> anyhow::Result<()> {
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|meta| meta.modified());
+    let harness = std::env::current_exe()?;
+    if let (Ok(keel_time), Ok(harness_time)) = (modified(keel), modified(&harness)) {
+        if keel_time < harness_time {
+            eprintln!(
+                "keel-chaos: warning: {} is older than this binary; if the broker changed, \
+                 run `cargo build --release` (both binaries) first",
+                keel.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The run itself; the cluster it starts is dropped (every process killed) when it returns.
