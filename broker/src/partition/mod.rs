@@ -384,6 +384,17 @@ fn produce(
     match group.node.propose(batch.freeze()) {
         Ok((index, term)) => {
             state.end_offset = base_offset + u64::from(count);
+            #[cfg(feature = "fault-injection")]
+            if fault_ack_before_commit() {
+                // Planted bug: the answer leaves before the entry is committed, so a leader
+                // change can drop an acknowledged batch (keel-chaos must see it).
+                let _ = reply.send(Ok(ProduceResponse {
+                    base_offset,
+                    last_offset: base_offset + u64::from(count) - 1,
+                    log_start_offset: 0,
+                }));
+                return;
+            }
             if identity.stamp.is_idempotent() {
                 state.pending.push((index, identity, base_offset));
             }
@@ -408,6 +419,21 @@ fn produce(
             let _ = reply.send(Err(ErrorCode::MessageTooLarge));
         }
     }
+}
+
+/// `KEEL_FAULT_ACK_BEFORE_COMMIT=1` (read once, DESIGN.md 12): the leader acknowledges a produce
+/// as soon as it has appended it, before commit. Logged when on, so a harness can tell that the
+/// binary it runs honours the switch.
+#[cfg(feature = "fault-injection")]
+fn fault_ack_before_commit() -> bool {
+    static SWITCH: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SWITCH.get_or_init(|| {
+        let on = std::env::var("KEEL_FAULT_ACK_BEFORE_COMMIT").is_ok_and(|value| value == "1");
+        if on {
+            tracing::warn!("fault switch KEEL_FAULT_ACK_BEFORE_COMMIT on: acknowledging produces before commit");
+        }
+        on
+    })
 }
 
 /// Committed batches from the one holding `offset`, up to `max_bytes` (the first batch whole).
