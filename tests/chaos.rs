@@ -99,14 +99,7 @@ fn fixed_seeds_on_three_nodes_keep_every_acknowledged_message() {
     for seed in ["101", "102"] {
         let (output, dir) = keel_chaos(
             &format!("seed-{seed}"),
-            &[
-                "--nodes",
-                "3",
-                "--duration-s",
-                "35",
-                "--seed",
-                seed,
-            ],
+            &["--nodes", "3", "--duration-s", "35", "--seed", seed],
             &[],
         );
         let report = describe(&output, &dir);
