@@ -461,14 +461,16 @@ impl RunningNode {
 
     /// Clean shutdown: every group syncs and stops, then the transport closes.
     pub async fn shutdown(mut self) {
+        // Routes stay in place until every group has stopped: a leader handing over still needs
+        // its peers' answers.
         let routes: Vec<Route> = self
             .context
             .shared
             .routes
             .lock()
             .expect("routes lock")
-            .drain()
-            .map(|(_, route)| route)
+            .values()
+            .cloned()
             .collect();
         // Every group is told at once so leadership handovers run in parallel.
         let mut stopped = Vec::new();
@@ -489,6 +491,7 @@ impl RunningNode {
         for receiver in stopped {
             let _ = tokio::time::timeout(Duration::from_secs(5), receiver).await;
         }
+        self.context.shared.routes.lock().expect("routes lock").clear();
         for task in self.tasks.drain(..) {
             task.abort();
         }
