@@ -491,7 +491,12 @@ impl RunningNode {
         for receiver in stopped {
             let _ = tokio::time::timeout(Duration::from_secs(5), receiver).await;
         }
-        self.context.shared.routes.lock().expect("routes lock").clear();
+        self.context
+            .shared
+            .routes
+            .lock()
+            .expect("routes lock")
+            .clear();
         for task in self.tasks.drain(..) {
             task.abort();
         }
