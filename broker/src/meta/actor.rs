@@ -1,8 +1,6 @@
 //! The metadata group's actor: feeds group 0's core, applies committed commands to the map, and
 //! starts or stops the partition groups this node replicates as topics come and go.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use keel_client::wire::messages::FollowerLag;
 use keel_client::wire::ErrorCode;
@@ -235,5 +233,3 @@ fn propose_founding_if_needed(group: &mut RaftGroup, machine: &mut MetaMachine) 
     propose(group, machine, command, reply);
     group.process(machine);
 }
-
-pub type SharedFounders = Arc<Vec<NodeInfo>>;

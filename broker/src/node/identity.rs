@@ -25,7 +25,7 @@ use keel_storage::io::RealIo;
 use keel_storage::StorageError;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::group::Peers;
 use super::{NodeError, CONTROL_GROUP};
@@ -150,9 +150,8 @@ impl Founding {
             }
             (None, None) => self.discover(&peers, &mut control, &others).await?,
         };
-        let (_, founders_watch) = watch::channel(Some(founders.clone()));
         let me = self.me.clone();
-        let task = tokio::spawn(answer_hellos(control, peers, me, founders_watch));
+        let task = tokio::spawn(answer_hellos(control, peers, me, founders.clone()));
         Ok((founders, task))
     }
 
@@ -250,7 +249,7 @@ async fn answer_hellos(
     mut control: mpsc::Receiver<PeerMessage>,
     peers: Arc<Peers>,
     me: NodeInfo,
-    founders: watch::Receiver<Option<Vec<NodeInfo>>>,
+    founders: Vec<NodeInfo>,
 ) {
     while let Some(message) = control.recv().await {
         let Some(hello) = decode_hello(&message) else {
@@ -259,7 +258,7 @@ async fn answer_hellos(
         if hello.want_reply {
             let answer = Hello {
                 node: me.clone(),
-                founders: founders.borrow().clone(),
+                founders: Some(founders.clone()),
                 want_reply: false,
             };
             send_hello(&peers, [message.from], &answer);
