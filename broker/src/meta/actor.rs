@@ -2,7 +2,6 @@
 //! starts or stops the partition groups this node replicates as topics come and go.
 
 use bytes::Bytes;
-use keel_client::wire::messages::FollowerLag;
 use keel_client::wire::ErrorCode;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -18,9 +17,6 @@ pub enum MetaInput {
     Propose {
         command: MetaCommand,
         reply: oneshot::Sender<Result<MetaOutcome, ErrorCode>>,
-    },
-    Status {
-        reply: oneshot::Sender<(Option<NodeId>, Vec<FollowerLag>)>,
     },
     Shutdown {
         done: oneshot::Sender<()>,
@@ -163,9 +159,6 @@ pub async fn run(
                 MetaInput::Peer(batch) => group.step(batch),
                 MetaInput::Propose { command, reply } => {
                     propose(&mut group, &mut machine, command, reply)
-                }
-                MetaInput::Status { reply } => {
-                    let _ = reply.send((group.node.leader(), Vec::new()));
                 }
                 MetaInput::Shutdown { done } => {
                     if group.hand_over_leadership() {
