@@ -438,16 +438,21 @@ impl Run {
         let index = self.model.commit_index;
         // Snapshots only move forward (after a halted install, the installed snapshot may be
         // ahead of the log).
-        let snapshot_index = self
-            .model
-            .snapshot
-            .as_ref()
-            .map_or(0, |(meta, _)| meta.last_included_index);
+        let (snapshot_index, snapshot_term) =
+            self.model.snapshot.as_ref().map_or((0, 0), |(meta, _)| {
+                (meta.last_included_index, meta.last_included_term)
+            });
         if index == 0 || index < log.first_index() || index < snapshot_index {
             return Ok(());
         }
         let term = log.term_at(index)?;
         assert_eq!(term, self.model.entries[&index].term, "{context}: term_at");
+        // An installed snapshot whose reset was halted sits ahead of the log, which may then
+        // commit its own (other-term) entry at that index: Raft never snapshots one index
+        // under two terms (seed 17637917893457552320 did, and the newer-term one won).
+        if index == snapshot_index && term != snapshot_term {
+            return Ok(());
+        }
         let meta = SnapshotMeta {
             last_included_index: index,
             last_included_term: term,
