@@ -660,6 +660,11 @@ impl Log {
         // first would leave old slots past a torn hole on disk.) A crash before the zeroes are
         // durable may bring the old suffix back: that is the state before this call, which
         // acknowledged nothing new.
+        // The kept slots may point at frames appended since the last fdatasync: make those
+        // durable before the slots are (index.rs: slots only ever point at durable frames), or
+        // a power loss could lose an earlier unsynced frame below a durable slot, a hole
+        // recovery would start its scan past.
+        segment.sync_data()?;
         segment.index.persist_durably_or_remove(io.as_ref(), &dir)?;
         segment
             .offsets
