@@ -4,6 +4,7 @@
 //! one more "ready" line than before it was (re)started.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod acked;
 pub mod raw;
 
 use std::net::UdpSocket;

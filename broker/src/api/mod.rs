@@ -13,17 +13,19 @@ use bytes::{Bytes, BytesMut};
 use keel_client::wire::messages::{
     ClusterStatusResponse, CreateTopicRequest, FetchRequest, InitProducerIdResponse,
     ListTopicsResponse, MetadataRequest, MetadataResponse, NodeAddress, NodeStatus,
-    PartitionDescription, PartitionMetadata, PartitionStatus, ProduceRequest, TopicDescription,
-    TopicMetadata, TopicSummary,
+    PartitionDescription, PartitionMetadata, PartitionStatus, ProduceRequest, ReplaceNodeRequest,
+    ReplaceNodeResponse, ReplaceNodeWait, TopicDescription, TopicMetadata, TopicSummary,
 };
 use keel_client::wire::{ErrorCode, Frame, RecordBatchView, Request, Response};
+use keel_client::REPLACE_NODE_TIMEOUT_MS;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::meta::actor::{MetaHandle, MetaInput};
-use crate::meta::{MetaCommand, MetaOutcome, MetaState, TopicInfo};
+use crate::meta::{MetaCommand, MetaOutcome, MetaState, TopicInfo, META_GROUP};
+use crate::node::replace::replacement_done;
 use crate::node::NodeContext;
 use crate::partition::{PartitionHandle, PartitionInput};
-use crate::transport::ClientConnection;
+use crate::transport::{ClientConnection, GroupId};
 
 /// Longest a produce may wait for its commit, whatever the client asks.
 const MAX_PRODUCE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -31,6 +33,11 @@ const MAX_PRODUCE_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
 /// How long an admin command waits for group 0 to commit it.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often a waiting `replace-node` looks at the replaced node's reports (it announces itself
+/// twice a second).
+const REPLACE_POLL: Duration = Duration::from_millis(200);
+/// A waiting `replace-node` answers this long before its client's deadline.
+const REPLACE_ANSWER_MARGIN: Duration = Duration::from_secs(5);
 /// Partitions a topic may have.
 pub const MAX_PARTITIONS: u32 = 10_000;
 
@@ -111,6 +118,12 @@ async fn handle(frame: Frame<Request>, context: &ApiContext) -> (Response, Bytes
         tracing::warn!(%error, "request with an invalid topic name");
         return (Response::Error(error.error_code()), Bytes::new());
     }
+    if !context.node.serves_clients() {
+        // A wiped node being replaced holds no map (or a partial one): "unknown topic" from it
+        // would be a lie the client takes as final. "Unavailable" sends the client elsewhere.
+        tracing::debug!("request refused: this node is not a voter of the metadata group yet");
+        return (Response::Error(ErrorCode::Unavailable), Bytes::new());
+    }
     let result = match frame.header {
         Request::Produce(request) => produce(request, frame.payload, context)
             .await
@@ -155,13 +168,9 @@ async fn handle(frame: Frame<Request>, context: &ApiContext) -> (Response, Bytes
             Ok(_) => Err(ErrorCode::Internal),
             Err(error) => Err(error),
         },
-        Request::ReplaceNode(request) => {
-            tracing::warn!(
-                node_id = request.node_id,
-                "replace-node is not supported by this version yet"
-            );
-            Err(ErrorCode::Unavailable)
-        }
+        Request::ReplaceNode(request) => replace_node(request, context)
+            .await
+            .map(|response| (Response::ReplaceNode(response), Bytes::new())),
     };
     match result {
         Ok(answer) => answer,
@@ -394,6 +403,84 @@ async fn propose(context: &ApiContext, command: MetaCommand) -> Result<MetaOutco
         Ok(Ok(result)) => result,
         Ok(Err(_)) => Err(ErrorCode::Unavailable),
         Err(_) => Err(ErrorCode::Timeout),
+    }
+}
+
+/// `keel cluster replace-node` (DESIGN.md 5): records the node's new incarnation (as the node
+/// announces it) in the map, which makes every group's leader replace the old incarnation
+/// (node/replace.rs); then waits until the node itself reports every one of its groups done.
+/// Asking again is harmless: a recorded incarnation is not proposed twice.
+async fn replace_node(
+    request: ReplaceNodeRequest,
+    context: &ApiContext,
+) -> Result<ReplaceNodeResponse, ErrorCode> {
+    let node_id = request.node_id;
+    let recorded = context
+        .meta
+        .state
+        .borrow()
+        .nodes
+        .get(&node_id)
+        .map(|info| info.incarnation);
+    let Some(recorded) = recorded else {
+        tracing::warn!(node_id, "replace-node refused: no such node in the cluster");
+        return Err(ErrorCode::UnknownNode);
+    };
+    let Some(heard) = context.node.announcement(node_id) else {
+        tracing::warn!(
+            node_id,
+            "replace-node: the node has not been heard from (is it running?)"
+        );
+        return Err(ErrorCode::Unavailable);
+    };
+    let incarnation = heard.incarnation;
+    if incarnation != recorded {
+        tracing::info!(
+            node_id,
+            old_incarnation = recorded,
+            new_incarnation = incarnation,
+            "replacing a node"
+        );
+        propose(
+            context,
+            MetaCommand::ReplaceNode {
+                node_id,
+                incarnation,
+            },
+        )
+        .await?;
+    }
+    let learners_enough = request.wait == ReplaceNodeWait::UntilLearnersAdded;
+    // Answer before the client gives up, so it learns "timed out" rather than nothing.
+    let budget = match request.wait {
+        ReplaceNodeWait::UntilReplaced => Duration::from_millis(REPLACE_NODE_TIMEOUT_MS),
+        ReplaceNodeWait::UntilLearnersAdded => ADMIN_TIMEOUT,
+    };
+    let deadline = tokio::time::Instant::now() + budget.saturating_sub(REPLACE_ANSWER_MARGIN);
+    loop {
+        let expected: Vec<GroupId> = {
+            let state = context.meta.state.borrow();
+            std::iter::once(META_GROUP)
+                .chain(state.groups_of(node_id).into_iter().map(|group| group.0))
+                .collect()
+        };
+        match context.node.announcement(node_id) {
+            Some(heard) if heard.incarnation != incarnation => {
+                tracing::warn!(node_id, "replace-node: the node changed incarnation again");
+                return Err(ErrorCode::Unavailable);
+            }
+            Some(heard) if replacement_done(&expected, &heard.groups, learners_enough) => {
+                tracing::info!(node_id, groups = expected.len(), ?request.wait, "node replaced");
+                return Ok(ReplaceNodeResponse {
+                    groups: expected.len() as u32,
+                });
+            }
+            _ => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ErrorCode::Timeout);
+        }
+        tokio::time::sleep(REPLACE_POLL).await;
     }
 }
 

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use keel_client::wire::ErrorCode;
 use serde::{Deserialize, Serialize};
 
-use crate::raft::NodeId;
+use crate::raft::{Membership, NodeId};
 use crate::transport::GroupId;
 
 /// The metadata group's id.
@@ -39,6 +39,21 @@ pub struct PartitionPlacement {
     pub group: GroupId,
     /// Replica nodes; the first is the preferred leader.
     pub replicas: Vec<NodeId>,
+    /// Each replica's incarnation when the topic was created: the group's first configuration.
+    /// Never updated: replacements change the group through configuration entries in its log.
+    pub incarnations: Vec<u64>,
+}
+
+impl PartitionPlacement {
+    /// The group's first configuration (every replica a voter).
+    pub fn membership(&self) -> Membership {
+        Membership::with_voters(
+            self.replicas
+                .iter()
+                .copied()
+                .zip(self.incarnations.iter().copied()),
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +80,12 @@ pub enum MetaCommand {
         name: String,
     },
     AllocateProducerId,
+    /// Node `node_id` now runs as `incarnation` (its data dir was lost): every group it is in
+    /// replaces its old incarnation by this one (DESIGN.md 5, node/replace.rs).
+    ReplaceNode {
+        node_id: NodeId,
+        incarnation: u64,
+    },
 }
 
 /// What applying a command produced, for the proposer.
@@ -123,7 +144,15 @@ impl MetaState {
                     .map(|replicas| {
                         let group = self.next_group;
                         self.next_group += 1;
-                        PartitionPlacement { group, replicas }
+                        let incarnations = replicas
+                            .iter()
+                            .map(|id| self.nodes[id].incarnation)
+                            .collect();
+                        PartitionPlacement {
+                            group,
+                            replicas,
+                            incarnations,
+                        }
                     })
                     .collect();
                 let topic = TopicInfo {
@@ -143,6 +172,16 @@ impl MetaState {
                 self.next_producer_id += 1;
                 Ok(MetaOutcome::ProducerId(id))
             }
+            MetaCommand::ReplaceNode {
+                node_id,
+                incarnation,
+            } => match self.nodes.get_mut(&node_id) {
+                Some(node) => {
+                    node.incarnation = incarnation;
+                    Ok(MetaOutcome::Done)
+                }
+                None => Err(ErrorCode::UnknownNode),
+            },
         }
     }
 
@@ -240,6 +279,36 @@ mod tests {
         assert_eq!(state, before);
         // A later topic's first partition leads on the next node.
         assert_eq!(state.place(1, 1), vec![vec![3]]);
+    }
+
+    #[test]
+    fn replacing_records_the_new_incarnation_and_keeps_placements_first_configuration() {
+        let mut state = state_with_nodes(3);
+        let placement = state.place(1, 3);
+        state
+            .apply(MetaCommand::CreateTopic {
+                name: "t".into(),
+                replication_factor: 3,
+                placement,
+            })
+            .unwrap();
+        let command = MetaCommand::ReplaceNode {
+            node_id: 2,
+            incarnation: 777,
+        };
+        assert_eq!(state.apply(command), Ok(MetaOutcome::Done));
+        assert_eq!(state.nodes[&2].incarnation, 777);
+        let first = state.topics["t"].partitions[0].membership();
+        assert_eq!(
+            first.voters.get(&2),
+            Some(&200),
+            "the log, not the map, moves a group"
+        );
+        let unknown = MetaCommand::ReplaceNode {
+            node_id: 9,
+            incarnation: 1,
+        };
+        assert_eq!(state.apply(unknown), Err(ErrorCode::UnknownNode));
     }
 
     #[test]

@@ -12,9 +12,11 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use keel_storage::Entry as StorageEntry;
 
+use crate::node::replace::{member_state, next_change, MemberState};
 use crate::node::storage_log::{fatal_storage_error, GroupDir, StorageLog};
+use crate::node::NodeContext;
 use crate::raft::{
-    Entry, EntryKind, Index, Message, MessageBody, PeerMessages, RaftNode, Role, Term,
+    Entry, EntryKind, Incarnation, Index, Message, MessageBody, PeerMessages, RaftNode, Role, Term,
 };
 use crate::transport::{GroupId, NodeId, PeerSender};
 
@@ -22,12 +24,27 @@ use crate::transport::{GroupId, NodeId, PeerSender};
 #[derive(Debug)]
 pub struct PeerBatch {
     pub from: NodeId,
+    /// The sender's incarnation: answers from an incarnation that is not a member are ignored
+    /// (DESIGN.md 5).
+    pub incarnation: Incarnation,
     pub messages: Vec<Message>,
 }
 
+/// Every Raft payload between nodes: the sender's incarnation, then the body (one group's
+/// messages, or a carrier's coalesced heartbeats). docs/TRANSPORT.md "Raft payloads".
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Envelope<T> {
+    incarnation: Incarnation,
+    body: T,
+}
+
 /// Encodes the messages of one `Ready` for one peer as one transport payload.
-pub fn encode_messages(messages: &[Message]) -> Option<Bytes> {
-    match postcard::to_allocvec(messages) {
+pub fn encode_messages(incarnation: Incarnation, messages: &[Message]) -> Option<Bytes> {
+    let envelope = Envelope {
+        incarnation,
+        body: messages,
+    };
+    match postcard::to_allocvec(&envelope) {
         Ok(bytes) => Some(Bytes::from(bytes)),
         Err(error) => {
             tracing::error!(%error, "encoding Raft messages");
@@ -36,10 +53,14 @@ pub fn encode_messages(messages: &[Message]) -> Option<Bytes> {
     }
 }
 
-/// Decodes a carrier of coalesced heartbeats: (group, messages) pairs.
-pub fn decode_coalesced(from: NodeId, payload: &[u8]) -> Option<CoalescedHeartbeats> {
-    match postcard::from_bytes(payload) {
-        Ok(groups) => Some(groups),
+/// Decodes a carrier of coalesced heartbeats: the sender's incarnation and (group, messages)
+/// pairs.
+pub fn decode_coalesced(
+    from: NodeId,
+    payload: &[u8],
+) -> Option<(Incarnation, CoalescedHeartbeats)> {
+    match postcard::from_bytes::<Envelope<CoalescedHeartbeats>>(payload) {
+        Ok(envelope) => Some((envelope.incarnation, envelope.body)),
         Err(error) => {
             tracing::warn!(from, %error, "dropping malformed coalesced heartbeats");
             None
@@ -49,9 +70,13 @@ pub fn decode_coalesced(from: NodeId, payload: &[u8]) -> Option<CoalescedHeartbe
 
 /// Decodes a payload from a peer. A malformed one is dropped with a log line (Raft tolerates
 /// loss; a peer that sends garbage gains nothing).
-pub fn decode_messages(group: GroupId, from: NodeId, payload: &[u8]) -> Option<Vec<Message>> {
-    match postcard::from_bytes::<Vec<Message>>(payload) {
-        Ok(messages) => Some(messages),
+pub fn decode_messages(
+    group: GroupId,
+    from: NodeId,
+    payload: &[u8],
+) -> Option<(Incarnation, Vec<Message>)> {
+    match postcard::from_bytes::<Envelope<Vec<Message>>>(payload) {
+        Ok(envelope) => Some((envelope.incarnation, envelope.body)),
         Err(error) => {
             tracing::warn!(group, from, %error, "dropping a malformed Raft payload");
             None
@@ -64,12 +89,14 @@ pub fn decode_messages(group: GroupId, from: NodeId, payload: &[u8]) -> Option<V
 /// `lane`.
 pub const COALESCED_BASE: GroupId = 1 << 62;
 
-/// The senders towards every peer, fixed at start (membership changes come with the
-/// replace-node issue), and the heartbeats waiting to be coalesced.
+/// The senders towards every peer, fixed at start (a replaced node keeps its id and address,
+/// so replacement needs no new links), and the heartbeats waiting to be coalesced.
 #[derive(Debug, Default)]
 pub struct Peers {
     pub senders: HashMap<NodeId, PeerSender>,
     pub lanes: u8,
+    /// This node's incarnation, sent with every payload.
+    pub incarnation: Incarnation,
     /// Heartbeats per (peer, carrier group), sent together once per tick by [`Peers::flush`].
     outbox: Mutex<HashMap<(NodeId, GroupId), CoalescedHeartbeats>>,
 }
@@ -87,9 +114,10 @@ fn is_heartbeat(messages: &[Message]) -> bool {
 }
 
 impl Peers {
-    pub fn new(lanes: u8) -> Peers {
+    pub fn new(lanes: u8, incarnation: Incarnation) -> Peers {
         Peers {
             lanes,
+            incarnation,
             ..Peers::default()
         }
     }
@@ -108,7 +136,11 @@ impl Peers {
             let Some(sender) = self.senders.get(&to) else {
                 continue;
             };
-            match postcard::to_allocvec(&groups) {
+            let envelope = Envelope {
+                incarnation: self.incarnation,
+                body: groups,
+            };
+            match postcard::to_allocvec(&envelope) {
                 Ok(bytes) => {
                     let _ = sender.try_send(carrier, Bytes::from(bytes));
                 }
@@ -132,7 +164,7 @@ impl Peers {
                 tracing::debug!(group, to = batch.to, "no link to peer; messages dropped");
                 continue;
             };
-            let Some(payload) = encode_messages(&batch.messages) else {
+            let Some(payload) = encode_messages(self.incarnation, &batch.messages) else {
                 continue;
             };
             let appends = batch
@@ -175,35 +207,58 @@ pub struct RaftGroup {
     abstaining: bool,
     fsync: keel_storage::FsyncPolicy,
     group_label: String,
+    context: NodeContext,
+    /// The replica that should lead when it can (a partition's first replica), so leaders stay
+    /// spread over the nodes as placed after restarts and replacements move them.
+    preferred_leader: Option<NodeId>,
+    ticks: u64,
+    /// The tick this node last became leader.
+    leader_since: u64,
+    reported: Option<MemberState>,
 }
+
+/// Ticks between two membership reconciliations (and member-state reports): 200 ms at the
+/// default tick. Changes wait for commits anyway; polling faster only burns CPU.
+const RECONCILE_EVERY_TICKS: u64 = 10;
+/// Ticks a leader waits before handing leadership to the preferred replica (5 s at the default
+/// tick), and between two attempts: a freshly restarted preferred replica gets time to catch up,
+/// and a transfer that keeps failing (a paused node) costs little availability.
+const REBALANCE_EVERY_TICKS: u64 = 250;
 
 impl RaftGroup {
     pub fn new(
         group: GroupId,
         node: RaftNode<StorageLog>,
         dir: GroupDir,
-        peers: Arc<Peers>,
+        context: NodeContext,
         record_offsets: bool,
-        fsync: keel_storage::FsyncPolicy,
+        preferred_leader: Option<NodeId>,
     ) -> RaftGroup {
         let last_role = (node.role(), node.leader(), node.term());
         let abstaining = node.abstain_until_index().is_some();
-        RaftGroup {
+        let mut group = RaftGroup {
             group,
             node,
             dir,
-            peers,
+            peers: context.peers(),
             record_offsets,
             last_role,
             abstaining,
-            fsync,
+            fsync: context.fsync(),
             group_label: group.to_string(),
-        }
+            context,
+            preferred_leader,
+            ticks: 0,
+            leader_since: 0,
+            reported: None,
+        };
+        group.report_member_state();
+        group
     }
 
     pub fn step(&mut self, batch: PeerBatch) {
         for message in batch.messages {
-            self.node.step(batch.from, message);
+            self.node.step_from(batch.from, batch.incarnation, message);
         }
     }
 
@@ -280,6 +335,9 @@ impl RaftGroup {
     fn notice_role_change(&mut self, machine: &mut impl Machine) {
         let now = (self.node.role(), self.node.leader(), self.node.term());
         if now != self.last_role {
+            if now.0 == Role::Leader {
+                self.leader_since = self.ticks;
+            }
             self.last_role = now;
             machine.on_role_change(now.0, now.1, now.2);
         }
@@ -289,6 +347,14 @@ impl RaftGroup {
     /// synced here, and the group's gauges are refreshed (once per tick, not per request).
     pub fn tick(&mut self) {
         self.node.tick();
+        self.ticks += 1;
+        self.report_member_state();
+        if self.ticks % RECONCILE_EVERY_TICKS == 0 {
+            self.reconcile_membership();
+        }
+        if self.ticks % REBALANCE_EVERY_TICKS == 0 {
+            self.move_to_preferred_leader();
+        }
         if let keel_storage::FsyncPolicy::Interval { .. } = self.fsync {
             let log = self.node.storage_mut().log_mut();
             if let Err(error) = tokio::task::block_in_place(|| log.sync()) {
@@ -311,6 +377,74 @@ impl RaftGroup {
                     .set(last.saturating_sub(progress.match_index) as f64);
                 }
             }
+        }
+    }
+
+    /// Tells the node (and through its hellos, its peers) where it stands in this group.
+    fn report_member_state(&mut self) {
+        let state = member_state(&self.node);
+        if self.reported != Some(state) {
+            self.reported = Some(state);
+            self.context.report_member_state(self.group, state);
+        }
+    }
+
+    /// As leader, proposes the next step of any replacement the map asks for
+    /// (node/replace.rs).
+    fn reconcile_membership(&mut self) {
+        if self.node.role() != Role::Leader {
+            return;
+        }
+        let desired = self.context.desired_incarnations();
+        let Some(change) = next_change(&self.node, &desired) else {
+            return;
+        };
+        match self.node.propose_membership_change(change) {
+            Ok((index, _)) => {
+                tracing::info!(
+                    group = self.group,
+                    ?change,
+                    index,
+                    "membership change proposed"
+                )
+            }
+            Err(error) => {
+                tracing::debug!(group = self.group, ?change, %error, "membership change waits")
+            }
+        }
+    }
+
+    /// Hands leadership to the preferred replica once it is a caught-up voter under the
+    /// incarnation the map holds (what Kafka's preferred-leader election does).
+    fn move_to_preferred_leader(&mut self) {
+        let Some(preferred) = self.preferred_leader else {
+            return;
+        };
+        let node = &self.node;
+        if node.role() != Role::Leader
+            || preferred == node.id()
+            || self.ticks.saturating_sub(self.leader_since) < REBALANCE_EVERY_TICKS
+            || node.membership_change_pending()
+            || node.transfer_target().is_some()
+            || !self.context.peer_connected(preferred)
+        {
+            return;
+        }
+        let incarnation = self.context.desired_incarnations().get(&preferred).copied();
+        let is_voter = incarnation.is_some_and(|inc| node.membership().is_voter(preferred, inc));
+        let caught_up = node
+            .progress(preferred)
+            .is_some_and(|progress| progress.match_index >= node.last_index());
+        if !is_voter || !caught_up {
+            return;
+        }
+        match self.node.transfer_leadership(preferred) {
+            Ok(()) => tracing::info!(
+                group = self.group,
+                preferred,
+                "handing leadership to the preferred replica"
+            ),
+            Err(error) => tracing::debug!(group = self.group, %error, "no preferred-leader move"),
         }
     }
 
@@ -423,7 +557,7 @@ mod tests {
         };
         assert!(!is_heartbeat(&[vote]));
         for lanes in [1u8, 2, 4, 16] {
-            let peers = Peers::new(lanes);
+            let peers = Peers::new(lanes, 7);
             for group in [0u64, 1, 7, 12345] {
                 assert_eq!(
                     lane_of(peers.carrier(group), lanes),
@@ -440,8 +574,12 @@ mod tests {
             (1u64, vec![append(Vec::new())]),
             (9, vec![append(Vec::new())]),
         ];
-        let bytes = postcard::to_allocvec(&groups).unwrap();
-        assert_eq!(decode_coalesced(2, &bytes), Some(groups));
+        let envelope = Envelope {
+            incarnation: 42,
+            body: groups.clone(),
+        };
+        let bytes = postcard::to_allocvec(&envelope).unwrap();
+        assert_eq!(decode_coalesced(2, &bytes), Some((42, groups)));
         assert_eq!(decode_coalesced(2, &[0xff, 0xff, 0xff]), None);
     }
 }

@@ -9,9 +9,14 @@
 //! are written to the `founders` record before group 0 starts, and the lowest id campaigns at
 //! once. A peer that already holds cluster state answers with the founders it knows: if this
 //! node is among them with its own incarnation (it founded together with them and has simply not
-//! written its record yet) it adopts them; otherwise it is a replacement and waits to be added
-//! (`keel cluster replace-node`), never founding a rogue cluster. Decision notes:
+//! written its record yet) it adopts them; otherwise it is a replacement: it adopts the founders
+//! too (group 0's first configuration, where it is no member under its new incarnation), never
+//! founds a rogue cluster, and waits to be added (`keel cluster replace-node`). Decision notes:
 //! docs/DECISIONS.md "Founding".
+//!
+//! After founding every node keeps saying hello, twice a second, with its incarnation and its
+//! standing in each of its groups (`Announcement`): what `replace-node` needs to learn a new
+//! incarnation and to see a replacement through.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -28,9 +33,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::group::Peers;
+use super::replace::{Announcement, MemberState, Reports};
 use super::{NodeError, CONTROL_GROUP};
 use crate::meta::NodeInfo;
-use crate::transport::{NodeId, PeerMessage};
+use crate::transport::{GroupId, NodeId, PeerMessage};
 
 const IDENTITY_FILE: &str = "identity";
 const IDENTITY_MAGIC: [u8; 4] = *b"KNID";
@@ -39,6 +45,8 @@ const FOUNDERS_MAGIC: [u8; 4] = *b"KFND";
 
 /// How often an empty node repeats its hello while founding.
 const HELLO_INTERVAL: Duration = Duration::from_millis(200);
+/// How often a founded node tells its peers about itself.
+const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
@@ -105,6 +113,8 @@ struct Hello {
     founders: Option<Vec<NodeInfo>>,
     /// The sender is still founding and wants an answer.
     want_reply: bool,
+    /// The sender's standing in each of its groups (empty while founding).
+    groups: Vec<(GroupId, MemberState)>,
 }
 
 pub struct Founding {
@@ -129,6 +139,7 @@ impl Founding {
         peers: Arc<Peers>,
         mut control: mpsc::Receiver<PeerMessage>,
         peer_addresses: &BTreeMap<NodeId, SocketAddr>,
+        reports: Arc<Reports>,
     ) -> Result<(Vec<NodeInfo>, tokio::task::JoinHandle<()>), NodeError> {
         let stored = load_founders(&self.data_dir)?;
         let others: Vec<NodeId> = peer_addresses
@@ -151,7 +162,7 @@ impl Founding {
             (None, None) => self.discover(&peers, &mut control, &others).await?,
         };
         let me = self.me.clone();
-        let task = tokio::spawn(answer_hellos(control, peers, me, founders.clone()));
+        let task = tokio::spawn(announce(control, peers, me, founders.clone(), reports));
         Ok((founders, task))
     }
 
@@ -163,12 +174,16 @@ impl Founding {
     ) -> Result<Vec<NodeInfo>, NodeError> {
         tracing::info!(peers = ?others, "empty data dir: asking every peer before founding");
         let mut heard: HashMap<NodeId, Hello> = HashMap::new();
-        let mut waiting_logged = false;
         let mut ticker = tokio::time::interval(HELLO_INTERVAL);
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
-                    let hello = Hello { node: self.me.clone(), founders: None, want_reply: true };
+                    let hello = Hello {
+                        node: self.me.clone(),
+                        founders: None,
+                        want_reply: true,
+                        groups: Vec::new(),
+                    };
                     send_hello(peers, others.iter().copied(), &hello);
                 }
                 message = control.recv() => {
@@ -177,20 +192,24 @@ impl Founding {
                     };
                     let Some(hello) = decode_hello(&message) else { continue };
                     if hello.want_reply {
-                        let answer = Hello { node: self.me.clone(), founders: None, want_reply: false };
+                        let answer = Hello {
+                            node: self.me.clone(),
+                            founders: None,
+                            want_reply: false,
+                            groups: Vec::new(),
+                        };
                         send_hello(peers, [message.from], &answer);
                     }
                     heard.insert(message.from, hello);
                 }
             }
             if let Some(founders) = heard.values().find_map(|hello| hello.founders.clone()) {
+                store_founders(&self.data_dir, &founders)?;
                 if founders.contains(&self.me) {
-                    store_founders(&self.data_dir, &founders)?;
                     tracing::info!("joining the cluster founded with this node");
-                    return Ok(founders);
-                }
-                if !waiting_logged {
-                    waiting_logged = true;
+                } else {
+                    // Group 0 starts with the founders' configuration, in which this incarnation
+                    // is no member: it follows the log and never votes until it is added.
                     tracing::warn!(
                         "a peer holds cluster state and this node (new incarnation {}) is not a \
                          founder: waiting to be added with `keel cluster replace-node --id {}`",
@@ -198,7 +217,7 @@ impl Founding {
                         self.me.node_id
                     );
                 }
-                continue;
+                return Ok(founders);
             }
             if others.iter().all(|id| heard.contains_key(id)) {
                 let mut founders: Vec<NodeInfo> =
@@ -212,6 +231,7 @@ impl Founding {
                     node: self.me.clone(),
                     founders: Some(founders.clone()),
                     want_reply: false,
+                    groups: Vec::new(),
                 };
                 send_hello(peers, others.iter().copied(), &hello);
                 return Ok(founders);
@@ -245,23 +265,45 @@ fn decode_hello(message: &PeerMessage) -> Option<Hello> {
 
 /// After founding, answers every hello with the founders, so late or replacement nodes learn
 /// the cluster exists.
-async fn answer_hellos(
+/// After founding: answers founding hellos with the founders, tells every peer about this node
+/// twice a second, and keeps what each peer last said of itself.
+async fn announce(
     mut control: mpsc::Receiver<PeerMessage>,
     peers: Arc<Peers>,
     me: NodeInfo,
     founders: Vec<NodeInfo>,
+    reports: Arc<Reports>,
 ) {
-    while let Some(message) = control.recv().await {
-        let Some(hello) = decode_hello(&message) else {
+    let hello = |want_reply: bool| Hello {
+        node: me.clone(),
+        founders: Some(founders.clone()),
+        want_reply,
+        groups: reports.local().into_iter().collect(),
+    };
+    let everyone: Vec<NodeId> = peers.senders.keys().copied().collect();
+    let mut ticker = tokio::time::interval(ANNOUNCE_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let message = tokio::select! {
+            _ = ticker.tick() => {
+                send_hello(&peers, everyone.iter().copied(), &hello(false));
+                continue;
+            }
+            message = control.recv() => message,
+        };
+        let Some(message) = message else { return };
+        let Some(heard) = decode_hello(&message) else {
             continue;
         };
-        if hello.want_reply {
-            let answer = Hello {
-                node: me.clone(),
-                founders: Some(founders.clone()),
-                want_reply: false,
-            };
-            send_hello(&peers, [message.from], &answer);
+        if heard.want_reply {
+            send_hello(&peers, [message.from], &hello(false));
         }
+        reports.record(
+            message.from,
+            Announcement {
+                incarnation: heard.node.incarnation,
+                groups: heard.groups.into_iter().collect(),
+            },
+        );
     }
 }

@@ -5,13 +5,16 @@
 //!
 //! - `storage_log`: a group's files, and the core's `RaftLog` over keel-storage.
 //! - `group`: the `Ready` loop every group shares (persist, send, apply).
-//! - `identity`: the node's identity and founding records, and the founding rule.
+//! - `identity`: the node's identity and founding records, the founding rule, and the hellos
+//!   nodes keep exchanging afterwards.
+//! - `replace`: node replacement (DESIGN.md 5) as reconciliation towards group 0's map.
 //!
 //! Each group runs as one tokio task (an actor) that owns its core and its log; requests reach
 //! it through a bounded inbox. Data directory layout: docs/FORMAT.md "Node data directory".
 
 pub mod group;
 pub mod identity;
+pub mod replace;
 pub mod storage_log;
 
 use std::collections::{BTreeMap, HashMap};
@@ -27,12 +30,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::meta::actor::{MetaHandle, MetaInput};
 use crate::meta::{MetaState, NodeInfo, TopicInfo, META_GROUP};
 use crate::partition::{PartitionHandle, PartitionInput, PartitionView};
-use crate::raft::{Config, Configuration, RaftNode, RecoveredState};
+use crate::raft::{Config, Incarnation, Membership, RaftNode, RecoveredState};
 use crate::transport::{
     ClientCertPolicy, GroupId, NodeId, NodeTls, Transport, TransportConfig, TransportError,
 };
 use group::{decode_coalesced, decode_messages, PeerBatch, Peers, RaftGroup, COALESCED_BASE};
 use identity::{Founding, Identity};
+use replace::{Announcement, MemberState, Reports};
 use storage_log::{fatal_storage_error, GroupDir};
 
 /// Group id of the node-to-node control messages (founding discovery), outside every Raft group.
@@ -124,6 +128,7 @@ struct Shared {
     peers: Arc<Peers>,
     routes: Mutex<HashMap<GroupId, Route>>,
     meta_state: Mutex<Option<watch::Receiver<MetaState>>>,
+    reports: Arc<Reports>,
 }
 
 /// What groups need of their node; cheap to clone.
@@ -140,6 +145,54 @@ impl NodeContext {
 
     pub fn limits(&self) -> Limits {
         self.shared.config.limits
+    }
+
+    pub fn incarnation(&self) -> Incarnation {
+        self.shared.incarnation
+    }
+
+    pub(crate) fn peers(&self) -> Arc<Peers> {
+        self.shared.peers.clone()
+    }
+
+    pub(crate) fn fsync(&self) -> FsyncPolicy {
+        self.shared.config.fsync
+    }
+
+    /// The incarnation group 0's map holds for each node: what every group's membership is
+    /// moved towards (node/replace.rs). Empty until the map is founded.
+    pub fn desired_incarnations(&self) -> BTreeMap<NodeId, Incarnation> {
+        let state = self.shared.meta_state.lock().expect("meta state lock");
+        let Some(state) = state.as_ref() else {
+            return BTreeMap::new();
+        };
+        let state = state.borrow();
+        state
+            .nodes
+            .values()
+            .map(|info| (info.node_id, info.incarnation))
+            .collect()
+    }
+
+    /// Whether this node answers clients: only as a voter of group 0 under its incarnation,
+    /// because only then is its map the cluster's (a replacement catching up has a partial one).
+    pub fn serves_clients(&self) -> bool {
+        self.shared.reports.local_state(META_GROUP) == Some(MemberState::Voter)
+    }
+
+    pub(crate) fn report_member_state(&self, group: GroupId, state: MemberState) {
+        self.shared.reports.set_local(group, Some(state));
+    }
+
+    /// What `node` last said of itself (this node answers from its own groups).
+    pub fn announcement(&self, node: NodeId) -> Option<Announcement> {
+        if node == self.node_id() {
+            return Some(Announcement {
+                incarnation: self.incarnation(),
+                groups: self.shared.reports.local(),
+            });
+        }
+        self.shared.reports.heard_from(node)
     }
 
     /// The advertised client address of `node`, from the metadata map.
@@ -208,18 +261,14 @@ impl NodeContext {
             let opened = tokio::task::block_in_place(|| dir.open(self.partition_log_options()))
                 .unwrap_or_else(|error| fatal_storage_error("opening a partition", &error));
             let fresh = opened.log.log().last_index() == 0 && opened.hard_state.term == 0;
-            let node = self.raft_node(
-                placement.group,
-                Configuration::with_voters(placement.replicas.iter().copied()),
-                opened,
-            );
+            let node = self.raft_node(placement.group, placement.membership(), opened);
             let group = RaftGroup::new(
                 placement.group,
                 node,
                 dir,
-                self.shared.peers.clone(),
+                self.clone(),
                 true,
-                self.shared.config.fsync,
+                placement.replicas.first().copied(),
             );
             let (inbox, receiver) = mpsc::channel(4096);
             let (view_sender, view) = watch::channel(PartitionView::default());
@@ -263,6 +312,7 @@ impl NodeContext {
             let Some(Route::Partition { handle, .. }) = route else {
                 continue;
             };
+            self.shared.reports.set_local(placement.group, None);
             let dir = group_dir(&self.shared.config, placement.group);
             tokio::spawn(async move {
                 let (done, stopped) = oneshot::channel();
@@ -288,24 +338,29 @@ impl NodeContext {
         }
     }
 
+    /// The group's core. `membership` is its first configuration (group 0's founders, a
+    /// partition's replicas as placed); configuration entries in the log override it. This
+    /// node may not be a member under its incarnation (a wiped node waiting to be replaced):
+    /// then it never campaigns and its votes and acknowledgements count for nothing.
     fn raft_node(
         &self,
         group: GroupId,
-        configuration: Configuration,
+        membership: Membership,
         opened: storage_log::OpenedGroup,
     ) -> RaftNode<storage_log::StorageLog> {
         // Seeded per node incarnation and group: reproducible, yet different across nodes so
         // election timeouts do not collide.
         let seed = self.shared.incarnation ^ group.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let config = Config::new(self.node_id(), seed);
+        let mut config = Config::new(self.node_id(), seed);
+        config.incarnation = self.shared.incarnation;
         let recovered = RecoveredState {
             hard_state: opened.hard_state,
             applied_index: 0,
             abstain_until_index: opened.abstain_until_index,
         };
-        RaftNode::new(config, configuration, opened.log, recovered).unwrap_or_else(|error| {
-            storage_log::fatal_message(&format!("group {group} configuration: {error}"))
-        })
+        RaftNode::with_membership(config, membership, opened.log, recovered).unwrap_or_else(
+            |error| storage_log::fatal_message(&format!("group {group} configuration: {error}")),
+        )
     }
 }
 
@@ -343,7 +398,7 @@ impl RunningNode {
         }
         let (transport, channels) = Transport::start(transport_config, &tls).await?;
         let local_address = transport.local_address();
-        let mut peers = Peers::new(lanes);
+        let mut peers = Peers::new(lanes, identity.incarnation);
         for (&peer, &address) in &config.peers {
             if peer != config.node_id {
                 peers
@@ -359,6 +414,7 @@ impl RunningNode {
             peers: peers.clone(),
             routes: Mutex::new(HashMap::new()),
             meta_state: Mutex::new(None),
+            reports: Arc::new(Reports::default()),
         });
         let context = NodeContext {
             shared: shared.clone(),
@@ -388,7 +444,12 @@ impl RunningNode {
         tasks.push(tokio::spawn(flush_heartbeats(peers.clone(), config.tick)));
         let founding = Founding::new(&config.data_dir, me.clone(), config.founders.clone());
         let founders = founding
-            .run(peers.clone(), control_receiver, &config.peers)
+            .run(
+                peers.clone(),
+                control_receiver,
+                &config.peers,
+                shared.reports.clone(),
+            )
             .await?;
         let (founders, control_task) = founders;
         tasks.push(control_task);
@@ -399,10 +460,10 @@ impl RunningNode {
         let fresh = opened.log.log().last_index() == 0 && opened.hard_state.term == 0;
         let node = context.raft_node(
             META_GROUP,
-            Configuration::with_voters(founders.iter().map(|info| info.node_id)),
+            Membership::with_voters(founders.iter().map(|info| (info.node_id, info.incarnation))),
             opened,
         );
-        let group = RaftGroup::new(META_GROUP, node, dir, peers.clone(), false, config.fsync);
+        let group = RaftGroup::new(META_GROUP, node, dir, context.clone(), false, None);
         let (inbox, receiver) = mpsc::channel(4096);
         let (state_sender, state) = watch::channel(MetaState::new());
         let (leader_sender, leader) = watch::channel(None);
@@ -519,22 +580,26 @@ async fn route_peer_messages(
             continue;
         }
         if message.group >= COALESCED_BASE {
-            for (group, messages) in decode_coalesced(message.from, &message.payload)
-                .into_iter()
-                .flatten()
-            {
+            let Some((incarnation, groups)) = decode_coalesced(message.from, &message.payload)
+            else {
+                continue;
+            };
+            for (group, messages) in groups {
                 deliver(
                     &shared,
                     group,
                     PeerBatch {
                         from: message.from,
+                        incarnation,
                         messages,
                     },
                 );
             }
             continue;
         }
-        let Some(messages) = decode_messages(message.group, message.from, &message.payload) else {
+        let Some((incarnation, messages)) =
+            decode_messages(message.group, message.from, &message.payload)
+        else {
             continue;
         };
         deliver(
@@ -542,6 +607,7 @@ async fn route_peer_messages(
             message.group,
             PeerBatch {
                 from: message.from,
+                incarnation,
                 messages,
             },
         );
