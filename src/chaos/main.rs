@@ -61,9 +61,13 @@ struct Args {
     /// Seed of the fault schedule.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Fault kinds to inject (comma-separated): kill, pause, partition, wipe. `wipe` needs
-    /// `replace-node` (DESIGN.md 5).
-    #[arg(long, value_delimiter = ',', default_value = "kill,pause,partition")]
+    /// Fault kinds to inject (comma-separated): kill, pause, partition, wipe (disk loss, then
+    /// `replace-node`, DESIGN.md 5).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "kill,pause,partition,wipe"
+    )]
     faults: Vec<FaultKind>,
     /// Concurrent producers (each its own client).
     #[arg(long, default_value_t = 3)]

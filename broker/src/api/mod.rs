@@ -36,6 +36,9 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often a waiting `replace-node` looks at the replaced node's reports (it announces itself
 /// twice a second).
 const REPLACE_POLL: Duration = Duration::from_millis(200);
+/// How long `replace-node` waits for the node to say hello (it does twice a second once
+/// founded, five times a second while it looks for its cluster).
+const FRESH_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// A waiting `replace-node` answers this long before its client's deadline.
 const REPLACE_ANSWER_MARGIN: Duration = Duration::from_secs(5);
 /// Partitions a topic may have.
@@ -426,14 +429,23 @@ async fn replace_node(
         tracing::warn!(node_id, "replace-node refused: no such node in the cluster");
         return Err(ErrorCode::UnknownNode);
     };
-    let Some(heard) = context.node.announcement(node_id) else {
-        tracing::warn!(
-            node_id,
-            "replace-node: the node has not been heard from (is it running?)"
-        );
-        return Err(ErrorCode::Unavailable);
+    // Only a hello sent after this request came in speaks for the process running now: the
+    // last one of a node killed a moment ago still names its lost incarnation.
+    let asked = std::time::Instant::now();
+    let deadline = tokio::time::Instant::now() + FRESH_HELLO_TIMEOUT;
+    let incarnation = loop {
+        match context.node.announcement(node_id) {
+            Some(heard) if heard.heard_at >= asked => break heard.incarnation,
+            _ if tokio::time::Instant::now() >= deadline => {
+                tracing::warn!(
+                    node_id,
+                    "replace-node: the node is not running (no hello heard)"
+                );
+                return Err(ErrorCode::Unavailable);
+            }
+            _ => tokio::time::sleep(REPLACE_POLL).await,
+        }
     };
-    let incarnation = heard.incarnation;
     if incarnation != recorded {
         tracing::info!(
             node_id,

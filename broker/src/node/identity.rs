@@ -303,6 +303,7 @@ async fn announce(
             Announcement {
                 incarnation: heard.node.incarnation,
                 groups: heard.groups.into_iter().collect(),
+                heard_at: std::time::Instant::now(),
             },
         );
     }

@@ -190,6 +190,7 @@ impl NodeContext {
             return Some(Announcement {
                 incarnation: self.incarnation(),
                 groups: self.shared.reports.local(),
+                heard_at: std::time::Instant::now(),
             });
         }
         self.shared.reports.heard_from(node)

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -76,10 +77,13 @@ pub fn next_change<L: RaftLog>(
 }
 
 /// What one node last said of itself: its incarnation and its standing in each of its groups.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Announcement {
     pub incarnation: Incarnation,
     pub groups: BTreeMap<GroupId, MemberState>,
+    /// When it was heard. A node killed a moment ago leaves its last announcement behind, so a
+    /// caller that must know who runs *now* waits for one heard after it asked.
+    pub heard_at: Instant,
 }
 
 /// This node's own member states (written by its groups) and the latest announcement heard
