@@ -107,24 +107,29 @@ fn a_wiped_node_is_replaced_catches_up_is_promoted_and_leads_again() {
     cluster.spawn(2);
     cluster.wait_ready(2);
 
-    // Replace it while producers keep writing.
+    // Replace it while producers keep writing: first `--no-wait` (returns once node 3 is a
+    // learner everywhere), then the full command (returns once it is promoted everywhere).
     let replace = std::thread::spawn({
         let bootstrap = cluster.bootstrap().join(",");
         let ca = cluster.ca();
         move || {
-            Command::new(KEEL)
-                .args([
-                    "cluster",
-                    "replace-node",
-                    "--id",
-                    "3",
-                    "--bootstrap",
-                    &bootstrap,
-                ])
-                .arg("--ca")
-                .arg(&ca)
-                .output()
-                .expect("running keel cluster replace-node")
+            let run = |extra: &[&str]| {
+                Command::new(KEEL)
+                    .args([
+                        "cluster",
+                        "replace-node",
+                        "--id",
+                        "3",
+                        "--bootstrap",
+                        &bootstrap,
+                    ])
+                    .arg("--ca")
+                    .arg(&ca)
+                    .args(extra)
+                    .output()
+                    .expect("running keel cluster replace-node")
+            };
+            (run(&["--no-wait"]), run(&[]))
         }
     });
     let (more, failed) = rt.block_on(produce(&producer, 3_000, 3_000, |_| async {}));
@@ -135,16 +140,24 @@ fn a_wiped_node_is_replaced_catches_up_is_promoted_and_leads_again() {
         cluster.logs()
     );
     acked.extend(more);
-    let output = replace.join().expect("replace thread");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "replace-node failed: {}\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        cluster.logs()
-    );
+    let (learners, replaced) = replace.join().expect("replace thread");
+    for output in [&learners, &replaced] {
+        assert!(
+            output.status.success(),
+            "replace-node failed: {}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            cluster.logs()
+        );
+    }
     // Group 0 and the three partitions.
-    assert_eq!(stdout.trim(), "node 3 replaced in 4 groups");
+    assert_eq!(
+        String::from_utf8_lossy(&learners.stdout).trim(),
+        "node 3 added as a learner in 4 groups"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&replaced.stdout).trim(),
+        "node 3 replaced in 4 groups"
+    );
 
     rt.block_on(async {
         let status = admin.cluster_status().await.expect("status");
