@@ -81,9 +81,8 @@ struct Args {
     /// Partitions of the main topic (a second topic has one partition).
     #[arg(long, default_value_t = 3)]
     partitions: u32,
-    /// Replicas of each partition (default: every node). Fewer replicas than nodes currently
-    /// leaves clients without a route to some partitions: a node's metadata names only the
-    /// leaders of partitions it replicates (see docs/CHAOS.md, "Findings").
+    /// Replicas of each partition (default: every node). With fewer, a node's metadata names
+    /// no leader for partitions it does not replicate and the SDK asks their replicas.
     #[arg(long)]
     replication: Option<u64>,
     /// Healthy time after the last fault before the clients stop.
