@@ -60,6 +60,12 @@ pub struct BenchArgs {
     /// Bounds the queueing a latency figure includes; the NATS baseline uses the same window.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     window: u64,
+    /// Producer batch size in bytes (the SDK's `batch_bytes`; default: the SDK default).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1024..=(16 << 20)))]
+    batch_bytes: Option<u64>,
+    /// Producer linger in milliseconds (default: the SDK default; 0 with `--sync`).
+    #[arg(long)]
+    linger_ms: Option<u64>,
     /// Partitions of the topic if the bench creates it.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     partitions: u32,
@@ -203,13 +209,15 @@ async fn run_producers(
 ) -> anyhow::Result<(Histogram<u64>, Instant)> {
     let mut producers = Vec::new();
     for _ in 0..args.producers {
+        let defaults = ProducerConfig::default();
         let config = ProducerConfig {
-            linger_ms: if args.sync {
-                0
-            } else {
-                ProducerConfig::default().linger_ms
+            linger_ms: match (args.linger_ms, args.sync) {
+                (Some(linger_ms), _) => linger_ms,
+                (None, true) => 0,
+                (None, false) => defaults.linger_ms,
             },
-            ..ProducerConfig::default()
+            batch_bytes: args.batch_bytes.unwrap_or(defaults.batch_bytes),
+            ..defaults
         };
         producers.push(Producer::with_config(client.clone(), config));
     }
