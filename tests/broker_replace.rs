@@ -13,8 +13,10 @@ use bytes::Bytes;
 use common::acked::{check, consume_all, create_topic, produce, TOPIC};
 use common::raw::connect;
 use common::{runtime, TestCluster, KEEL};
+use keel_client::wire::messages::ReplaceNodeRequest;
+use keel_client::wire::ErrorCode;
 use keel_client::wire::{Request, Response};
-use keel_client::{Admin, Producer};
+use keel_client::{Admin, Producer, ReplaceNodeWait};
 
 /// Group 0's leader as node `id` sees it (`None` if the node is down or knows no leader).
 async fn meta_leader_seen_by(cluster: &TestCluster, id: u64) -> Option<u64> {
@@ -187,5 +189,82 @@ fn a_wiped_node_is_replaced_catches_up_is_promoted_and_leads_again() {
     let read = rt.block_on(consume_all(&client, 3, &acked));
     assert_eq!(check(&acked, &read), 0, "duplicated messages");
     assert_eq!(acked.len(), 6_000);
+    rt.block_on(client.close());
+}
+
+/// The incarnation node `id` logged at its latest start.
+fn logged_incarnation(cluster: &TestCluster, id: u64) -> Option<u64> {
+    let log = std::fs::read_to_string(&cluster.node(id).log).ok()?;
+    let line = log
+        .lines()
+        .rev()
+        .find(|line| line.contains("node identity"))?;
+    let value = line.split("incarnation=").nth(1)?;
+    value.split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+fn replace_node_right_after_a_restart_waits_for_the_new_incarnation() {
+    // Regression (found by keel-chaos, seed 6): the last hello of the killed incarnation was
+    // still on record, so a replace-node sent right after the wiped node restarted could answer
+    // "replaced" at once for the old incarnation, and nothing was replaced.
+    let mut cluster = TestCluster::start(3);
+    let rt = runtime();
+    let _entered = rt.enter();
+    let client = rt.block_on(cluster.client());
+    rt.block_on(create_topic(&client, 1));
+    let admin = Admin::new(client.clone());
+    let old = logged_incarnation(&cluster, 2).expect("node 2's first incarnation");
+    cluster.kill(2);
+    std::fs::remove_dir_all(&cluster.node(2).data_dir).expect("wiping node 2");
+    // Node 1 still holds node 2's last hello from before the kill (old incarnation, a voter
+    // everywhere). Asked now, with no node 2 running, it must not call that a replacement.
+    let address: SocketAddr = format!("127.0.0.1:{}", cluster.node(1).port)
+        .parse()
+        .unwrap();
+    let request = Request::ReplaceNode(ReplaceNodeRequest {
+        node_id: 2,
+        wait: ReplaceNodeWait::UntilReplaced,
+    });
+    let answer = rt.block_on(async {
+        let raw = connect(&cluster, address, b"keel/1", None, None)
+            .await
+            .expect("connect to node 1");
+        raw.request(request, Bytes::new()).await.0
+    });
+    assert_eq!(
+        answer,
+        Response::Error(ErrorCode::Unavailable),
+        "a node that is not running is not replaced"
+    );
+    // The wiped node starts, and the same request made at once replaces it.
+    cluster.spawn(2);
+    let response = rt
+        .block_on(admin.replace_node(2, ReplaceNodeWait::UntilReplaced))
+        .expect("replace-node");
+    assert_eq!(response.groups, 2, "group 0 and the partition");
+    let new = logged_incarnation(&cluster, 2).expect("node 2's new incarnation");
+    assert_ne!(new, old);
+    // Asking again once it is done is harmless and answers at once.
+    let again = rt.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            admin.replace_node(2, ReplaceNodeWait::UntilReplaced),
+        )
+        .await
+    });
+    assert_eq!(
+        again
+            .expect("answered in time")
+            .expect("replace again")
+            .groups,
+        2
+    );
+    let status = rt.block_on(admin.cluster_status()).expect("status");
+    let node = status.nodes.iter().find(|n| n.node_id == 2).unwrap();
+    assert_eq!(
+        node.incarnation, new,
+        "the map holds the running incarnation"
+    );
     rt.block_on(client.close());
 }
