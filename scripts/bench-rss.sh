@@ -6,7 +6,7 @@
 #
 #   scripts/bench-rss.sh [MESSAGES] [extra keel bench args...]
 #
-# Without MESSAGES a 20,000-message calibration run (topic `calibrate`) measures the rate and
+# Without MESSAGES a 100,000-message calibration run (topic `calibrate`) measures the rate and
 # the main run gets rate * 70 s * 3/4 messages (bounded to 50,000..5,000,000): the sustained
 # rate with a paused and then catching-up follower was about 3/4 of the short calibration's
 # (34,441 against 47,763 msgs/s on 2026-12-01), so the run lasts about 70 s. Prints the max
@@ -31,7 +31,7 @@ echo "server pids: 1=${node_pids[1]} 2=${node_pids[2]} 3=${node_pids[3]}" >&2
 
 if [[ -z "$messages" ]]; then
   "$keel" bench produce --bootstrap "$bootstrap" --ca "$ca" --topic calibrate \
-    --messages 20000 --size "$size" --producers "$producers" --json "$root/calibrate.json" \
+    --messages 100000 --size "$size" --producers "$producers" --json "$root/calibrate.json" \
     "$@" >&2
   rate=$(jq -r '.msgs_per_s | floor' "$root/calibrate.json")
   messages=$(( rate * run_seconds * 3 / 4 ))
