@@ -5,6 +5,8 @@
 #   source scripts/lib-cluster.sh
 #   cluster_start bench-cluster     # sets keel, root, base, bootstrap, ca, node_pids[1..3]
 #
+# KEEL_BIN=path runs another build of `keel` (e.g. a copy of an earlier one, for before/after).
+#
 # The caller runs `set -euo pipefail` and `cd`s to the repository root first.
 
 cluster_pids=()
@@ -27,7 +29,7 @@ cluster_track() { cluster_pids+=("$1"); }
 cluster_start() {
   local name=${1:-bench-cluster}
   nice -n 10 cargo build --release --bin keel >&2
-  keel=target/release/keel
+  keel=${KEEL_BIN:-target/release/keel}
   root=target/$name
   rm -rf "$root"
   mkdir -p "$root"
