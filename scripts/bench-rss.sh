@@ -12,6 +12,7 @@
 # (34,441 against 47,763 msgs/s on 2026-12-01), so the run lasts about 70 s. Prints the max
 # RssAnon per node (overall, before, during and after the pause) and the bench summary.
 # Samples go to target/bench-rss/rss.tsv. Every process is killed when the script exits.
+# PAUSE_AT_S (default 15) and PAUSE_FOR_S (default 30, may be fractional) move the pause.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib-cluster.sh
