@@ -69,14 +69,21 @@ pub enum DecodeError {
 /// Panics if the payload is larger than any frame can carry: callers check
 /// `max_payload_bytes` first (a programmer error, not bad input).
 pub fn encode_frame(group: u64, payload: &[u8], buffer: &mut impl BufMut) {
-    assert!(
-        payload.len() <= MAX_REPRESENTABLE_PAYLOAD_BYTES as usize,
-        "payload of {} bytes cannot be framed",
-        payload.len()
-    );
-    buffer.put_u32((FRAME_GROUP_BYTES + payload.len()) as u32);
-    buffer.put_u64(group);
+    encode_frame_header(group, payload.len(), buffer);
     buffer.put_slice(payload);
+}
+
+/// Appends the header of a frame whose `payload_bytes` of payload the caller sends right after
+/// it (on the same lane, unmodified): a large payload then goes out without being copied.
+///
+/// Panics like [`encode_frame`] if no frame can carry that payload.
+pub fn encode_frame_header(group: u64, payload_bytes: usize, buffer: &mut impl BufMut) {
+    assert!(
+        payload_bytes <= MAX_REPRESENTABLE_PAYLOAD_BYTES as usize,
+        "payload of {payload_bytes} bytes cannot be framed"
+    );
+    buffer.put_u32((FRAME_GROUP_BYTES + payload_bytes) as u32);
+    buffer.put_u64(group);
 }
 
 /// Bytes one frame with `payload_bytes` of payload takes on the wire.
