@@ -5,6 +5,7 @@
 #   source scripts/lib-cluster.sh
 #   cluster_start bench-cluster     # sets keel, root, base, bootstrap, ca, node_pids[1..3]
 #
+# KEEL_FSYNC=never|interval:<ms> measures without a sync per write (diagnosis only).
 # KEEL_BIN=path runs another build of `keel` (e.g. a copy of an earlier one, for before/after).
 #
 # The caller runs `set -euo pipefail` and `cd`s to the repository root first.
@@ -44,7 +45,7 @@ cluster_start() {
   for id in 1 2 3; do
     RUST_LOG=warn,keel=info "$keel" server --id "$id" --data-dir "$root/node-$id" \
       --listen "127.0.0.1:$((base + id - 1))" --tls-dir "$root/tls" --peers "$peers" \
-      --fsync always 2>"$root/node-$id.log" &
+      --fsync "${KEEL_FSYNC:-always}" 2>"$root/node-$id.log" &
     node_pids[$id]=$!
     cluster_track $!
   done

@@ -111,13 +111,18 @@ impl Transport {
         }
         let server_config = quic_server_config(&config, tls)?;
         let dial_config = quic_peer_dial_config(&config, tls)?;
-        let endpoint =
-            quinn::Endpoint::server(server_config, config.listen_address).map_err(|source| {
-                TransportError::Bind {
-                    address: config.listen_address,
-                    source,
-                }
-            })?;
+        let bind_error = |source| TransportError::Bind {
+            address: config.listen_address,
+            source,
+        };
+        let socket = keel_client::bind_udp_socket(config.listen_address).map_err(bind_error)?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server_config),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(bind_error)?;
         let bound_address = endpoint
             .local_addr()
             .map_err(|source| TransportError::Bind {
