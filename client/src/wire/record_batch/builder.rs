@@ -57,8 +57,9 @@ impl RecordBatchBuilder {
     /// beyond `limits.max_record_batch_bytes`.
     pub fn new(limits: &Limits, batch_bytes: u64) -> Self {
         let batch_bytes = batch_bytes.min(limits.max_record_batch_bytes);
-        // A builder for a small target reserves the target; one for a huge target grows as needed.
-        let initial_capacity = usize::try_from(batch_bytes.min(1 << 20))
+        // A builder for a small target reserves the target; one for a big target grows as needed
+        // (an open batch per partition must not pin its whole target while it sits nearly empty).
+        let initial_capacity = usize::try_from(batch_bytes.min(64 << 10))
             .unwrap_or(0)
             .max(BATCH_HEADER_BYTES);
         let mut buffer = Vec::with_capacity(initial_capacity);
