@@ -198,3 +198,54 @@ fn replays_are_answered_with_the_original_offsets_across_restarts_and_leader_cha
         assert_eq!(stored_values(&cluster).await, ["a", "b", "c"]);
     });
 }
+
+#[test]
+fn a_batch_that_overtakes_its_predecessor_waits_for_it() {
+    // With two batches in flight (the SDK default) each goes on its own stream, and the second
+    // may reach the leader first. The leader holds it until the first arrives, so both land,
+    // in sequence order.
+    let cluster = TestCluster::start(3);
+    let rt = runtime();
+    let create = Request::CreateTopic(CreateTopicRequest {
+        name: TOPIC.into(),
+        partitions: 1,
+        replication_factor: Some(3),
+    });
+    rt.block_on(ask_nodes(
+        &cluster,
+        &create,
+        &Bytes::new(),
+        |response, _| match response {
+            Response::CreateTopic(_) => Some(()),
+            Response::Error(code) if code.is_retriable() => None,
+            other => panic!("create topic: {other:?}"),
+        },
+    ));
+    rt.block_on(async {
+        let pid = producer_id(&cluster).await;
+        let stamp = |base_sequence| ProducerStamp {
+            producer_id: pid,
+            producer_epoch: 0,
+            base_sequence,
+        };
+        let cluster = std::sync::Arc::new(cluster);
+        let early = tokio::spawn({
+            let cluster = cluster.clone();
+            let payload = batch(stamp(2), &["c"]);
+            async move { produce(&cluster, payload).await }
+        });
+        // Long enough for the early batch to be waiting at the leader.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(
+            !early.is_finished(),
+            "the early batch waits for its predecessor"
+        );
+        let first = produce(&cluster, batch(stamp(0), &["a", "b"]))
+            .await
+            .expect("first batch");
+        assert_eq!((first.base_offset, first.last_offset), (0, 1));
+        let second = early.await.expect("task").expect("early batch");
+        assert_eq!((second.base_offset, second.last_offset), (2, 2));
+        assert_eq!(stored_values(&cluster).await, ["a", "b", "c"]);
+    });
+}

@@ -7,9 +7,11 @@
 //!
 //! One task owns the batching state (`accumulator.rs`) and the sticky partitioner; each batch it
 //! sends runs in its own task, retrying through [`Client`] (leader changes, redirects) within
-//! the retry policy and the delivery timeout. With `max_in_flight_per_partition` = 1 (the
-//! default) a partition's next batch leaves only after the previous one completed, so retries
-//! never reorder a partition.
+//! the retry policy and the delivery timeout. Up to `max_in_flight_per_partition` (default 1,
+//! at most 5) batches of a partition are in flight at once; their sequence numbers let the
+//! leader hold one that overtook its predecessor until the predecessor arrives, so neither
+//! separate streams nor retries reorder a partition. Without idempotence the producer sends one
+//! at a time.
 //!
 //! Idempotence (on by default, DESIGN.md 4): the producer gets a producer id from the cluster
 //! (`InitProducerId`) and stamps each batch, when it is dispatched, with that id, epoch 0 and
@@ -46,6 +48,9 @@ use crate::wire::{ProducerStamp, Record, Request, Response, WireError};
 /// Bytes a buffered record is charged beyond its key and value (bookkeeping), so that even
 /// empty messages count against `max_buffered_bytes`.
 pub const RECORD_OVERHEAD_BYTES: u64 = 64;
+/// Most batches of one partition in flight: the leader remembers a producer's last 5 batches,
+/// so a retry of any batch still in flight is recognised as a duplicate.
+pub const MAX_IN_FLIGHT_PER_PARTITION: u32 = 5;
 
 /// A record's acknowledgement: the partition it went to and its offset there.
 pub type Delivery = (u32, u64);
@@ -58,9 +63,10 @@ pub struct ProducerConfig {
     /// Target batch size; a batch closes when the next record would not fit. A record larger
     /// than this gets a batch of its own (up to `max_record_batch_bytes`).
     pub batch_bytes: u64,
-    /// Batches of one partition in flight at once. Keep 1: a batch that overtakes its
-    /// predecessor (separate streams, or a retry) is refused by the leader as a sequence gap,
-    /// and without idempotence a retry could reorder the partition.
+    /// Batches of one partition in flight at once (at most 5). More than one only with
+    /// idempotence: its sequence numbers let the leader put a batch that overtook its
+    /// predecessor (separate streams, or a retry) back in order; without idempotence the
+    /// producer sends one at a time, since a retry could reorder the partition.
     pub max_in_flight_per_partition: u32,
     /// Bound on the keys and values buffered and in flight (plus [`RECORD_OVERHEAD_BYTES`] each).
     pub max_buffered_bytes: u64,
@@ -82,6 +88,8 @@ impl Default for ProducerConfig {
             // the last round at once, while a quiet one still sends after `linger_ms`.
             // BENCHMARKS.md: 16 KiB 23.5k, 64 KiB 56-60k, 256 KiB 74-82k msgs/s (4 producers).
             batch_bytes: 256 * 1024,
+            // More than one measured no faster on the 2-core machine, where the CPU is the
+            // limit at ~80k msgs/s (BENCHMARKS.md); 1 is the path the fault tests cover most.
             max_in_flight_per_partition: 1,
             max_buffered_bytes: 32 * 1024 * 1024,
             acks: Acks::Committed,
@@ -345,7 +353,13 @@ async fn run(client: Client, shared: Arc<Shared>, mut commands: mpsc::UnboundedR
         linger: Duration::from_millis(config.linger_ms),
         batch_bytes: config.batch_bytes,
         limits: client.config().limits,
-        max_in_flight: config.max_in_flight_per_partition.max(1),
+        max_in_flight: if config.idempotence {
+            config
+                .max_in_flight_per_partition
+                .clamp(1, MAX_IN_FLIGHT_PER_PARTITION)
+        } else {
+            1
+        },
     });
     let mut sticky = StickyPartitioner::default();
     // Every batch that exists (open, queued or in flight), by id: flushes wait on these.
@@ -354,9 +368,20 @@ async fn run(client: Client, shared: Arc<Shared>, mut commands: mpsc::UnboundedR
     let (completions_sender, mut completions) = mpsc::unbounded_channel::<Completion>();
     let mut producer_dropped = false;
     let mut idempotence: Option<Idempotence> = None;
+    // Batches dispatched and not completed, over all partitions.
+    let mut in_flight = 0usize;
+    // A batch failed for good: the batches still in flight under the old producer id may yet
+    // land (after the failed one, if it landed after all), so nothing goes out under a new
+    // producer id until they are done; otherwise a later batch could overtake them.
+    let mut restarting = false;
 
     loop {
-        let deadline = accumulator.next_deadline();
+        // While restarting, only completions (and new records) matter: no deadline to wake on.
+        let deadline = if restarting && in_flight > 0 {
+            None
+        } else {
+            accumulator.next_deadline()
+        };
         tokio::select! {
             command = commands.recv(), if !producer_dropped => match command {
                 Some(Command::Send(pending)) => {
@@ -372,14 +397,21 @@ async fn run(client: Client, shared: Arc<Shared>, mut commands: mpsc::UnboundedR
             Some(completion) = completions.recv() => {
                 accumulator.complete(&completion.topic_partition);
                 outstanding.remove(&completion.batch_id);
+                in_flight -= 1;
                 if completion.failed && idempotence.is_some() {
                     // Start over under a new producer id rather than send after a hole.
                     idempotence = None;
+                    restarting = true;
                 }
             }
             () = sleep_until(deadline), if deadline.is_some() => {}
         }
+        if restarting && in_flight > 0 {
+            continue;
+        }
+        restarting = false;
         for mut batch in accumulator.drain(Instant::now()) {
+            in_flight += 1;
             if config.idempotence && batch.bytes.is_ok() {
                 if idempotence.is_none() {
                     match Idempotence::init(&client).await {

@@ -63,6 +63,9 @@ pub struct BenchArgs {
     /// Producer batch size in bytes (the SDK's `batch_bytes`; default: the SDK default).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1024..=(16 << 20)))]
     batch_bytes: Option<u64>,
+    /// Producer batches in flight per partition (default: the SDK default).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=5))]
+    in_flight: Option<u32>,
     /// Producer linger in milliseconds (default: the SDK default; 0 with `--sync`).
     #[arg(long)]
     linger_ms: Option<u64>,
@@ -217,6 +220,9 @@ async fn run_producers(
                 (None, false) => defaults.linger_ms,
             },
             batch_bytes: args.batch_bytes.unwrap_or(defaults.batch_bytes),
+            max_in_flight_per_partition: args
+                .in_flight
+                .unwrap_or(defaults.max_in_flight_per_partition),
             ..defaults
         };
         producers.push(Producer::with_config(client.clone(), config));

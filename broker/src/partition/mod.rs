@@ -73,6 +73,25 @@ struct Waiter {
     replies: Vec<oneshot::Sender<Result<ProduceResponse, ErrorCode>>>,
 }
 
+/// An idempotent batch that arrived before its predecessor: a producer with several batches in
+/// flight sends each on its own stream, and streams (or retries after a leader change) may
+/// overtake each other. It waits for the predecessor instead of being refused as a gap.
+struct Early {
+    batch: BytesMut,
+    count: u32,
+    identity: BatchIdentity,
+    reply: oneshot::Sender<Result<ProduceResponse, ErrorCode>>,
+    /// Past this, the gap is real (the predecessor failed for good): refuse the batch.
+    deadline: std::time::Instant,
+}
+
+/// Early batches held at once per partition; beyond it a gap is refused at once. A producer
+/// has at most `max_in_flight_per_partition` (a handful) batches in flight.
+const MAX_EARLY_BATCHES: usize = 64;
+/// How long an early batch waits for its predecessor: a retry crossing a leader change takes
+/// an election timeout and a backoff or two.
+const EARLY_BATCH_WAIT: Duration = Duration::from_secs(2);
+
 /// The partition's offsets and waiting producers.
 pub struct PartitionState {
     end_offset: u64,
@@ -83,6 +102,8 @@ pub struct PartitionState {
     /// Idempotent batches this leader proposed and has not applied yet, in index order:
     /// (index, identity, base offset). The dedup table does not know them yet.
     pending: Vec<(Index, BatchIdentity, u64)>,
+    /// Batches waiting for a predecessor (leader only; answered on any role change).
+    early: Vec<Early>,
     dedup: Dedup,
     group_label: String,
     view: watch::Sender<PartitionView>,
@@ -114,6 +135,9 @@ impl PartitionState {
             for reply in waiter.replies {
                 let _ = reply.send(Err(error.clone()));
             }
+        }
+        for early in std::mem::take(&mut self.early) {
+            let _ = early.reply.send(Err(error.clone()));
         }
         self.pending.clear();
     }
@@ -196,7 +220,7 @@ impl Machine for PartitionState {
     }
 
     fn on_role_change(&mut self, role: Role, leader: Option<NodeId>, _term: Term) {
-        if role != Role::Leader && !self.waiters.is_empty() {
+        if role != Role::Leader && (!self.waiters.is_empty() || !self.early.is_empty()) {
             // Their fate is unknown (they may still commit under the next leader): the producer
             // retries, which may duplicate until the idempotent producer arrives.
             let error = self.not_leader(leader);
@@ -220,6 +244,7 @@ pub async fn run(
         applied_index: 0,
         waiters: BTreeMap::new(),
         pending: Vec::new(),
+        early: Vec::new(),
         dedup: Dedup::default(),
         group_label: group.group.to_string(),
         view,
@@ -250,6 +275,7 @@ pub async fn run(
             input = inbox.recv() => input,
             _ = ticker.tick() => {
                 group.tick();
+                expire_early(&mut group, &mut state);
                 group.process(&mut state);
                 state.publish(group.node.role(), group.node.leader());
                 continue;
@@ -289,7 +315,7 @@ fn handle(group: &mut RaftGroup, state: &mut PartitionState, input: PartitionInp
             batch,
             count,
             reply,
-        } => produce(group, state, batch, count, reply),
+        } => produce(group, state, batch, count, reply, true),
         PartitionInput::Fetch {
             offset,
             max_bytes,
@@ -325,6 +351,7 @@ fn produce(
     mut batch: BytesMut,
     count: u32,
     reply: oneshot::Sender<Result<ProduceResponse, ErrorCode>>,
+    may_wait: bool,
 ) {
     let node = &group.node;
     if node.role() != Role::Leader {
@@ -369,6 +396,22 @@ fn produce(
                 }
                 return;
             }
+            // Ahead of what the table expects (a producer it knows), or not at the start of a
+            // producer it has not seen yet: a predecessor may still be on its way.
+            Verdict::Reject(ref error)
+                if may_wait
+                    && is_ahead(error, &identity)
+                    && state.early.len() < MAX_EARLY_BATCHES =>
+            {
+                state.early.push(Early {
+                    batch,
+                    count,
+                    identity,
+                    reply,
+                    deadline: std::time::Instant::now() + EARLY_BATCH_WAIT,
+                });
+                return;
+            }
             Verdict::Reject(error) => {
                 tracing::warn!(group = group.group, producer_id = identity.stamp.producer_id, %error, "idempotent batch refused");
                 let _ = reply.send(Err(error));
@@ -395,9 +438,6 @@ fn produce(
                 }));
                 return;
             }
-            if identity.stamp.is_idempotent() {
-                state.pending.push((index, identity, base_offset));
-            }
             state.waiters.insert(
                 index,
                 Waiter {
@@ -407,6 +447,10 @@ fn produce(
                     replies: vec![reply],
                 },
             );
+            if identity.stamp.is_idempotent() {
+                state.pending.push((index, identity, base_offset));
+                release_successor(group, state, &identity);
+            }
         }
         Err(ProposeError::NotLeader { leader_hint }) => {
             let _ = reply.send(Err(state.not_leader(leader_hint)));
@@ -418,6 +462,51 @@ fn produce(
             tracing::warn!(group = group.group, %error, "produce refused");
             let _ = reply.send(Err(ErrorCode::MessageTooLarge));
         }
+    }
+}
+
+/// Whether a refused batch could be waiting for a predecessor: it starts past the sequence the
+/// producer should continue at (0 for a producer the partition has not seen yet).
+fn is_ahead(refusal: &ErrorCode, identity: &BatchIdentity) -> bool {
+    match *refusal {
+        ErrorCode::OutOfOrderSequence { expected_sequence } => {
+            identity.stamp.base_sequence > expected_sequence
+        }
+        ErrorCode::UnknownProducerId => identity.stamp.base_sequence > 0,
+        _ => false,
+    }
+}
+
+/// Proposes the early batch that continues right after `identity`, if one is waiting (and so on
+/// down the chain, through `produce`).
+fn release_successor(group: &mut RaftGroup, state: &mut PartitionState, identity: &BatchIdentity) {
+    let Some(next_sequence) = identity.stamp.base_sequence.checked_add(identity.count) else {
+        return;
+    };
+    let successor = state.early.iter().position(|early| {
+        early.identity.stamp.producer_id == identity.stamp.producer_id
+            && early.identity.stamp.producer_epoch == identity.stamp.producer_epoch
+            && early.identity.stamp.base_sequence == next_sequence
+    });
+    if let Some(position) = successor {
+        let early = state.early.swap_remove(position);
+        produce(group, state, early.batch, early.count, early.reply, true);
+    }
+}
+
+/// Early batches whose predecessor did not come in time are judged again, without waiting:
+/// the gap is refused (the producer starts over under a new producer id).
+fn expire_early(group: &mut RaftGroup, state: &mut PartitionState) {
+    if state.early.is_empty() {
+        return;
+    }
+    let now = std::time::Instant::now();
+    let (expired, waiting): (Vec<Early>, Vec<Early>) = std::mem::take(&mut state.early)
+        .into_iter()
+        .partition(|early| early.deadline <= now);
+    state.early = waiting;
+    for early in expired {
+        produce(group, state, early.batch, early.count, early.reply, false);
     }
 }
 
