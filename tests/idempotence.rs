@@ -58,6 +58,26 @@ async fn produce(cluster: &TestCluster, payload: Bytes) -> Result<ProduceRespons
     .await
 }
 
+/// The test topic: one partition on all three nodes.
+async fn create_topic(cluster: &TestCluster) {
+    let create = Request::CreateTopic(CreateTopicRequest {
+        name: TOPIC.into(),
+        partitions: 1,
+        replication_factor: Some(3),
+    });
+    ask_nodes(
+        cluster,
+        &create,
+        &Bytes::new(),
+        |response, _| match response {
+            Response::CreateTopic(_) => Some(()),
+            Response::Error(code) if code.is_retriable() => None,
+            other => panic!("create topic: {other:?}"),
+        },
+    )
+    .await
+}
+
 async fn producer_id(cluster: &TestCluster) -> u64 {
     ask_nodes(
         cluster,
@@ -106,21 +126,7 @@ async fn stored_values(cluster: &TestCluster) -> Vec<String> {
 fn replays_are_answered_with_the_original_offsets_across_restarts_and_leader_changes() {
     let mut cluster = TestCluster::start(3);
     let rt = runtime();
-    let create = Request::CreateTopic(CreateTopicRequest {
-        name: TOPIC.into(),
-        partitions: 1,
-        replication_factor: Some(3),
-    });
-    rt.block_on(ask_nodes(
-        &cluster,
-        &create,
-        &Bytes::new(),
-        |response, _| match response {
-            Response::CreateTopic(_) => Some(()),
-            Response::Error(code) if code.is_retriable() => None,
-            other => panic!("create topic: {other:?}"),
-        },
-    ));
+    rt.block_on(create_topic(&cluster));
     let (pid, first, second) = rt.block_on(async {
         let pid = producer_id(&cluster).await;
         let stamp = |base_sequence| ProducerStamp {
@@ -206,21 +212,7 @@ fn a_batch_that_overtakes_its_predecessor_waits_for_it() {
     // in sequence order.
     let cluster = TestCluster::start(3);
     let rt = runtime();
-    let create = Request::CreateTopic(CreateTopicRequest {
-        name: TOPIC.into(),
-        partitions: 1,
-        replication_factor: Some(3),
-    });
-    rt.block_on(ask_nodes(
-        &cluster,
-        &create,
-        &Bytes::new(),
-        |response, _| match response {
-            Response::CreateTopic(_) => Some(()),
-            Response::Error(code) if code.is_retriable() => None,
-            other => panic!("create topic: {other:?}"),
-        },
-    ));
+    rt.block_on(create_topic(&cluster));
     rt.block_on(async {
         let pid = producer_id(&cluster).await;
         let stamp = |base_sequence| ProducerStamp {

@@ -682,6 +682,24 @@ fn a_membership_change_before_the_leaders_noop_commits_waits() {
     assert_no_violation(&cluster);
 }
 
+/// DESIGN.md 5's replacement of `id`'s `old` incarnation by `new`: learner, remove, promote.
+fn replace_sequence(id: NodeId, old: u64, new: u64) -> Vec<MembershipChange> {
+    vec![
+        MembershipChange::AddLearner {
+            id,
+            incarnation: new,
+        },
+        MembershipChange::RemoveVoter {
+            id,
+            incarnation: old,
+        },
+        MembershipChange::PromoteLearner {
+            id,
+            incarnation: new,
+        },
+    ]
+}
+
 #[test]
 fn a_wiped_node_rejoins_through_replace_as_a_learner_first() {
     // Node 3 loses its disk. Its new incarnation is ignored as a voter; it is added as a
@@ -718,23 +736,7 @@ fn a_wiped_node_rejoins_through_replace_as_a_learner_first() {
             }
         }
     }
-    assert_eq!(
-        steps,
-        vec![
-            MembershipChange::AddLearner {
-                id: 3,
-                incarnation: new
-            },
-            MembershipChange::RemoveVoter {
-                id: 3,
-                incarnation: old
-            },
-            MembershipChange::PromoteLearner {
-                id: 3,
-                incarnation: new
-            },
-        ]
-    );
+    assert_eq!(steps, replace_sequence(3, old, new));
     assert!(cluster.node(1).membership().is_voter(3, new));
     assert!(cluster.node(3).applied_index() >= before);
     let after = propose_many(&mut cluster, 1, 1, "after");
@@ -797,23 +799,7 @@ fn the_brokers_reconciliation_replaces_a_wiped_node_across_a_leader_change() {
             leader = 2;
         }
     }
-    assert_eq!(
-        steps,
-        vec![
-            MembershipChange::AddLearner {
-                id: 3,
-                incarnation: new
-            },
-            MembershipChange::RemoveVoter {
-                id: 3,
-                incarnation: old
-            },
-            MembershipChange::PromoteLearner {
-                id: 3,
-                incarnation: new
-            },
-        ]
-    );
+    assert_eq!(steps, replace_sequence(3, old, new));
     assert_eq!(
         next_change(cluster.node(leader), &desired),
         None,
