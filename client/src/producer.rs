@@ -86,7 +86,7 @@ impl Default for ProducerConfig {
             // With one batch in flight per partition, throughput is what one round trip can
             // carry: a big ceiling lets a busy partition send everything that waited during
             // the last round at once, while a quiet one still sends after `linger_ms`.
-            // BENCHMARKS.md: 16 KiB 23.5k, 64 KiB 56-60k, 256 KiB 74-82k msgs/s (4 producers).
+            // BENCHMARKS.md: 16 KiB 23.5k, 64 KiB 56-70k, 256 KiB 74-95k msgs/s (4 producers).
             batch_bytes: 256 * 1024,
             // More than one measured no faster on the 2-core machine, where the CPU is the
             // limit at ~80k msgs/s (BENCHMARKS.md); 1 is the path the fault tests cover most.

@@ -222,7 +222,8 @@ impl Machine for PartitionState {
     fn on_role_change(&mut self, role: Role, leader: Option<NodeId>, _term: Term) {
         if role != Role::Leader && (!self.waiters.is_empty() || !self.early.is_empty()) {
             // Their fate is unknown (they may still commit under the next leader): the producer
-            // retries, which may duplicate until the idempotent producer arrives.
+            // retries, and the next leader answers a retry of one that did commit with its
+            // original offsets.
             let error = self.not_leader(leader);
             self.fail_waiters(error);
         }
@@ -385,6 +386,7 @@ fn produce(
                     last_offset,
                     log_start_offset: 0,
                 }));
+                release_successor(group, state, &identity);
                 return;
             }
             Verdict::InFlight { index } => {
@@ -394,6 +396,7 @@ fn produce(
                         let _ = reply.send(Err(ErrorCode::Unavailable));
                     }
                 }
+                release_successor(group, state, &identity);
                 return;
             }
             // Ahead of what the table expects (a producer it knows), or not at the start of a
