@@ -429,6 +429,16 @@ async fn replace_node(
         tracing::warn!(node_id, "replace-node refused: no such node in the cluster");
         return Err(ErrorCode::UnknownNode);
     };
+    // Answer before the client gives up, so it learns "timed out" rather than nothing: the
+    // budget counts from the request's arrival and covers every step below.
+    let budget = match request.wait {
+        ReplaceNodeWait::UntilReplaced => Duration::from_millis(REPLACE_NODE_TIMEOUT_MS),
+        // What a client waits for `--no-wait`: the SDK's default request timeout.
+        ReplaceNodeWait::UntilLearnersAdded => {
+            Duration::from_millis(keel_client::ClientConfig::default().request_timeout_ms)
+        }
+    };
+    let answer_by = tokio::time::Instant::now() + budget.saturating_sub(REPLACE_ANSWER_MARGIN);
     // Only a hello sent after this request came in speaks for the process running now: the
     // last one of a node killed a moment ago still names its lost incarnation.
     let asked = std::time::Instant::now();
@@ -463,12 +473,6 @@ async fn replace_node(
         .await?;
     }
     let learners_enough = request.wait == ReplaceNodeWait::UntilLearnersAdded;
-    // Answer before the client gives up, so it learns "timed out" rather than nothing.
-    let budget = match request.wait {
-        ReplaceNodeWait::UntilReplaced => Duration::from_millis(REPLACE_NODE_TIMEOUT_MS),
-        ReplaceNodeWait::UntilLearnersAdded => ADMIN_TIMEOUT,
-    };
-    let deadline = tokio::time::Instant::now() + budget.saturating_sub(REPLACE_ANSWER_MARGIN);
     loop {
         let expected: Vec<GroupId> = {
             let state = context.meta.state.borrow();
@@ -489,7 +493,7 @@ async fn replace_node(
             }
             _ => {}
         }
-        if tokio::time::Instant::now() >= deadline {
+        if tokio::time::Instant::now() >= answer_by {
             return Err(ErrorCode::Timeout);
         }
         tokio::time::sleep(REPLACE_POLL).await;
