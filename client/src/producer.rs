@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::debug;
 
@@ -331,7 +331,10 @@ impl Idempotence {
         count: usize,
     ) -> Result<Bytes, WireError> {
         let sequence = self.sequences.entry(topic_partition.clone()).or_insert(0);
-        let mut bytes = batch.to_vec();
+        // The builder's buffer is this batch's alone: the stamp is written in place.
+        let mut bytes = batch
+            .try_into_mut()
+            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
         set_producer_stamp(
             &mut bytes,
             ProducerStamp {
@@ -341,7 +344,7 @@ impl Idempotence {
             },
         )?;
         *sequence = sequence.wrapping_add(count as u32);
-        Ok(Bytes::from(bytes))
+        Ok(bytes.freeze())
     }
 }
 
@@ -422,9 +425,11 @@ async fn run(client: Client, shared: Arc<Shared>, mut commands: mpsc::UnboundedR
                         }
                     }
                 }
-                if let (Some(state), Ok(bytes)) = (&mut idempotence, &batch.bytes) {
-                    batch.bytes =
-                        state.stamp(&batch.topic_partition, bytes.clone(), batch.tokens.len());
+                if let (Some(state), Ok(bytes)) = (&mut idempotence, &mut batch.bytes) {
+                    // Taken, not cloned, so the stamp needs no copy of the batch.
+                    let unstamped = std::mem::take(bytes);
+                    let count = batch.tokens.len();
+                    batch.bytes = state.stamp(&batch.topic_partition, unstamped, count);
                 }
             }
             if let Ok(partitions) = client.partition_count(&batch.topic_partition.topic).await {
@@ -654,5 +659,51 @@ mod tests {
         assert!(check_produce_response(10, 11, 3).is_err());
         assert!(check_produce_response(u64::MAX, u64::MAX, 2).is_err());
         assert!(check_produce_response(5, 5, 0).is_err());
+    }
+
+    #[test]
+    fn stamping_writes_the_next_sequences_in_place() {
+        use crate::wire::{Limits, RecordBatchBuilder, RecordBatchView};
+        let limits = Limits::default();
+        let unstamped = |values: &[&str]| {
+            let mut builder = RecordBatchBuilder::new(&limits, 1 << 16);
+            for value in values {
+                builder
+                    .append(&Record {
+                        timestamp_ms: 1,
+                        key: None,
+                        value: value.as_bytes(),
+                        headers: &[],
+                    })
+                    .unwrap();
+            }
+            builder.finish().unwrap()
+        };
+        let mut state = Idempotence {
+            producer_id: 7,
+            epoch: 0,
+            sequences: HashMap::new(),
+        };
+        let partition = TopicPartition {
+            topic: Arc::from("t"),
+            partition: 0,
+        };
+        let first = unstamped(&["a", "b"]);
+        let buffer = first.as_ptr();
+        let stamped = state.stamp(&partition, first, 2).unwrap();
+        assert_eq!(
+            stamped.as_ptr(),
+            buffer,
+            "a batch nobody else holds is not copied"
+        );
+        let view = RecordBatchView::parse(stamped).expect("the CRC covers the stamp");
+        assert_eq!(view.producer().producer_id, 7);
+        assert_eq!(view.producer().base_sequence, 0);
+        // A batch still shared elsewhere is copied, and sequences continue.
+        let second = unstamped(&["c"]);
+        let _other_holder = second.clone();
+        let stamped = state.stamp(&partition, second, 1).unwrap();
+        let view = RecordBatchView::parse(stamped).expect("valid batch");
+        assert_eq!(view.producer().base_sequence, 2);
     }
 }

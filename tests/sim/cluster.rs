@@ -505,6 +505,14 @@ impl Cluster {
         self.nodes.keys().copied().collect()
     }
 
+    /// The nodes running now (not crashed), in id order.
+    pub fn up_ids(&self) -> Vec<NodeId> {
+        self.ids()
+            .into_iter()
+            .filter(|&id| self.is_up(id))
+            .collect()
+    }
+
     pub fn is_up(&self, id: NodeId) -> bool {
         matches!(self.nodes[&id].state, NodeState::Up(_))
     }

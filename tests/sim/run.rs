@@ -274,11 +274,7 @@ fn drive_readers(cluster: &mut Cluster, read_probability: f64) {
     if read_probability == 0.0 || !cluster.rng.random_bool(read_probability) {
         return;
     }
-    let up: Vec<NodeId> = cluster
-        .ids()
-        .into_iter()
-        .filter(|&id| cluster.is_up(id))
-        .collect();
+    let up = cluster.up_ids();
     if up.is_empty() {
         return;
     }
@@ -335,11 +331,7 @@ fn drive_producers(cluster: &mut Cluster, propose_probability: f64) {
         if !cluster.rng.random_bool(propose_probability) {
             continue;
         }
-        let up: Vec<NodeId> = cluster
-            .ids()
-            .into_iter()
-            .filter(|&id| cluster.is_up(id))
-            .collect();
+        let up = cluster.up_ids();
         if up.is_empty() {
             continue;
         }
