@@ -111,9 +111,9 @@ impl Connections {
         timeout: Duration,
     ) -> Result<Frame<Response>, ClientError> {
         let frame = Frame::new(request, payload)
-            .to_bytes()
+            .to_chunks()
             .map_err(ClientError::Encode)?;
-        let exchange = async {
+        let exchange = async move {
             let connection = self.connection(address).await?;
             let result =
                 exchange(&connection, address, frame, self.config.max_response_bytes).await;
@@ -262,7 +262,7 @@ impl Connections {
 async fn exchange(
     connection: &quinn::Connection,
     address: &BrokerAddress,
-    frame: Bytes,
+    mut frame: [Bytes; 2],
     max_response_bytes: u64,
 ) -> Result<Frame<Response>, ClientError> {
     let broken = |reason: String| ClientError::Connection {
@@ -273,7 +273,8 @@ async fn exchange(
         .open_bi()
         .await
         .map_err(|error| broken(error.to_string()))?;
-    send.write_all(&frame)
+    // Chunks go to QUIC without a copy (`write_all` would copy the whole batch once more).
+    send.write_all_chunks(&mut frame)
         .await
         .map_err(|error| broken(error.to_string()))?;
     send.finish().map_err(|error| broken(error.to_string()))?;

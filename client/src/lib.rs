@@ -77,5 +77,5 @@ pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
 pub use error::{ClientError, ConsumeError, ProduceError};
 pub use producer::{Delivery, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
 pub use retry::RetryPolicy;
-pub use tls::ClientTls;
+pub use tls::{crypto_provider, ClientTls};
 pub use wire::messages::{Acks, ReplaceNodeWait};

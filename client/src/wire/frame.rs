@@ -56,19 +56,7 @@ impl<H: Serialize> Frame<H> {
     pub fn encode(&self, out: &mut impl BufMut) -> Result<(), WireError> {
         let header = postcard::to_stdvec(&self.header)
             .map_err(|error| WireError::HeaderEncode(error.to_string()))?;
-        let frame_bytes = (FRAME_FIXED_BYTES + header.len()) as u64 + self.payload.len() as u64;
-        let frame_len = u32::try_from(frame_bytes - FRAME_PREFIX_BYTES as u64).map_err(|_| {
-            WireError::FrameTooLarge {
-                frame_bytes,
-                max_frame_bytes: u64::from(u32::MAX),
-            }
-        })?;
-        // header.len() < frame_len, which fits in a u32.
-        let header_len = header.len() as u32;
-        out.put_u32_le(frame_len);
-        out.put_u8(PROTOCOL_VERSION);
-        out.put_u32_le(header_len);
-        out.put_slice(&header);
+        encode_head(&header, self.payload.len(), out)?;
         out.put_slice(&self.payload);
         Ok(())
     }
@@ -80,12 +68,46 @@ impl<H: Serialize> Frame<H> {
         Ok((FRAME_FIXED_BYTES + header_bytes) as u64 + self.payload.len() as u64)
     }
 
+    /// The frame as two chunks to write one after the other: everything up to the payload,
+    /// then the payload itself (shared, not copied). A sender hands both to QUIC as they are:
+    /// copying a 256 KiB produce batch into a fresh frame buffer cost the client a copy and a
+    /// page fault per page for every request (BENCHMARKS.md).
+    pub fn to_chunks(&self) -> Result<[Bytes; 2], WireError> {
+        let mut head = BytesMut::new();
+        let header = postcard::to_stdvec(&self.header)
+            .map_err(|error| WireError::HeaderEncode(error.to_string()))?;
+        encode_head(&header, self.payload.len(), &mut head)?;
+        Ok([head.freeze(), self.payload.clone()])
+    }
+
     /// The frame as one `Bytes`.
     pub fn to_bytes(&self) -> Result<Bytes, WireError> {
         let mut out = BytesMut::new();
         self.encode(&mut out)?;
         Ok(out.freeze())
     }
+}
+
+/// Writes everything of a frame before its payload: prefix, version, header length, header.
+fn encode_head(
+    header: &[u8],
+    payload_bytes: usize,
+    out: &mut impl BufMut,
+) -> Result<(), WireError> {
+    let frame_bytes = (FRAME_FIXED_BYTES + header.len()) as u64 + payload_bytes as u64;
+    let frame_len = u32::try_from(frame_bytes - FRAME_PREFIX_BYTES as u64).map_err(|_| {
+        WireError::FrameTooLarge {
+            frame_bytes,
+            max_frame_bytes: u64::from(u32::MAX),
+        }
+    })?;
+    // header.len() < frame_len, which fits in a u32.
+    let header_len = header.len() as u32;
+    out.put_u32_le(frame_len);
+    out.put_u8(PROTOCOL_VERSION);
+    out.put_u32_le(header_len);
+    out.put_slice(header);
+    Ok(())
 }
 
 impl<H: DeserializeOwned> Frame<H> {
@@ -207,6 +229,22 @@ impl FrameDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_are_the_frame_and_the_payload_is_not_copied() {
+        let payload = Bytes::from(vec![7u8; 4096]);
+        let frame = Frame::new((1u8, 2u8), payload.clone());
+        let [head, body] = frame.to_chunks().unwrap();
+        assert_eq!(
+            [&head[..], &body[..]].concat(),
+            &frame.to_bytes().unwrap()[..]
+        );
+        assert_eq!(
+            body.as_ptr(),
+            payload.as_ptr(),
+            "the payload chunk shares the caller's bytes"
+        );
+    }
 
     #[test]
     fn worked_example_from_the_module_doc() {
