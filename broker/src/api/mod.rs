@@ -82,10 +82,13 @@ async fn serve_stream(
     remote: std::net::SocketAddr,
 ) {
     let max_request_bytes = context.node.limits().max_request_bytes;
-    let (response, payload) = match receive.read_to_end(max_request_bytes as usize).await {
+    let (response, payload) = match read_request(&mut receive, max_request_bytes).await {
         Ok(bytes) => {
-            let mut buffer = Bytes::from(bytes);
-            match Frame::<Request>::decode(&mut buffer, max_request_bytes) {
+            let mut buffer = bytes.freeze();
+            let decoded = Frame::<Request>::decode(&mut buffer, max_request_bytes);
+            // The payload must own its allocation alone so produce can stamp it in place.
+            drop(buffer);
+            match decoded {
                 Ok(frame) => handle(frame, &context).await,
                 Err(error) => {
                     tracing::warn!(%remote, %error, "malformed request frame");
@@ -93,26 +96,75 @@ async fn serve_stream(
                 }
             }
         }
-        Err(quinn::ReadToEndError::TooLong) => {
+        Err(ReadRequestError::TooLong) => {
             tracing::warn!(%remote, max_request_bytes, "request over max_request_bytes refused");
             (Response::Error(ErrorCode::RequestTooLarge), Bytes::new())
         }
-        Err(error) => {
+        Err(ReadRequestError::Read(error)) => {
             tracing::debug!(%remote, %error, "request stream failed");
             return;
         }
     };
-    let bytes = match Frame::new(response, payload).to_bytes() {
-        Ok(bytes) => bytes,
+    let mut chunks = match Frame::new(response, payload).to_chunks() {
+        Ok(chunks) => chunks,
         Err(error) => {
             tracing::error!(%error, "encoding a response");
             return;
         }
     };
-    if send.write_all(&bytes).await.is_ok() {
+    // A fetch response's records go to QUIC as they are, not copied into a frame buffer.
+    if send.write_all_chunks(&mut chunks).await.is_ok() {
         let _ = send.finish();
         // Wait until the peer has the bytes (or gave up) before dropping the stream.
         let _ = send.stopped().await;
+    }
+}
+
+#[derive(Debug)]
+enum ReadRequestError {
+    TooLong,
+    Read(quinn::ReadError),
+}
+
+/// Reads a whole request stream into one buffer reserved from the frame's length prefix
+/// (capped at `max_request_bytes`), so a 256 KiB produce batch is copied out of QUIC once
+/// instead of through a doubling `Vec`. More than `max_request_bytes` is refused.
+async fn read_request(
+    receive: &mut quinn::RecvStream,
+    max_request_bytes: u64,
+) -> Result<BytesMut, ReadRequestError> {
+    let max_request_bytes = usize::try_from(max_request_bytes).unwrap_or(usize::MAX);
+    let mut buffer = BytesMut::new();
+    let mut reserved = false;
+    while let Some(chunk) = receive
+        .read_chunk(usize::MAX, true)
+        .await
+        .map_err(ReadRequestError::Read)?
+    {
+        if chunk.bytes.len() > max_request_bytes - buffer.len() {
+            return Err(ReadRequestError::TooLong);
+        }
+        buffer.extend_from_slice(&chunk.bytes);
+        if !reserved {
+            if let Some(prefix) = buffer.get(..4) {
+                reserved = true;
+                let frame_bytes =
+                    u32::from_le_bytes(prefix.try_into().expect("four bytes")) as usize + 4;
+                // A lying prefix costs at most the limit; decode rejects it afterwards.
+                let expected = frame_bytes.min(max_request_bytes);
+                buffer.reserve(expected.saturating_sub(buffer.len()));
+            }
+        }
+    }
+    Ok(buffer)
+}
+
+/// The produced batch as a buffer the partition may stamp: the request's own allocation when
+/// nothing else shares it (always, from `serve_stream`), else a copy.
+fn into_stampable(batch: Bytes) -> BytesMut {
+    match batch.try_into_mut() {
+        Ok(batch) => batch,
+        Err(shared) => BytesMut::from(&shared[..]),
     }
 }
 
@@ -236,7 +288,7 @@ async fn produce(
     }
     let started = std::time::Instant::now();
     let count = view.count();
-    let batch = BytesMut::from(&view.into_bytes()[..]);
+    let batch = into_stampable(view.into_bytes());
     let (reply, answer) = oneshot::channel();
     handle
         .inbox
@@ -573,4 +625,36 @@ async fn cluster_status(context: &ApiContext) -> ClusterStatusResponse {
         });
     }
     ClusterStatusResponse { nodes, partitions }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_decoded_produce_batch_is_stamped_in_its_own_allocation() {
+        let batch = vec![5u8; 64 * 1024];
+        let mut request = BytesMut::new();
+        Frame::new(Request::ListTopics, Bytes::from(batch))
+            .encode(&mut request)
+            .unwrap();
+        // As serve_stream does: decode from the frozen buffer, then let the buffer go.
+        let mut buffer = request.freeze();
+        let frame = Frame::<Request>::decode(&mut buffer, u64::MAX).unwrap();
+        drop(buffer);
+        let payload_at = frame.payload.as_ptr();
+        let stampable = into_stampable(frame.payload);
+        assert_eq!(
+            stampable.as_ptr(),
+            payload_at,
+            "the batch must not be copied"
+        );
+        assert_eq!(&stampable[..], &[5u8; 64 * 1024][..]);
+
+        // Shared bytes are copied, never stamped under another owner.
+        let shared = Bytes::from(vec![1u8; 16]);
+        let keep = shared.clone();
+        let copied = into_stampable(shared);
+        assert_ne!(copied.as_ptr(), keep.as_ptr());
+    }
 }
