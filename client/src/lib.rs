@@ -72,7 +72,10 @@ mod tls;
 pub use address::{AddressError, BrokerAddress};
 pub use admin::{Admin, REPLACE_NODE_TIMEOUT_MS};
 pub use client::{Client, ClientConfig, UNKNOWN_TOPIC_TTL};
-pub use conn::{bind_udp_socket, SOCKET_BUFFER_BYTES};
+pub use conn::{
+    bind_udp_socket, discover_datagram_size, endpoint_config, MAX_UDP_PAYLOAD_BYTES,
+    SOCKET_BUFFER_BYTES,
+};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
 pub use error::{ClientError, ConsumeError, ProduceError};
 pub use producer::{Delivery, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};

@@ -117,7 +117,7 @@ impl Transport {
         };
         let socket = keel_client::bind_udp_socket(config.listen_address).map_err(bind_error)?;
         let endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
+            keel_client::endpoint_config(),
             Some(server_config),
             socket,
             Arc::new(quinn::TokioRuntime),
@@ -309,6 +309,7 @@ fn server_transport(config: &TransportConfig) -> quinn::TransportConfig {
         .receive_window(config.client_connection_receive_window_bytes.into())
         .send_window(u64::from(config.peer_connection_receive_window_bytes));
     apply_liveness(config, &mut transport);
+    keel_client::discover_datagram_size(&mut transport);
     transport
 }
 
@@ -322,6 +323,7 @@ fn peer_dial_transport(config: &TransportConfig) -> quinn::TransportConfig {
         .receive_window(config.peer_connection_receive_window_bytes.into())
         .send_window(u64::from(config.peer_connection_receive_window_bytes));
     apply_liveness(config, &mut transport);
+    keel_client::discover_datagram_size(&mut transport);
     transport
 }
 
