@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use keel_storage::Entry as StorageEntry;
 
+use crate::node::raft_codec;
 use crate::node::replace::{member_state, next_change, MemberState};
 use crate::node::storage_log::{fatal_storage_error, GroupDir, StorageLog};
 use crate::node::NodeContext;
@@ -30,27 +31,12 @@ pub struct PeerBatch {
     pub messages: Vec<Message>,
 }
 
-/// Every Raft payload between nodes: the sender's incarnation, then the body (one group's
-/// messages, or a carrier's coalesced heartbeats). docs/TRANSPORT.md "Raft payloads".
+/// A carrier's payload: the sender's incarnation, then coalesced heartbeats. One group's
+/// messages travel in node/raft_codec.rs's format instead. docs/TRANSPORT.md "Raft payloads".
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Envelope<T> {
     incarnation: Incarnation,
     body: T,
-}
-
-/// Encodes the messages of one `Ready` for one peer as one transport payload.
-pub fn encode_messages(incarnation: Incarnation, messages: &[Message]) -> Option<Bytes> {
-    let envelope = Envelope {
-        incarnation,
-        body: messages,
-    };
-    match postcard::to_allocvec(&envelope) {
-        Ok(bytes) => Some(Bytes::from(bytes)),
-        Err(error) => {
-            tracing::error!(%error, "encoding Raft messages");
-            None
-        }
-    }
 }
 
 /// Decodes a carrier of coalesced heartbeats: the sender's incarnation and (group, messages)
@@ -68,20 +54,24 @@ pub fn decode_coalesced(
     }
 }
 
-/// Decodes a payload from a peer. A malformed one is dropped with a log line (Raft tolerates
-/// loss; a peer that sends garbage gains nothing).
+/// Decodes one group's messages from a peer; entry payloads share `payload`'s memory. A
+/// malformed payload is dropped with a log line (Raft tolerates loss; a peer that sends
+/// garbage gains nothing).
 pub fn decode_messages(
     group: GroupId,
     from: NodeId,
-    payload: &[u8],
+    payload: &Bytes,
 ) -> Option<(Incarnation, Vec<Message>)> {
-    match postcard::from_bytes::<Envelope<Vec<Message>>>(payload) {
-        Ok(envelope) => Some((envelope.incarnation, envelope.body)),
-        Err(error) => {
-            tracing::warn!(group, from, %error, "dropping a malformed Raft payload");
-            None
-        }
+    let decoded = raft_codec::decode(payload);
+    if decoded.is_none() {
+        tracing::warn!(
+            group,
+            from,
+            bytes = payload.len(),
+            "dropping a malformed Raft payload"
+        );
     }
+    decoded
 }
 
 /// Group ids from here up carry coalesced heartbeats (one per lane) instead of one group's
@@ -164,7 +154,7 @@ impl Peers {
                 tracing::debug!(group, to = batch.to, "no link to peer; messages dropped");
                 continue;
             };
-            let Some(payload) = encode_messages(self.incarnation, &batch.messages) else {
+            let Some(chunks) = raft_codec::encode(self.incarnation, &batch.messages) else {
                 continue;
             };
             let appends = batch
@@ -175,7 +165,7 @@ impl Peers {
             if appends > 0 {
                 metrics::counter!("keel_raft_append_entries_sent_total").increment(appends as u64);
             }
-            if let Err(error) = sender.try_send(group, payload) {
+            if let Err(error) = sender.try_send_chunks(group, chunks) {
                 // Raft tolerates loss: the leader's progress for the peer falls back to probing.
                 tracing::trace!(group, to = batch.to, %error, "messages to peer dropped");
             }

@@ -14,6 +14,7 @@
 
 pub mod group;
 pub mod identity;
+pub mod raft_codec;
 pub mod replace;
 pub mod storage_log;
 

@@ -24,7 +24,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use super::codec::{self, Hello, LaneFrame, HELLO_BYTES};
+use super::codec::{self, Hello, HELLO_BYTES};
 use super::tls::node_server_name;
 use super::{dials, lane_of, CloseCode, GroupId, NodeId, TransportConfig};
 
@@ -57,7 +57,7 @@ pub enum SendError {
 #[derive(Debug, Clone)]
 pub struct PeerSender {
     peer_node_id: NodeId,
-    queue: mpsc::Sender<LaneFrame>,
+    queue: mpsc::Sender<QueuedFrame>,
     connected: watch::Receiver<bool>,
     max_payload_bytes: u32,
 }
@@ -69,9 +69,17 @@ impl PeerSender {
 
     /// Queues a message for the peer without waiting. On `Err` the message is dropped.
     pub fn try_send(&self, group: GroupId, payload: Bytes) -> Result<(), SendError> {
-        if payload.len() > self.max_payload_bytes as usize {
+        self.try_send_chunks(group, vec![payload])
+    }
+
+    /// Queues a message whose payload is `chunks` back to back (one frame on the wire). Chunks
+    /// of `ZERO_COPY_MIN_PAYLOAD_BYTES` or more reach QUIC as they are, not copied. On `Err`
+    /// the message is dropped.
+    pub fn try_send_chunks(&self, group: GroupId, chunks: Vec<Bytes>) -> Result<(), SendError> {
+        let payload_bytes: usize = chunks.iter().map(Bytes::len).sum();
+        if payload_bytes > self.max_payload_bytes as usize {
             return Err(SendError::TooLarge {
-                payload_bytes: payload.len(),
+                payload_bytes,
                 max_payload_bytes: self.max_payload_bytes,
             });
         }
@@ -79,7 +87,11 @@ impl PeerSender {
             return Err(SendError::Disconnected);
         }
         self.queue
-            .try_send(LaneFrame { group, payload })
+            .try_send(QueuedFrame {
+                group,
+                payload_bytes,
+                chunks,
+            })
             .map_err(|error| match error {
                 mpsc::error::TrySendError::Full(_) => SendError::Full,
                 mpsc::error::TrySendError::Closed(_) => SendError::Disconnected,
@@ -142,9 +154,17 @@ pub(crate) fn spawn_peer(link: PeerLink) -> PeerEntry {
     }
 }
 
+/// A frame waiting for its lane: its payload is `chunks` back to back.
+#[derive(Debug, Clone)]
+struct QueuedFrame {
+    group: GroupId,
+    payload_bytes: usize,
+    chunks: Vec<Bytes>,
+}
+
 struct PeerTask {
     link: PeerLink,
-    queue: mpsc::Receiver<LaneFrame>,
+    queue: mpsc::Receiver<QueuedFrame>,
     accepted: mpsc::Receiver<quinn::Connection>,
     connected: watch::Sender<bool>,
 }
@@ -286,7 +306,7 @@ impl PeerTask {
             let mut batch_bytes = 0_usize;
             let mut message = Some(first);
             while let Some(frame) = message.take() {
-                batch_bytes += codec::encoded_frame_bytes(frame.payload.len());
+                batch_bytes += codec::encoded_frame_bytes(frame.payload_bytes);
                 let lane = lane_of(frame.group, lane_count);
                 lane_batches[lane].push(frame);
                 if batch_bytes < MAX_BATCH_BYTES {
@@ -329,13 +349,17 @@ struct LaneBatch {
 }
 
 impl LaneBatch {
-    fn push(&mut self, frame: LaneFrame) {
-        if frame.payload.len() < ZERO_COPY_MIN_PAYLOAD_BYTES {
-            codec::encode_frame(frame.group, &frame.payload, &mut self.packed);
-        } else {
-            codec::encode_frame_header(frame.group, frame.payload.len(), &mut self.packed);
-            self.chunks.push(self.packed.split().freeze());
-            self.chunks.push(frame.payload);
+    fn push(&mut self, frame: QueuedFrame) {
+        codec::encode_frame_header(frame.group, frame.payload_bytes, &mut self.packed);
+        for chunk in frame.chunks {
+            if chunk.len() < ZERO_COPY_MIN_PAYLOAD_BYTES {
+                self.packed.extend_from_slice(&chunk);
+            } else {
+                if !self.packed.is_empty() {
+                    self.chunks.push(self.packed.split().freeze());
+                }
+                self.chunks.push(chunk);
+            }
         }
     }
 
@@ -533,6 +557,7 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::codec::LaneFrame;
 
     #[test]
     fn lane_batch_chunks_are_the_encoded_frames_and_large_payloads_are_not_copied() {
@@ -554,15 +579,37 @@ mod tests {
                 payload: Bytes::from(vec![number as u8 + 1; size]),
             })
             .collect();
+        // Each frame queued as one chunk, and the last one also as three (small, large, small).
+        let queued = |frame: &LaneFrame| QueuedFrame {
+            group: frame.group,
+            payload_bytes: frame.payload.len(),
+            chunks: vec![frame.payload.clone()],
+        };
+        let split_payload = Bytes::from(vec![9u8; 2 * ZERO_COPY_MIN_PAYLOAD_BYTES + 20]);
+        let split_frame = LaneFrame {
+            group: 99,
+            payload: split_payload.clone(),
+        };
+        let split_chunks = vec![
+            split_payload.slice(..10),
+            split_payload.slice(10..10 + 2 * ZERO_COPY_MIN_PAYLOAD_BYTES),
+            split_payload.slice(10 + 2 * ZERO_COPY_MIN_PAYLOAD_BYTES..),
+        ];
+        let large_chunk = split_chunks[1].clone();
         let mut batch = LaneBatch::default();
         // Two rounds through the same batch, as the pump reuses it.
         for _round in 0..2 {
             for frame in &frames {
-                batch.push(frame.clone());
+                batch.push(queued(frame));
             }
+            batch.push(QueuedFrame {
+                group: split_frame.group,
+                payload_bytes: split_frame.payload.len(),
+                chunks: split_chunks.clone(),
+            });
             let chunks = batch.chunks();
             let mut expected = BytesMut::new();
-            for frame in &frames {
+            for frame in frames.iter().chain([&split_frame]) {
                 codec::encode_frame(frame.group, &frame.payload, &mut expected);
             }
             let wire: Vec<u8> = chunks
@@ -587,8 +634,14 @@ mod tests {
                     frame.payload.len()
                 );
             }
+            assert!(
+                chunks
+                    .iter()
+                    .any(|chunk| chunk.as_ptr() == large_chunk.as_ptr()),
+                "a large chunk of a multi-chunk payload is not copied either"
+            );
             let mut decode_buffer = BytesMut::from(&wire[..]);
-            for frame in &frames {
+            for frame in frames.iter().chain([&split_frame]) {
                 let decoded =
                     codec::decode_frame(&mut decode_buffer, codec::DEFAULT_MAX_PAYLOAD_BYTES)
                         .expect("valid")
