@@ -20,5 +20,5 @@ pub mod segment;
 pub mod snapshot;
 
 pub use error::{Result, StorageError};
-pub use log::{Cut, CutReason, Entry, Log, RecoveryReport, StoredEntry};
+pub use log::{Cut, CutReason, Entry, Log, PendingSync, RecoveryReport, StoredEntry};
 pub use options::{FsyncPolicy, LogOptions};

@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use crate::error::{Result, StorageError};
 use crate::frame::{self, encoded_frame_bytes};
-use crate::io::{Io, RealIo};
+use crate::io::{Io, IoFile, RealIo};
 use crate::options::{FsyncPolicy, LogOptions};
 use crate::recovery;
 use crate::segment::{
@@ -121,6 +121,39 @@ pub struct Log {
     handed_out_watermark: AtomicU64,
     /// Set by the first failed write or fsync; all later writes fail with `Poisoned`.
     poisoned: Option<String>,
+    /// Positioned writes so far: a [`PendingSync`] that finishes with no write after it began
+    /// leaves every segment clean.
+    writes: u64,
+    /// Bumped whenever written entries are rewritten or dropped (truncation, reset): a
+    /// [`PendingSync`] begun before then proves nothing about the entries now held.
+    generation: u64,
+}
+
+/// An fdatasync of everything the log had written when [`Log::begin_sync`] made it, to run on
+/// another thread while the log takes more appends (a pipelined group commit: the writer does
+/// not stop for the disk). Its result goes back through [`Log::finish_sync`].
+#[derive(Debug)]
+pub struct PendingSync {
+    files: Vec<(Arc<dyn IoFile>, PathBuf)>,
+    upto: u64,
+    writes: u64,
+    generation: u64,
+}
+
+impl PendingSync {
+    /// The last index this sync makes durable.
+    pub fn upto(&self) -> u64 {
+        self.upto
+    }
+
+    /// The fdatasyncs themselves. Blocking: run it off the async runtime.
+    pub fn run(&self) -> Result<()> {
+        for (file, path) in &self.files {
+            file.sync_data()
+                .map_err(|source| StorageError::io("fdatasync", path, source))?;
+        }
+        Ok(())
+    }
 }
 
 impl Log {
@@ -162,6 +195,8 @@ impl Log {
             last_sync: Instant::now(),
             handed_out_watermark: AtomicU64::new(0),
             poisoned: None,
+            writes: 0,
+            generation: 0,
         };
         log.debug_check();
         let report = RecoveryReport {
@@ -417,6 +452,7 @@ impl Log {
                 entry.payload,
             );
         }
+        self.writes += 1;
         let active = self.active_mut();
         debug_assert!(buffer.len() as u64 <= active.remaining_bytes());
         debug_assert_eq!(entries[0].index, active.last_index + 1);
@@ -458,6 +494,65 @@ impl Log {
             }
             FsyncPolicy::Never => self.check_writable(),
         }
+    }
+
+    /// Starts a sync the fsync policy asks for now (`always`: whenever something is unsynced;
+    /// `interval`: once the interval has passed; `never`: never), to run with
+    /// [`PendingSync::run`] on any thread while appends go on. `None`: nothing to wait for,
+    /// the writes so far count as acknowledged under the policy (as after [`Log::sync`]).
+    pub fn begin_sync(&mut self) -> Result<Option<PendingSync>> {
+        self.check_writable()?;
+        match self.options.fsync {
+            FsyncPolicy::Always => {}
+            FsyncPolicy::Interval { ms } => {
+                if self.last_sync.elapsed() < Duration::from_millis(ms) {
+                    return Ok(None);
+                }
+            }
+            FsyncPolicy::Never => return Ok(None),
+        }
+        let files: Vec<_> = self
+            .segments
+            .iter()
+            .filter(|segment| segment.dirty)
+            .map(|segment| (segment.file.clone(), segment.path.clone()))
+            .collect();
+        if files.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(PendingSync {
+            files,
+            upto: self.last_index(),
+            writes: self.writes,
+            generation: self.generation,
+        }))
+    }
+
+    /// Takes back a finished [`PendingSync`]: `Ok(true)` when everything up to its `upto` is
+    /// now durable, `Ok(false)` when the entries it covered were rewritten since it began (the
+    /// caller learns nothing from it). A failed fdatasync poisons the log like any other.
+    ///
+    /// Index slots are written only when nothing was written after the sync began: slots must
+    /// point at durable frames only (index.rs), and under steady load the next idle moment, a
+    /// seal or a shutdown writes them; until then recovery scans the active segment from its
+    /// last durable slot.
+    pub fn finish_sync(&mut self, sync: PendingSync, result: Result<()>) -> Result<bool> {
+        self.check_writable()?;
+        self.poison(result)?;
+        self.last_sync = Instant::now();
+        if sync.generation != self.generation {
+            return Ok(false);
+        }
+        debug_assert!(sync.upto <= self.last_index());
+        self.durable_index = self.durable_index.max(sync.upto);
+        if sync.writes == self.writes {
+            for segment in &mut self.segments {
+                segment.dirty = false;
+            }
+            let (io, dir) = (self.io.clone(), self.dir.clone());
+            self.active_mut().persist_indexes(io.as_ref(), &dir);
+        }
+        Ok(true)
     }
 
     /// fdatasyncs every segment with unsynced writes, whatever the policy; then writes the
@@ -630,6 +725,7 @@ impl Log {
             index if index < self.first_index() => 0,
             index => self.term_at(index)?,
         };
+        self.generation += 1;
         let truncated = self.truncate_from(keep_segment, from_index, position, term_before);
         self.poison(truncated)?;
         self.debug_check();
@@ -732,6 +828,7 @@ impl Log {
             Err(error) => return self.poison(Err(error)),
         };
         drop(file);
+        self.generation += 1;
         let installed = self.install_reset(next_index, &reset_path);
         let segment = self.poison(installed)?;
         self.segments = vec![segment];

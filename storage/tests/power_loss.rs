@@ -102,6 +102,10 @@ struct Coverage {
     find_offset_hits: u64,
     operations_halted: u64,
     writebacks: u64,
+    /// Pipelined syncs (`begin_sync`, more writes, `finish_sync`) that made entries durable.
+    pipelined_syncs: u64,
+    /// Pipelined syncs overtaken by a truncation (they must prove nothing).
+    pipelined_syncs_overtaken: u64,
 }
 
 impl Coverage {
@@ -123,6 +127,8 @@ impl Coverage {
         self.find_offset_hits += other.find_offset_hits;
         self.operations_halted += other.operations_halted;
         self.writebacks += other.writebacks;
+        self.pipelined_syncs += other.pipelined_syncs;
+        self.pipelined_syncs_overtaken += other.pipelined_syncs_overtaken;
     }
 
     fn assert_every_case_was_exercised(&self) {
@@ -148,6 +154,8 @@ impl Coverage {
             ("find_offset_hits", self.find_offset_hits),
             ("operations_halted", self.operations_halted),
             ("writebacks", self.writebacks),
+            ("pipelined_syncs", self.pipelined_syncs),
+            ("pipelined_syncs_overtaken", self.pipelined_syncs_overtaken),
         ] {
             assert!(count > 0, "the schedule never exercised {name}: {self:#?}");
         }
@@ -308,7 +316,8 @@ impl Run {
                 log.sync_now()?;
                 assert_eq!(log.durable_index(), log.last_index(), "{context}: sync_now");
             }
-            700..760 => log.sync()?,
+            700..730 => log.sync()?,
+            730..760 => self.pipelined_sync(log, context)?,
             760..810 => self.truncate_suffix(log, context)?,
             810..870 => self.commit(log),
             870..900 => self.read_committed(log, context),
@@ -330,6 +339,46 @@ impl Run {
 
     /// Appends a random batch. The model takes the entries first: after a halt any prefix of
     /// the batch may be on disk.
+    /// The broker's group commit: a sync begun, more appends (and now and then a truncation)
+    /// while it runs, then its result handed back. Only a sync that no truncation overtook may
+    /// raise the durable index, and only to what was written when it began.
+    fn pipelined_sync(&mut self, log: &mut Log, context: &str) -> StepResult {
+        let Some(sync) = log.begin_sync()? else {
+            return Ok(());
+        };
+        let upto = sync.upto();
+        assert_eq!(
+            upto,
+            log.last_index(),
+            "{context}: a sync covers what is written"
+        );
+        let mut truncated = false;
+        for _ in 0..self.rng.random_range(0..3) {
+            if self.rng.random_bool(0.15) {
+                self.truncate_suffix(log, context)?;
+                truncated = true;
+            } else {
+                self.append(log)?;
+            }
+        }
+        let result = sync.run();
+        let durable_before = log.durable_index();
+        let counted = log.finish_sync(sync, result)?;
+        if counted {
+            self.coverage.pipelined_syncs += 1;
+            assert!(log.durable_index() >= upto, "{context}: finish_sync");
+        } else {
+            self.coverage.pipelined_syncs_overtaken += 1;
+            assert_eq!(log.durable_index(), durable_before, "{context}: stale sync");
+        }
+        // A truncation that changed nothing (at the end of the log) leaves the sync valid.
+        assert!(
+            truncated || counted,
+            "{context}: only a truncation makes a sync stale"
+        );
+        Ok(())
+    }
+
     fn append(&mut self, log: &mut Log) -> StepResult {
         let batch_len = self.rng.random_range(1..=MAX_BATCH_ENTRIES);
         if self.rng.random_bool(0.1) {
