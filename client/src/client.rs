@@ -344,8 +344,18 @@ impl Client {
             };
             debug!(topic, partition, %error, attempt, "leader request failed");
             if matches!(error, ClientError::Server(ErrorCode::UnknownTopic)) {
-                // Deleted under us: the next lookup must ask the cluster again.
+                // Deleted under us, or created a moment ago and not yet applied by the node
+                // that leads it (the node that answered the lookup knew it; Kafka retries
+                // UNKNOWN_TOPIC_OR_PARTITION for the same reason). Forget it: the next lookup
+                // asks the cluster, which answers for good if the topic is gone.
                 self.inner.map.lock().expect("map lock").forget_topic(topic);
+                if policy.may_retry(attempt) {
+                    tokio::time::sleep(policy.backoff(attempt, random_u64())).await;
+                    redirect = None;
+                    refresh = true;
+                    attempt += 1;
+                    continue;
+                }
             }
             match decide(&policy, attempt, error, followed_redirect, random_u64()) {
                 RetryDecision::GiveUp(error) => return Err(error),
