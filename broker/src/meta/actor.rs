@@ -145,6 +145,11 @@ pub async fn run(
         }
         let input = tokio::select! {
             input = inbox.recv() => input,
+            done = group.sync_finished(), if group.is_syncing() => {
+                group.complete_sync(done, &mut machine);
+                propose_founding_if_needed(&mut group, &mut machine);
+                continue;
+            }
             _ = ticker.tick() => {
                 group.tick();
                 group.process(&mut machine);

@@ -1,7 +1,15 @@
 //! The Raft plumbing every group shares: one [`RaftGroup`] owns a core, its group directory and
 //! the way to its peers, and turns each `Ready` into I/O in the order DESIGN.md 2 demands:
-//! hard state, messages that may leave at once, truncation and append (one fdatasync for the
-//! whole batch: group commit), `on_persisted`, messages that needed durability, then apply.
+//! hard state, messages that may leave at once, truncation and append, `on_persisted`,
+//! messages that needed durability, then apply.
+//!
+//! The fdatasync is pipelined (group commit without stopping the group): appends are written
+//! at once, and one sync at a time runs on the blocking pool over everything written so far.
+//! Meanwhile the group keeps stepping messages and writing new appends; when the sync finishes
+//! ([`RaftGroup::sync_finished`], awaited by the actor loop), the core hears `on_persisted` for
+//! the last entry it covered and the messages that waited for it leave, and the next sync
+//! starts over whatever was written meanwhile. Messages that need durability wait for every
+//! write before them, in order. A truncation first waits for the sync in flight.
 //!
 //! What applying means belongs to the group's state machine ([`Machine`]): the metadata map or a
 //! partition's offsets. The actor loops that feed the core live with those state machines.
@@ -10,11 +18,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use keel_storage::Entry as StorageEntry;
+use keel_storage::{Entry as StorageEntry, PendingSync};
+use tokio::task::JoinHandle;
 
 use crate::node::raft_codec;
 use crate::node::replace::{member_state, next_change, MemberState};
-use crate::node::storage_log::{fatal_storage_error, GroupDir, StorageLog};
+use crate::node::storage_log::{fatal_message, fatal_storage_error, GroupDir, StorageLog};
 use crate::node::NodeContext;
 use crate::raft::{
     Entry, EntryKind, Incarnation, Index, Message, MessageBody, PeerMessages, RaftNode, Role, Term,
@@ -205,7 +214,26 @@ pub struct RaftGroup {
     /// The tick this node last became leader.
     leader_since: u64,
     reported: Option<MemberState>,
+    /// The sync running now, if any.
+    syncing: Option<SyncInFlight>,
+    /// The last entry written and not yet covered by a sync.
+    unsynced: Option<(Index, Term)>,
+    /// Messages that need durability, waiting for `unsynced` (or, when nothing is unsynced,
+    /// for the sync in flight).
+    waiting: Vec<PeerMessages>,
 }
+
+/// One fdatasync on the blocking pool and what its end releases.
+struct SyncInFlight {
+    task: JoinHandle<(PendingSync, keel_storage::Result<()>)>,
+    /// The last entry written when the sync began.
+    last: (Index, Term),
+    /// Messages to send once it is durable.
+    messages: Vec<PeerMessages>,
+}
+
+/// A finished sync, from [`RaftGroup::sync_finished`] to [`RaftGroup::complete_sync`].
+pub struct SyncDone(Result<(PendingSync, keel_storage::Result<()>), tokio::task::JoinError>);
 
 /// Ticks between two membership reconciliations (and member-state reports): 200 ms at the
 /// default tick. Changes wait for commits anyway; polling faster only burns CPU.
@@ -241,6 +269,9 @@ impl RaftGroup {
             ticks: 0,
             leader_since: 0,
             reported: None,
+            syncing: None,
+            unsynced: None,
+            waiting: Vec::new(),
         };
         group.report_member_state();
         group
@@ -252,67 +283,18 @@ impl RaftGroup {
         }
     }
 
-    /// Drains every `Ready`. Storage errors are fatal for the node (DESIGN.md 3).
+    /// Drains every `Ready` and starts a sync over what they wrote. Storage errors are fatal for
+    /// the node (DESIGN.md 3).
     pub fn process(&mut self, machine: &mut impl Machine) {
-        while self.node.has_ready() {
-            self.node.storage().set_committed(self.node.commit_index());
-            let ready = self.node.ready();
-            let last_entry = ready.last_entry();
-            let group = self.group;
-            if let Some(hard_state) = ready.hard_state {
-                tokio::task::block_in_place(|| self.dir.store_hard_state(hard_state))
-                    .unwrap_or_else(|error| fatal_storage_error("storing hard state", &error));
+        loop {
+            while self.node.has_ready() {
+                self.process_ready(machine);
             }
-            self.peers.send(group, ready.messages);
-            if let Some(from) = ready.truncate_from {
-                if from <= self.node.storage().last_index_held() {
-                    tokio::task::block_in_place(|| {
-                        self.node.storage_mut().log_mut().truncate_suffix(from)
-                    })
-                    .unwrap_or_else(|error| fatal_storage_error("truncating the log", &error));
-                }
-                machine.on_truncated(self.node.storage(), from);
+            // A policy that does not sync now counts the writes as persisted at once, which may
+            // make more work (a commit, acknowledgements): go round again.
+            if !self.start_sync() {
+                break;
             }
-            if !ready.entries.is_empty() {
-                let record_offsets = self.record_offsets;
-                let entries: Vec<StorageEntry<'_>> = ready
-                    .entries
-                    .iter()
-                    .map(|entry| StorageEntry {
-                        index: entry.index,
-                        term: entry.term,
-                        kind: entry.kind.as_u8(),
-                        payload: &entry.payload,
-                        offset_key: if record_offsets && entry.kind == EntryKind::Data {
-                            base_offset_of(&entry.payload)
-                        } else {
-                            None
-                        },
-                    })
-                    .collect();
-                let log = self.node.storage_mut().log_mut();
-                tokio::task::block_in_place(|| {
-                    log.append(&entries)?;
-                    let started = std::time::Instant::now();
-                    let result = log.sync();
-                    metrics::histogram!("keel_storage_fsync_seconds")
-                        .record(started.elapsed().as_secs_f64());
-                    result
-                })
-                .unwrap_or_else(|error| fatal_storage_error("appending to the log", &error));
-                machine.on_appended(&ready.entries);
-            }
-            if let Some((index, term)) = last_entry {
-                self.node.on_persisted(index, term);
-            }
-            self.peers.send(group, ready.messages_after_persist);
-            if let Some(last) = ready.committed_entries.last().map(|entry| entry.index) {
-                for entry in &ready.committed_entries {
-                    machine.apply(entry, self.node.storage());
-                }
-                self.node.on_applied(last);
-            }
-            self.notice_role_change(machine);
         }
         self.notice_role_change(machine);
         if self.abstaining && self.node.abstain_until_index().is_none() {
@@ -320,6 +302,181 @@ impl RaftGroup {
             tokio::task::block_in_place(|| self.dir.clear_abstain())
                 .unwrap_or_else(|error| fatal_storage_error("clearing abstain marker", &error));
         }
+    }
+
+    fn process_ready(&mut self, machine: &mut impl Machine) {
+        self.node.storage().set_committed(self.node.commit_index());
+        let ready = self.node.ready();
+        let last_entry = ready.last_entry();
+        let group = self.group;
+        if let Some(hard_state) = ready.hard_state {
+            tokio::task::block_in_place(|| self.dir.store_hard_state(hard_state))
+                .unwrap_or_else(|error| fatal_storage_error("storing hard state", &error));
+        }
+        self.peers.send(group, ready.messages);
+        if let Some(from) = ready.truncate_from {
+            // Rewriting the log under a sync in flight would leave it proving nothing; and
+            // what waits for durability keeps its order. Truncations are rare (a new leader
+            // overruling this follower): settle everything first.
+            self.settle_syncs();
+            if from <= self.node.storage().last_index_held() {
+                tokio::task::block_in_place(|| {
+                    self.node.storage_mut().log_mut().truncate_suffix(from)
+                })
+                .unwrap_or_else(|error| fatal_storage_error("truncating the log", &error));
+            }
+            machine.on_truncated(self.node.storage(), from);
+        }
+        if !ready.entries.is_empty() {
+            let record_offsets = self.record_offsets;
+            let entries: Vec<StorageEntry<'_>> = ready
+                .entries
+                .iter()
+                .map(|entry| StorageEntry {
+                    index: entry.index,
+                    term: entry.term,
+                    kind: entry.kind.as_u8(),
+                    payload: &entry.payload,
+                    offset_key: if record_offsets && entry.kind == EntryKind::Data {
+                        base_offset_of(&entry.payload)
+                    } else {
+                        None
+                    },
+                })
+                .collect();
+            // A positioned write into the page cache, on this worker: cheaper than handing the
+            // worker to another thread. (Filling a segment also seals it, with an fdatasync.)
+            self.node
+                .storage_mut()
+                .log_mut()
+                .append(&entries)
+                .unwrap_or_else(|error| fatal_storage_error("appending to the log", &error));
+            machine.on_appended(&ready.entries);
+        }
+        if let Some(last) = last_entry {
+            self.unsynced = Some(last);
+        }
+        if self.unsynced.is_some() || self.syncing.is_some() {
+            self.waiting.extend(ready.messages_after_persist);
+        } else {
+            self.peers.send(group, ready.messages_after_persist);
+        }
+        if let Some(last) = ready.committed_entries.last().map(|entry| entry.index) {
+            for entry in &ready.committed_entries {
+                machine.apply(entry, self.node.storage());
+            }
+            self.node.on_applied(last);
+        }
+        self.notice_role_change(machine);
+    }
+
+    /// Starts a sync over what is written and unsynced, unless one is running. Returns true
+    /// when the fsync policy asked for none, so the writes were reported persisted at once.
+    fn start_sync(&mut self) -> bool {
+        if self.syncing.is_some() {
+            return false;
+        }
+        let Some(last) = self.unsynced else {
+            return false;
+        };
+        let log = self.node.storage_mut().log_mut();
+        match log.begin_sync() {
+            Ok(Some(sync)) => {
+                self.unsynced = None;
+                let task = tokio::task::spawn_blocking(move || {
+                    let started = std::time::Instant::now();
+                    let result = sync.run();
+                    metrics::histogram!("keel_storage_fsync_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    (sync, result)
+                });
+                self.syncing = Some(SyncInFlight {
+                    task,
+                    last,
+                    messages: std::mem::take(&mut self.waiting),
+                });
+                false
+            }
+            Ok(None) => {
+                self.unsynced = None;
+                self.node.on_persisted(last.0, last.1);
+                let waiting = std::mem::take(&mut self.waiting);
+                self.peers.send(self.group, waiting);
+                true
+            }
+            Err(error) => fatal_storage_error("starting a sync", &error),
+        }
+    }
+
+    /// Whether a sync is running (the actor loop then also waits on [`RaftGroup::sync_finished`]).
+    pub fn is_syncing(&self) -> bool {
+        self.syncing.is_some()
+    }
+
+    /// Waits for the running sync to end. Cancel-safe: the sync keeps running and a later call
+    /// picks it up. Pending forever when none runs.
+    pub async fn sync_finished(&mut self) -> SyncDone {
+        match self.syncing.as_mut() {
+            Some(in_flight) => SyncDone((&mut in_flight.task).await),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Takes a finished sync back: the core hears what is durable, the messages that waited
+    /// for it leave, and the next sync starts (through `process`).
+    pub fn complete_sync(&mut self, done: SyncDone, machine: &mut impl Machine) {
+        let in_flight = self
+            .syncing
+            .take()
+            .expect("complete_sync follows sync_finished");
+        let (sync, result) = done
+            .0
+            .unwrap_or_else(|error| fatal_message(&format!("the sync task failed: {error}")));
+        let log = self.node.storage_mut().log_mut();
+        let counted = log
+            .finish_sync(sync, result)
+            .unwrap_or_else(|error| fatal_storage_error("syncing the log", &error));
+        // Truncations settle the sync in flight first, so no sync is ever overtaken here.
+        debug_assert!(counted, "a sync overtaken by a truncation");
+        if counted {
+            self.node.on_persisted(in_flight.last.0, in_flight.last.1);
+        }
+        self.peers.send(self.group, in_flight.messages);
+        if self.unsynced.is_none() {
+            // Nothing written since: what waited only needed this sync.
+            let waiting = std::mem::take(&mut self.waiting);
+            self.peers.send(self.group, waiting);
+        }
+        self.process(machine);
+    }
+
+    /// Finishes the sync in flight and syncs whatever else is written, here and now, with every
+    /// waiting message sent: before a truncation and at shutdown.
+    fn settle_syncs(&mut self) {
+        if let Some(in_flight) = self.syncing.as_mut() {
+            let task = &mut in_flight.task;
+            let done =
+                tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(task));
+            let in_flight = self.syncing.take().expect("checked above");
+            let (sync, result) = done
+                .unwrap_or_else(|error| fatal_message(&format!("the sync task failed: {error}")));
+            let log = self.node.storage_mut().log_mut();
+            let counted = log
+                .finish_sync(sync, result)
+                .unwrap_or_else(|error| fatal_storage_error("syncing the log", &error));
+            if counted {
+                self.node.on_persisted(in_flight.last.0, in_flight.last.1);
+            }
+            self.peers.send(self.group, in_flight.messages);
+        }
+        if let Some(last) = self.unsynced.take() {
+            let log = self.node.storage_mut().log_mut();
+            tokio::task::block_in_place(|| log.sync())
+                .unwrap_or_else(|error| fatal_storage_error("syncing the log", &error));
+            self.node.on_persisted(last.0, last.1);
+        }
+        let waiting = std::mem::take(&mut self.waiting);
+        self.peers.send(self.group, waiting);
     }
 
     fn notice_role_change(&mut self, machine: &mut impl Machine) {
@@ -481,6 +638,7 @@ impl RaftGroup {
 
     /// Makes everything appended durable (clean shutdown).
     pub fn sync_now(&mut self) {
+        self.settle_syncs();
         let log = self.node.storage_mut().log_mut();
         if let Err(error) = tokio::task::block_in_place(|| log.sync_now()) {
             tracing::error!(group = self.group, %error, "final sync failed");

@@ -274,6 +274,11 @@ pub async fn run(
         }
         let input = tokio::select! {
             input = inbox.recv() => input,
+            done = group.sync_finished(), if group.is_syncing() => {
+                group.complete_sync(done, &mut state);
+                state.publish(group.node.role(), group.node.leader());
+                continue;
+            }
             _ = ticker.tick() => {
                 group.tick();
                 expire_early(&mut group, &mut state);
@@ -284,7 +289,8 @@ pub async fn run(
         };
         let Some(input) = input else { break };
         let mut next = Some(input);
-        // Everything already waiting joins this round: one Raft batch, one fdatasync.
+        // Everything already waiting joins this round: one Raft batch, one write (and the
+        // fdatasync after it covers every round written while the previous one ran).
         let mut handled = 0;
         while let Some(input) = next.take() {
             if let PartitionInput::Shutdown { done } = input {
