@@ -432,22 +432,37 @@ impl RaftGroup {
         let (sync, result) = done
             .0
             .unwrap_or_else(|error| fatal_message(&format!("the sync task failed: {error}")));
-        let log = self.node.storage_mut().log_mut();
-        let counted = log
-            .finish_sync(sync, result)
-            .unwrap_or_else(|error| fatal_storage_error("syncing the log", &error));
-        // Truncations settle the sync in flight first, so no sync is ever overtaken here.
-        debug_assert!(counted, "a sync overtaken by a truncation");
-        if counted {
-            self.node.on_persisted(in_flight.last.0, in_flight.last.1);
-        }
-        self.peers.send(self.group, in_flight.messages);
+        self.finish_sync(sync, result, in_flight);
         if self.unsynced.is_none() {
             // Nothing written since: what waited only needed this sync.
             let waiting = std::mem::take(&mut self.waiting);
             self.peers.send(self.group, waiting);
         }
         self.process(machine);
+    }
+
+    /// Hands a finished sync to the log, tells the core, and sends what waited for it.
+    fn finish_sync(
+        &mut self,
+        sync: PendingSync,
+        result: keel_storage::Result<()>,
+        in_flight: SyncInFlight,
+    ) {
+        let log = self.node.storage_mut().log_mut();
+        let counted = log
+            .finish_sync(sync, result)
+            .unwrap_or_else(|error| fatal_storage_error("syncing the log", &error));
+        if !counted {
+            // The log was rewritten under the sync (truncations settle it first, so this is
+            // not expected): it proves nothing, so make everything durable here instead of
+            // letting an acknowledgement claim what no sync covered.
+            debug_assert!(false, "a sync overtaken by a rewrite of the log");
+            tokio::task::block_in_place(|| log.sync_now())
+                .unwrap_or_else(|error| fatal_storage_error("syncing the log", &error));
+        }
+        // Ignored by the core if that entry has been replaced since.
+        self.node.on_persisted(in_flight.last.0, in_flight.last.1);
+        self.peers.send(self.group, in_flight.messages);
     }
 
     /// Finishes the sync in flight and syncs whatever else is written, here and now, with every
@@ -460,14 +475,7 @@ impl RaftGroup {
             let in_flight = self.syncing.take().expect("checked above");
             let (sync, result) = done
                 .unwrap_or_else(|error| fatal_message(&format!("the sync task failed: {error}")));
-            let log = self.node.storage_mut().log_mut();
-            let counted = log
-                .finish_sync(sync, result)
-                .unwrap_or_else(|error| fatal_storage_error("syncing the log", &error));
-            if counted {
-                self.node.on_persisted(in_flight.last.0, in_flight.last.1);
-            }
-            self.peers.send(self.group, in_flight.messages);
+            self.finish_sync(sync, result, in_flight);
         }
         if let Some(last) = self.unsynced.take() {
             let log = self.node.storage_mut().log_mut();

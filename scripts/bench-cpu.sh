@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The produce bench of scripts/bench-cluster.sh (3 servers, replication 3, fsync always, 4
+# producers, window 256) with the CPU it cost: utime+stime of each server and of the bench
+# client, and their sum per message. CPU per message moves less with the machine's noise than
+# throughput does, so before/after comparisons of a change use it (BENCHMARKS.md).
+#
+#   scripts/bench-cpu.sh [MESSAGES] [SIZE] [extra keel bench args...]
+#   KEEL_BIN=/tmp/keel-before scripts/bench-cpu.sh 400000    # another build, for before/after
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib-cluster.sh
+
+messages=${1:-400000}
+size=${2:-1024}
+shift $(( $# < 2 ? $# : 2 ))
+
+cluster_start bench-cluster >/dev/null 2>&1
+cpu_seconds() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$1/stat"; }
+declare -A before=()
+for id in 1 2 3; do before[$id]=$(cpu_seconds "${node_pids[$id]}"); done
+# The subshell's `times` (a bash builtin: nothing to install) reports its children's CPU.
+output=$( ( "$keel" bench produce --bootstrap "$bootstrap" --ca "$ca" --topic bench \
+  --messages "$messages" --size "$size" --producers 4 --window 256 "$@" 2>&1
+  echo "times:"; times ) )
+servers=()
+for id in 1 2 3; do
+  servers+=("$(echo "$(cpu_seconds "${node_pids[$id]}") ${before[$id]}" | awk '{printf "%.2f", $1 - $2}')")
+done
+# `times` prints the shell's user and system time, then its children's ("0m1.234s 0m0.321s").
+client=$(echo "$output" | awk '/^times:/ { line = NR } line && NR == line + 2 {
+  total = 0
+  for (field = 1; field <= 2; field++) { split($field, part, "m"); total += part[1] * 60 + part[2] }
+  printf "%.2f", total }')
+result=$(echo "$output" | grep -oE "[0-9.]+ msgs/s.*max [0-9]+")
+total=$(echo "${servers[*]} $client" | awk '{printf "%.2f", $1 + $2 + $3 + $4}')
+per_message=$(echo "$total $messages" | awk '{printf "%.1f", $1 * 1e6 / $2}')
+echo "$result | cpu s: servers ${servers[*]} client $client total $total = $per_message us/msg"
