@@ -138,6 +138,8 @@ pub struct PendingSync {
     upto: u64,
     writes: u64,
     generation: u64,
+    /// When it began: what `interval` counts from (writes after this are not covered).
+    began: Instant,
 }
 
 impl PendingSync {
@@ -243,6 +245,17 @@ impl Log {
         self.segments
             .last_mut()
             .expect("a log always has a segment")
+    }
+
+    /// Whether `entries` go into the active segment with room to spare: then `append` is one
+    /// positioned write, with no segment to create or seal (each of which fsyncs). A caller on
+    /// an async runtime writes inline only then.
+    pub fn fits_in_active(&self, entries: &[Entry<'_>]) -> bool {
+        let bytes: u64 = entries
+            .iter()
+            .map(|entry| encoded_frame_bytes(entry.payload.len()) as u64)
+            .sum();
+        bytes < self.active().remaining_bytes()
     }
 
     /// Appends `entries`, visible to `read` on return (durable after a sync). All checks
@@ -525,6 +538,7 @@ impl Log {
             upto: self.last_index(),
             writes: self.writes,
             generation: self.generation,
+            began: Instant::now(),
         }))
     }
 
@@ -539,10 +553,10 @@ impl Log {
     pub fn finish_sync(&mut self, sync: PendingSync, result: Result<()>) -> Result<bool> {
         self.check_writable()?;
         self.poison(result)?;
-        self.last_sync = Instant::now();
         if sync.generation != self.generation {
             return Ok(false);
         }
+        self.last_sync = self.last_sync.max(sync.began);
         debug_assert!(sync.upto <= self.last_index());
         self.durable_index = self.durable_index.max(sync.upto);
         if sync.writes == self.writes {

@@ -337,11 +337,11 @@ impl Run {
         Ok(())
     }
 
-    /// Appends a random batch. The model takes the entries first: after a halt any prefix of
-    /// the batch may be on disk.
     /// The broker's group commit: a sync begun, more appends (and now and then a truncation)
     /// while it runs, then its result handed back. Only a sync that no truncation overtook may
-    /// raise the durable index, and only to what was written when it began.
+    /// raise the durable index, and only to what was written when it began. Half the time the
+    /// fdatasync runs before the later writes (as it may on another thread), so a log that
+    /// counted those writes as synced would lose them to the power loss and fail the check.
     fn pipelined_sync(&mut self, log: &mut Log, context: &str) -> StepResult {
         let Some(sync) = log.begin_sync()? else {
             return Ok(());
@@ -352,6 +352,7 @@ impl Run {
             log.last_index(),
             "{context}: a sync covers what is written"
         );
+        let mut result = self.rng.random_bool(0.5).then(|| sync.run());
         let mut truncated = false;
         for _ in 0..self.rng.random_range(0..3) {
             if self.rng.random_bool(0.15) {
@@ -361,7 +362,7 @@ impl Run {
                 self.append(log)?;
             }
         }
-        let result = sync.run();
+        let result = result.take().unwrap_or_else(|| sync.run());
         let durable_before = log.durable_index();
         let counted = log.finish_sync(sync, result)?;
         if counted {
@@ -379,6 +380,8 @@ impl Run {
         Ok(())
     }
 
+    /// Appends a random batch. The model takes the entries first: after a halt any prefix of
+    /// the batch may be on disk.
     fn append(&mut self, log: &mut Log) -> StepResult {
         let batch_len = self.rng.random_range(1..=MAX_BATCH_ENTRIES);
         if self.rng.random_bool(0.1) {

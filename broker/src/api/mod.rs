@@ -120,6 +120,11 @@ async fn serve_stream(
     }
 }
 
+/// Most a request's length prefix can make `read_request` reserve before the bytes arrive: a
+/// produce batch of the SDK's default 256 KiB (plus its frame) fits, and a thousand streams
+/// announcing the 16 MiB limit each cannot make the node reserve gigabytes.
+const MAX_UP_FRONT_BYTES: usize = 512 * 1024;
+
 #[derive(Debug)]
 enum ReadRequestError {
     TooLong,
@@ -150,8 +155,9 @@ async fn read_request(
                 reserved = true;
                 let frame_bytes =
                     u32::from_le_bytes(prefix.try_into().expect("four bytes")) as usize + 4;
-                // A lying prefix costs at most the limit; decode rejects it afterwards.
-                let expected = frame_bytes.min(max_request_bytes);
+                // A lying prefix gets at most MAX_UP_FRONT_BYTES reserved (the buffer grows
+                // past that as bytes really arrive); decode rejects the frame afterwards.
+                let expected = frame_bytes.min(max_request_bytes).min(MAX_UP_FRONT_BYTES);
                 buffer.reserve(expected.saturating_sub(buffer.len()));
             }
         }

@@ -344,13 +344,16 @@ impl RaftGroup {
                     },
                 })
                 .collect();
-            // A positioned write into the page cache, on this worker: cheaper than handing the
-            // worker to another thread. (Filling a segment also seals it, with an fdatasync.)
-            self.node
-                .storage_mut()
-                .log_mut()
-                .append(&entries)
-                .unwrap_or_else(|error| fatal_storage_error("appending to the log", &error));
+            // A positioned write into the page cache runs on this worker: cheaper than handing
+            // the worker to another thread. A batch that rolls the segment creates and seals
+            // files, with fsyncs: that one goes off the worker.
+            let log = self.node.storage_mut().log_mut();
+            let appended = if log.fits_in_active(&entries) {
+                log.append(&entries)
+            } else {
+                tokio::task::block_in_place(|| log.append(&entries))
+            };
+            appended.unwrap_or_else(|error| fatal_storage_error("appending to the log", &error));
             machine.on_appended(&ready.entries);
         }
         if let Some(last) = last_entry {
