@@ -131,9 +131,9 @@ enum ReadRequestError {
     Read(quinn::ReadError),
 }
 
-/// Reads a whole request stream into one buffer reserved from the frame's length prefix
-/// (capped at `max_request_bytes`), so a 256 KiB produce batch is copied out of QUIC once
-/// instead of through a doubling `Vec`. More than `max_request_bytes` is refused.
+/// Reads a whole request stream into one buffer reserved from the frame's length prefix (at
+/// most [`MAX_UP_FRONT_BYTES`]), so a 256 KiB produce batch is copied out of QUIC once instead
+/// of through a doubling `Vec`. More than `max_request_bytes` is refused.
 async fn read_request(
     receive: &mut quinn::RecvStream,
     max_request_bytes: u64,
