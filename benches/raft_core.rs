@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use bytes::Bytes;
-use keel_broker::raft::{
+use keel_raft::{
     Config, Configuration, MemoryLog, Message, NodeId, RaftNode, RecoveredState, Role,
 };
 

@@ -5,7 +5,7 @@
 //! simulator's invariants are checked after every step here too.
 //!
 //! Table tests for quorum commit indexes, Progress and Inflights live beside the code
-//! (broker/src/raft/{quorum,progress,inflights}.rs).
+//! (raft/src/{quorum,progress,inflights}.rs).
 
 // The fixture is shared with the simulator (tests/sim); each target uses a part of it.
 #![allow(dead_code)]
@@ -26,7 +26,7 @@ mod trace;
 mod workload;
 
 use bytes::Bytes;
-use keel_broker::raft::{Index, Message, MessageBody, NodeId, PlantedBugs, RaftNode, Role, Term};
+use keel_raft::{Index, Message, MessageBody, NodeId, PlantedBugs, RaftNode, Role, Term};
 
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::disk::SimDisk;
@@ -61,7 +61,7 @@ fn is_append_with_entries_from(message: &Message, first_forbidden_index: Index) 
     }
 }
 
-fn payloads(entries: &[keel_broker::raft::Entry]) -> Vec<Bytes> {
+fn payloads(entries: &[keel_raft::Entry]) -> Vec<Bytes> {
     entries
         .iter()
         .map(|entry| entry.payload.clone())
@@ -591,7 +591,7 @@ fn crash_at_any_point_of_the_write_path_loses_only_unacknowledged_data() {
 
 // ---- Snapshots and membership (RAFT.md Snapshots and log compaction, Membership) ----
 
-use keel_broker::raft::{MembershipChange, MembershipError, ReplaceNode, ReplaceStep};
+use keel_raft::{MembershipChange, MembershipError, ReplaceNode, ReplaceStep};
 
 /// Proposes `count` payloads at `leader` and lets them commit everywhere reachable.
 fn propose_many(cluster: &mut Cluster, leader: NodeId, count: usize, tag: &str) -> Index {
@@ -839,7 +839,7 @@ fn a_leader_that_removes_itself_steps_down_and_the_rest_elect_a_leader() {
 
 // ---- Reads and leadership transfer (RAFT.md Leadership health) ----
 
-use keel_broker::raft::ReadMode;
+use keel_raft::ReadMode;
 
 /// Leader 1 of a quiet 3-node cluster with a fresh lease and `count` committed writes.
 fn leader_with_a_lease(planted_bugs: PlantedBugs) -> Cluster {

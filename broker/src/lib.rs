@@ -1,16 +1,17 @@
-//! keel-broker: everything a Keel node runs.
+//! keel-broker: everything a Keel node runs around the consensus core (docs/ARCHITECTURE.md).
 //!
-//! - [`raft`]: the sans-I/O consensus core. It owns no thread, clock, socket or file: ticks and
-//!   messages go in, a `Ready` comes out (DESIGN.md 2, shared RAFT.md).
-//! - [`transport`]: the QUIC endpoint, peer links and TLS material (DESIGN.md 7).
+//! - [`transport`]: the QUIC endpoint, peer links and TLS material.
+//! - [`node`]: the node: its identity, the group driver that feeds each Raft group (keel-raft)
+//!   its ticks and messages and does its disk and network I/O, and membership reconciliation.
+//! - [`meta`]: the metadata group (group 0): topics, placement, members, producer ids.
+//! - [`partition`]: a partition's state: offsets, fetch, idempotent-producer dedup.
+//! - [`api`]: the client request handlers.
 //!
-//! The transport, node driver, partitions, metadata group and client API land in later issues
-//! (DESIGN.md 1). Dependencies point one way: the broker uses keel-storage and the client's wire
-//! codecs; nothing here is used by the client.
+//! Dependencies point one way: the broker uses keel-raft, keel-storage and the wire formats;
+//! nothing here is used by the SDK.
 
 pub mod api;
 pub mod meta;
 pub mod node;
 pub mod partition;
-pub mod raft;
 pub mod transport;

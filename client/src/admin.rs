@@ -16,9 +16,7 @@ use crate::wire::messages::{
 };
 use crate::wire::{Request, Response};
 
-/// Bound on a `replace_node` that waits for every group to finish (DESIGN.md 5): catching a
-/// learner up can take a while; the broker answers when done.
-pub const REPLACE_NODE_TIMEOUT_MS: u64 = 30 * 60 * 1000;
+pub use crate::wire::limits::REPLACE_NODE_TIMEOUT_MS;
 
 /// Management calls. Cheap to clone.
 #[derive(Clone)]

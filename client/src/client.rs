@@ -41,7 +41,7 @@ pub struct ClientConfig {
 impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
-            request_timeout_ms: 30_000,
+            request_timeout_ms: crate::wire::limits::DEFAULT_REQUEST_TIMEOUT_MS,
             connect_timeout_ms: 10_000,
             idle_timeout_ms: 10_000,
             keep_alive_interval_ms: 2_000,

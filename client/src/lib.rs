@@ -1,7 +1,8 @@
-//! keel-client: the Rust SDK for Keel (`Client`, `Producer`, `Consumer`, `Admin`) and, under
-//! [`wire`], the pure protocol codecs shared with the broker.
+//! keel-client: the Rust SDK for Keel (`Client`, `Producer`, `Consumer`, `Admin`). The formats it
+//! speaks are keel-wire's, re-exported as [`wire`] so SDK users need one dependency.
 //!
-//! The client never depends on the broker: the broker depends on `keel_client::wire`.
+//! The client never depends on the broker, and the broker never on the client: both depend on
+//! keel-wire.
 //!
 //! - [`Client`] (`client.rs`, `conn.rs`, `metadata.rs`): QUIC connections (one per broker, one
 //!   request per stream), the cluster map, routing to partition leaders, retries.
@@ -54,7 +55,7 @@
 //! # Ok::<(), keel_client::wire::WireError>(())
 //! ```
 
-pub mod wire;
+pub use keel_wire as wire;
 
 mod accumulator;
 pub mod address;
@@ -72,13 +73,9 @@ mod tls;
 pub use address::{AddressError, BrokerAddress};
 pub use admin::{Admin, REPLACE_NODE_TIMEOUT_MS};
 pub use client::{Client, ClientConfig, UNKNOWN_TOPIC_TTL};
-pub use conn::{
-    bind_udp_socket, discover_datagram_size, endpoint_config, MAX_UDP_PAYLOAD_BYTES,
-    SOCKET_BUFFER_BYTES,
-};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
 pub use error::{ClientError, ConsumeError, ProduceError};
 pub use producer::{Delivery, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
 pub use retry::RetryPolicy;
-pub use tls::{crypto_provider, ClientTls};
+pub use tls::ClientTls;
 pub use wire::messages::{Acks, ReplaceNodeWait};

@@ -11,6 +11,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::ClientError;
+use crate::wire::quic::crypto_provider;
 use crate::wire::CLIENT_ALPN;
 
 /// What the client trusts and, optionally, who it is.
@@ -109,22 +110,6 @@ fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, ClientError> 
 
 fn read(path: &Path) -> Result<Vec<u8>, ClientError> {
     std::fs::read(path).map_err(|error| ClientError::Tls(format!("{}: {error}", path.display())))
-}
-
-/// The ring provider (the only one Keel compiles in) with AES-128-GCM preferred for TLS 1.3:
-/// every byte a broker moves is sealed once per hop, and AES-128 does 10 rounds where AES-256
-/// does 14 (AES-256-GCM comes first in rustls' default order). Both ends use this order, and a
-/// peer that insists on another suite still gets one of the standard three.
-pub fn crypto_provider() -> rustls::crypto::CryptoProvider {
-    use rustls::crypto::ring::cipher_suite;
-    rustls::crypto::CryptoProvider {
-        cipher_suites: vec![
-            cipher_suite::TLS13_AES_128_GCM_SHA256,
-            cipher_suite::TLS13_AES_256_GCM_SHA384,
-            cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
-        ],
-        ..rustls::crypto::ring::default_provider()
-    }
 }
 
 #[cfg(test)]

@@ -88,8 +88,9 @@ struct Args {
     /// Healthy time after the last fault before the clients stop.
     #[arg(long, default_value_t = 5)]
     settle_s: u64,
-    /// Where node data, logs and the history go (default: ./keel-chaos/seed-<S>-<pid>). Use a
-    /// real disk, not tmpfs: fsync must mean something.
+    /// Where node data, logs and the history go (default: `target/keel-chaos/seed-<S>-<pid>` of the
+    /// build that holds the `keel` binary, else the system temporary directory). Use a real disk,
+    /// not tmpfs: fsync must mean something.
     #[arg(long)]
     dir: Option<PathBuf>,
     /// The `keel` binary (default: the one next to this binary, i.e. of the same build).
@@ -190,9 +191,10 @@ fn run(args: &Args) -> anyhow::Result<Report> {
         );
     }
     warn_if_older(&keel)?;
-    let root = args.dir.clone().unwrap_or_else(|| {
-        PathBuf::from("keel-chaos").join(format!("seed-{}-{}", args.seed, std::process::id()))
-    });
+    let root = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| default_run_dir(&keel, args.seed));
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     let history_path = root.join("history.jsonl");
     eprintln!(
@@ -416,4 +418,20 @@ async fn interrupted() -> &'static str {
         _ = terminate.recv() => "SIGTERM",
         _ = tokio::signal::ctrl_c() => "Ctrl-C",
     }
+}
+
+/// Run output never lands in the working tree (where it would be committed by accident): it goes
+/// beside the build that holds `keel` (`target/<profile>/keel` -> `target/keel-chaos/`), or
+/// under the system temporary directory for a `keel` installed elsewhere.
+fn default_run_dir(keel: &Path, seed: u64) -> PathBuf {
+    let target = keel
+        .parent()
+        .and_then(Path::parent)
+        .filter(|dir| dir.file_name().is_some_and(|name| name == "target"));
+    let base = match target {
+        Some(target) => target.to_path_buf(),
+        None => std::env::temp_dir(),
+    };
+    base.join("keel-chaos")
+        .join(format!("seed-{seed}-{}", std::process::id()))
 }

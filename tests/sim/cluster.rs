@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
-use keel_broker::raft::{
+use keel_raft::{
     Config, Entry, HardState, Incarnation, Index, Membership, MembershipChange, MembershipError,
     Message, NodeId, PeerMessages, ProposeError, RaftNode, ReadMode, RecoveredState, ReplaceNode,
     ReplaceStep, Role, Snapshot, Term,
@@ -907,7 +907,7 @@ impl Cluster {
     }
 
     fn send(&mut self, from: NodeId, to: NodeId, message: Message) {
-        if matches!(message.body, keel_broker::raft::MessageBody::TimeoutNow) {
+        if matches!(message.body, keel_raft::MessageBody::TimeoutNow) {
             if let Some(units) = self.deafen_after_timeout_now_units.take() {
                 for other in self.ids().into_iter().filter(|&id| id != from) {
                     self.cut(other, from);
@@ -1036,7 +1036,7 @@ impl Cluster {
                 Entry {
                     index,
                     term,
-                    kind: keel_broker::raft::EntryKind::Data,
+                    kind: keel_raft::EntryKind::Data,
                     payload,
                 }
             })

@@ -8,7 +8,7 @@
 //! entries (an append rewrites the partly filled page they share): the node then lost entries
 //! it acknowledged, which the surviving later entry makes detectable.
 
-use keel_broker::raft::{Entry, HardState, Index, MemoryLog, RaftLog, Snapshot, Term};
+use keel_raft::{Entry, HardState, Index, MemoryLog, RaftLog, Snapshot, Term};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
-use keel_broker::raft::{EntryKind, Index, NodeId, Term};
+use keel_raft::{EntryKind, Index, NodeId, Term};
 
 /// A broken safety property: the rule of RAFT.md and what was seen.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -23,7 +23,7 @@ mod workload;
 
 use std::time::Instant;
 
-use keel_broker::raft::PlantedBugs;
+use keel_raft::PlantedBugs;
 
 use crate::run::{run_seed, Failure};
 

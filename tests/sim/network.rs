@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use keel_broker::raft::{Incarnation, Message, NodeId};
+use keel_raft::{Incarnation, Message, NodeId};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 

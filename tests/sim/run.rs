@@ -6,7 +6,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bytes::Bytes;
-use keel_broker::raft::{Config, Index, NodeId, PlantedBugs, ProposeError, ReadMode, Term};
+use keel_raft::{Config, Index, NodeId, PlantedBugs, ProposeError, ReadMode, Term};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -281,7 +281,7 @@ fn drive_readers(cluster: &mut Cluster, read_probability: f64) {
     let leaders: Vec<NodeId> = up
         .iter()
         .copied()
-        .filter(|&id| cluster.node(id).role() == keel_broker::raft::Role::Leader)
+        .filter(|&id| cluster.node(id).role() == keel_raft::Role::Leader)
         .collect();
     let target = if !leaders.is_empty() && cluster.rng.random_bool(0.8) {
         leaders[cluster.rng.random_range(0..leaders.len())]

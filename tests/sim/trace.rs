@@ -1,7 +1,7 @@
 //! The run's trace: with `KEEL_SIM_TRACE=1` every event is printed as it happens; always, a
 //! hash of the events is kept so a replay can be shown identical (same seed, same hash).
 
-use keel_broker::raft::{Message, MessageBody, NodeId};
+use keel_raft::{Message, MessageBody, NodeId};
 
 pub struct Trace {
     print: bool,
@@ -43,8 +43,8 @@ impl Trace {
                 append.prev_log_index * 1_000 + append.entries.len() as u64
             }
             MessageBody::AppendEntriesResponse(response) => match response.result {
-                keel_broker::raft::AppendResult::Accepted { match_index } => match_index,
-                keel_broker::raft::AppendResult::Rejected { rejected_index, .. } => {
+                keel_raft::AppendResult::Accepted { match_index } => match_index,
+                keel_raft::AppendResult::Rejected { rejected_index, .. } => {
                     rejected_index + (1 << 40)
                 }
             },

@@ -4,7 +4,7 @@
 //! crashed or that was not applied in time (its outcome is then unknown, as for a client).
 
 use bytes::Bytes;
-use keel_broker::raft::{Index, NodeId, Term};
+use keel_raft::{Index, NodeId, Term};
 
 pub const PROPOSAL_TIMEOUT_UNITS: u64 = 2_000;
 

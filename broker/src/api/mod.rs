@@ -10,14 +10,14 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use keel_client::wire::messages::{
+use keel_wire::limits::{DEFAULT_REQUEST_TIMEOUT_MS, REPLACE_NODE_TIMEOUT_MS};
+use keel_wire::messages::{
     ClusterStatusResponse, CreateTopicRequest, FetchRequest, InitProducerIdResponse,
     ListTopicsResponse, MetadataRequest, MetadataResponse, NodeAddress, NodeStatus,
     PartitionDescription, PartitionMetadata, PartitionStatus, ProduceRequest, ReplaceNodeRequest,
     ReplaceNodeResponse, ReplaceNodeWait, TopicDescription, TopicMetadata, TopicSummary,
 };
-use keel_client::wire::{ErrorCode, Frame, RecordBatchView, Request, Response};
-use keel_client::REPLACE_NODE_TIMEOUT_MS;
+use keel_wire::{ErrorCode, Frame, RecordBatchView, Request, Response};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::meta::actor::{MetaHandle, MetaInput};
@@ -279,7 +279,7 @@ async fn produce(
     request: ProduceRequest,
     payload: Bytes,
     context: &ApiContext,
-) -> Result<keel_client::wire::messages::ProduceResponse, ErrorCode> {
+) -> Result<keel_wire::messages::ProduceResponse, ErrorCode> {
     let (handle, replicas) = locate(context, &request.topic, request.partition)?;
     let Some(handle) = handle else {
         return Err(not_a_replica(context, &replicas));
@@ -320,7 +320,7 @@ async fn produce(
 async fn fetch(
     request: FetchRequest,
     context: &ApiContext,
-) -> Result<(keel_client::wire::messages::FetchResponse, Bytes), ErrorCode> {
+) -> Result<(keel_wire::messages::FetchResponse, Bytes), ErrorCode> {
     let (handle, replicas) = locate(context, &request.topic, request.partition)?;
     let Some(handle) = handle else {
         return Err(not_a_replica(context, &replicas));
@@ -492,9 +492,7 @@ async fn replace_node(
     let budget = match request.wait {
         ReplaceNodeWait::UntilReplaced => Duration::from_millis(REPLACE_NODE_TIMEOUT_MS),
         // What a client waits for `--no-wait`: the SDK's default request timeout.
-        ReplaceNodeWait::UntilLearnersAdded => {
-            Duration::from_millis(keel_client::ClientConfig::default().request_timeout_ms)
-        }
+        ReplaceNodeWait::UntilLearnersAdded => Duration::from_millis(DEFAULT_REQUEST_TIMEOUT_MS),
     };
     let answer_by = tokio::time::Instant::now() + budget.saturating_sub(REPLACE_ANSWER_MARGIN);
     // Only a hello sent after this request came in speaks for the process running now: the

@@ -2,15 +2,15 @@
 //! starts or stops the partition groups this node replicates as topics come and go.
 
 use bytes::Bytes;
-use keel_client::wire::ErrorCode;
+use keel_wire::ErrorCode;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{MetaCommand, MetaOutcome, MetaState, NodeInfo};
 use crate::node::group::{Machine, PeerBatch, RaftGroup};
 use crate::node::storage_log::StorageLog;
 use crate::node::NodeContext;
-use crate::raft::{Entry, EntryKind, Index, ProposeError, Role, Term};
 use crate::transport::NodeId;
+use keel_raft::{Entry, EntryKind, Index, ProposeError, Role, Term};
 
 pub enum MetaInput {
     Peer(PeerBatch),
@@ -196,7 +196,7 @@ fn propose(
             return;
         }
     };
-    match group.node.propose_entry(EntryKind::Meta, payload) {
+    match group.node.propose_meta(payload) {
         Ok((index, term)) => {
             machine.waiters.insert(index, Waiter { term, reply });
         }

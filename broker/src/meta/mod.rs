@@ -12,11 +12,11 @@ pub mod actor;
 
 use std::collections::BTreeMap;
 
-use keel_client::wire::ErrorCode;
+use keel_wire::ErrorCode;
 use serde::{Deserialize, Serialize};
 
-use crate::raft::{Membership, NodeId};
 use crate::transport::GroupId;
+use keel_raft::{Membership, NodeId};
 
 /// The metadata group's id.
 pub const META_GROUP: GroupId = 0;

@@ -25,10 +25,10 @@ use crate::node::raft_codec;
 use crate::node::replace::{member_state, next_change, MemberState};
 use crate::node::storage_log::{fatal_message, fatal_storage_error, GroupDir, StorageLog};
 use crate::node::NodeContext;
-use crate::raft::{
+use crate::transport::{GroupId, NodeId, PeerSender};
+use keel_raft::{
     Entry, EntryKind, Incarnation, Index, Message, MessageBody, PeerMessages, RaftNode, Role, Term,
 };
-use crate::transport::{GroupId, NodeId, PeerSender};
 
 /// Messages for one group from one peer, decoded.
 #[derive(Debug)]
@@ -682,8 +682,8 @@ pub fn offset_key(kind: u8, payload: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft::{AppendEntries, VoteRequest};
     use crate::transport::lane_of;
+    use keel_raft::{AppendEntries, VoteRequest};
 
     fn append(entries: Vec<Entry>) -> Message {
         Message {

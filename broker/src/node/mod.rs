@@ -24,19 +24,19 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keel_client::wire::Limits;
 use keel_storage::{FsyncPolicy, LogOptions};
+use keel_wire::Limits;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::meta::actor::{MetaHandle, MetaInput};
 use crate::meta::{MetaState, NodeInfo, TopicInfo, META_GROUP};
 use crate::partition::{PartitionHandle, PartitionInput, PartitionView};
-use crate::raft::{Config, Incarnation, Membership, RaftNode, RecoveredState};
 use crate::transport::{
     ClientCertPolicy, GroupId, NodeId, NodeTls, Transport, TransportConfig, TransportError,
 };
 use group::{decode_coalesced, decode_messages, PeerBatch, Peers, RaftGroup, COALESCED_BASE};
 use identity::{Founding, Identity};
+use keel_raft::{Config, Incarnation, Membership, RaftNode, RecoveredState};
 use replace::{Announcement, MemberState, Reports};
 use storage_log::{fatal_storage_error, GroupDir};
 

@@ -11,9 +11,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::raft::{
-    AppendEntries, Entry, EntryKind, Incarnation, Index, Message, MessageBody, Term,
-};
+use keel_raft::{AppendEntries, Entry, EntryKind, Incarnation, Index, Message, MessageBody, Term};
 
 #[derive(Serialize)]
 struct HeadRef<'a> {
@@ -167,7 +165,7 @@ pub fn decode(payload: &Bytes) -> Option<(Incarnation, Vec<Message>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft::{AppendEntriesResponse, AppendResult, VoteRequest};
+    use keel_raft::{AppendEntriesResponse, AppendResult, VoteRequest};
 
     fn entry(index: Index, payload: &'static [u8]) -> Entry {
         Entry {

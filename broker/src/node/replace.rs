@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::raft::{Incarnation, MembershipChange, RaftLog, RaftNode, ReplaceNode, ReplaceStep};
 use crate::transport::{GroupId, NodeId};
+use keel_raft::{Incarnation, MembershipChange, RaftLog, RaftNode, ReplaceNode, ReplaceStep};
 
 /// How a node stands in one of its groups, as it reports itself to its peers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

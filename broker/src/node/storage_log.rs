@@ -18,7 +18,7 @@ use keel_storage::hard_state::HardState as StoredHardState;
 use keel_storage::io::RealIo;
 use keel_storage::{Log, LogOptions, StorageError};
 
-use crate::raft::{Entry, EntryKind, HardState, Index, RaftLog, Term};
+use keel_raft::{Entry, EntryKind, HardState, Index, RaftLog, Term};
 
 const ABSTAIN_FILE_NAME: &str = "abstain";
 const ABSTAIN_MAGIC: [u8; 4] = *b"KABS";

@@ -14,10 +14,10 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use keel_client::wire::record_batch::{
+use keel_wire::record_batch::{
     BASE_SEQUENCE_AT, COUNT_AT, MAX_TIMESTAMP_AT, PRODUCER_EPOCH_AT, PRODUCER_ID_AT,
 };
-use keel_client::wire::{ErrorCode, ProducerStamp};
+use keel_wire::{ErrorCode, ProducerStamp};
 
 /// Batches remembered per producer: a retry of any of them is answered with its offsets.
 pub const RETAINED_BATCHES: usize = 5;

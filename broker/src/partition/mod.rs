@@ -16,17 +16,17 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use keel_client::wire::messages::{FetchResponse, FollowerLag, ProduceResponse};
-use keel_client::wire::record_batch::{set_base_offset, COUNT_AT};
-use keel_client::wire::ErrorCode;
+use keel_wire::messages::{FetchResponse, FollowerLag, ProduceResponse};
+use keel_wire::record_batch::{set_base_offset, COUNT_AT};
+use keel_wire::ErrorCode;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::node::group::{base_offset_of, Machine, PeerBatch, RaftGroup};
 use crate::node::storage_log::{fatal_storage_error, StorageLog};
 use crate::node::NodeContext;
-use crate::raft::{Entry, EntryKind, Index, ProposeError, RaftLog, Role, Term};
 use crate::transport::NodeId;
 use dedup::{BatchIdentity, Dedup, Verdict};
+use keel_raft::{Entry, EntryKind, Index, ProposeError, RaftLog, Role, Term};
 
 /// What a partition publishes for request handlers that wait (long polls) or route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -115,9 +115,9 @@ impl Transport {
             address: config.listen_address,
             source,
         };
-        let socket = keel_client::bind_udp_socket(config.listen_address).map_err(bind_error)?;
+        let socket = keel_wire::quic::bind_udp_socket(config.listen_address).map_err(bind_error)?;
         let endpoint = quinn::Endpoint::new(
-            keel_client::endpoint_config(),
+            keel_wire::quic::endpoint_config(),
             Some(server_config),
             socket,
             Arc::new(quinn::TokioRuntime),
@@ -309,7 +309,7 @@ fn server_transport(config: &TransportConfig) -> quinn::TransportConfig {
         .receive_window(config.client_connection_receive_window_bytes.into())
         .send_window(u64::from(config.peer_connection_receive_window_bytes));
     apply_liveness(config, &mut transport);
-    keel_client::discover_datagram_size(&mut transport);
+    keel_wire::quic::discover_datagram_size(&mut transport);
     transport
 }
 
@@ -323,7 +323,7 @@ fn peer_dial_transport(config: &TransportConfig) -> quinn::TransportConfig {
         .receive_window(config.peer_connection_receive_window_bytes.into())
         .send_window(u64::from(config.peer_connection_receive_window_bytes));
     apply_liveness(config, &mut transport);
-    keel_client::discover_datagram_size(&mut transport);
+    keel_wire::quic::discover_datagram_size(&mut transport);
     transport
 }
 

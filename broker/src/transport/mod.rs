@@ -20,8 +20,8 @@ pub mod tls;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use crate::raft::NodeId;
 pub use endpoint::{ClientConnection, Transport, TransportChannels, TransportError};
+pub use keel_raft::NodeId;
 pub use peer::{PeerMessage, PeerSender, SendError};
 pub use tls::{ClientCertPolicy, NodeTls};
 

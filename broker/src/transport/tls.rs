@@ -91,9 +91,9 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> TlsError + '_ {
 }
 
 /// The ring provider, the only one Keel compiles in, with the SDK's suite order (AES-128-GCM
-/// first, see `keel_client::crypto_provider`).
+/// first, see `keel_wire::quic::crypto_provider`).
 pub fn crypto_provider() -> Arc<CryptoProvider> {
-    Arc::new(keel_client::crypto_provider())
+    Arc::new(keel_wire::quic::crypto_provider())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@
 //! "committed" entry (the old-term scenario); the random simulator rarely lines up the three
 //! elections that turn it into a leader-completeness violation, so the rule is checked itself.
 
-use keel_broker::raft::{RaftNode, Role};
+use keel_raft::{RaftNode, Role};
 
 use crate::disk::SimDisk;
 use crate::history::{violation, Check, History};

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use keel_broker::raft::{Entry, Index};
+use keel_raft::{Entry, Index};
 
 use crate::history::{violation, Check, History};
 

@@ -1,6 +1,6 @@
 //! RAFT.md safety property 1, election safety: at most one leader per term.
 
-use keel_broker::raft::{RaftNode, Role};
+use keel_raft::{RaftNode, Role};
 
 use crate::disk::SimDisk;
 use crate::history::{violation, Check, History};

@@ -3,7 +3,7 @@
 //! previous check is still there with the same term, and the log did not shrink (with log
 //! matching, an unchanged entry implies an unchanged prefix).
 
-use keel_broker::raft::{RaftNode, Role};
+use keel_raft::{RaftNode, Role};
 
 use crate::disk::SimDisk;
 use crate::history::{violation, Check, History, LeaderWatch};

@@ -3,7 +3,7 @@
 //! the committing node was in); every leader is checked against every commit of an earlier
 //! term, and every new commit against the leaders of later terms.
 
-use keel_broker::raft::{Index, RaftNode, Role};
+use keel_raft::{Index, RaftNode, Role};
 
 use crate::disk::SimDisk;
 use crate::history::{violation, Check, CommittedEntry, History};

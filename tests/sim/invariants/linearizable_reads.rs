@@ -3,7 +3,7 @@
 //! leader in a minority, or one whose lease outlived a leadership transfer, would hand out a
 //! read index below a write the new leader already acknowledged.
 
-use keel_broker::raft::{Index, NodeId};
+use keel_raft::{Index, NodeId};
 
 use crate::history::{violation, Check, History};
 

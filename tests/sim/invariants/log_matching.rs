@@ -2,7 +2,7 @@
 //! are identical up to it. Checked by induction on every entry any node writes: the same
 //! (index, term) must carry the same kind and payload and follow an entry of the same term.
 
-use keel_broker::raft::{Entry, NodeId, Term};
+use keel_raft::{Entry, NodeId, Term};
 
 use crate::history::{violation, Check, History, SeenEntry};
 

@@ -5,7 +5,7 @@
 //! elect two leaders in one term; the random simulator rarely lines that up, so the rule
 //! itself is checked (as for the commit rule).
 
-use keel_broker::raft::{EntryKind, Membership, RaftNode, Role};
+use keel_raft::{EntryKind, Membership, RaftNode, Role};
 
 use crate::disk::SimDisk;
 use crate::history::{violation, Check, History};

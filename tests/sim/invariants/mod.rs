@@ -13,7 +13,7 @@ pub mod state_machine_safety;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use keel_broker::raft::RaftNode;
+use keel_raft::RaftNode;
 
 use crate::disk::SimDisk;
 use crate::history::{violation, Check, History};

@@ -4,7 +4,7 @@
 //! snapshot at index N must equal every other node's state after applying up to N (compared by
 //! digest), and the node then continues at N + 1.
 
-use keel_broker::raft::{Entry, Index, NodeId};
+use keel_raft::{Entry, Index, NodeId};
 
 use crate::history::{violation, Check, History};
 
