@@ -6,11 +6,12 @@ use keel_wire::ErrorCode;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{MetaCommand, MetaOutcome, MetaState, NodeInfo};
+use crate::node::actor::{self, Control, GroupActor, Waiters};
 use crate::node::group::{Machine, PeerBatch, RaftGroup};
 use crate::node::storage_log::StorageLog;
 use crate::node::NodeContext;
 use crate::transport::NodeId;
-use keel_raft::{Entry, EntryKind, Index, ProposeError, Role, Term};
+use keel_raft::{Entry, EntryKind, ProposeError, Role, Term};
 
 pub enum MetaInput {
     Peer(PeerBatch),
@@ -31,15 +32,10 @@ pub struct MetaHandle {
     pub leader: watch::Receiver<Option<NodeId>>,
 }
 
-struct Waiter {
-    term: Term,
-    reply: oneshot::Sender<Result<MetaOutcome, ErrorCode>>,
-}
-
 struct MetaMachine {
     state: watch::Sender<MetaState>,
     leader: watch::Sender<Option<NodeId>>,
-    waiters: std::collections::BTreeMap<Index, Waiter>,
+    waiters: Waiters<MetaOutcome>,
     context: NodeContext,
     /// The founders (from the founding record), proposed as the first command by a leader
     /// that finds the map empty.
@@ -62,22 +58,14 @@ impl Machine for MetaMachine {
             },
             _ => Ok(MetaOutcome::Done),
         };
-        if let Some(waiter) = self.waiters.remove(&entry.index) {
-            let result = if waiter.term == entry.term {
-                outcome
-            } else {
-                Err(ErrorCode::Unavailable)
-            };
-            let _ = waiter.reply.send(result);
-        }
+        self.waiters
+            .answer(entry.index, entry.term, || outcome, ErrorCode::Unavailable);
     }
 
     fn on_role_change(&mut self, role: Role, leader: Option<NodeId>, _term: Term) {
         self.leader.send_replace(leader);
         if role != Role::Leader {
-            for (_, waiter) in std::mem::take(&mut self.waiters) {
-                let _ = waiter.reply.send(Err(ErrorCode::Unavailable));
-            }
+            self.waiters.fail_all(&ErrorCode::Unavailable);
         }
     }
 }
@@ -108,78 +96,56 @@ impl MetaMachine {
     }
 }
 
-/// Runs group 0 until shut down.
+impl GroupActor for MetaMachine {
+    type Input = MetaInput;
+
+    fn classify(input: MetaInput) -> Control<MetaInput> {
+        match input {
+            MetaInput::Peer(batch) => Control::Peer(batch),
+            MetaInput::Shutdown { done } => Control::Shutdown(done),
+            other => Control::Other(other),
+        }
+    }
+
+    fn handle(&mut self, group: &mut RaftGroup, input: MetaInput) {
+        match input {
+            MetaInput::Propose { command, reply } => propose(group, self, command, reply),
+            MetaInput::Peer(batch) => group.step(batch),
+            // The loop takes shutdowns (GroupActor::classify); answering keeps the caller unstuck.
+            MetaInput::Shutdown { done } => {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    fn after_round(&mut self, group: &mut RaftGroup) {
+        propose_founding_if_needed(group, self);
+    }
+
+    fn on_stop(&mut self) {
+        self.waiters.fail_all(&ErrorCode::Unavailable);
+    }
+}
+
+/// Runs group 0 until shut down (node/actor.rs has the loop).
 pub async fn run(
-    mut group: RaftGroup,
-    mut inbox: mpsc::Receiver<MetaInput>,
+    group: RaftGroup,
+    inbox: mpsc::Receiver<MetaInput>,
     state: watch::Sender<MetaState>,
     leader: watch::Sender<Option<NodeId>>,
     context: NodeContext,
     founders: Vec<NodeInfo>,
     campaign_at_start: bool,
 ) {
-    let mut machine = MetaMachine {
+    let machine = MetaMachine {
         state,
         leader,
-        waiters: Default::default(),
+        waiters: Waiters::default(),
         context: context.clone(),
         founders,
         founding_proposed_in: None,
     };
-    if campaign_at_start {
-        group.node.campaign();
-    }
-    group.process(&mut machine);
-    let mut ticker = tokio::time::interval(context.tick);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // A shutdown while leading first hands group 0 over (as partitions do).
-    let mut stopping: Option<(std::time::Instant, oneshot::Sender<()>)> = None;
-    loop {
-        if let Some((deadline, _)) = &stopping {
-            if group.node.role() != Role::Leader || std::time::Instant::now() >= *deadline {
-                let (_, done) = stopping.take().expect("checked above");
-                group.sync_now();
-                let _ = done.send(());
-                return;
-            }
-        }
-        let input = tokio::select! {
-            input = inbox.recv() => input,
-            done = group.sync_finished(), if group.is_syncing() => {
-                group.complete_sync(done, &mut machine);
-                propose_founding_if_needed(&mut group, &mut machine);
-                continue;
-            }
-            _ = ticker.tick() => {
-                group.tick();
-                group.process(&mut machine);
-                propose_founding_if_needed(&mut group, &mut machine);
-                continue;
-            }
-        };
-        let Some(input) = input else { break };
-        let mut next = Some(input);
-        while let Some(input) = next.take() {
-            match input {
-                MetaInput::Peer(batch) => group.step(batch),
-                MetaInput::Propose { command, reply } => {
-                    propose(&mut group, &mut machine, command, reply)
-                }
-                MetaInput::Shutdown { done } => {
-                    if group.hand_over_leadership() {
-                        stopping = Some((group.handover_deadline(context.tick), done));
-                        break;
-                    }
-                    group.sync_now();
-                    let _ = done.send(());
-                    return;
-                }
-            }
-            next = inbox.try_recv().ok();
-        }
-        group.process(&mut machine);
-        propose_founding_if_needed(&mut group, &mut machine);
-    }
+    actor::run(group, inbox, machine, context.tick, campaign_at_start).await;
 }
 
 fn propose(
@@ -198,7 +164,7 @@ fn propose(
     };
     match group.node.propose_meta(payload) {
         Ok((index, term)) => {
-            machine.waiters.insert(index, Waiter { term, reply });
+            machine.waiters.insert(index, term, reply);
         }
         Err(ProposeError::NotLeader { leader_hint }) => {
             let leader_addr = leader_hint.and_then(|id| machine.context.client_address(id));

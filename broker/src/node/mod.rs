@@ -12,6 +12,7 @@
 //! Each group runs as one tokio task (an actor) that owns its core and its log; requests reach
 //! it through a bounded inbox. Data directory layout: docs/FORMAT.md "Node data directory".
 
+pub mod actor;
 pub mod group;
 pub mod identity;
 pub mod raft_codec;

@@ -12,7 +12,6 @@
 
 pub mod dedup;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -21,6 +20,7 @@ use keel_wire::record_batch::{set_base_offset, COUNT_AT};
 use keel_wire::ErrorCode;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::node::actor::{self, Control, GroupActor, Waiters};
 use crate::node::group::{base_offset_of, Machine, PeerBatch, RaftGroup};
 use crate::node::storage_log::{fatal_storage_error, StorageLog};
 use crate::node::NodeContext;
@@ -65,14 +65,6 @@ pub struct PartitionHandle {
     pub view: watch::Receiver<PartitionView>,
 }
 
-struct Waiter {
-    term: Term,
-    base_offset: u64,
-    last_offset: u64,
-    /// The request that proposed the entry, then any retries of it that arrived meanwhile.
-    replies: Vec<oneshot::Sender<Result<ProduceResponse, ErrorCode>>>,
-}
-
 /// An idempotent batch that arrived before its predecessor: a producer with several batches in
 /// flight sends each on its own stream, and streams (or retries after a leader change) may
 /// overtake each other. It waits for the predecessor instead of being refused as a gap.
@@ -98,7 +90,8 @@ pub struct PartitionState {
     high_watermark: u64,
     /// Index of the last applied entry: fetches read up to here.
     applied_index: Index,
-    waiters: BTreeMap<Index, Waiter>,
+    /// Produce requests (and retries of them that arrived meanwhile) by their entry's index.
+    waiters: Waiters<ProduceResponse>,
     /// Idempotent batches this leader proposed and has not applied yet, in index order:
     /// (index, identity, base offset). The dedup table does not know them yet.
     pending: Vec<(Index, BatchIdentity, u64)>,
@@ -131,11 +124,7 @@ impl PartitionState {
     }
 
     fn fail_waiters(&mut self, error: ErrorCode) {
-        for (_, waiter) in std::mem::take(&mut self.waiters) {
-            for reply in waiter.replies {
-                let _ = reply.send(Err(error.clone()));
-            }
-        }
+        self.waiters.fail_all(&error);
         for early in std::mem::take(&mut self.early) {
             let _ = early.reply.send(Err(error.clone()));
         }
@@ -202,21 +191,11 @@ impl Machine for PartitionState {
         {
             self.pending.remove(0);
         }
-        if let Some(waiter) = self.waiters.remove(&entry.index) {
-            let result = if waiter.term == entry.term {
-                Ok(ProduceResponse {
-                    base_offset: waiter.base_offset,
-                    last_offset: waiter.last_offset,
-                    log_start_offset: 0,
-                })
-            } else {
-                // Another leader's entry took this index: the batch was lost with the old term.
-                Err(ErrorCode::NotLeader { leader_addr: None })
-            };
-            for reply in waiter.replies {
-                let _ = reply.send(result.clone());
-            }
-        }
+        // Another leader's entry at a proposal's index means the batch was lost with the old
+        // term: the producer retries at the new leader.
+        let lost = ErrorCode::NotLeader { leader_addr: None };
+        self.waiters
+            .answer(entry.index, entry.term, || produced(&entry.payload), lost);
     }
 
     fn on_role_change(&mut self, role: Role, leader: Option<NodeId>, _term: Term) {
@@ -230,20 +209,61 @@ impl Machine for PartitionState {
     }
 }
 
-/// Runs a partition group until it is shut down.
+/// The answer to the produce that became `batch` (as stamped and applied).
+fn produced(batch: &[u8]) -> Result<ProduceResponse, ErrorCode> {
+    match (base_offset_of(batch), batch_end_offset(batch)) {
+        (Some(base_offset), Some(end)) if end > base_offset => Ok(ProduceResponse {
+            base_offset,
+            last_offset: end - 1,
+            log_start_offset: 0,
+        }),
+        // The leader stamped and checked this batch before proposing it.
+        _ => Err(ErrorCode::CorruptBatch),
+    }
+}
+
+impl GroupActor for PartitionState {
+    type Input = PartitionInput;
+
+    fn classify(input: PartitionInput) -> Control<PartitionInput> {
+        match input {
+            PartitionInput::Peer(batch) => Control::Peer(batch),
+            PartitionInput::Shutdown { done } => Control::Shutdown(done),
+            other => Control::Other(other),
+        }
+    }
+
+    fn handle(&mut self, group: &mut RaftGroup, input: PartitionInput) {
+        handle(group, self, input);
+    }
+
+    fn on_tick(&mut self, group: &mut RaftGroup) {
+        expire_early(group, self);
+    }
+
+    fn after_round(&mut self, group: &mut RaftGroup) {
+        self.publish(group.node.role(), group.node.leader());
+    }
+
+    fn on_stop(&mut self) {
+        self.fail_waiters(ErrorCode::Unavailable);
+    }
+}
+
+/// Runs a partition group until it is shut down (node/actor.rs has the loop).
 pub async fn run(
-    mut group: RaftGroup,
-    mut inbox: mpsc::Receiver<PartitionInput>,
+    group: RaftGroup,
+    inbox: mpsc::Receiver<PartitionInput>,
     view: watch::Sender<PartitionView>,
     context: NodeContext,
     campaign_at_start: bool,
 ) {
     let end_offset = end_offset_of(group.node.storage(), group.node.last_index());
-    let mut state = PartitionState {
+    let state = PartitionState {
         end_offset,
         high_watermark: 0,
         applied_index: 0,
-        waiters: BTreeMap::new(),
+        waiters: Waiters::default(),
         pending: Vec::new(),
         early: Vec::new(),
         dedup: Dedup::default(),
@@ -251,73 +271,11 @@ pub async fn run(
         view,
         context: context.clone(),
     };
-    if campaign_at_start {
-        group.node.campaign();
-    }
-    group.process(&mut state);
-    state.publish(group.node.role(), group.node.leader());
-    let mut ticker = tokio::time::interval(context.tick);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Set by a shutdown while this node leads: the group keeps running until its leadership
-    // has passed to a follower (or the handover times out), so producers move over at once
-    // instead of waiting for an election timeout.
-    let mut stopping: Option<(std::time::Instant, oneshot::Sender<()>)> = None;
-    loop {
-        if let Some((deadline, _)) = &stopping {
-            if group.node.role() != Role::Leader || std::time::Instant::now() >= *deadline {
-                let (_, done) = stopping.take().expect("checked above");
-                state.fail_waiters(ErrorCode::Unavailable);
-                group.sync_now();
-                let _ = done.send(());
-                return;
-            }
-        }
-        let input = tokio::select! {
-            input = inbox.recv() => input,
-            done = group.sync_finished(), if group.is_syncing() => {
-                group.complete_sync(done, &mut state);
-                state.publish(group.node.role(), group.node.leader());
-                continue;
-            }
-            _ = ticker.tick() => {
-                group.tick();
-                expire_early(&mut group, &mut state);
-                group.process(&mut state);
-                state.publish(group.node.role(), group.node.leader());
-                continue;
-            }
-        };
-        let Some(input) = input else { break };
-        let mut next = Some(input);
-        // Everything already waiting joins this round: one Raft batch, one write (and the
-        // fdatasync after it covers every round written while the previous one ran).
-        let mut handled = 0;
-        while let Some(input) = next.take() {
-            if let PartitionInput::Shutdown { done } = input {
-                if group.hand_over_leadership() {
-                    stopping = Some((group.handover_deadline(context.tick), done));
-                    break;
-                }
-                state.fail_waiters(ErrorCode::Unavailable);
-                group.sync_now();
-                let _ = done.send(());
-                return;
-            }
-            handle(&mut group, &mut state, input);
-            handled += 1;
-            if handled < 1024 {
-                next = inbox.try_recv().ok();
-            }
-        }
-        group.process(&mut state);
-        state.publish(group.node.role(), group.node.leader());
-    }
-    group.sync_now();
+    actor::run(group, inbox, state, context.tick, campaign_at_start).await;
 }
 
 fn handle(group: &mut RaftGroup, state: &mut PartitionState, input: PartitionInput) {
     match input {
-        PartitionInput::Peer(batch) => group.step(batch),
         PartitionInput::Produce {
             batch,
             count,
@@ -348,7 +306,11 @@ fn handle(group: &mut RaftGroup, state: &mut PartitionState, input: PartitionInp
             }
             let _ = reply.send((group.node.leader(), lags));
         }
-        PartitionInput::Shutdown { .. } => unreachable!("handled by the loop"),
+        PartitionInput::Peer(batch) => group.step(batch),
+        PartitionInput::Shutdown { done } => {
+            // The loop takes shutdowns (GroupActor::classify); answering keeps the caller unstuck.
+            let _ = done.send(());
+        }
     }
 }
 
@@ -396,11 +358,8 @@ fn produce(
                 return;
             }
             Verdict::InFlight { index } => {
-                match state.waiters.get_mut(&index) {
-                    Some(waiter) => waiter.replies.push(reply),
-                    None => {
-                        let _ = reply.send(Err(ErrorCode::Unavailable));
-                    }
+                if let Err(reply) = state.waiters.join(index, reply) {
+                    let _ = reply.send(Err(ErrorCode::Unavailable));
                 }
                 release_successor(group, state, &identity);
                 return;
@@ -447,15 +406,7 @@ fn produce(
                 }));
                 return;
             }
-            state.waiters.insert(
-                index,
-                Waiter {
-                    term,
-                    base_offset,
-                    last_offset: base_offset + u64::from(count) - 1,
-                    replies: vec![reply],
-                },
-            );
+            state.waiters.insert(index, term, reply);
             if identity.stamp.is_idempotent() {
                 state.pending.push((index, identity, base_offset));
                 release_successor(group, state, &identity);
