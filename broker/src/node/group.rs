@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use keel_storage::{Entry as StorageEntry, PendingSync};
+use keel_wire::record_batch::BatchHeader;
 use tokio::task::JoinHandle;
 
 use crate::node::raft_codec;
@@ -663,11 +664,9 @@ impl StorageLog {
     }
 }
 
-/// A record batch's base offset: its first eight bytes (DESIGN.md 4).
+/// A stored record batch's base offset (keel-wire reads the header).
 pub fn base_offset_of(batch: &[u8]) -> Option<u64> {
-    batch
-        .get(..8)
-        .map(|bytes| u64::from_le_bytes(bytes.try_into().expect("eight bytes")))
+    BatchHeader::read(batch).map(|header| header.base_offset)
 }
 
 /// The storage option that rebuilds a lost `.offsets` file from the log.

@@ -14,9 +14,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use keel_wire::record_batch::{
-    BASE_SEQUENCE_AT, COUNT_AT, MAX_TIMESTAMP_AT, PRODUCER_EPOCH_AT, PRODUCER_ID_AT,
-};
+use keel_wire::record_batch::BatchHeader;
 use keel_wire::{ErrorCode, ProducerStamp};
 
 /// Batches remembered per producer: a retry of any of them is answered with its offsets.
@@ -52,17 +50,11 @@ impl BatchIdentity {
     /// Reads the header of a batch whose CRC and framing were already checked (or that was
     /// stored after such a check). `None` if it is too short to have a header.
     pub fn of(batch: &[u8]) -> Option<BatchIdentity> {
-        let u64_at = |at: usize| Some(u64::from_le_bytes(batch.get(at..at + 8)?.try_into().ok()?));
-        let u32_at = |at: usize| Some(u32::from_le_bytes(batch.get(at..at + 4)?.try_into().ok()?));
-        let u16_at = |at: usize| Some(u16::from_le_bytes(batch.get(at..at + 2)?.try_into().ok()?));
+        let header = BatchHeader::read(batch)?;
         Some(BatchIdentity {
-            stamp: ProducerStamp {
-                producer_id: u64_at(PRODUCER_ID_AT)?,
-                producer_epoch: u16_at(PRODUCER_EPOCH_AT)?,
-                base_sequence: u32_at(BASE_SEQUENCE_AT)?,
-            },
-            count: u32_at(COUNT_AT)?,
-            max_timestamp_ms: u64_at(MAX_TIMESTAMP_AT)? as i64,
+            stamp: header.producer,
+            count: header.count,
+            max_timestamp_ms: header.max_timestamp_ms,
         })
     }
 

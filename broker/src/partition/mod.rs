@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use keel_wire::messages::{FetchResponse, FollowerLag, ProduceResponse};
-use keel_wire::record_batch::{set_base_offset, COUNT_AT};
+use keel_wire::record_batch::{set_base_offset, BatchHeader};
 use keel_wire::ErrorCode;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -151,9 +151,7 @@ fn end_offset_of(log: &StorageLog, last: Index) -> u64 {
 
 /// `base_offset + count` of a stored batch.
 fn batch_end_offset(batch: &[u8]) -> Option<u64> {
-    let base = base_offset_of(batch)?;
-    let count = batch.get(COUNT_AT..COUNT_AT + 4)?;
-    Some(base + u64::from(u32::from_le_bytes(count.try_into().ok()?)))
+    BatchHeader::read(batch)?.end_offset()
 }
 
 impl Machine for PartitionState {

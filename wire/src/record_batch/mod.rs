@@ -99,6 +99,44 @@ impl ProducerStamp {
     }
 }
 
+/// The header fields of a batch that was checked once ([`RecordBatchView::parse`]) and then
+/// stored or stamped: read straight from the bytes, without walking the records or checking the
+/// CRC again. The one reader of a stored batch's header, so nothing else re-parses it by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: u64,
+    pub count: u32,
+    pub first_timestamp_ms: i64,
+    pub max_timestamp_ms: i64,
+    pub producer: ProducerStamp,
+}
+
+impl BatchHeader {
+    /// `None` if `batch` is too short to hold a header.
+    pub fn read(batch: &[u8]) -> Option<BatchHeader> {
+        if batch.len() < BATCH_HEADER_BYTES {
+            return None;
+        }
+        Some(BatchHeader {
+            base_offset: read_u64(batch, BASE_OFFSET_AT)?,
+            count: read_u32(batch, COUNT_AT)?,
+            first_timestamp_ms: read_i64(batch, FIRST_TIMESTAMP_AT)?,
+            max_timestamp_ms: read_i64(batch, MAX_TIMESTAMP_AT)?,
+            producer: ProducerStamp {
+                producer_id: read_u64(batch, PRODUCER_ID_AT)?,
+                producer_epoch: read_u16(batch, PRODUCER_EPOCH_AT)?,
+                base_sequence: read_u32(batch, BASE_SEQUENCE_AT)?,
+            },
+        })
+    }
+
+    /// The offset after the batch's last record (`base_offset + count`); `None` on overflow,
+    /// which a batch a leader stamped cannot reach.
+    pub fn end_offset(&self) -> Option<u64> {
+        self.base_offset.checked_add(u64::from(self.count))
+    }
+}
+
 /// Reads `batch_len` from the front of a batch, if its first twelve bytes are there. Lets a
 /// reader of concatenated batches (a segment, a fetch payload) find where the next one starts.
 pub fn peek_batch_len(bytes: &[u8]) -> Option<u32> {

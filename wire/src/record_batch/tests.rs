@@ -158,6 +158,21 @@ fn stamping_base_offset_keeps_the_producer_crc_valid() {
 }
 
 #[test]
+fn the_header_reader_agrees_with_the_checked_view() {
+    let mut batch = worked_example().to_vec();
+    set_base_offset(&mut batch, 40).unwrap();
+    let view = RecordBatchView::parse(Bytes::from(batch.clone())).unwrap();
+    let header = BatchHeader::read(&batch).unwrap();
+    assert_eq!(header.base_offset, view.base_offset());
+    assert_eq!(header.count, view.count());
+    assert_eq!(header.first_timestamp_ms, view.first_timestamp_ms());
+    assert_eq!(header.max_timestamp_ms, view.max_timestamp_ms());
+    assert_eq!(header.producer, view.producer());
+    assert_eq!(header.end_offset(), Some(42));
+    assert_eq!(BatchHeader::read(&batch[..BATCH_HEADER_BYTES - 1]), None);
+}
+
+#[test]
 fn empty_key_and_absent_key_are_different() {
     let mut builder = RecordBatchBuilder::new(&Limits::default(), 1024);
     builder
