@@ -1,18 +1,19 @@
 //! The Raft plumbing every group shares: one [`RaftGroup`] owns a core, its group directory and
-//! the way to its peers, and turns each `Ready` into I/O in the order DESIGN.md 2 demands:
-//! hard state, messages that may leave at once, truncation and append, `on_persisted`,
-//! messages that needed durability, then apply.
+//! the way to its peers, and turns each `Ready` into I/O in the order docs/ARCHITECTURE.md
+//! ("The driver contract") demands: hard state, messages that may leave at once, truncation and
+//! append, `on_persisted`, messages that needed durability, then apply.
 //!
 //! The fdatasync is pipelined (group commit without stopping the group): appends are written
 //! at once, and one sync at a time runs on the blocking pool over everything written so far.
 //! Meanwhile the group keeps stepping messages and writing new appends; when the sync finishes
 //! ([`RaftGroup::sync_finished`], awaited by the actor loop), the core hears `on_persisted` for
 //! the last entry it covered and the messages that waited for it leave, and the next sync
-//! starts over whatever was written meanwhile. Messages that need durability wait for every
-//! write before them, in order. A truncation first waits for the sync in flight.
+//! starts over whatever was written meanwhile. The rules of that ordering are a pure state
+//! machine of their own (node/pipeline.rs, tested under every interleaving); this file does the
+//! I/O they ask for. A truncation first settles the sync in flight.
 //!
 //! What applying means belongs to the group's state machine ([`Machine`]): the metadata map or a
-//! partition's offsets. The actor loops that feed the core live with those state machines.
+//! partition's offsets. The one loop that feeds every group is node/actor.rs.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,7 @@ use keel_storage::{Entry as StorageEntry, PendingSync};
 use keel_wire::record_batch::BatchHeader;
 use tokio::task::JoinHandle;
 
+use crate::node::pipeline::{Released, SyncPipeline, SyncTicket};
 use crate::node::raft_codec;
 use crate::node::replace::{member_state, next_change, MemberState};
 use crate::node::storage_log::{fatal_message, fatal_storage_error, GroupDir, StorageLog};
@@ -215,23 +217,15 @@ pub struct RaftGroup {
     /// The tick this node last became leader.
     leader_since: u64,
     reported: Option<MemberState>,
-    /// The sync running now, if any.
-    syncing: Option<SyncInFlight>,
-    /// The last entry written and not yet covered by a sync.
-    unsynced: Option<(Index, Term)>,
-    /// Messages that need durability, waiting for `unsynced` (or, when nothing is unsynced,
-    /// for the sync in flight).
-    waiting: Vec<PeerMessages>,
+    /// What is written, syncing and durable, and the messages that wait for it (the rules live
+    /// in node/pipeline.rs; this file only does the I/O they ask for).
+    pipeline: SyncPipeline,
+    /// The fdatasync running on the blocking pool, if any, with the pipeline's ticket for it.
+    sync_task: Option<(SyncTicket, SyncTask)>,
 }
 
-/// One fdatasync on the blocking pool and what its end releases.
-struct SyncInFlight {
-    task: JoinHandle<(PendingSync, keel_storage::Result<()>)>,
-    /// The last entry written when the sync began.
-    last: (Index, Term),
-    /// Messages to send once it is durable.
-    messages: Vec<PeerMessages>,
-}
+/// An fdatasync on the blocking pool; it hands the sync back with its result.
+type SyncTask = JoinHandle<(PendingSync, keel_storage::Result<()>)>;
 
 /// A finished sync, from [`RaftGroup::sync_finished`] to [`RaftGroup::complete_sync`].
 pub struct SyncDone(Result<(PendingSync, keel_storage::Result<()>), tokio::task::JoinError>);
@@ -270,9 +264,8 @@ impl RaftGroup {
             ticks: 0,
             leader_since: 0,
             reported: None,
-            syncing: None,
-            unsynced: None,
-            waiting: Vec::new(),
+            pipeline: SyncPipeline::default(),
+            sync_task: None,
         };
         group.report_member_state();
         group
@@ -358,13 +351,10 @@ impl RaftGroup {
             machine.on_appended(&ready.entries);
         }
         if let Some(last) = last_entry {
-            self.unsynced = Some(last);
+            self.pipeline.written(last);
         }
-        if self.unsynced.is_some() || self.syncing.is_some() {
-            self.waiting.extend(ready.messages_after_persist);
-        } else {
-            self.peers.send(group, ready.messages_after_persist);
-        }
+        let may_go = self.pipeline.after_persist(ready.messages_after_persist);
+        self.peers.send(group, may_go);
         if let Some(last) = ready.committed_entries.last().map(|entry| entry.index) {
             for entry in &ready.committed_entries {
                 machine.apply(entry, self.node.storage());
@@ -377,16 +367,16 @@ impl RaftGroup {
     /// Starts a sync over what is written and unsynced, unless one is running. Returns true
     /// when the fsync policy asked for none, so the writes were reported persisted at once.
     fn start_sync(&mut self) -> bool {
-        if self.syncing.is_some() {
+        if self.pipeline.is_syncing() || !self.pipeline.has_unsynced() {
             return false;
         }
-        let Some(last) = self.unsynced else {
-            return false;
-        };
         let log = self.node.storage_mut().log_mut();
         match log.begin_sync() {
             Ok(Some(sync)) => {
-                self.unsynced = None;
+                let ticket = self
+                    .pipeline
+                    .start()
+                    .expect("unsynced writes, no sync running");
                 let task = tokio::task::spawn_blocking(move || {
                     let started = std::time::Instant::now();
                     let result = sync.run();
@@ -394,34 +384,37 @@ impl RaftGroup {
                         .record(started.elapsed().as_secs_f64());
                     (sync, result)
                 });
-                self.syncing = Some(SyncInFlight {
-                    task,
-                    last,
-                    messages: std::mem::take(&mut self.waiting),
-                });
+                self.sync_task = Some((ticket, task));
                 false
             }
             Ok(None) => {
-                self.unsynced = None;
-                self.node.on_persisted(last.0, last.1);
-                let waiting = std::mem::take(&mut self.waiting);
-                self.peers.send(self.group, waiting);
+                let released = self.pipeline.durable_without_sync();
+                self.release(released);
                 true
             }
             Err(error) => fatal_storage_error("starting a sync", &error),
         }
     }
 
+    /// Tells the core what became durable and sends what waited for it.
+    fn release(&mut self, released: Released) {
+        if let Some((index, term)) = released.persisted {
+            // Ignored by the core if that entry has been replaced since.
+            self.node.on_persisted(index, term);
+        }
+        self.peers.send(self.group, released.messages);
+    }
+
     /// Whether a sync is running (the actor loop then also waits on [`RaftGroup::sync_finished`]).
     pub fn is_syncing(&self) -> bool {
-        self.syncing.is_some()
+        self.sync_task.is_some()
     }
 
     /// Waits for the running sync to end. Cancel-safe: the sync keeps running and a later call
     /// picks it up. Pending forever when none runs.
     pub async fn sync_finished(&mut self) -> SyncDone {
-        match self.syncing.as_mut() {
-            Some(in_flight) => SyncDone((&mut in_flight.task).await),
+        match self.sync_task.as_mut() {
+            Some((_, task)) => SyncDone(task.await),
             None => std::future::pending().await,
         }
     }
@@ -429,29 +422,22 @@ impl RaftGroup {
     /// Takes a finished sync back: the core hears what is durable, the messages that waited
     /// for it leave, and the next sync starts (through `process`).
     pub fn complete_sync(&mut self, done: SyncDone, machine: &mut impl Machine) {
-        let in_flight = self
-            .syncing
+        let (ticket, _) = self
+            .sync_task
             .take()
             .expect("complete_sync follows sync_finished");
         let (sync, result) = done
             .0
             .unwrap_or_else(|error| fatal_message(&format!("the sync task failed: {error}")));
-        self.finish_sync(sync, result, in_flight);
-        if self.unsynced.is_none() {
-            // Nothing written since: what waited only needed this sync.
-            let waiting = std::mem::take(&mut self.waiting);
-            self.peers.send(self.group, waiting);
-        }
+        self.finish_sync(sync, result);
+        let released = self.pipeline.finished(ticket);
+        self.release(released);
         self.process(machine);
     }
 
-    /// Hands a finished sync to the log, tells the core, and sends what waited for it.
-    fn finish_sync(
-        &mut self,
-        sync: PendingSync,
-        result: keel_storage::Result<()>,
-        in_flight: SyncInFlight,
-    ) {
+    /// Hands a finished sync to the log. Fatal on a failed sync: the node stops rather than
+    /// acknowledge what may not be on disk.
+    fn finish_sync(&mut self, sync: PendingSync, result: keel_storage::Result<()>) {
         let log = self.node.storage_mut().log_mut();
         let counted = log
             .finish_sync(sync, result)
@@ -464,31 +450,31 @@ impl RaftGroup {
             tokio::task::block_in_place(|| log.sync_now())
                 .unwrap_or_else(|error| fatal_storage_error("syncing the log", &error));
         }
-        // Ignored by the core if that entry has been replaced since.
-        self.node.on_persisted(in_flight.last.0, in_flight.last.1);
-        self.peers.send(self.group, in_flight.messages);
     }
 
     /// Finishes the sync in flight and syncs whatever else is written, here and now, with every
     /// waiting message sent: before a truncation and at shutdown.
     fn settle_syncs(&mut self) {
-        if let Some(in_flight) = self.syncing.as_mut() {
-            let task = &mut in_flight.task;
-            let done =
-                tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(task));
-            let in_flight = self.syncing.take().expect("checked above");
-            let (sync, result) = done
-                .unwrap_or_else(|error| fatal_message(&format!("the sync task failed: {error}")));
-            self.finish_sync(sync, result, in_flight);
-        }
-        if let Some(last) = self.unsynced.take() {
+        let in_flight_done = match self.sync_task.take() {
+            Some((_, mut task)) => {
+                let done = tokio::task::block_in_place(|| {
+                    tokio::runtime::Handle::current().block_on(&mut task)
+                });
+                let (sync, result) = done.unwrap_or_else(|error| {
+                    fatal_message(&format!("the sync task failed: {error}"))
+                });
+                self.finish_sync(sync, result);
+                true
+            }
+            None => false,
+        };
+        if self.pipeline.has_unsynced() {
             let log = self.node.storage_mut().log_mut();
             tokio::task::block_in_place(|| log.sync())
                 .unwrap_or_else(|error| fatal_storage_error("syncing the log", &error));
-            self.node.on_persisted(last.0, last.1);
         }
-        let waiting = std::mem::take(&mut self.waiting);
-        self.peers.send(self.group, waiting);
+        let released = self.pipeline.settled(in_flight_done);
+        self.release(released);
     }
 
     fn notice_role_change(&mut self, machine: &mut impl Machine) {

@@ -15,6 +15,7 @@
 pub mod actor;
 pub mod group;
 pub mod identity;
+pub mod pipeline;
 pub mod raft_codec;
 pub mod replace;
 pub mod storage_log;
