@@ -10,6 +10,8 @@ fn keel(args: &[&str]) -> Output {
         // The environment must not supply connection flags behind the test's back.
         .env_remove("KEEL_BOOTSTRAP")
         .env_remove("KEEL_CA")
+        .env_remove("KEEL_CERT")
+        .env_remove("KEEL_CERT_KEY")
         .output()
         .expect("run keel")
 }
@@ -58,6 +60,8 @@ fn connection_flags_are_checked_while_parsing() {
     assert_usage_error(&["topic", "list", "--bootstrap", "host:0"]);
     assert_usage_error(&["topic", "list", "--bootstrap", ","]);
     assert_usage_error(&["topic", "list", "--cert", "client.pem"]);
+    assert_usage_error(&["topic", "list", "--cert-key", "client.key"]);
+    // `--key` is a message key, never the certificate's key.
     assert_usage_error(&["topic", "list", "--key", "client.key"]);
     let output = Command::new(env!("CARGO_BIN_EXE_keel"))
         .args(["topic", "list"])
@@ -68,6 +72,26 @@ fn connection_flags_are_checked_while_parsing() {
         output.status.code(),
         Some(2),
         "KEEL_BOOTSTRAP is parsed like --bootstrap"
+    );
+}
+
+/// `keel produce` takes both a message key (`--key`) and a client certificate (`--cert` with
+/// `--cert-key`): the two must not be one flag.
+#[test]
+fn produce_takes_a_message_key_and_a_client_certificate_together() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let path = |name: &str| directory.path().join(name).to_str().unwrap().to_string();
+    let (ca, cert, key) = (path("ca.pem"), path("client.pem"), path("client.key"));
+    let output = keel(&[
+        "produce", "t", "--key", "k", "--bootstrap", "127.0.0.1:9", "--ca", &ca, "--cert", &cert,
+        "--cert-key", &key,
+    ]);
+    // Parsing succeeds; the command then fails on the missing CA file (exit 1, not 2 or a panic).
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "stderr {}",
+        String::from_utf8_lossy(&output.stderr)
     );
 }
 

@@ -1,7 +1,7 @@
 //! keel-raft: the Raft consensus core, a pure state machine driven by `tick`, `step` and `propose`.
 //! It never touches an async runtime, sockets, files, the wall clock or a global RNG: its
-//! dependencies cannot do I/O (raft/Cargo.toml), and tests/tidy.rs keeps `std::fs`, `std::net`,
-//! threads and clock reads out of its source. Messages and ticks go in, a [`Ready`] comes out;
+//! dependencies cannot do I/O (raft/Cargo.toml), and tests/tidy.rs keeps the standard library's
+//! file system, network, thread and clock modules out of its source. Messages and ticks go in, a [`Ready`] comes out;
 //! docs/ARCHITECTURE.md gives the driver contract.
 //!
 //! A single-node group, driven by hand:

@@ -1,5 +1,5 @@
 //! What every client command shares: the connection flags (`--bootstrap`, `--ca`, `--cert`,
-//! `--key`, DESIGN.md 9), connecting, topic-name checking at parse time (a bad name is a usage
+//! `--cert-key`, docs/CLI.md), connecting, topic-name checking at parse time (a bad name is a usage
 //! error, exit 2), and writing to stdout where a closed pipe (`| head`) ends the command quietly.
 
 use std::io;
@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use keel_client::{BrokerAddress, Client, ClientConfig, ClientTls, RetryPolicy};
+
+use crate::limits::{CLI_CONNECT_TIMEOUT_MS, CLI_MAX_ATTEMPTS};
 
 #[derive(Args, Debug, Clone)]
 pub struct ConnectArgs {
@@ -29,11 +31,11 @@ pub struct ConnectArgs {
     )]
     pub ca: PathBuf,
     /// Client certificate (for brokers run with --require-client-cert).
-    #[arg(long, value_name = "FILE", requires = "key")]
+    #[arg(long, env = "KEEL_CERT", value_name = "FILE", requires = "cert_key")]
     pub cert: Option<PathBuf>,
-    /// Private key of --cert.
-    #[arg(long, value_name = "FILE", requires = "cert")]
-    pub key: Option<PathBuf>,
+    /// Private key of --cert. Not `--key`: that always means a message key (`keel produce`).
+    #[arg(long, env = "KEEL_CERT_KEY", value_name = "FILE", requires = "cert")]
+    pub cert_key: Option<PathBuf>,
 }
 
 /// A parsed, non-empty `--bootstrap` list.
@@ -57,9 +59,9 @@ pub fn parse_topic(text: &str) -> Result<String, String> {
 /// half a minute rather than the SDK's default patience.
 pub fn cli_client_config() -> ClientConfig {
     ClientConfig {
-        connect_timeout_ms: 3_000,
+        connect_timeout_ms: CLI_CONNECT_TIMEOUT_MS,
         retry: RetryPolicy {
-            max_attempts: 6,
+            max_attempts: CLI_MAX_ATTEMPTS,
             ..RetryPolicy::default()
         },
         ..ClientConfig::default()
@@ -71,7 +73,7 @@ pub async fn connect(args: &ConnectArgs) -> anyhow::Result<Client> {
 }
 
 pub async fn connect_with(args: &ConnectArgs, config: ClientConfig) -> anyhow::Result<Client> {
-    let tls = ClientTls::from_files(&args.ca, args.cert.as_deref(), args.key.as_deref())?;
+    let tls = ClientTls::from_files(&args.ca, args.cert.as_deref(), args.cert_key.as_deref())?;
     let bootstrap: Vec<String> = args.bootstrap.0.iter().map(ToString::to_string).collect();
     Client::connect_with(&bootstrap, tls, config)
         .await
