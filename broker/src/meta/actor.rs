@@ -7,11 +7,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{MetaCommand, MetaOutcome, MetaState, NodeInfo};
 use crate::node::actor::{self, Control, GroupActor, Waiters};
-use crate::node::group::{Machine, PeerBatch, RaftGroup};
-use crate::node::storage_log::StorageLog;
+use crate::node::driver::Machine;
+use crate::node::group::{PeerBatch, RaftGroup};
+use crate::node::storage_log::{snapshots_not_wired, StorageLog};
 use crate::node::NodeContext;
 use crate::transport::NodeId;
-use keel_raft::{Entry, EntryKind, ProposeError, Role, Term};
+use keel_raft::{Entry, EntryKind, ProposeError, Role, Snapshot, Term};
 
 pub enum MetaInput {
     Peer(PeerBatch),
@@ -44,7 +45,7 @@ struct MetaMachine {
     founding_proposed_in: Option<Term>,
 }
 
-impl Machine for MetaMachine {
+impl Machine<StorageLog> for MetaMachine {
     fn apply(&mut self, entry: &Entry, _log: &StorageLog) {
         let outcome = match entry.kind {
             EntryKind::Meta => match postcard::from_bytes::<MetaCommand>(&entry.payload) {
@@ -60,6 +61,10 @@ impl Machine for MetaMachine {
         };
         self.waiters
             .answer(entry.index, entry.term, || outcome, ErrorCode::Unavailable);
+    }
+
+    fn restore(&mut self, snapshot: &Snapshot) {
+        snapshots_not_wired(snapshot);
     }
 
     fn on_role_change(&mut self, role: Role, leader: Option<NodeId>, _term: Term) {

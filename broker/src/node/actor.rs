@@ -12,7 +12,9 @@ use keel_raft::{Index, Role, Term};
 use keel_wire::ErrorCode;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::node::group::{Machine, PeerBatch, RaftGroup};
+use crate::node::driver::Machine;
+use crate::node::group::{PeerBatch, RaftGroup};
+use crate::node::storage_log::StorageLog;
 
 /// Inputs taken from the inbox in one round before the group's `Ready` is processed: everything
 /// waiting joins one Raft batch and one write (group commit), but a flood cannot starve the
@@ -27,7 +29,7 @@ pub enum Control<I> {
 }
 
 /// The owner of one group's state machine and requests.
-pub trait GroupActor: Machine {
+pub trait GroupActor: Machine<StorageLog> {
     type Input: Send;
 
     fn classify(input: Self::Input) -> Control<Self::Input>;

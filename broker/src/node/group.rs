@@ -19,19 +19,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use keel_storage::{Entry as StorageEntry, PendingSync};
 use keel_wire::record_batch::BatchHeader;
-use tokio::task::JoinHandle;
 
-use crate::node::pipeline::{Released, SyncPipeline, SyncTicket};
+use crate::node::driver::{GroupDriver, Machine, Network};
 use crate::node::raft_codec;
 use crate::node::replace::{member_state, next_change, MemberState};
-use crate::node::storage_log::{fatal_message, fatal_storage_error, GroupDir, StorageLog};
+use crate::node::storage_log::{fatal_storage_error, StorageLog, SyncDone};
 use crate::node::NodeContext;
 use crate::transport::{GroupId, NodeId, PeerSender};
-use keel_raft::{
-    Entry, EntryKind, Incarnation, Index, Message, MessageBody, PeerMessages, RaftNode, Role, Term,
-};
+use keel_raft::{Incarnation, Message, MessageBody, PeerMessages, RaftNode, Role};
 
 /// Messages for one group from one peer, decoded.
 #[derive(Debug)]
@@ -185,28 +181,25 @@ impl Peers {
     }
 }
 
-/// A group's state machine, told about every change to the log the driver makes.
-pub trait Machine {
-    /// Entries from `from` on were cut from the log (a follower resolving a conflict).
-    fn on_truncated(&mut self, _log: &StorageLog, _from: Index) {}
-    /// Entries were appended (not yet durable).
-    fn on_appended(&mut self, _entries: &[Entry]) {}
-    /// A committed entry, in index order, each exactly once per process lifetime.
-    fn apply(&mut self, entry: &Entry, log: &StorageLog);
-    /// The node's role or the group's leader changed.
-    fn on_role_change(&mut self, _role: Role, _leader: Option<NodeId>, _term: Term) {}
+/// The network a group's driver sends through: the peer links, tagged with the group.
+struct PeerNetwork<'a> {
+    peers: &'a Peers,
+    group: GroupId,
 }
 
-/// One Raft group's core plus its I/O.
+impl Network for PeerNetwork<'_> {
+    fn send(&mut self, batches: Vec<PeerMessages>) {
+        self.peers.send(self.group, batches);
+    }
+}
+
+/// One Raft group's core, its driver (node/driver.rs) and what the node adds around them:
+/// membership reconciliation, preferred-leader moves, member-state reports and gauges.
 pub struct RaftGroup {
     pub group: GroupId,
     pub node: RaftNode<StorageLog>,
-    dir: GroupDir,
+    driver: GroupDriver,
     peers: Arc<Peers>,
-    /// Partition groups record each Data entry's base offset in the `.offsets` index.
-    record_offsets: bool,
-    last_role: (Role, Option<NodeId>, Term),
-    abstaining: bool,
     fsync: keel_storage::FsyncPolicy,
     group_label: String,
     context: NodeContext,
@@ -216,19 +209,9 @@ pub struct RaftGroup {
     ticks: u64,
     /// The tick this node last became leader.
     leader_since: u64,
+    was_leader: bool,
     reported: Option<MemberState>,
-    /// What is written, syncing and durable, and the messages that wait for it (the rules live
-    /// in node/pipeline.rs; this file only does the I/O they ask for).
-    pipeline: SyncPipeline,
-    /// The fdatasync running on the blocking pool, if any, with the pipeline's ticket for it.
-    sync_task: Option<(SyncTicket, SyncTask)>,
 }
-
-/// An fdatasync on the blocking pool; it hands the sync back with its result.
-type SyncTask = JoinHandle<(PendingSync, keel_storage::Result<()>)>;
-
-/// A finished sync, from [`RaftGroup::sync_finished`] to [`RaftGroup::complete_sync`].
-pub struct SyncDone(Result<(PendingSync, keel_storage::Result<()>), tokio::task::JoinError>);
 
 /// Ticks between two membership reconciliations (and member-state reports): 200 ms at the
 /// default tick. Changes wait for commits anyway; polling faster only burns CPU.
@@ -241,22 +224,18 @@ const REBALANCE_EVERY_TICKS: u64 = 250;
 impl RaftGroup {
     pub fn new(
         group: GroupId,
-        node: RaftNode<StorageLog>,
-        dir: GroupDir,
+        mut node: RaftNode<StorageLog>,
         context: NodeContext,
         record_offsets: bool,
         preferred_leader: Option<NodeId>,
     ) -> RaftGroup {
-        let last_role = (node.role(), node.leader(), node.term());
-        let abstaining = node.abstain_until_index().is_some();
+        node.storage_mut().record_offsets(record_offsets);
         let mut group = RaftGroup {
             group,
+            driver: GroupDriver::new(&node),
+            was_leader: node.role() == Role::Leader,
             node,
-            dir,
             peers: context.peers(),
-            record_offsets,
-            last_role,
-            abstaining,
             fsync: context.fsync(),
             group_label: group.to_string(),
             context,
@@ -264,8 +243,6 @@ impl RaftGroup {
             ticks: 0,
             leader_since: 0,
             reported: None,
-            pipeline: SyncPipeline::default(),
-            sync_task: None,
         };
         group.report_member_state();
         group
@@ -277,215 +254,46 @@ impl RaftGroup {
         }
     }
 
-    /// Drains every `Ready` and starts a sync over what they wrote. Storage errors are fatal for
-    /// the node (DESIGN.md 3).
-    pub fn process(&mut self, machine: &mut impl Machine) {
-        loop {
-            while self.node.has_ready() {
-                self.process_ready(machine);
-            }
-            // A policy that does not sync now counts the writes as persisted at once, which may
-            // make more work (a commit, acknowledgements): go round again.
-            if !self.start_sync() {
-                break;
-            }
-        }
-        self.notice_role_change(machine);
-        if self.abstaining && self.node.abstain_until_index().is_none() {
-            self.abstaining = false;
-            tokio::task::block_in_place(|| self.dir.clear_abstain())
-                .unwrap_or_else(|error| fatal_storage_error("clearing abstain marker", &error));
-        }
-    }
-
-    fn process_ready(&mut self, machine: &mut impl Machine) {
-        self.node.storage().set_committed(self.node.commit_index());
-        let ready = self.node.ready();
-        let last_entry = ready.last_entry();
-        let group = self.group;
-        if let Some(hard_state) = ready.hard_state {
-            tokio::task::block_in_place(|| self.dir.store_hard_state(hard_state))
-                .unwrap_or_else(|error| fatal_storage_error("storing hard state", &error));
-        }
-        self.peers.send(group, ready.messages);
-        if let Some(from) = ready.truncate_from {
-            // Rewriting the log under a sync in flight would leave it proving nothing; and
-            // what waits for durability keeps its order. Truncations are rare (a new leader
-            // overruling this follower): settle everything first.
-            self.settle_syncs();
-            if from <= self.node.storage().last_index_held() {
-                tokio::task::block_in_place(|| {
-                    self.node.storage_mut().log_mut().truncate_suffix(from)
-                })
-                .unwrap_or_else(|error| fatal_storage_error("truncating the log", &error));
-            }
-            machine.on_truncated(self.node.storage(), from);
-        }
-        if !ready.entries.is_empty() {
-            let record_offsets = self.record_offsets;
-            let entries: Vec<StorageEntry<'_>> = ready
-                .entries
-                .iter()
-                .map(|entry| StorageEntry {
-                    index: entry.index,
-                    term: entry.term,
-                    kind: entry.kind.as_u8(),
-                    payload: &entry.payload,
-                    offset_key: if record_offsets && entry.kind == EntryKind::Data {
-                        base_offset_of(&entry.payload)
-                    } else {
-                        None
-                    },
-                })
-                .collect();
-            // A positioned write into the page cache runs on this worker: cheaper than handing
-            // the worker to another thread. A batch that rolls the segment creates and seals
-            // files, with fsyncs: that one goes off the worker.
-            let log = self.node.storage_mut().log_mut();
-            let appended = if log.fits_in_active(&entries) {
-                log.append(&entries)
-            } else {
-                tokio::task::block_in_place(|| log.append(&entries))
-            };
-            appended.unwrap_or_else(|error| fatal_storage_error("appending to the log", &error));
-            machine.on_appended(&ready.entries);
-        }
-        if let Some(last) = last_entry {
-            self.pipeline.written(last);
-        }
-        let may_go = self.pipeline.after_persist(ready.messages_after_persist);
-        self.peers.send(group, may_go);
-        if let Some(last) = ready.committed_entries.last().map(|entry| entry.index) {
-            for entry in &ready.committed_entries {
-                machine.apply(entry, self.node.storage());
-            }
-            self.node.on_applied(last);
-        }
-        self.notice_role_change(machine);
-    }
-
-    /// Starts a sync over what is written and unsynced, unless one is running. Returns true
-    /// when the fsync policy asked for none, so the writes were reported persisted at once.
-    fn start_sync(&mut self) -> bool {
-        if self.pipeline.is_syncing() || !self.pipeline.has_unsynced() {
-            return false;
-        }
-        let log = self.node.storage_mut().log_mut();
-        match log.begin_sync() {
-            Ok(Some(sync)) => {
-                let ticket = self
-                    .pipeline
-                    .start()
-                    .expect("unsynced writes, no sync running");
-                let task = tokio::task::spawn_blocking(move || {
-                    let started = std::time::Instant::now();
-                    let result = sync.run();
-                    metrics::histogram!("keel_storage_fsync_seconds")
-                        .record(started.elapsed().as_secs_f64());
-                    (sync, result)
-                });
-                self.sync_task = Some((ticket, task));
-                false
-            }
-            Ok(None) => {
-                let released = self.pipeline.durable_without_sync();
-                self.release(released);
-                true
-            }
-            Err(error) => fatal_storage_error("starting a sync", &error),
-        }
-    }
-
-    /// Tells the core what became durable and sends what waited for it.
-    fn release(&mut self, released: Released) {
-        if let Some((index, term)) = released.persisted {
-            // Ignored by the core if that entry has been replaced since.
-            self.node.on_persisted(index, term);
-        }
-        self.peers.send(self.group, released.messages);
+    /// Drains every `Ready` and starts a sync over what they wrote (node/driver.rs). Storage
+    /// errors are fatal for the node.
+    pub fn process(&mut self, machine: &mut impl Machine<StorageLog>) {
+        let mut network = PeerNetwork {
+            peers: &self.peers,
+            group: self.group,
+        };
+        self.driver.process(&mut self.node, &mut network, machine);
+        self.notice_leadership();
     }
 
     /// Whether a sync is running (the actor loop then also waits on [`RaftGroup::sync_finished`]).
     pub fn is_syncing(&self) -> bool {
-        self.sync_task.is_some()
+        self.driver.is_syncing()
     }
 
     /// Waits for the running sync to end. Cancel-safe: the sync keeps running and a later call
     /// picks it up. Pending forever when none runs.
     pub async fn sync_finished(&mut self) -> SyncDone {
-        match self.sync_task.as_mut() {
-            Some((_, task)) => SyncDone(task.await),
-            None => std::future::pending().await,
-        }
+        self.node.storage_mut().sync_finished().await
     }
 
     /// Takes a finished sync back: the core hears what is durable, the messages that waited
-    /// for it leave, and the next sync starts (through `process`).
-    pub fn complete_sync(&mut self, done: SyncDone, machine: &mut impl Machine) {
-        let (ticket, _) = self
-            .sync_task
-            .take()
-            .expect("complete_sync follows sync_finished");
-        let (sync, result) = done
-            .0
-            .unwrap_or_else(|error| fatal_message(&format!("the sync task failed: {error}")));
-        self.finish_sync(sync, result);
-        let released = self.pipeline.finished(ticket);
-        self.release(released);
-        self.process(machine);
-    }
-
-    /// Hands a finished sync to the log. Fatal on a failed sync: the node stops rather than
-    /// acknowledge what may not be on disk.
-    fn finish_sync(&mut self, sync: PendingSync, result: keel_storage::Result<()>) {
-        let log = self.node.storage_mut().log_mut();
-        let counted = log
-            .finish_sync(sync, result)
-            .unwrap_or_else(|error| fatal_storage_error("syncing the log", &error));
-        if !counted {
-            // The log was rewritten under the sync (truncations settle it first, so this is
-            // not expected): it proves nothing, so make everything durable here instead of
-            // letting an acknowledgement claim what no sync covered.
-            debug_assert!(false, "a sync overtaken by a rewrite of the log");
-            tokio::task::block_in_place(|| log.sync_now())
-                .unwrap_or_else(|error| fatal_storage_error("syncing the log", &error));
-        }
-    }
-
-    /// Finishes the sync in flight and syncs whatever else is written, here and now, with every
-    /// waiting message sent: before a truncation and at shutdown.
-    fn settle_syncs(&mut self) {
-        let in_flight_done = match self.sync_task.take() {
-            Some((_, mut task)) => {
-                let done = tokio::task::block_in_place(|| {
-                    tokio::runtime::Handle::current().block_on(&mut task)
-                });
-                let (sync, result) = done.unwrap_or_else(|error| {
-                    fatal_message(&format!("the sync task failed: {error}"))
-                });
-                self.finish_sync(sync, result);
-                true
-            }
-            None => false,
+    /// for it leave, and the next sync starts.
+    pub fn complete_sync(&mut self, done: SyncDone, machine: &mut impl Machine<StorageLog>) {
+        let mut network = PeerNetwork {
+            peers: &self.peers,
+            group: self.group,
         };
-        if self.pipeline.has_unsynced() {
-            let log = self.node.storage_mut().log_mut();
-            tokio::task::block_in_place(|| log.sync())
-                .unwrap_or_else(|error| fatal_storage_error("syncing the log", &error));
-        }
-        let released = self.pipeline.settled(in_flight_done);
-        self.release(released);
+        self.driver
+            .sync_finished(&mut self.node, done, &mut network, machine);
+        self.notice_leadership();
     }
 
-    fn notice_role_change(&mut self, machine: &mut impl Machine) {
-        let now = (self.node.role(), self.node.leader(), self.node.term());
-        if now != self.last_role {
-            if now.0 == Role::Leader {
-                self.leader_since = self.ticks;
-            }
-            self.last_role = now;
-            machine.on_role_change(now.0, now.1, now.2);
+    fn notice_leadership(&mut self) {
+        let is_leader = self.node.role() == Role::Leader;
+        if is_leader && !self.was_leader {
+            self.leader_since = self.ticks;
         }
+        self.was_leader = is_leader;
     }
 
     /// One tick of logical time. Under `interval` fsync an idle log also gets its last writes
@@ -636,17 +444,15 @@ impl RaftGroup {
 
     /// Makes everything appended durable (clean shutdown).
     pub fn sync_now(&mut self) {
-        self.settle_syncs();
+        let mut network = PeerNetwork {
+            peers: &self.peers,
+            group: self.group,
+        };
+        self.driver.settle(&mut self.node, &mut network);
         let log = self.node.storage_mut().log_mut();
         if let Err(error) = tokio::task::block_in_place(|| log.sync_now()) {
             tracing::error!(group = self.group, %error, "final sync failed");
         }
-    }
-}
-
-impl StorageLog {
-    fn last_index_held(&self) -> Index {
-        self.log().last_index()
     }
 }
 
@@ -655,20 +461,11 @@ pub fn base_offset_of(batch: &[u8]) -> Option<u64> {
     BatchHeader::read(batch).map(|header| header.base_offset)
 }
 
-/// The storage option that rebuilds a lost `.offsets` file from the log.
-pub fn offset_key(kind: u8, payload: &[u8]) -> Option<u64> {
-    if kind == EntryKind::Data.as_u8() {
-        base_offset_of(payload)
-    } else {
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::transport::lane_of;
-    use keel_raft::{AppendEntries, VoteRequest};
+    use keel_raft::{AppendEntries, Entry, EntryKind, VoteRequest};
 
     fn append(entries: Vec<Entry>) -> Message {
         Message {

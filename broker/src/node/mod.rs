@@ -13,6 +13,7 @@
 //! it through a bounded inbox. Data directory layout: docs/FORMAT.md "Node data directory".
 
 pub mod actor;
+pub mod driver;
 pub mod group;
 pub mod identity;
 pub mod pipeline;
@@ -269,7 +270,6 @@ impl NodeContext {
             let group = RaftGroup::new(
                 placement.group,
                 node,
-                dir,
                 self.clone(),
                 true,
                 placement.replicas.first().copied(),
@@ -337,7 +337,7 @@ impl NodeContext {
 
     fn partition_log_options(&self) -> LogOptions {
         LogOptions {
-            offset_key: Some(group::offset_key),
+            offset_key: Some(storage_log::offset_key),
             ..self.shared.config.log_options()
         }
     }
@@ -467,7 +467,7 @@ impl RunningNode {
             Membership::with_voters(founders.iter().map(|info| (info.node_id, info.incarnation))),
             opened,
         );
-        let group = RaftGroup::new(META_GROUP, node, dir, context.clone(), false, None);
+        let group = RaftGroup::new(META_GROUP, node, context.clone(), false, None);
         let (inbox, receiver) = mpsc::channel(4096);
         let (state_sender, state) = watch::channel(MetaState::new());
         let (leader_sender, leader) = watch::channel(None);

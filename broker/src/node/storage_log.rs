@@ -18,23 +18,75 @@ use keel_storage::hard_state::HardState as StoredHardState;
 use keel_storage::io::RealIo;
 use keel_storage::{Log, LogOptions, StorageError};
 
-use keel_raft::{Entry, EntryKind, HardState, Index, RaftLog, Term};
+use keel_raft::{Entry, EntryKind, HardState, Index, RaftLog, Snapshot, Term};
+use keel_storage::{Entry as StorageEntry, PendingSync};
+use keel_wire::record_batch::BatchHeader;
+use tokio::task::JoinHandle;
+
+use crate::node::driver::DriverLog;
 
 const ABSTAIN_FILE_NAME: &str = "abstain";
 const ABSTAIN_MAGIC: [u8; 4] = *b"KABS";
 
-/// The segment log of one group, as the Raft core reads it.
+/// The segment log of one group, as the Raft core reads it and the group driver writes it
+/// (the product's [`DriverLog`]).
 pub struct StorageLog {
     log: Log,
     /// Highest index that is committed, so safe to hand out without copying.
     pinnable_up_to: Cell<Index>,
+    /// Where the hard state and the abstain marker live.
+    dir: GroupDir,
+    /// Partition groups record each Data entry's base offset in the `.offsets` index.
+    record_offsets: bool,
+    /// The fdatasync running on the blocking pool, if any.
+    sync_task: Option<SyncTask>,
 }
 
+/// An fdatasync on the blocking pool; it hands the sync back with its result.
+pub type SyncTask = JoinHandle<(PendingSync, keel_storage::Result<()>)>;
+
 impl StorageLog {
-    pub fn new(log: Log) -> StorageLog {
+    pub fn new(log: Log, dir: GroupDir) -> StorageLog {
         StorageLog {
             log,
             pinnable_up_to: Cell::new(0),
+            dir,
+            record_offsets: false,
+            sync_task: None,
+        }
+    }
+
+    /// Index each Data entry's base offset (partition groups), so fetches find offsets.
+    pub fn record_offsets(&mut self, record: bool) {
+        self.record_offsets = record;
+    }
+
+    /// Waits for the running sync to end. Cancel-safe: the sync keeps running and a later call
+    /// picks it up. Pending forever when none runs.
+    pub async fn sync_finished(&mut self) -> SyncDone {
+        match self.sync_task.as_mut() {
+            Some(task) => SyncDone(task.await),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Hands a finished sync to the log. Fatal on a failed sync: the node stops rather than
+    /// acknowledge what may not be on disk.
+    fn account_sync(&mut self, done: SyncDone) {
+        let (sync, result) = done
+            .0
+            .unwrap_or_else(|error| fatal_message(&format!("the sync task failed: {error}")));
+        let counted = self
+            .log
+            .finish_sync(sync, result)
+            .unwrap_or_else(|error| fatal_storage_error("syncing the log", &error));
+        if !counted {
+            // The log was rewritten under the sync (the driver settles before truncating, so this
+            // is not expected): it proves nothing, so make everything durable here instead of
+            // letting an acknowledgement claim what no sync covered.
+            debug_assert!(false, "a sync overtaken by a rewrite of the log");
+            tokio::task::block_in_place(|| self.log.sync_now())
+                .unwrap_or_else(|error| fatal_storage_error("syncing the log", &error));
         }
     }
 
@@ -49,6 +101,125 @@ impl StorageLog {
     /// Entries at or below `index` are committed and may be handed out zero-copy.
     pub fn set_committed(&self, index: Index) {
         self.pinnable_up_to.set(index);
+    }
+}
+
+/// A finished sync, from [`StorageLog::sync_finished`] to [`DriverLog::finish_sync`].
+pub struct SyncDone(Result<(PendingSync, keel_storage::Result<()>), tokio::task::JoinError>);
+
+/// Storage errors are fatal for the node (see [`fatal_storage_error`]). Calls that may wait on
+/// the disk (an fsync, a segment roll) run inside `block_in_place`, so the worker's other tasks
+/// move elsewhere meanwhile.
+impl DriverLog for StorageLog {
+    type SyncDone = SyncDone;
+
+    fn note_committed(&mut self, index: Index) {
+        self.set_committed(index);
+    }
+
+    fn store_hard_state(&mut self, hard_state: HardState) {
+        tokio::task::block_in_place(|| self.dir.store_hard_state(hard_state))
+            .unwrap_or_else(|error| fatal_storage_error("storing hard state", &error));
+    }
+
+    fn truncate_suffix(&mut self, from: Index) {
+        // The core may cut entries it never handed to storage.
+        if from <= self.log.last_index() {
+            tokio::task::block_in_place(|| self.log.truncate_suffix(from))
+                .unwrap_or_else(|error| fatal_storage_error("truncating the log", &error));
+        }
+    }
+
+    fn append(&mut self, entries: &[Entry]) {
+        let record_offsets = self.record_offsets;
+        let entries: Vec<StorageEntry<'_>> = entries
+            .iter()
+            .map(|entry| StorageEntry {
+                index: entry.index,
+                term: entry.term,
+                kind: entry.kind.as_u8(),
+                payload: &entry.payload,
+                offset_key: if record_offsets {
+                    offset_key(entry.kind.as_u8(), &entry.payload)
+                } else {
+                    None
+                },
+            })
+            .collect();
+        // A positioned write into the page cache runs on this worker: cheaper than handing the
+        // worker to another thread. A batch that rolls the segment creates and seals files,
+        // with fsyncs: that one goes off the worker.
+        let appended = if self.log.fits_in_active(&entries) {
+            self.log.append(&entries)
+        } else {
+            tokio::task::block_in_place(|| self.log.append(&entries))
+        };
+        appended.unwrap_or_else(|error| fatal_storage_error("appending to the log", &error));
+    }
+
+    fn begin_sync(&mut self) -> bool {
+        debug_assert!(self.sync_task.is_none(), "one sync at a time");
+        match self.log.begin_sync() {
+            Ok(Some(sync)) => {
+                self.sync_task = Some(tokio::task::spawn_blocking(move || {
+                    let started = std::time::Instant::now();
+                    let result = sync.run();
+                    metrics::histogram!("keel_storage_fsync_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    (sync, result)
+                }));
+                true
+            }
+            Ok(None) => false,
+            Err(error) => fatal_storage_error("starting a sync", &error),
+        }
+    }
+
+    fn finish_sync(&mut self, done: SyncDone) {
+        debug_assert!(self.sync_task.is_some(), "a sync was running");
+        self.sync_task = None;
+        self.account_sync(done);
+    }
+
+    fn settle(&mut self) {
+        if let Some(mut task) = self.sync_task.take() {
+            let done = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(&mut task)
+            });
+            self.account_sync(SyncDone(done));
+        }
+        // Under `interval` and `never` this syncs only as the policy says.
+        tokio::task::block_in_place(|| self.log.sync())
+            .unwrap_or_else(|error| fatal_storage_error("syncing the log", &error));
+    }
+
+    fn clear_abstain(&mut self) {
+        tokio::task::block_in_place(|| self.dir.clear_abstain())
+            .unwrap_or_else(|error| fatal_storage_error("clearing abstain marker", &error));
+    }
+
+    fn write_snapshot(&mut self, snapshot: &Snapshot) {
+        snapshots_not_wired(snapshot);
+    }
+}
+
+/// No product path sends snapshots yet: a leader never compacts its log, so a follower is always
+/// caught up by entries (the core and the simulator have the snapshot path; the node gets it with
+/// retention). Should one arrive anyway, stopping beats silently diverging.
+pub fn snapshots_not_wired(snapshot: &Snapshot) -> ! {
+    fatal_message(&format!(
+        "a snapshot through index {} arrived; installing snapshots is not wired yet",
+        snapshot.meta.last_included_index
+    ))
+}
+
+/// The storage option that rebuilds a lost `.offsets` file from the log: a Data entry's base
+/// offset (keel-wire reads the batch header).
+pub fn offset_key(kind: u8, payload: &[u8]) -> Option<u64> {
+    if kind == EntryKind::Data.as_u8() {
+        BatchHeader::read(payload).map(|header| header.base_offset)
+    } else {
+        None
     }
 }
 
@@ -176,7 +347,7 @@ impl GroupDir {
             store_abstain(&self.dir, None)?;
         }
         Ok(OpenedGroup {
-            log: StorageLog::new(log),
+            log: StorageLog::new(log, self.clone()),
             hard_state: HardState {
                 term: hard_state.term,
                 vote: hard_state.vote,

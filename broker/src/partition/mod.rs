@@ -21,12 +21,13 @@ use keel_wire::ErrorCode;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::node::actor::{self, Control, GroupActor, Waiters};
-use crate::node::group::{base_offset_of, Machine, PeerBatch, RaftGroup};
-use crate::node::storage_log::{fatal_storage_error, StorageLog};
+use crate::node::driver::Machine;
+use crate::node::group::{base_offset_of, PeerBatch, RaftGroup};
+use crate::node::storage_log::{fatal_storage_error, snapshots_not_wired, StorageLog};
 use crate::node::NodeContext;
 use crate::transport::NodeId;
 use dedup::{BatchIdentity, Dedup, Verdict};
-use keel_raft::{Entry, EntryKind, Index, ProposeError, RaftLog, Role, Term};
+use keel_raft::{Entry, EntryKind, Index, ProposeError, RaftLog, Role, Snapshot, Term};
 
 /// What a partition publishes for request handlers that wait (long polls) or route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -154,12 +155,12 @@ fn batch_end_offset(batch: &[u8]) -> Option<u64> {
     BatchHeader::read(batch)?.end_offset()
 }
 
-impl Machine for PartitionState {
+impl Machine<StorageLog> for PartitionState {
     fn on_truncated(&mut self, log: &StorageLog, from: Index) {
         self.end_offset = end_offset_of(log, from.saturating_sub(1));
     }
 
-    fn on_appended(&mut self, entries: &[Entry]) {
+    fn on_appended(&mut self, _log: &StorageLog, entries: &[Entry]) {
         for entry in entries.iter().filter(|entry| entry.kind == EntryKind::Data) {
             if let Some(end) = batch_end_offset(&entry.payload) {
                 self.end_offset = end;
@@ -194,6 +195,10 @@ impl Machine for PartitionState {
         let lost = ErrorCode::NotLeader { leader_addr: None };
         self.waiters
             .answer(entry.index, entry.term, || produced(&entry.payload), lost);
+    }
+
+    fn restore(&mut self, snapshot: &Snapshot) {
+        snapshots_not_wired(snapshot);
     }
 
     fn on_role_change(&mut self, role: Role, leader: Option<NodeId>, _term: Term) {
