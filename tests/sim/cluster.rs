@@ -1,19 +1,22 @@
 //! The simulated cluster: N Raft nodes in one thread over a simulated network and simulated
-//! disks, in simulated time. This is the driver the real node will be (STYLE.md 2), with every
-//! step made deterministic by one seeded RNG. The fixture language of the scenario tests:
+//! disks, in simulated time, every step made deterministic by one seeded RNG. Each node runs the
+//! product's group driver (keel-broker's `node/driver.rs`) over its simulated disk: an fdatasync
+//! begins when the driver asks and ends a random number of time units later, while the node
+//! keeps stepping, writing and applying. The fixture language of the scenario tests:
 //! `cluster.campaign(1)`, `cluster.crash(2)`, `cluster.partition(&[1, 2], &[3, 4, 5])`,
 //! `cluster.run_ticks(20)`.
 //!
 //! One time unit is a "millisecond"; a node ticks every `TICK_UNITS`. Per unit: ticks, message
 //! deliveries, disk progress, then every node's Ready is handled, then the invariants run.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use keel_broker::node::driver::{DriverBugs, GroupDriver, Machine, Network as DriverNetwork};
 use keel_raft::{
-    Config, Entry, HardState, Incarnation, Index, Membership, MembershipChange, MembershipError,
-    Message, NodeId, PeerMessages, ProposeError, RaftNode, ReadMode, RecoveredState, ReplaceNode,
-    ReplaceStep, Role, Snapshot, Term,
+    Config, Entry, Incarnation, Index, Membership, MembershipChange, MembershipError, Message,
+    NodeId, PeerMessages, ProposeError, RaftLog, RaftNode, ReadMode, ReadState, RecoveredState,
+    ReplaceNode, ReplaceStep, Role, Snapshot, Term,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -33,6 +36,10 @@ pub type SendFilter = Box<dyn Fn(NodeId, NodeId, &Message) -> bool>;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Coverage {
     pub conflicting_suffixes_truncated: u64,
+    /// Entries written while the node's fdatasync ran (the pipelined sync overlapped writes).
+    pub writes_during_sync: u64,
+    /// Syncs that ended with later writes still unsynced behind them.
+    pub syncs_overtaken_by_writes: u64,
     pub restarts_abstaining: u64,
     pub synced_entries_lost: u64,
     pub overloaded_proposals: u64,
@@ -74,6 +81,8 @@ pub struct ClusterOptions {
     pub producer_count: usize,
     /// Clock drift: a node ticks every `TICK_UNITS ± max_tick_skew_units` units.
     pub max_tick_skew_units: u64,
+    /// Bugs planted in every node's driver (none outside the tests that prove they are caught).
+    pub driver_bugs: DriverBugs,
 }
 
 impl ClusterOptions {
@@ -89,32 +98,74 @@ impl ClusterOptions {
             config,
             producer_count: 0,
             max_tick_skew_units: 0,
+            driver_bugs: DriverBugs::default(),
         }
     }
 }
 
-/// One Ready's writes and what waits for them to be durable.
-struct WriteJob {
-    truncate_from: Option<Index>,
-    snapshot: Option<Snapshot>,
-    entries: Vec<Entry>,
-    hard_state: Option<HardState>,
-    messages_after_persist: Vec<PeerMessages>,
+/// What the driver told the state machine during one call, replayed in order once the call
+/// returns (the checks need the whole cluster; the driver borrows the node meanwhile).
+enum MachineEvent {
+    Truncated,
+    Restored(Snapshot),
+    Reads(Vec<ReadState>),
+    Written { entry: Entry, previous_term: Term },
+    Applied(Entry),
 }
 
-impl WriteJob {
-    fn writes_something(&self) -> bool {
-        self.truncate_from.is_some()
-            || self.snapshot.is_some()
-            || !self.entries.is_empty()
-            || self.hard_state.is_some()
+/// The simulator's state machine as the driver sees it: it records, the cluster checks.
+#[derive(Default)]
+struct Recorder {
+    events: Vec<MachineEvent>,
+}
+
+impl Machine<SimDisk> for Recorder {
+    fn on_truncated(&mut self, _log: &SimDisk, _from: Index) {
+        self.events.push(MachineEvent::Truncated);
+    }
+
+    fn on_appended(&mut self, log: &SimDisk, entries: &[Entry]) {
+        for entry in entries
+            .iter()
+            .filter(|entry| entry.index >= log.first_index())
+        {
+            let previous = entry.index - 1;
+            let previous_term = log
+                .term(previous)
+                .or_else(|| {
+                    let meta = &log.snapshot()?.meta;
+                    (meta.last_included_index == previous).then_some(meta.last_included_term)
+                })
+                .unwrap_or(0);
+            self.events.push(MachineEvent::Written {
+                entry: entry.clone(),
+                previous_term,
+            });
+        }
+    }
+
+    fn apply(&mut self, entry: &Entry, _log: &SimDisk) {
+        self.events.push(MachineEvent::Applied(entry.clone()));
+    }
+
+    fn restore(&mut self, snapshot: &Snapshot) {
+        self.events.push(MachineEvent::Restored(snapshot.clone()));
+    }
+
+    fn on_read_states(&mut self, reads: &[ReadState]) {
+        self.events.push(MachineEvent::Reads(reads.to_vec()));
     }
 }
 
-/// The write in progress: every job queued when it started (group commit), one sync.
-struct GroupWrite {
-    jobs: Vec<WriteJob>,
-    sync_due_at: u64,
+/// The driver's network: messages wait here until the call returns, then enter the simulated
+/// network in the order the driver sent them.
+#[derive(Default)]
+struct Outbox(Vec<PeerMessages>);
+
+impl DriverNetwork for Outbox {
+    fn send(&mut self, batches: Vec<PeerMessages>) {
+        self.0.extend(batches);
+    }
 }
 
 enum NodeState {
@@ -124,8 +175,10 @@ enum NodeState {
 
 struct SimNode {
     state: NodeState,
-    writes: VecDeque<WriteJob>,
-    writing: Option<GroupWrite>,
+    /// The product's driver for this node while it is up.
+    driver: Option<GroupDriver>,
+    /// When the fdatasync the driver started ends.
+    sync_due_at: Option<u64>,
     /// Each node's clock runs at its own rate: it ticks every `tick_interval_units`.
     tick_interval_units: u64,
     next_tick_at: u64,
@@ -252,8 +305,8 @@ impl Cluster {
             let next_tick_at = rng.random_range(0..TICK_UNITS);
             let node = SimNode {
                 state: NodeState::Down(SimDisk::default()),
-                writes: VecDeque::new(),
-                writing: None,
+                driver: None,
+                sync_due_at: None,
                 tick_interval_units,
                 next_tick_at,
                 incarnation: 1,
@@ -262,9 +315,18 @@ impl Cluster {
             };
             cluster.nodes.insert(id, node);
             let raft = cluster.start_node(id, SimDisk::default(), RecoveredState::default());
-            cluster.nodes.get_mut(&id).expect("inserted").state = NodeState::Up(raft);
+            let driver = cluster.new_driver(&raft);
+            let node = cluster.nodes.get_mut(&id).expect("inserted");
+            node.driver = Some(driver);
+            node.state = NodeState::Up(raft);
         }
         cluster
+    }
+
+    fn new_driver(&self, raft: &RaftNode<SimDisk>) -> GroupDriver {
+        let mut driver = GroupDriver::new(raft);
+        driver.plant(self.options.driver_bugs);
+        driver
     }
 
     fn start_node(
@@ -307,7 +369,7 @@ impl Cluster {
         });
         self.trace
             .hash_event(self.now, 5, id, snapshot.meta.last_included_index);
-        self.node_mut(id).storage_mut().write_snapshot(snapshot);
+        self.node_mut(id).storage_mut().persist_snapshot(snapshot);
         self.check_invariants();
     }
 
@@ -614,10 +676,7 @@ impl Cluster {
         self.ticks_enabled = false;
         for _ in 0..100_000 {
             if self.network.in_flight_count() == 0
-                && self
-                    .nodes
-                    .values()
-                    .all(|node| node.writes.is_empty() && node.writing.is_none())
+                && self.nodes.values().all(|node| node.sync_due_at.is_none())
             {
                 break;
             }
@@ -653,8 +712,8 @@ impl Cluster {
         else {
             panic!("node {id} is already down");
         };
-        node.writes.clear();
-        node.writing = None;
+        node.driver = None;
+        node.sync_due_at = None;
         let (disk, report) = raft.into_storage().crash(&mut self.rng, may_abstain);
         self.coverage.synced_entries_lost += report.synced_entries_lost;
         self.trace
@@ -689,7 +748,9 @@ impl Cluster {
             .line(self.now, || format!("restart {id}: {recovered:?}"));
         self.trace.hash_event(self.now, 2, id, 0);
         let raft = self.start_node(id, disk, recovered);
+        let driver = self.new_driver(&raft);
         let node = self.nodes.get_mut(&id).expect("known node");
+        node.driver = Some(driver);
         node.state = NodeState::Up(raft);
         node.state_machine_restored(state);
         self.history.forget_volatile_state(id);
@@ -750,7 +811,7 @@ impl Cluster {
             for id in self.ids() {
                 if self.is_up(id) && self.node(id).has_ready() {
                     any = true;
-                    self.handle_ready(id);
+                    self.drive(id, false);
                 }
             }
             if !any || self.violation.is_some() {
@@ -760,61 +821,68 @@ impl Cluster {
         self.check_invariants();
     }
 
-    /// The driver's order (Ready's doc): queue the writes, send what may go now, apply.
-    fn handle_ready(&mut self, id: NodeId) {
-        let raft = self.node_mut(id);
-        if raft.abstain_until_index().is_none() && raft.storage().abstain_until_index().is_some() {
-            raft.storage_mut().clear_abstain_marker();
+    /// Runs node `id`'s driver: its Readys (or, with `sync_done`, the end of its fdatasync),
+    /// then schedules the end of any sync it started, checks what it did and sends its messages.
+    fn drive(&mut self, id: NodeId, sync_done: bool) {
+        let mut outbox = Outbox::default();
+        let mut recorder = Recorder::default();
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let NodeState::Up(raft) = &mut node.state else {
+            return;
+        };
+        let driver = node.driver.as_mut().expect("an up node has a driver");
+        let was_syncing = driver.is_syncing();
+        if sync_done {
+            driver.sync_finished(raft, (), &mut outbox, &mut recorder);
+        } else {
+            driver.process(raft, &mut outbox, &mut recorder);
         }
-        let ready = raft.ready();
-        self.coverage.conflicting_suffixes_truncated += u64::from(ready.truncate_from.is_some());
-        if let Some(snapshot) = &ready.snapshot {
-            self.install_snapshot(id, snapshot);
-        }
-        for read in &ready.read_states {
-            self.release_read(id, read.request_id, read.read_index);
-        }
-        let first_held = self.node(id).first_index();
-        for entry in ready
-            .entries
+        let syncing = driver.is_syncing();
+        let written = recorder
+            .events
             .iter()
-            .filter(|entry| entry.index >= first_held)
-        {
-            let previous_term = self.node(id).term_at(entry.index - 1).unwrap_or(0);
-            let check = invariants::log_matching::observe_written(
-                &mut self.history,
-                id,
-                entry,
-                previous_term,
-            );
-            self.record(check);
+            .filter(|event| matches!(event, MachineEvent::Written { .. }))
+            .count() as u64;
+        if was_syncing && !sync_done {
+            self.coverage.writes_during_sync += written;
         }
-        if ready.hard_state.is_some()
-            || !ready.entries.is_empty()
-            || ready.truncate_from.is_some()
-            || ready.snapshot.is_some()
-            || !ready.messages_after_persist.is_empty()
-        {
-            let job = WriteJob {
-                truncate_from: ready.truncate_from,
-                snapshot: ready.snapshot,
-                entries: ready.entries,
-                hard_state: ready.hard_state,
-                messages_after_persist: ready.messages_after_persist,
-            };
-            self.nodes
-                .get_mut(&id)
-                .expect("known node")
-                .writes
-                .push_back(job);
+        if sync_done && raft.persisted_index() < raft.storage().last_index() {
+            self.coverage.syncs_overtaken_by_writes += 1;
         }
-        self.send_all(id, ready.messages);
-        if let Some(last) = ready.committed_entries.last().map(|entry| entry.index) {
-            for entry in &ready.committed_entries {
-                self.apply(id, entry);
+        if !syncing {
+            node.sync_due_at = None;
+        } else if node.sync_due_at.is_none() {
+            let latency = self
+                .rng
+                .random_range(1..=self.options.max_disk_latency_units);
+            let node = self.nodes.get_mut(&id).expect("known node");
+            node.sync_due_at = Some(self.now + latency);
+        }
+        for event in recorder.events {
+            match event {
+                MachineEvent::Truncated => self.coverage.conflicting_suffixes_truncated += 1,
+                MachineEvent::Restored(snapshot) => self.install_snapshot(id, &snapshot),
+                MachineEvent::Reads(reads) => {
+                    for read in reads {
+                        self.release_read(id, read.request_id, read.read_index);
+                    }
+                }
+                MachineEvent::Written {
+                    entry,
+                    previous_term,
+                } => {
+                    let check = invariants::log_matching::observe_written(
+                        &mut self.history,
+                        id,
+                        &entry,
+                        previous_term,
+                    );
+                    self.record(check);
+                }
+                MachineEvent::Applied(entry) => self.apply(id, &entry),
             }
-            self.node_mut(id).on_applied(last);
         }
+        self.send_all(id, outbox.0);
     }
 
     fn release_read(&mut self, id: NodeId, request_id: u64, read_index: Option<Index>) {
@@ -931,71 +999,19 @@ impl Cluster {
         self.network.send(&mut self.rng, self.now, envelope);
     }
 
-    /// Moves node `id`'s disk forward like a group-committing driver: a write in progress
-    /// completes its sync (then reports and sends what waited); queued jobs start the next
-    /// write together. Jobs that only wait (no writes) finish once everything before them has.
+    /// Ends node `id`'s fdatasync when it is due: the driver then reports what it covered,
+    /// releases what waited for it and starts the next one over whatever was written meanwhile.
     fn advance_disk(&mut self, id: NodeId) {
         if !self.is_up(id) {
             return;
         }
-        let now = self.now;
-        let node = self.nodes.get_mut(&id).expect("known node");
-        let NodeState::Up(raft) = &mut node.state else {
-            return;
-        };
-        if let Some(writing) = &node.writing {
-            if writing.sync_due_at > now {
-                return;
-            }
-            let writing = node.writing.take().expect("checked");
-            raft.storage_mut().sync();
-            for job in &writing.jobs {
-                if let Some(snapshot) = &job.snapshot {
-                    raft.on_snapshot_done(snapshot.meta.last_included_index);
-                }
-            }
-            if let Some(last) = writing.jobs.iter().rev().find_map(|job| job.entries.last()) {
-                raft.on_persisted(last.index, last.term);
-            }
-            let messages: Vec<PeerMessages> = writing
-                .jobs
-                .into_iter()
-                .flat_map(|job| job.messages_after_persist)
-                .collect();
-            self.send_all(id, messages);
+        if self.nodes[&id]
+            .sync_due_at
+            .is_some_and(|due| due <= self.now)
+        {
+            self.nodes.get_mut(&id).expect("known node").sync_due_at = None;
+            self.drive(id, true);
         }
-        let node = self.nodes.get_mut(&id).expect("known node");
-        if node.writes.is_empty() {
-            return;
-        }
-        let jobs: Vec<WriteJob> = node.writes.drain(..).collect();
-        if !jobs.iter().any(WriteJob::writes_something) {
-            let messages: Vec<PeerMessages> = jobs
-                .into_iter()
-                .flat_map(|job| job.messages_after_persist)
-                .collect();
-            self.send_all(id, messages);
-            return;
-        }
-        let latency = self
-            .rng
-            .random_range(1..=self.options.max_disk_latency_units);
-        let node = self.nodes.get_mut(&id).expect("known node");
-        let NodeState::Up(raft) = &mut node.state else {
-            return;
-        };
-        for job in &jobs {
-            raft.storage_mut().write(
-                job.truncate_from,
-                job.snapshot.clone(),
-                &job.entries,
-                job.hard_state,
-            );
-        }
-        node.writing = Some(GroupWrite {
-            jobs,
-            sync_due_at: now + latency,
-        });
     }
 
     pub fn check_invariants(&mut self) {

@@ -1,13 +1,16 @@
 //! The simulated disk of one node: a `RaftLog` in memory that keeps written-but-unsynced
-//! entries apart from synced ones, and a crash model for them (DESIGN.md 12.4).
+//! entries apart from synced ones, and a crash model for them (docs/ARCHITECTURE.md "Testing").
+//! It is the product driver's disk here ([`DriverLog`]): an fdatasync begins when the driver asks
+//! and ends when the simulator says, so writes land while it runs.
 //!
 //! At a crash, unsynced entries of the tail reach the platter in any order: none, a prefix (a
 //! torn tail), or an arbitrary subset. Recovery cuts the log at the first missing entry and
-//! reports the highest index it saw beyond the cut: the abstain index (RAFT.md Membership).
+//! reports the highest index it saw beyond the cut: the abstain index (docs/RAFT-CORE.md).
 //! Sometimes, and only when `may_abstain` allows it, the torn page also damages the last synced
 //! entries (an append rewrites the partly filled page they share): the node then lost entries
 //! it acknowledged, which the surviving later entry makes detectable.
 
+use keel_broker::node::driver::DriverLog;
 use keel_raft::{Entry, HardState, Index, MemoryLog, RaftLog, Snapshot, Term};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -19,8 +22,10 @@ pub struct SimDisk {
     synced_index: Index,
     /// The latest snapshot, written by rename: durable as soon as it is written.
     snapshot: Option<Snapshot>,
+    /// Written by rename and fsync, as the node does: durable when stored.
     hard_state: HardState,
-    unsynced_hard_state: Option<HardState>,
+    /// The sync in flight covers the log up to here.
+    syncing_up_to: Option<Index>,
     /// The abstain index survives further crashes until the node's log reaches it: a second
     /// recovery no longer sees the frames the first one cut (RAFT-CORE.md, abstain rule).
     abstain_until_index: Option<Index>,
@@ -39,6 +44,11 @@ impl SimDisk {
         self.hard_state
     }
 
+    /// Entries up to here survive any crash (unless `may_abstain` damages the page they share).
+    pub fn synced_index(&self) -> Index {
+        self.synced_index
+    }
+
     pub fn abstain_until_index(&self) -> Option<Index> {
         self.abstain_until_index
     }
@@ -48,7 +58,7 @@ impl SimDisk {
     }
 
     /// Persists `snapshot` and deletes the entries it covers (a taken or installed snapshot).
-    pub fn write_snapshot(&mut self, snapshot: Snapshot) {
+    pub fn persist_snapshot(&mut self, snapshot: Snapshot) {
         let through = snapshot.meta.last_included_index;
         self.log.compact(through);
         self.synced_index = self.synced_index.max(through).min(self.log.last_index());
@@ -60,53 +70,10 @@ impl SimDisk {
         self.abstain_until_index = None;
     }
 
-    /// One Ready's writes, in the Ready's order: truncation, snapshot, entries, hard state.
-    pub fn write(
-        &mut self,
-        truncate_from: Option<Index>,
-        snapshot: Option<Snapshot>,
-        entries: &[Entry],
-        hard_state: Option<HardState>,
-    ) {
-        if let Some(from) = truncate_from {
-            // keel-storage zeroes truncated bytes before returning: the cut is durable at once.
-            self.log.truncate_suffix(from);
-            self.synced_index = self.synced_index.min(self.log.last_index());
-        }
-        if let Some(snapshot) = snapshot {
-            self.write_snapshot(snapshot);
-        }
-        // Entries a snapshot taken meanwhile already covers are not written; the rest must
-        // continue the log (asserted).
-        let first_new = entries
-            .iter()
-            .position(|entry| entry.index > self.log.last_index())
-            .unwrap_or(entries.len());
-        debug_assert!(entries[..first_new]
-            .iter()
-            .all(|entry| entry.index < self.log.first_index()
-                || self.log.term(entry.index) == Some(entry.term)));
-        self.log.append(&entries[first_new..]);
-        if let Some(hard_state) = hard_state {
-            self.unsynced_hard_state = Some(hard_state);
-        }
-    }
-
-    pub fn sync(&mut self) {
-        self.synced_index = self.log.last_index();
-        if let Some(hard_state) = self.unsynced_hard_state.take() {
-            self.hard_state = hard_state;
-        }
-    }
-
     /// A power loss: returns the disk as recovery finds it.
     pub fn crash(mut self, rng: &mut ChaCha8Rng, may_abstain: bool) -> (SimDisk, RecoveryReport) {
-        if let Some(hard_state) = self.unsynced_hard_state.take() {
-            // Written by rename: either the old or the new file survives.
-            if rng.random_bool(0.5) {
-                self.hard_state = hard_state;
-            }
-        }
+        // A sync that had not finished proves nothing.
+        self.syncing_up_to = None;
         // Positions count from the first entry held (index `first`).
         let first = self.log.first_index();
         let total = self.entry_count();
@@ -157,6 +124,66 @@ impl SimDisk {
 impl SimDisk {
     fn entry_count(&self) -> usize {
         (self.log.last_index() + 1 - self.log.first_index()) as usize
+    }
+}
+
+/// The driver's disk. A sync covers what was written when it began; the simulator decides when
+/// it ends (`Cluster::advance_disk`).
+impl DriverLog for SimDisk {
+    type SyncDone = ();
+
+    fn store_hard_state(&mut self, hard_state: HardState) {
+        self.hard_state = hard_state;
+    }
+
+    fn truncate_suffix(&mut self, from: Index) {
+        debug_assert!(self.syncing_up_to.is_none(), "the driver settles first");
+        if from <= self.log.last_index() {
+            // keel-storage zeroes truncated bytes before returning: the cut is durable at once.
+            self.log.truncate_suffix(from);
+            self.synced_index = self.synced_index.min(self.log.last_index());
+        }
+    }
+
+    fn append(&mut self, entries: &[Entry]) {
+        // Entries a snapshot taken meanwhile already covers are not written; the rest must
+        // continue the log (asserted).
+        let first_new = entries
+            .iter()
+            .position(|entry| entry.index > self.log.last_index())
+            .unwrap_or(entries.len());
+        debug_assert!(entries[..first_new]
+            .iter()
+            .all(|entry| entry.index < self.log.first_index()
+                || self.log.term(entry.index) == Some(entry.term)));
+        self.log.append(&entries[first_new..]);
+    }
+
+    fn begin_sync(&mut self) -> bool {
+        debug_assert!(self.syncing_up_to.is_none(), "one sync at a time");
+        self.syncing_up_to = Some(self.log.last_index());
+        true
+    }
+
+    fn finish_sync(&mut self, (): ()) {
+        let Some(up_to) = self.syncing_up_to.take() else {
+            debug_assert!(false, "no sync was running");
+            return;
+        };
+        self.synced_index = self.synced_index.max(up_to.min(self.log.last_index()));
+    }
+
+    fn settle(&mut self) {
+        self.syncing_up_to = None;
+        self.synced_index = self.log.last_index();
+    }
+
+    fn clear_abstain(&mut self) {
+        self.clear_abstain_marker();
+    }
+
+    fn write_snapshot(&mut self, snapshot: &Snapshot) {
+        self.persist_snapshot(snapshot.clone());
     }
 }
 

@@ -23,9 +23,10 @@ mod workload;
 
 use std::time::Instant;
 
+use keel_broker::node::driver::DriverBugs;
 use keel_raft::PlantedBugs;
 
-use crate::run::{run_seed, Failure};
+use crate::run::{run_seed, Bugs, Failure};
 
 const CI_SEEDS: u64 = 2_000;
 const CHUNKS: u64 = 4;
@@ -124,6 +125,8 @@ fn the_simulator_exercises_every_kind_of_fault() {
         crashes += report.crashes;
         let coverage = report.coverage;
         total.conflicting_suffixes_truncated += coverage.conflicting_suffixes_truncated;
+        total.writes_during_sync += coverage.writes_during_sync;
+        total.syncs_overtaken_by_writes += coverage.syncs_overtaken_by_writes;
         total.restarts_abstaining += coverage.restarts_abstaining;
         total.synced_entries_lost += coverage.synced_entries_lost;
         total.overloaded_proposals += coverage.overloaded_proposals;
@@ -149,6 +152,11 @@ fn the_simulator_exercises_every_kind_of_fault() {
         "{leaders} leaders, {crashes} crashes"
     );
     assert!(total.conflicting_suffixes_truncated > 0, "{total:?}");
+    // The product driver's pipelined fdatasync overlaps writes, in both orders.
+    assert!(
+        total.writes_during_sync > 0 && total.syncs_overtaken_by_writes > 0,
+        "{total:?}"
+    );
     assert!(total.restarts_abstaining > 0, "{total:?}");
     assert!(total.synced_entries_lost > 0, "{total:?}");
     assert!(total.overloaded_proposals > 0, "{total:?}");
@@ -182,15 +190,16 @@ fn the_simulator_exercises_every_kind_of_fault() {
 }
 
 /// Runs seeds until one reports a safety violation; returns it, or fails after `max_seeds`.
-fn first_violation(planted_bugs: PlantedBugs, max_seeds: u64) -> (u64, Failure) {
+fn first_violation(bugs: impl Into<Bugs>, max_seeds: u64) -> (u64, Failure) {
+    let bugs = bugs.into();
     for seed in 0..max_seeds {
-        match run_seed(seed, planted_bugs) {
+        match run_seed(seed, bugs) {
             Err(failure @ Failure::Safety(_)) => return (seed, failure),
             Err(other) => panic!("seed {seed} failed without a safety violation: {other:?}"),
             Ok(_) => {}
         }
     }
-    panic!("no safety violation within {max_seeds} seeds with {planted_bugs:?}");
+    panic!("no safety violation within {max_seeds} seeds with {bugs:?}");
 }
 
 #[test]
@@ -251,4 +260,16 @@ fn planted_bug_lease_reads_ignoring_a_transfer_is_caught() {
     };
     let (seed, failure) = first_violation(bugs, 500);
     println!("lease reads ignoring a transfer caught at seed {seed}: {failure:?}");
+}
+
+/// The product's group driver runs here, so a bug in its pipelined fdatasync is the simulator's
+/// to catch: a driver that reports writes durable beyond what its sync covered acknowledges
+/// entries that a crash then loses.
+#[test]
+fn planted_bug_in_the_driver_releasing_unsynced_writes_is_caught() {
+    let bugs = DriverBugs {
+        release_unsynced: true,
+    };
+    let (seed, failure) = first_violation(bugs, 200);
+    println!("driver releasing unsynced writes caught at seed {seed}: {failure:?}");
 }

@@ -6,6 +6,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bytes::Bytes;
+use keel_broker::node::driver::DriverBugs;
 use keel_raft::{Config, Index, NodeId, PlantedBugs, ProposeError, ReadMode, Term};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -63,9 +64,35 @@ struct FaultRates {
     transfer_per_tick: f64,
 }
 
+/// Bugs planted for a run: in the consensus core, in the product's group driver, or none.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Bugs {
+    pub core: PlantedBugs,
+    pub driver: DriverBugs,
+}
+
+impl From<PlantedBugs> for Bugs {
+    fn from(core: PlantedBugs) -> Bugs {
+        Bugs {
+            core,
+            ..Bugs::default()
+        }
+    }
+}
+
+impl From<DriverBugs> for Bugs {
+    fn from(driver: DriverBugs) -> Bugs {
+        Bugs {
+            driver,
+            ..Bugs::default()
+        }
+    }
+}
+
 /// Runs one seed; a panic inside the core or the simulator is a failure too.
-pub fn run_seed(seed: u64, planted_bugs: PlantedBugs) -> Result<RunReport, Failure> {
-    match catch_unwind(AssertUnwindSafe(|| run_seed_unguarded(seed, planted_bugs))) {
+pub fn run_seed(seed: u64, bugs: impl Into<Bugs>) -> Result<RunReport, Failure> {
+    let bugs = bugs.into();
+    match catch_unwind(AssertUnwindSafe(|| run_seed_unguarded(seed, bugs))) {
         Ok(result) => result,
         Err(panic) => {
             let text = panic
@@ -78,9 +105,9 @@ pub fn run_seed(seed: u64, planted_bugs: PlantedBugs) -> Result<RunReport, Failu
     }
 }
 
-fn run_seed_unguarded(seed: u64, planted_bugs: PlantedBugs) -> Result<RunReport, Failure> {
+fn run_seed_unguarded(seed: u64, bugs: Bugs) -> Result<RunReport, Failure> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let (options, rates) = draw_options(&mut rng, planted_bugs);
+    let (options, rates) = draw_options(&mut rng, bugs);
     let mut cluster = Cluster::new(options, rng.random());
     let mut crashes = 0;
     let mut partition_ends_at = None;
@@ -111,7 +138,7 @@ fn run_seed_unguarded(seed: u64, planted_bugs: PlantedBugs) -> Result<RunReport,
     })
 }
 
-fn draw_options(rng: &mut ChaCha8Rng, planted_bugs: PlantedBugs) -> (ClusterOptions, FaultRates) {
+fn draw_options(rng: &mut ChaCha8Rng, bugs: Bugs) -> (ClusterOptions, FaultRates) {
     let mut config = Config::new(0, 0);
     config.heartbeat_interval_ticks = rng.random_range(1..=3);
     config.election_timeout_min_ticks = 10;
@@ -127,7 +154,7 @@ fn draw_options(rng: &mut ChaCha8Rng, planted_bugs: PlantedBugs) -> (ClusterOpti
     // Ticks drift by up to 20% (`max_tick_skew_units` of 10): a voter's stickiness may end
     // after 9 of its ticks of 8 units (72), so a lease must end before: (10 - 5) * 12 = 60.
     config.lease_drift_margin_ticks = 5;
-    config.planted_bugs = planted_bugs;
+    config.planted_bugs = bugs.core;
     let network = NetworkFaults {
         drop_probability: rng.random_range(0.0..0.1),
         duplicate_probability: rng.random_range(0.0..0.05),
@@ -140,6 +167,7 @@ fn draw_options(rng: &mut ChaCha8Rng, planted_bugs: PlantedBugs) -> (ClusterOpti
         config,
         producer_count: rng.random_range(1..=6),
         max_tick_skew_units: rng.random_range(0..=2),
+        driver_bugs: bugs.driver,
     };
     let rates = FaultRates {
         crash_per_tick: [0.002, 0.01, 0.03][rng.random_range(0..3)],

@@ -16,6 +16,8 @@ use keel_raft::{
     Term,
 };
 
+#[cfg(feature = "fault-injection")]
+pub use crate::node::pipeline::DriverBugs;
 use crate::node::pipeline::{Released, SyncPipeline};
 
 /// The disk under one group, as the driver uses it. Everything but the sync is synchronous: a
@@ -84,6 +86,12 @@ impl GroupDriver {
             last_role: (node.role(), node.leader(), node.term()),
             abstaining: node.abstain_until_index().is_some(),
         }
+    }
+
+    /// Plants bugs in this driver's sync pipeline (tests and fault-injection builds only).
+    #[cfg(feature = "fault-injection")]
+    pub fn plant(&mut self, bugs: DriverBugs) {
+        self.pipeline.plant(bugs);
     }
 
     /// Drains every `Ready` and starts a sync over what they wrote.

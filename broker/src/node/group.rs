@@ -230,9 +230,15 @@ impl RaftGroup {
         preferred_leader: Option<NodeId>,
     ) -> RaftGroup {
         node.storage_mut().record_offsets(record_offsets);
+        #[allow(unused_mut)] // mutated only to plant bugs
+        let mut driver = GroupDriver::new(&node);
+        #[cfg(feature = "fault-injection")]
+        driver.plant(crate::node::driver::DriverBugs {
+            release_unsynced: fault_release_unsynced(),
+        });
         let mut group = RaftGroup {
             group,
-            driver: GroupDriver::new(&node),
+            driver,
             was_leader: node.role() == Role::Leader,
             node,
             peers: context.peers(),
@@ -454,6 +460,16 @@ impl RaftGroup {
             tracing::error!(group = self.group, %error, "final sync failed");
         }
     }
+}
+
+/// `KEEL_FAULT_RELEASE_UNSYNCED=1` (read once): every group's driver reports writes durable that
+/// its last sync did not cover (node/pipeline.rs `DriverBugs`), for fault tests to catch.
+#[cfg(feature = "fault-injection")]
+fn fault_release_unsynced() -> bool {
+    static SWITCH: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SWITCH.get_or_init(|| {
+        std::env::var("KEEL_FAULT_RELEASE_UNSYNCED").is_ok_and(|value| value == "1")
+    })
 }
 
 /// A stored record batch's base offset (keel-wire reads the header).

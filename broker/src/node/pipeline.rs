@@ -38,6 +38,16 @@ struct InFlight {
     messages: Vec<PeerMessages>,
 }
 
+/// Planted bugs in the pipeline, for proving that the tests catch them (docs/ARCHITECTURE.md
+/// "Testing"). Compiled only with the `fault-injection` feature; all off by default.
+#[cfg(feature = "fault-injection")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DriverBugs {
+    /// A finished sync reports the newest write durable instead of what the sync covered: an
+    /// acknowledgement can then claim entries a crash loses.
+    pub release_unsynced: bool,
+}
+
 #[derive(Debug, Default)]
 pub struct SyncPipeline {
     in_flight: Option<InFlight>,
@@ -47,9 +57,19 @@ pub struct SyncPipeline {
     /// sync in flight).
     waiting: Vec<PeerMessages>,
     next_id: u64,
+    #[cfg(feature = "fault-injection")]
+    bugs: DriverBugs,
 }
 
 impl SyncPipeline {
+    #[cfg(feature = "fault-injection")]
+    pub fn plant(&mut self, bugs: DriverBugs) {
+        if bugs != DriverBugs::default() {
+            tracing::warn!(?bugs, "planted driver bugs on");
+        }
+        self.bugs = bugs;
+    }
+
     /// Entries up to `last` were written, not yet durable.
     pub fn written(&mut self, last: (Index, Term)) {
         debug_assert!(
@@ -127,9 +147,8 @@ impl SyncPipeline {
             messages: in_flight.messages,
         };
         #[cfg(feature = "fault-injection")]
-        if planted_bug_release_unsynced() {
-            // Planted bug (tests only): report the newest write durable, not what the sync
-            // covered.
+        if self.bugs.release_unsynced {
+            // Planted bug: report the newest write durable, not what the sync covered.
             if let Some(last) = self.unsynced {
                 released.persisted = Some(last);
             }
@@ -163,34 +182,12 @@ impl SyncPipeline {
     }
 }
 
-/// The planted bug of [`SyncPipeline::finished`], switched on by the pipeline's own property test
-/// (and by `KEEL_FAULT_RELEASE_UNSYNCED=1` in a fault-injection build).
-#[cfg(feature = "fault-injection")]
-fn planted_bug_release_unsynced() -> bool {
-    #[cfg(test)]
-    if tests::PLANT_BUG.with(std::cell::Cell::get) {
-        return true;
-    }
-    static SWITCH: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SWITCH.get_or_init(|| {
-        let on = std::env::var("KEEL_FAULT_RELEASE_UNSYNCED").is_ok_and(|value| value == "1");
-        if on {
-            tracing::warn!("fault switch KEEL_FAULT_RELEASE_UNSYNCED on: durability over-reported");
-        }
-        on
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use keel_raft::{Message, MessageBody, VoteResponse};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
-
-    thread_local! {
-        pub(super) static PLANT_BUG: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    }
 
     /// A message tagged with the last index written before the core produced it: it may leave
     /// only once that index is durable.
@@ -249,9 +246,9 @@ mod tests {
     }
 
     /// One seeded run of random writes, sync starts and completions, settles and policy syncs.
-    fn run(seed: u64) -> Result<usize, String> {
+    fn run(seed: u64, pipeline: SyncPipeline) -> Result<usize, String> {
+        let mut pipeline = pipeline;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut pipeline = SyncPipeline::default();
         let mut model = Model::default();
         let mut ticket = None;
         let mut queued = 0usize;
@@ -307,7 +304,7 @@ mod tests {
     fn releases_never_run_ahead_of_durability_and_keep_their_order() {
         let mut messages = 0;
         for seed in 0..2_000 {
-            messages += run(seed)
+            messages += run(seed, SyncPipeline::default())
                 .map_err(|error| format!("seed {seed}: {error}"))
                 .unwrap();
         }
@@ -319,9 +316,14 @@ mod tests {
     #[cfg(feature = "fault-injection")]
     #[test]
     fn the_planted_bug_is_caught() {
-        PLANT_BUG.with(|plant| plant.set(true));
-        let caught = (0..2_000).find(|&seed| run(seed).is_err());
-        PLANT_BUG.with(|plant| plant.set(false));
+        let planted = || {
+            let mut pipeline = SyncPipeline::default();
+            pipeline.plant(DriverBugs {
+                release_unsynced: true,
+            });
+            pipeline
+        };
+        let caught = (0..2_000).find(|&seed| run(seed, planted()).is_err());
         assert!(caught.is_some(), "the planted bug went unnoticed");
     }
 

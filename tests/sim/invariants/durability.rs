@@ -1,13 +1,34 @@
-//! RAFT.md safety property 6, durability: every proposal acknowledged to a client is in the
-//! final committed log, once, in acknowledgement order per producer. Checked at the end of a
-//! run against the committed log every node converged on.
+//! Durability: every proposal acknowledged to a client is in the final committed log, once, in
+//! acknowledgement order per producer. Checked at the end of a run against the committed log
+//! every node converged on. And after every step, its precondition: no node's core believes more
+//! of its log durable than its disk has synced (the driver's pipelined fdatasync must never
+//! report a write that its sync did not cover).
 
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use keel_raft::{Entry, Index};
+use keel_raft::{Entry, Index, RaftNode};
 
+use crate::disk::SimDisk;
 use crate::history::{violation, Check, History};
+
+/// The driver reported durable only what a finished sync covered.
+pub fn check_claims(nodes: &[&RaftNode<SimDisk>]) -> Check {
+    for node in nodes {
+        let claimed = node.persisted_index();
+        let synced = node.storage().synced_index();
+        if claimed > synced {
+            return violation(
+                "durability claim",
+                format!(
+                    "node {} reported entries up to {claimed} durable, its disk synced {synced}",
+                    node.id()
+                ),
+            );
+        }
+    }
+    Ok(())
+}
 
 pub fn check_final(history: &History, final_committed_log: &[Entry]) -> Check {
     let mut position: HashMap<&Bytes, (Index, usize)> = HashMap::new();

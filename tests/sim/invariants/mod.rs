@@ -23,6 +23,7 @@ pub fn check_step(history: &mut History, nodes: &[&RaftNode<SimDisk>]) -> Check 
     for node in nodes {
         validate_core(node)?;
     }
+    durability::check_claims(nodes)?;
     election_safety::check(history, nodes)?;
     commit_rule::check(history, nodes)?;
     membership_rule::check(history, nodes)?;
