@@ -12,6 +12,8 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use keel_storage::{Entry, FsyncPolicy, Log, LogOptions};
 
+use crate::limits::{STORAGE_BENCH_MAX_LATENCY_US, STORAGE_BENCH_READ_CHUNK_BYTES};
+
 /// Entry kind used for benchmark payloads (opaque to the storage engine).
 const BENCH_ENTRY_KIND: u8 = 1;
 
@@ -60,7 +62,7 @@ pub fn run(args: &StorageBenchArgs) -> anyhow::Result<()> {
     let batches = (args.total_bytes / (entries_per_batch as u64 * u64::from(args.size))).max(1);
     let payload: Vec<u8> = (0..args.size).map(|i| (i % 251) as u8).collect();
     // 1 us .. 60 s at 3 significant digits; anything slower is clamped to 60 s.
-    let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut latency_us = Histogram::<u64>::new_with_bounds(1, STORAGE_BENCH_MAX_LATENCY_US, 3)?;
     let progress = progress_bar(batches);
 
     let started = Instant::now();
@@ -112,11 +114,10 @@ pub fn run(args: &StorageBenchArgs) -> anyhow::Result<()> {
 
 /// Reads the whole log back in 4 MiB chunks, checking every payload, and returns the time taken.
 fn read_back(log: &Log, entries: u64, payload: &[u8]) -> anyhow::Result<Duration> {
-    const READ_CHUNK_BYTES: u64 = 4 << 20;
     let started = Instant::now();
     let mut next = log.first_index();
     while next <= entries {
-        let chunk = log.read(next, entries + 1, READ_CHUNK_BYTES)?;
+        let chunk = log.read(next, entries + 1, STORAGE_BENCH_READ_CHUNK_BYTES)?;
         for entry in &chunk {
             if entry.index != next || entry.payload.as_ref() != payload {
                 bail!(

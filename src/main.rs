@@ -4,6 +4,7 @@
 mod bench_storage;
 mod certs;
 mod cli;
+mod limits;
 mod server;
 
 use std::process::ExitCode;

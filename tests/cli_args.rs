@@ -83,8 +83,18 @@ fn produce_takes_a_message_key_and_a_client_certificate_together() {
     let path = |name: &str| directory.path().join(name).to_str().unwrap().to_string();
     let (ca, cert, key) = (path("ca.pem"), path("client.pem"), path("client.key"));
     let output = keel(&[
-        "produce", "t", "--key", "k", "--bootstrap", "127.0.0.1:9", "--ca", &ca, "--cert", &cert,
-        "--cert-key", &key,
+        "produce",
+        "t",
+        "--key",
+        "k",
+        "--bootstrap",
+        "127.0.0.1:9",
+        "--ca",
+        &ca,
+        "--cert",
+        &cert,
+        "--cert-key",
+        &key,
     ]);
     // Parsing succeeds; the command then fails on the missing CA file (exit 1, not 2 or a panic).
     assert_eq!(

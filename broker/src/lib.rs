@@ -11,6 +11,7 @@
 //! nothing here is used by the SDK.
 
 pub mod api;
+pub mod limits;
 pub mod meta;
 pub mod node;
 pub mod partition;

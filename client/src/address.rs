@@ -5,9 +5,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-/// Most addresses a bootstrap list may hold: a list is typed by a person or a script, and a
-/// longer one is more likely a mistake than a cluster.
-pub const MAX_BOOTSTRAP_ADDRESSES: usize = 64;
+use crate::limits::MAX_BOOTSTRAP_ADDRESSES;
 
 /// A parsed `host:port`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

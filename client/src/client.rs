@@ -19,6 +19,11 @@ use tracing::{debug, warn};
 use crate::address::BrokerAddress;
 use crate::conn::{ConnectionConfig, Connections};
 use crate::error::ClientError;
+use crate::limits::{
+    CLOSE_GRACE, DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS,
+    DEFAULT_KEEP_ALIVE_INTERVAL_MS, MAX_UNKNOWN_TOPICS, MAX_VARIANT_NAME_CHARS,
+    UNKNOWN_TOPIC_ATTEMPTS, UNKNOWN_TOPIC_BACKOFF, UNKNOWN_TOPIC_TTL,
+};
 use crate::metadata::{ClusterMap, LeaderLookup};
 use crate::retry::{decide, random_u64, RetryDecision, RetryPolicy};
 use crate::tls::ClientTls;
@@ -42,9 +47,9 @@ impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             request_timeout_ms: crate::wire::limits::DEFAULT_REQUEST_TIMEOUT_MS,
-            connect_timeout_ms: 10_000,
-            idle_timeout_ms: 10_000,
-            keep_alive_interval_ms: 2_000,
+            connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
+            idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
+            keep_alive_interval_ms: DEFAULT_KEEP_ALIVE_INTERVAL_MS,
             retry: RetryPolicy::default(),
             limits: Limits::default(),
         }
@@ -67,15 +72,6 @@ struct Inner {
     /// Topics the cluster said it does not know, and when (see [`Client::partition_count`]).
     unknown_topics: Mutex<HashMap<String, Instant>>,
 }
-
-/// Metadata requests before a topic is declared unknown.
-const UNKNOWN_TOPIC_ATTEMPTS: u32 = 5;
-/// First wait between those requests; it doubles (100, 200, 400, 800 ms).
-const UNKNOWN_TOPIC_BACKOFF: Duration = Duration::from_millis(100);
-/// How long an "unknown topic" answer is reused before asking the cluster again.
-pub const UNKNOWN_TOPIC_TTL: Duration = Duration::from_secs(5);
-/// Bound on the remembered unknown topics (a typo loop must not grow memory).
-const MAX_UNKNOWN_TOPICS: usize = 1024;
 
 impl Client {
     /// Connects to the cluster through `bootstrap` (`host:port` strings, each possibly a
@@ -232,7 +228,7 @@ impl Client {
     /// Closes every connection, telling the brokers (waits at most a second for that).
     /// Requests in flight fail; the handle and its clones must not be used after.
     pub async fn close(&self) {
-        self.inner.connections.close(Duration::from_secs(1)).await;
+        self.inner.connections.close(CLOSE_GRACE).await;
     }
 
     pub(crate) fn request_timeout(&self) -> Duration {
@@ -453,6 +449,6 @@ fn variant_name(value: &impl std::fmt::Debug) -> String {
         .next()
         .unwrap_or_default()
         .chars()
-        .take(40)
+        .take(MAX_VARIANT_NAME_CHARS)
         .collect()
 }

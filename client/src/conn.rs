@@ -16,12 +16,9 @@ use quinn::crypto::rustls::QuicClientConfig;
 
 use crate::address::BrokerAddress;
 use crate::error::ClientError;
+use crate::limits::{CONNECTION_WINDOW_RESPONSES, MAX_CONNECTIONS, MAX_RESOLVED_ADDRESSES};
 use crate::wire::quic::{bind_udp_socket, discover_datagram_size, endpoint_config};
 use crate::wire::{Frame, Request, Response};
-
-/// Most broker connections one client keeps: a cluster map bigger than this is suspicious, and
-/// every connection holds buffers.
-pub const MAX_CONNECTIONS: usize = 1024;
 
 /// QUIC settings of client connections. Idle timeout and keep-alive match the broker's
 /// (docs/TRANSPORT.md) so an idle but healthy connection stays up.
@@ -69,8 +66,12 @@ impl Connections {
                 quinn::VarInt::from_u64(config.max_response_bytes).unwrap_or(quinn::VarInt::MAX),
             )
             .receive_window(
-                quinn::VarInt::from_u64(config.max_response_bytes.saturating_mul(2))
-                    .unwrap_or(quinn::VarInt::MAX),
+                quinn::VarInt::from_u64(
+                    config
+                        .max_response_bytes
+                        .saturating_mul(CONNECTION_WINDOW_RESPONSES),
+                )
+                .unwrap_or(quinn::VarInt::MAX),
             );
         discover_datagram_size(&mut transport);
         let mut quic_config = quinn::ClientConfig::new(Arc::new(crypto));
@@ -280,9 +281,6 @@ async fn exchange(
     }
     Ok(frame)
 }
-
-/// Most resolved addresses tried for one host.
-const MAX_RESOLVED_ADDRESSES: usize = 8;
 
 /// The socket addresses of `address`, IPv4 first, at most [`MAX_RESOLVED_ADDRESSES`].
 async fn resolve(address: &BrokerAddress) -> Result<Vec<SocketAddr>, ClientError> {

@@ -23,6 +23,10 @@ use tokio::task::JoinSet;
 
 use crate::client::{check_topic_name, unexpected, Client};
 use crate::error::{ClientError, ConsumeError};
+use crate::limits::{
+    DEFAULT_FETCH_MAX_BYTES, DEFAULT_FETCH_MAX_WAIT_MS, DEFAULT_FETCH_MIN_BYTES,
+    POLL_BACKSTOP_REQUEST_TIMEOUTS,
+};
 use crate::wire::limits::REQUEST_OVERHEAD_BYTES;
 use crate::wire::messages::{FetchRequest, FetchResponse};
 use crate::wire::record_batch::RecordBatches;
@@ -40,9 +44,9 @@ pub struct ConsumerConfig {
 impl Default for ConsumerConfig {
     fn default() -> Self {
         ConsumerConfig {
-            max_wait_ms: 500,
-            min_bytes: 1,
-            max_bytes: 1024 * 1024,
+            max_wait_ms: DEFAULT_FETCH_MAX_WAIT_MS,
+            min_bytes: DEFAULT_FETCH_MIN_BYTES,
+            max_bytes: DEFAULT_FETCH_MAX_BYTES,
         }
     }
 }
@@ -240,7 +244,7 @@ impl Consumer {
         }
         self.resolve_seeks().await?;
         self.start_fetches();
-        let wait = self.client.request_timeout() * 2
+        let wait = self.client.request_timeout() * POLL_BACKSTOP_REQUEST_TIMEOUTS
             + Duration::from_millis(u64::from(self.config.max_wait_ms));
         let mut outcomes = Vec::new();
         let first = match tokio::time::timeout(wait, self.fetches.join_next_with_id()).await {

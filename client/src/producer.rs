@@ -39,18 +39,16 @@ use tracing::debug;
 use crate::accumulator::{Accumulator, BatchConfig, ClosedBatch, TopicPartition};
 use crate::client::{check_topic_name, unexpected, Client};
 use crate::error::{ClientError, ProduceError};
+use crate::limits::{
+    DEFAULT_BATCH_BYTES, DEFAULT_DELIVERY_TIMEOUT_MS, DEFAULT_LINGER_MS,
+    DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_IN_FLIGHT_PER_PARTITION, DEFAULT_PRODUCE_TIMEOUT_MS,
+    MAX_IN_FLIGHT_PER_PARTITION, RECORD_OVERHEAD_BYTES,
+};
 use crate::partitioner::{partition_for_key, StickyPartitioner};
 use crate::retry::random_u64;
 use crate::wire::messages::{Acks, ProduceRequest};
 use crate::wire::record_batch::set_producer_stamp;
 use crate::wire::{ProducerStamp, Record, Request, Response, WireError};
-
-/// Bytes a buffered record is charged beyond its key and value (bookkeeping), so that even
-/// empty messages count against `max_buffered_bytes`.
-pub const RECORD_OVERHEAD_BYTES: u64 = 64;
-/// Most batches of one partition in flight: the leader remembers a producer's last 5 batches,
-/// so a retry of any batch still in flight is recognised as a duplicate.
-pub const MAX_IN_FLIGHT_PER_PARTITION: u32 = 5;
 
 /// A record's acknowledgement: the partition it went to and its offset there.
 pub type Delivery = (u32, u64);
@@ -82,19 +80,16 @@ pub struct ProducerConfig {
 impl Default for ProducerConfig {
     fn default() -> Self {
         ProducerConfig {
-            linger_ms: 5,
+            linger_ms: DEFAULT_LINGER_MS,
             // With one batch in flight per partition, throughput is what one round trip can
             // carry: a big ceiling lets a busy partition send everything that waited during
             // the last round at once, while a quiet one still sends after `linger_ms`.
-            // BENCHMARKS.md: 16 KiB 23.5k, 64 KiB 56-70k, 256 KiB 74-95k msgs/s (4 producers).
-            batch_bytes: 256 * 1024,
-            // More than one measured no faster on the 2-core machine, where the CPU is the
-            // limit at ~80k msgs/s (BENCHMARKS.md); 1 is the path the fault tests cover most.
-            max_in_flight_per_partition: 1,
-            max_buffered_bytes: 32 * 1024 * 1024,
+            batch_bytes: DEFAULT_BATCH_BYTES,
+            max_in_flight_per_partition: DEFAULT_MAX_IN_FLIGHT_PER_PARTITION,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
             acks: Acks::Committed,
-            request_timeout_ms: 30_000,
-            delivery_timeout_ms: 120_000,
+            request_timeout_ms: DEFAULT_PRODUCE_TIMEOUT_MS,
+            delivery_timeout_ms: DEFAULT_DELIVERY_TIMEOUT_MS,
             idempotence: true,
         }
     }

@@ -15,6 +15,7 @@ use std::hash::{BuildHasher, Hasher};
 
 use crate::address::BrokerAddress;
 use crate::error::ClientError;
+use crate::limits::{DEFAULT_INITIAL_BACKOFF_MS, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF_MS};
 use crate::wire::ErrorCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -31,9 +32,9 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            max_attempts: 10,
-            initial_backoff_ms: 50,
-            max_backoff_ms: 2_000,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            initial_backoff_ms: DEFAULT_INITIAL_BACKOFF_MS,
+            max_backoff_ms: DEFAULT_MAX_BACKOFF_MS,
         }
     }
 }

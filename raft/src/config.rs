@@ -19,6 +19,13 @@ pub const DEFAULT_MAX_APPLY_BYTES: u64 = 4 * DEFAULT_MAX_APPEND_BYTES;
 pub const DEFAULT_MAX_SNAPSHOT_CHUNK_BYTES: u64 = DEFAULT_MAX_APPEND_BYTES;
 pub const DEFAULT_LEASE_DRIFT_MARGIN_TICKS: u32 = 2;
 
+/// Most slots an `Inflights` ring reserves up front: a large `max_inflight_msgs` must not cost
+/// every follower's Progress that much memory before its messages are really in flight.
+pub(crate) const INFLIGHTS_MAX_INITIAL_SLOTS: usize = 1024;
+/// Bytes read per batch when scanning the log for configuration entries at start-up: one
+/// default append's worth, so a long log is never held in memory whole.
+pub(crate) const MEMBERSHIP_SCAN_BATCH_BYTES: u64 = 1024 * 1024;
+
 // A lease must last at least one tick.
 const _: () = assert!(DEFAULT_LEASE_DRIFT_MARGIN_TICKS < DEFAULT_ELECTION_TIMEOUT_MIN_TICKS);
 

@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 
+use crate::config::INFLIGHTS_MAX_INITIAL_SLOTS;
 use crate::entry::Index;
 
 #[derive(Clone, Debug)]
@@ -25,7 +26,7 @@ impl Inflights {
     pub fn new(max_messages: usize, max_bytes: u64) -> Inflights {
         assert!(max_messages >= 1);
         Inflights {
-            slots: VecDeque::with_capacity(max_messages.min(1024)),
+            slots: VecDeque::with_capacity(max_messages.min(INFLIGHTS_MAX_INITIAL_SLOTS)),
             bytes: 0,
             max_messages,
             max_bytes,

@@ -3,14 +3,12 @@
 //! configurations with it; a leader keeps one Progress per member incarnation and counts only
 //! the voters' own incarnations; a leader that removed itself steps down once that commits.
 
+use crate::config::MEMBERSHIP_SCAN_BATCH_BYTES;
 use crate::entry::{Entry, EntryKind, Index, NodeId};
 use crate::log::RaftLog;
 use crate::membership::{Incarnation, Membership};
 use crate::node::{RaftNode, Role};
 use crate::progress::Progress;
-
-/// Bytes read per batch when scanning the log for configuration entries at start-up.
-const SCAN_BATCH_BYTES: u64 = 1024 * 1024;
 
 impl<L: RaftLog> RaftNode<L> {
     /// At start-up: the configuration entries after the one the node was built with.
@@ -18,7 +16,7 @@ impl<L: RaftLog> RaftNode<L> {
         let mut from = (self.membership_index() + 1).max(self.log.first_index());
         let end = self.log.last_index() + 1;
         while from < end {
-            let entries = self.log.entries(from, end, SCAN_BATCH_BYTES);
+            let entries = self.log.entries(from, end, MEMBERSHIP_SCAN_BATCH_BYTES);
             from += entries.len() as Index;
             self.observe_appended(&entries);
         }

@@ -19,6 +19,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::history::{Event, Line, MessageId, Stored};
+use crate::limits::MAX_EXAMPLES;
 
 type TopicPartition = (String, u32);
 
@@ -47,8 +48,6 @@ pub struct Report {
     /// A few examples of each violation, for the post-mortem.
     pub examples: Vec<String>,
 }
-
-const MAX_EXAMPLES: usize = 20;
 
 impl Report {
     /// Whether the history shows a safety violation (or a final log that was not fully read,

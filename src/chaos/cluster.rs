@@ -14,12 +14,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::limits::{NODE_SEGMENT_BYTES, READY_POLL_INTERVAL};
 use crate::relay::Network;
 
 /// The line a node logs once it serves clients (src/server.rs).
 const READY_MARKER: &str = "ready: serving clients";
-/// Segment size the nodes run with (`--config`): big enough for a 4 MiB record batch.
-const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
 
 pub struct Node {
     pub id: u64,
@@ -84,7 +83,7 @@ impl Cluster {
         // Small segments: a run fills many, so segment rolls happen under faults too, and a run
         // needs megabytes of disk instead of 128 MiB preallocated per log.
         let config = root.join("keel.toml");
-        std::fs::write(&config, format!("segment_bytes = {SEGMENT_BYTES}\n"))
+        std::fs::write(&config, format!("segment_bytes = {NODE_SEGMENT_BYTES}\n"))
             .with_context(|| format!("writing {}", config.display()))?;
         let mut nodes = BTreeMap::new();
         for id in 1..=count {
@@ -273,7 +272,7 @@ impl Cluster {
             if Instant::now() >= deadline || node.child.is_none() {
                 return false;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(READY_POLL_INTERVAL).await;
         }
     }
 

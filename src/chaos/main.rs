@@ -16,6 +16,7 @@
 mod checker;
 mod cluster;
 mod history;
+mod limits;
 mod nemesis;
 mod relay;
 mod workload;
@@ -33,6 +34,10 @@ use tokio::sync::watch;
 use crate::checker::Report;
 use crate::cluster::Cluster;
 use crate::history::{Event, History};
+use crate::limits::{
+    CREATE_TOPIC_RETRIES, CREATE_TOPIC_RETRY_INTERVAL, FINAL_READ_TIMEOUT, HEAL_TIMEOUT,
+    RUNTIME_SHUTDOWN_TIMEOUT, RUNTIME_WORKER_THREADS, START_FAILURE_LOG_LINES, START_TIMEOUT,
+};
 use crate::nemesis::{FaultKind, Nemesis};
 use crate::workload::LeaderView;
 
@@ -40,11 +45,6 @@ use crate::workload::LeaderView;
 const ACK_BEFORE_COMMIT_SWITCH: &str = "KEEL_FAULT_ACK_BEFORE_COMMIT";
 /// What a node logs when that switch is compiled in and on (broker/src/partition/mod.rs).
 const ACK_BEFORE_COMMIT_LOG: &str = "fault switch KEEL_FAULT_ACK_BEFORE_COMMIT on";
-
-/// Bound on starting the cluster, healing it at the end, and the final read.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
-const HEAL_TIMEOUT: Duration = Duration::from_secs(60);
-const FINAL_READ_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Parser, Debug)]
 #[command(
@@ -205,7 +205,7 @@ fn run(args: &Args) -> anyhow::Result<Report> {
         root.display()
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(RUNTIME_WORKER_THREADS)
         .enable_all()
         .build()
         .context("tokio runtime")?;
@@ -218,7 +218,7 @@ fn run(args: &Args) -> anyhow::Result<Report> {
     });
     // The cluster (and its processes) is gone once `drive` returned or was dropped.
     history.flush()?;
-    runtime.shutdown_timeout(Duration::from_secs(5));
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
     outcome
 }
 
@@ -262,7 +262,10 @@ async fn drive(
     }
     for id in cluster.ids() {
         if !cluster.wait_ready(id, START_TIMEOUT).await {
-            bail!("node {id} not ready; log:\n{}", cluster.log_tail(id, 30));
+            bail!(
+                "node {id} not ready; log:\n{}",
+                cluster.log_tail(id, START_FAILURE_LOG_LINES)
+            );
         }
     }
     let bootstrap = cluster.bootstrap();
@@ -367,10 +370,10 @@ async fn create_topics(
                 .await
             {
                 Ok(_) => break,
-                Err(error) if attempts < 20 => {
+                Err(error) if attempts < CREATE_TOPIC_RETRIES => {
                     attempts += 1;
                     eprintln!("keel-chaos: creating {topic}: {error}; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    tokio::time::sleep(CREATE_TOPIC_RETRY_INTERVAL).await;
                 }
                 Err(error) => return Err(error).context(format!("creating topic {topic}")),
             }

@@ -30,10 +30,11 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::cluster::Cluster;
 use crate::history::{Event, History};
+use crate::limits::{
+    CRASH_LOG_LINES, FAULT_QUIET_MS, KILL_HOLD_MS, LATENCY_FAULT_DELAY_MS, PARTITION_HOLD_MS,
+    PAUSE_HOLD_MS, RESTART_READY_TIMEOUT, WIPE_REPLACE_TIMEOUT,
+};
 use crate::workload::LeaderView;
-
-/// How long a restarted node may take to log "ready" before the run notes it and goes on.
-pub const RESTART_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum FaultKind {
@@ -105,7 +106,7 @@ impl Nemesis {
     /// Injects faults until `until`; returns with every fault healed.
     pub async fn run(&mut self, cluster: &mut Cluster, until: Instant) {
         while Instant::now() < until {
-            let quiet = Duration::from_millis(self.rng.random_range(2_000..6_000));
+            let quiet = Duration::from_millis(self.rng.random_range(FAULT_QUIET_MS));
             sleep_until_or(quiet, until).await;
             self.reap_crashed(cluster);
             if Instant::now() >= until {
@@ -130,7 +131,7 @@ impl Nemesis {
             self.history.record(Event::Note {
                 text: format!(
                     "node {id} CRASHED ({status}); last log lines:\n{}",
-                    cluster.log_tail(id, 20)
+                    cluster.log_tail(id, CRASH_LOG_LINES)
                 ),
             });
             eprintln!("keel-chaos: node {id} crashed ({status})");
@@ -199,7 +200,7 @@ impl Nemesis {
         for &id in &victims {
             cluster.kill(id);
         }
-        let hold = Duration::from_millis(self.rng.random_range(1_000..5_000));
+        let hold = Duration::from_millis(self.rng.random_range(KILL_HOLD_MS));
         tokio::time::sleep(hold).await;
         self.restart(cluster, &victims).await;
         self.end(FaultKind::Kill, detail);
@@ -234,7 +235,7 @@ impl Nemesis {
             self.history
                 .note(format!("pausing node {victim}: {error:#}"));
         }
-        let hold = Duration::from_millis(self.rng.random_range(1_000..6_000));
+        let hold = Duration::from_millis(self.rng.random_range(PAUSE_HOLD_MS));
         tokio::time::sleep(hold).await;
         if let Err(error) = cluster.resume(victim) {
             self.history
@@ -283,7 +284,7 @@ impl Nemesis {
                 ("one way", minority)
             }
             _ => {
-                let delay = Duration::from_millis(self.rng.random_range(20..150));
+                let delay = Duration::from_millis(self.rng.random_range(LATENCY_FAULT_DELAY_MS));
                 for &from in &ids {
                     for &to in ids.iter().filter(|&&to| to != from) {
                         cluster.network.delay(from, to, delay);
@@ -293,7 +294,7 @@ impl Nemesis {
             }
         };
         self.start(FaultKind::Partition, detail, &nodes);
-        let hold = Duration::from_millis(self.rng.random_range(3_000..10_000));
+        let hold = Duration::from_millis(self.rng.random_range(PARTITION_HOLD_MS));
         tokio::time::sleep(hold).await;
         cluster.network.heal();
         self.end(FaultKind::Partition, detail);
@@ -313,7 +314,7 @@ impl Nemesis {
         }
         // The new incarnation waits to be added; replace-node adds it as a learner, then swaps.
         let replaced = tokio::time::timeout(
-            Duration::from_secs(120),
+            WIPE_REPLACE_TIMEOUT,
             self.admin
                 .replace_node(victim, ReplaceNodeWait::UntilReplaced),
         )
@@ -325,9 +326,10 @@ impl Nemesis {
             Ok(Err(error)) => self
                 .history
                 .note(format!("replace-node {victim} failed: {error}")),
-            Err(_) => self
-                .history
-                .note(format!("replace-node {victim} did not finish within 120 s")),
+            Err(_) => self.history.note(format!(
+                "replace-node {victim} did not finish within {} s",
+                WIPE_REPLACE_TIMEOUT.as_secs()
+            )),
         }
         if !cluster.wait_ready(victim, RESTART_READY_TIMEOUT).await {
             self.history

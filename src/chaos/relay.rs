@@ -20,10 +20,7 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 
-/// Largest datagram forwarded (QUIC stays well under it on loopback).
-const MAX_DATAGRAM_BYTES: usize = 65_536;
-/// Distinct sources one relay serves; a node keeps one UDP port, so a handful is plenty.
-const MAX_SESSIONS_PER_RELAY: usize = 16;
+use crate::limits::{MAX_DATAGRAM_BYTES, MAX_SESSIONS_PER_RELAY, RELAY_ERROR_PAUSE};
 
 /// One direction of one node pair.
 #[derive(Debug, Default)]
@@ -137,7 +134,7 @@ async fn relay(
     loop {
         let Ok((length, source)) = listen.recv_from(&mut buffer).await else {
             // ICMP-induced errors (a node that is down) are transient on Linux UDP sockets.
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            tokio::time::sleep(RELAY_ERROR_PAUSE).await;
             continue;
         };
         let upstream = match sessions.get(&source) {
@@ -188,7 +185,7 @@ async fn answer(
     loop {
         let Ok(length) = upstream.recv(&mut buffer).await else {
             // "Connection refused" while the target node is down: keep listening.
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            tokio::time::sleep(RELAY_ERROR_PAUSE).await;
             continue;
         };
         let datagram = buffer[..length].to_vec();

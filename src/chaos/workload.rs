@@ -22,13 +22,13 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::history::{Event, History, MessageId, Stored};
-
-/// Sends a producer may have awaiting their acknowledgement.
-const MAX_OUTSTANDING_SENDS: usize = 256;
-/// Bound on a message's life in the SDK (batching, retries, leader changes).
-const DELIVERY_TIMEOUT_MS: u64 = 30_000;
-/// How long a producer waits for its last outstanding sends after being told to stop.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(45);
+use crate::limits::{
+    ASSIGN_ATTEMPTS, ASSIGN_RETRY_INTERVAL, CLIENT_CONNECT_TIMEOUT_MS, CLIENT_REQUEST_TIMEOUT_MS,
+    CONNECT_ATTEMPTS, CONNECT_RETRY_INTERVAL, CONSUMER_ERROR_NOTE_INTERVAL, CONSUMER_ERROR_PAUSE,
+    CONSUMER_MAX_WAIT_MS, DELIVERY_TIMEOUT_MS, DRAIN_TIMEOUT,
+    FINAL_READ_CAUGHT_UP_POLLS_PER_PARTITION, FINAL_READ_MAX_WAIT_MS, LEADER_QUERY_TIMEOUT,
+    LEADER_WAIT_INTERVAL, MAX_OUTSTANDING_SENDS, PRODUCER_LINGER_MS, PRODUCE_TIMEOUT_MS,
+};
 
 /// The topic partitions of the run, in a fixed order.
 pub type Partitions = Arc<Vec<(String, u32)>>;
@@ -37,8 +37,8 @@ pub type Partitions = Arc<Vec<(String, u32)>>;
 /// a paused or cut-off node is retried elsewhere well within the delivery timeout.
 pub fn client_config() -> ClientConfig {
     ClientConfig {
-        request_timeout_ms: 5_000,
-        connect_timeout_ms: 3_000,
+        request_timeout_ms: CLIENT_REQUEST_TIMEOUT_MS,
+        connect_timeout_ms: CLIENT_CONNECT_TIMEOUT_MS,
         ..ClientConfig::default()
     }
 }
@@ -46,13 +46,13 @@ pub fn client_config() -> ClientConfig {
 /// Connects, retrying (bounded) while the cluster is still coming up.
 pub async fn connect(bootstrap: &[String], ca: &std::path::Path) -> anyhow::Result<Client> {
     let mut last_error = None;
-    for _attempt in 0..20 {
+    for _attempt in 0..CONNECT_ATTEMPTS {
         let tls = ClientTls::from_ca_file(ca)?;
         match Client::connect_with(bootstrap, tls, client_config()).await {
             Ok(client) => return Ok(client),
             Err(error) => last_error = Some(error),
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(CONNECT_RETRY_INTERVAL).await;
     }
     Err(anyhow::anyhow!(
         "connecting to {bootstrap:?}: {}",
@@ -73,8 +73,8 @@ pub async fn run_producer(
     let producer = Producer::with_config(
         client,
         ProducerConfig {
-            linger_ms: 2,
-            request_timeout_ms: 5_000,
+            linger_ms: PRODUCER_LINGER_MS,
+            request_timeout_ms: PRODUCE_TIMEOUT_MS,
             delivery_timeout_ms: DELIVERY_TIMEOUT_MS,
             ..ProducerConfig::default()
         },
@@ -165,17 +165,17 @@ pub async fn run_consumer(
     let mut consumer = Consumer::with_config(
         client,
         ConsumerConfig {
-            max_wait_ms: 500,
+            max_wait_ms: CONSUMER_MAX_WAIT_MS,
             ..ConsumerConfig::default()
         },
     );
     for (topic, partition) in &assignment {
         // Bounded: the topic exists (the harness created it before starting clients).
-        for _attempt in 0..20 {
+        for _attempt in 0..ASSIGN_ATTEMPTS {
             if consumer.assign(topic, &[*partition]).await.is_ok() {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(ASSIGN_RETRY_INTERVAL).await;
         }
         consumer.seek(topic, *partition, SeekTo::Offset(0));
     }
@@ -198,11 +198,11 @@ pub async fn run_consumer(
                 }
             }
             Err(error) => {
-                if last_error_note.elapsed() > Duration::from_secs(5) {
+                if last_error_note.elapsed() > CONSUMER_ERROR_NOTE_INTERVAL {
                     history.note(format!("consumer {index}: {error}"));
                     last_error_note = Instant::now();
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(CONSUMER_ERROR_PAUSE).await;
             }
         }
     }
@@ -219,7 +219,7 @@ pub async fn read_final(
     let mut consumer = Consumer::with_config(
         client,
         ConsumerConfig {
-            max_wait_ms: 200,
+            max_wait_ms: FINAL_READ_MAX_WAIT_MS,
             ..ConsumerConfig::default()
         },
     );
@@ -229,7 +229,7 @@ pub async fn read_final(
             if Instant::now() >= deadline {
                 return false;
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(ASSIGN_RETRY_INTERVAL).await;
         }
         consumer.seek(topic, *partition, SeekTo::Offset(0));
     }
@@ -258,7 +258,7 @@ pub async fn read_final(
             }
             Err(error) => {
                 history.note(format!("final read: {error}"));
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                tokio::time::sleep(ASSIGN_RETRY_INTERVAL).await;
                 continue;
             }
         }
@@ -269,7 +269,7 @@ pub async fn read_final(
             }
         });
         caught_up_polls = if caught_up { caught_up_polls + 1 } else { 0 };
-        if caught_up_polls >= 3 * partitions.len() {
+        if caught_up_polls >= FINAL_READ_CAUGHT_UP_POLLS_PER_PARTITION * partitions.len() {
             return true;
         }
     }
@@ -283,9 +283,6 @@ pub struct LeaderView {
     /// One client per node, bootstrapped from that node alone.
     clients: Vec<Client>,
 }
-
-/// Bound on one node's answer about leaders.
-const LEADER_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl LeaderView {
     pub async fn connect(bootstrap: &[String], ca: &std::path::Path) -> anyhow::Result<LeaderView> {
@@ -356,7 +353,7 @@ impl LeaderView {
                 if Instant::now() >= deadline {
                     return false;
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(LEADER_WAIT_INTERVAL).await;
             }
         }
         true

@@ -24,6 +24,7 @@ use anyhow::{bail, Context};
 use bytes::{Bytes, BytesMut};
 use clap::Args;
 use hdrhistogram::Histogram;
+use keel_client::limits::MAX_IN_FLIGHT_PER_PARTITION;
 use keel_client::wire::ErrorCode;
 use keel_client::{
     Admin, Client, Consumer, Delivery, DeliveryFuture, ProduceError, Producer, ProducerConfig,
@@ -34,11 +35,10 @@ use tokio::sync::mpsc;
 
 use super::common::{cli_client_config, connect_with, parse_topic, ConnectArgs};
 use super::UsageError;
-
-/// Highest latency the histogram records (longer ones are clamped): 10 minutes.
-const MAX_LATENCY_US: u64 = 600_000_000;
-/// A consume or e2e run fails after this long without a new message.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::limits::{
+    BENCH_IDLE_TIMEOUT, BENCH_MAX_LATENCY_US, BENCH_SYNC_WINDOW, PROGRESS_BAR_INTERVAL,
+    PROGRESS_LINE_INTERVAL,
+};
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -64,7 +64,7 @@ pub struct BenchArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1024..=(16 << 20)))]
     batch_bytes: Option<u64>,
     /// Producer batches in flight per partition (default: the SDK default).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=5))]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_IN_FLIGHT_PER_PARTITION)))]
     in_flight: Option<u32>,
     /// Producer linger in milliseconds (default: the SDK default; 0 with `--sync`).
     #[arg(long)]
@@ -179,11 +179,11 @@ async fn ensure_topic(client: &Client, topic: &str, partitions: u32) -> anyhow::
 }
 
 fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
+    Histogram::new_with_bounds(1, BENCH_MAX_LATENCY_US, 3).expect("valid histogram bounds")
 }
 
 fn record_latency(histogram: &mut Histogram<u64>, latency: Duration) {
-    let micros = (latency.as_micros() as u64).clamp(1, MAX_LATENCY_US);
+    let micros = (latency.as_micros() as u64).clamp(1, BENCH_MAX_LATENCY_US);
     histogram
         .record(micros)
         .expect("clamped into the histogram's range");
@@ -247,7 +247,8 @@ async fn run_producers(
         let window = args.window as usize;
         let done = done.clone();
         tasks.spawn(async move {
-            let (pending_sender, mut pending) = mpsc::channel(if sync { 1 } else { window });
+            let (pending_sender, mut pending) =
+                mpsc::channel(if sync { BENCH_SYNC_WINDOW } else { window });
             let sender = async {
                 for _ in 0..count {
                     let sent_at = Instant::now();
@@ -364,12 +365,12 @@ async fn consume(
     let mut bytes = 0u64;
     let mut last_message = Instant::now();
     while received < args.messages {
-        if last_message.elapsed() > IDLE_TIMEOUT {
+        if last_message.elapsed() > BENCH_IDLE_TIMEOUT {
             bail!(
                 "only {received} of {} messages in {} after {} s without a new one (run bench produce first)",
                 args.messages,
                 args.topic,
-                IDLE_TIMEOUT.as_secs()
+                BENCH_IDLE_TIMEOUT.as_secs()
             );
         }
         let poll_start = Instant::now();
@@ -423,7 +424,7 @@ async fn end_to_end(
         let mut received = 0u64;
         let mut last_message = Instant::now();
         while received < expected {
-            if last_message.elapsed() > IDLE_TIMEOUT {
+            if last_message.elapsed() > BENCH_IDLE_TIMEOUT {
                 bail!("consumer saw {received} of {expected} messages");
             }
             let records = consumer.poll().await?;
@@ -483,11 +484,11 @@ impl Progress {
             let done = done.clone();
             let bar = bar.clone();
             tokio::spawn(async move {
-                let mut ticker = tokio::time::interval(Duration::from_millis(if bar.is_some() {
-                    100
+                let mut ticker = tokio::time::interval(if bar.is_some() {
+                    PROGRESS_BAR_INTERVAL
                 } else {
-                    1000
-                }));
+                    PROGRESS_LINE_INTERVAL
+                });
                 ticker.tick().await;
                 loop {
                     ticker.tick().await;

@@ -9,6 +9,7 @@ use keel_client::{Admin, ReplaceNodeWait};
 use serde_json::json;
 
 use super::common::{connect, ConnectArgs};
+use crate::limits::SPINNER_TICK_INTERVAL;
 
 #[derive(Subcommand, Debug)]
 pub enum ClusterCommand {
@@ -73,7 +74,7 @@ async fn replace_node(admin: &Admin, args: &ReplaceNodeArgs) -> anyhow::Result<(
     let progress = std::io::stderr().is_terminal().then(|| {
         let spinner = indicatif::ProgressBar::new_spinner();
         spinner.set_message(format!("replacing node {}", args.id));
-        spinner.enable_steady_tick(std::time::Duration::from_millis(200));
+        spinner.enable_steady_tick(SPINNER_TICK_INTERVAL);
         spinner
     });
     if progress.is_none() {

@@ -14,9 +14,7 @@ use serde_json::json;
 
 use super::common::{connect, is_closed_pipe, parse_topic, ConnectArgs};
 use super::UsageError;
-
-/// Longest a single fetch waits on the broker: also how late an idle timeout may be noticed.
-const MAX_WAIT_MS: u32 = 500;
+use crate::limits::CONSUME_MAX_WAIT_MS;
 
 #[derive(Args, Debug)]
 pub struct ConsumeArgs {
@@ -73,8 +71,8 @@ pub async fn run(args: &ConsumeArgs) -> anyhow::Result<()> {
 async fn consume_with(client: &Client, args: &ConsumeArgs) -> anyhow::Result<()> {
     let partitions = client.partition_count(&args.topic).await?;
     let max_wait_ms = match args.timeout_ms {
-        Some(timeout_ms) => MAX_WAIT_MS.min(u32::try_from(timeout_ms).unwrap_or(u32::MAX)),
-        None => MAX_WAIT_MS,
+        Some(timeout_ms) => CONSUME_MAX_WAIT_MS.min(u32::try_from(timeout_ms).unwrap_or(u32::MAX)),
+        None => CONSUME_MAX_WAIT_MS,
     };
     let mut consumer = Consumer::with_config(
         client.clone(),

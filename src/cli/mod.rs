@@ -13,6 +13,8 @@ pub mod topic;
 use std::fmt;
 use std::future::Future;
 
+use crate::limits::RUNTIME_SHUTDOWN_TIMEOUT;
+
 /// A usage error found only at run time (e.g. `--offset` without `--partition` on a topic with
 /// several partitions): `keel` exits 2 for it, like clap does for the ones it finds.
 #[derive(Debug)]
@@ -33,6 +35,6 @@ pub fn block_on(command: impl Future<Output = anyhow::Result<()>>) -> anyhow::Re
         .build()?;
     let result = runtime.block_on(command);
     // Background tasks (producer sends, fetches) must not hold the exit up.
-    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
     result
 }

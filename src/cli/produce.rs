@@ -18,11 +18,7 @@ use keel_client::{DeliveryFuture, Producer, ProducerRecord};
 use tokio::sync::mpsc;
 
 use super::common::{connect, is_closed_pipe, one_line, parse_topic, ConnectArgs};
-
-/// Lines sent but not yet printed.
-const MAX_PENDING_LINES: usize = 16 * 1024;
-/// Lines read ahead of the sender.
-const READ_AHEAD_LINES: usize = 1024;
+use crate::limits::{MAX_PENDING_LINES, READ_AHEAD_LINES};
 
 #[derive(Args, Debug)]
 pub struct ProduceArgs {

@@ -13,10 +13,7 @@ use std::sync::Arc;
 
 use crate::error::{Result, StorageError};
 use crate::io::{Io, IoFile};
-
-/// Largest record body accepted on load: these files are small by design, and a garbled length
-/// must not make a reader allocate gigabytes.
-pub const MAX_RECORD_BODY_BYTES: usize = 1 << 20;
+use crate::limits::MAX_RECORD_BODY_BYTES;
 
 /// Replaces `dir/final_name` with `bytes` atomically and durably, through `dir/temp_name`.
 /// When this returns an error the file holds the old or the new value (never garbage), and the

@@ -12,6 +12,7 @@ pub mod frame;
 pub mod hard_state;
 mod index;
 pub mod io;
+pub mod limits;
 mod log;
 mod mmap;
 pub mod options;

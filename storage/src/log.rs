@@ -16,10 +16,11 @@ use bytes::Bytes;
 use crate::error::{Result, StorageError};
 use crate::frame::{self, encoded_frame_bytes};
 use crate::io::{Io, IoFile, RealIo};
+use crate::limits::MAX_INDEX;
 use crate::options::{FsyncPolicy, LogOptions};
 use crate::recovery;
 use crate::segment::{
-    create_segment_file, file_path, remove_segment_files, sync_dir, FileKind, Segment, MAX_INDEX,
+    create_segment_file, file_path, remove_segment_files, sync_dir, FileKind, Segment,
     SEGMENT_HEADER_BYTES,
 };
 

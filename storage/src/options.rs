@@ -8,21 +8,9 @@ use crate::error::{Result, StorageError};
 use crate::frame::FRAME_HEADER_BYTES;
 use crate::segment::SEGMENT_HEADER_BYTES;
 
-/// Default size of one segment file (preallocated on creation).
-pub const DEFAULT_SEGMENT_BYTES: u64 = 128 << 20;
-/// Default payload limit: a full record batch (`max_record_batch_bytes`, 4 MiB, DESIGN.md 4)
-/// plus room for the broker's entry envelope.
-pub const DEFAULT_MAX_ENTRY_BYTES: u32 = 8 << 20;
-/// Default distance between two sparse index slots.
-pub const DEFAULT_INDEX_INTERVAL_BYTES: u32 = 4096;
-/// Byte positions in `.index` / `.offsets` slots are `u32`, so a segment cannot be larger.
-pub const MAX_SEGMENT_BYTES: u64 = u32::MAX as u64;
-
-const _: () = assert!(
-    DEFAULT_SEGMENT_BYTES
-        >= SEGMENT_HEADER_BYTES as u64 + FRAME_HEADER_BYTES as u64 + DEFAULT_MAX_ENTRY_BYTES as u64
-);
-const _: () = assert!(DEFAULT_SEGMENT_BYTES <= MAX_SEGMENT_BYTES);
+pub use crate::limits::{
+    DEFAULT_INDEX_INTERVAL_BYTES, DEFAULT_MAX_ENTRY_BYTES, DEFAULT_SEGMENT_BYTES, MAX_SEGMENT_BYTES,
+};
 
 /// Derives a message offset from an entry, used only to rebuild a lost `.offsets` file.
 pub type OffsetKeyFn = fn(kind: u8, payload: &[u8]) -> Option<u64>;

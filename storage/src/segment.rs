@@ -25,6 +25,7 @@ use crate::error::{Result, StorageError};
 use crate::frame::{self, Frame, FRAME_HEADER_BYTES};
 use crate::index::{IndexSlot, OffsetSlot, Slot, SparseIndex};
 use crate::io::{Io, IoFile};
+use crate::limits::{MAX_INDEX, NONZERO_SCAN_BLOCK_BYTES, ZERO_FILL_CHUNK_BYTES};
 use crate::log::StoredEntry;
 use crate::mmap::map_read_only;
 
@@ -118,10 +119,6 @@ pub(crate) fn file_name(base_index: u64, kind: FileKind) -> String {
 pub(crate) fn file_path(dir: &Path, base_index: u64, kind: FileKind) -> PathBuf {
     dir.join(file_name(base_index, kind))
 }
-
-/// Largest entry index the log accepts (`reset` and file names): far beyond any real log, and
-/// low enough that index arithmetic (`last_index + 1`, `base + relative_index`) never wraps.
-pub const MAX_INDEX: u64 = u64::MAX / 2;
 
 /// Parses one of our file names; `None` for anything else (base 0 is not ours either:
 /// indexes start at 1; nor is a base above [`MAX_INDEX`]).
@@ -474,7 +471,7 @@ impl Segment {
 
     /// Writes zeroes over `[from, to)` (positioned writes, not through the map).
     pub fn zero(&self, from: u64, to: u64) -> io::Result<()> {
-        static ZEROES: [u8; 64 << 10] = [0; 64 << 10];
+        static ZEROES: [u8; ZERO_FILL_CHUNK_BYTES] = [0; ZERO_FILL_CHUNK_BYTES];
         let mut position = from;
         while position < to {
             let chunk_bytes = (to - position).min(ZEROES.len() as u64);
@@ -546,13 +543,12 @@ impl Segment {
     }
 }
 
-/// Index of the last non-zero byte, checking 64 KiB blocks from the end with an OR-fold
-/// (which vectorises) before searching a block byte by byte.
+/// Index of the last non-zero byte, checking [`NONZERO_SCAN_BLOCK_BYTES`] blocks from the end
+/// with an OR-fold (which vectorises) before searching a block byte by byte.
 fn last_nonzero(bytes: &[u8]) -> Option<usize> {
-    const BLOCK_BYTES: usize = 64 << 10;
     let mut block_end = bytes.len();
     while block_end > 0 {
-        let block_start = block_end.saturating_sub(BLOCK_BYTES);
+        let block_start = block_end.saturating_sub(NONZERO_SCAN_BLOCK_BYTES);
         let block = &bytes[block_start..block_end];
         if block.iter().fold(0u8, |acc, &byte| acc | byte) != 0 {
             return block

@@ -27,17 +27,13 @@ use std::sync::Arc;
 
 use crate::error::{Result, StorageError};
 use crate::io::{Io, IoFile};
+use crate::limits::{MAX_CONFIGURATION_BYTES, SNAPSHOT_VERIFY_CHUNK_BYTES};
 
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"KSNP";
 pub const SNAPSHOT_TRAILER_MAGIC: [u8; 4] = *b"KEND";
 pub const SNAPSHOT_VERSION: u16 = 1;
 pub const SNAPSHOT_HEADER_BYTES: usize = 32;
 pub const SNAPSHOT_TRAILER_BYTES: usize = 16;
-/// Membership configurations are a few hundred bytes; the cap keeps a garbled length field
-/// from turning into a huge allocation before its CRC is checked.
-pub const MAX_CONFIGURATION_BYTES: u32 = 1024 * 1024;
-/// How much `open` reads at a time while checking the file CRC.
-const VERIFY_CHUNK_BYTES: usize = 64 * 1024;
 
 const HEADER_CRC_OFFSET: usize = 28;
 const TRAILER_CRC_OFFSET: usize = 8;
@@ -336,10 +332,11 @@ impl Snapshot {
                 .expect("4"),
         );
         let mut file_crc = crc32fast::Hasher::new();
-        let mut chunk = vec![0u8; VERIFY_CHUNK_BYTES];
+        let mut chunk = vec![0u8; SNAPSHOT_VERIFY_CHUNK_BYTES];
         let mut offset = 0;
         while offset < crc_offset {
-            let chunk_bytes = (crc_offset - offset).min(VERIFY_CHUNK_BYTES as u64) as usize;
+            let chunk_bytes =
+                (crc_offset - offset).min(SNAPSHOT_VERIFY_CHUNK_BYTES as u64) as usize;
             read(&mut chunk[..chunk_bytes], offset)?;
             file_crc.update(&chunk[..chunk_bytes]);
             offset += chunk_bytes as u64;

@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::error::WireError;
+use super::limits::RESERVE_AHEAD_BYTES;
 
 /// The version byte of every frame this code writes and the only one it reads.
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -172,9 +173,6 @@ fn check_frame_len(frame_len: u32, max_frame_bytes: u64) -> Result<(), WireError
     }
     Ok(())
 }
-
-/// Most bytes [`FrameDecoder::decode`] reserves ahead for a frame still arriving.
-pub const RESERVE_AHEAD_BYTES: usize = 64 * 1024;
 
 /// Cuts frames off a stream's receive buffer as their bytes arrive.
 ///

@@ -7,7 +7,7 @@
 //!   offset, count, timestamps, producer stamp) are the only reader of its header.
 //! - [`frame`]: `frame_len | version | header_len | header | payload` on a QUIC stream.
 //! - [`messages`]: the request and response headers and [`ErrorCode`].
-//! - [`limits`], [`topic`]: the size limits, shared deadlines and topic name rules.
+//! - [`limits`], [`topic`]: the size limits, shared deadlines and buffer sizes; topic name rules.
 //! - [`quic`]: the QUIC and TLS settings every endpoint shares (the only module that touches a
 //!   socket: it binds one).
 //!

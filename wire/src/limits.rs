@@ -1,5 +1,5 @@
-//! The protocol's size limits with their defaults and how they relate, and the deadlines both
-//! ends agree on.
+//! The protocol's size limits with their defaults and how they relate, the deadlines both ends
+//! agree on, and every other capacity keel-wire uses: codec buffers and the QUIC socket settings.
 //!
 //! A message (one record) fits in a batch, and a batch fits in a request frame with room for the
 //! request header: `max_message_bytes <= max_record_batch_bytes < max_request_bytes`. The broker
@@ -17,8 +17,11 @@ pub const DEFAULT_MAX_RECORD_BATCH_BYTES: u64 = 4 * 1024 * 1024;
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Room a request needs besides its record batch: frame prefix, version, header length and a
-/// postcard header with a topic name of at most 200 bytes. Generous on purpose.
+/// postcard header with a topic name of at most [`MAX_TOPIC_NAME_BYTES`]. Generous on purpose.
 pub const REQUEST_OVERHEAD_BYTES: u64 = 4 * 1024;
+
+/// Longest topic name, in bytes (all allowed characters are ASCII, so bytes = characters).
+pub const MAX_TOPIC_NAME_BYTES: usize = 200;
 
 /// How long a client waits for an answer by default. The broker bounds its own waits for a client
 /// by it (a `--no-wait` replace-node answers within it), so it lives where both ends read it.
@@ -28,6 +31,31 @@ pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
 /// a while. The SDK waits this long; the broker answers a little before it (docs/OPERATIONS.md).
 pub const REPLACE_NODE_TIMEOUT_MS: u64 = 30 * 60 * 1000;
 
+/// Most bytes [`FrameDecoder::decode`](crate::frame::FrameDecoder::decode) reserves ahead for a
+/// frame still arriving: four bytes from a peer must not pin a whole frame's memory up front.
+pub const RESERVE_AHEAD_BYTES: usize = 64 * 1024;
+
+/// Most a new [`RecordBatchBuilder`](crate::RecordBatchBuilder) reserves up front: an open batch
+/// per partition must not pin its whole (up to 4 MiB) target while it sits nearly empty.
+pub const BUILDER_MAX_INITIAL_CAPACITY_BYTES: u64 = 64 << 10;
+
+/// Kernel buffer asked for on every QUIC socket, each direction. Linux's default (about 208 KiB)
+/// holds about 2 ms of a 100 MB/s stream: a receiving task that waits that long for a CPU
+/// drops datagrams, and QUIC's loss recovery then shrinks the congestion window for all
+/// traffic on the socket. The kernel caps the request at `net.core.rmem_max` / `wmem_max`.
+pub const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
+/// Largest UDP payload a Keel endpoint sends or accepts, found per path by QUIC's MTU discovery
+/// (starting from the 1,200 bytes every path carries, so a 1,500-byte network settles at what
+/// it allows). Why larger than Ethernet: on loopback and jumbo-frame networks a 6,000-byte
+/// datagram carries five times what a 1,200-byte one does for the same per-packet work
+/// (header, encryption call, loss tracking, ACK), and with 1,452-byte datagrams that work was
+/// a fifth of the CPU of the 4-producer bench (BENCHMARKS.md, "100,000 msgs/s"). Why not larger: quinn sends up
+/// to 10 datagrams in one GSO `sendmsg`, which the kernel refuses past 64 KiB in total
+/// (EMSGSIZE, dropped silently by quinn-udp: the long tails of an earlier 16 KiB experiment).
+pub const MAX_UDP_PAYLOAD_BYTES: u16 = 6000;
+
+const _: () = assert!(MAX_UDP_PAYLOAD_BYTES as usize * 10 <= 65_507);
 const _: () = assert!(
     DEFAULT_MAX_MESSAGE_BYTES + BATCH_HEADER_BYTES as u64 <= DEFAULT_MAX_RECORD_BATCH_BYTES
 );

@@ -4,11 +4,7 @@
 
 use std::net::SocketAddr;
 
-/// Kernel buffer asked for on every QUIC socket, each direction. Linux's default (about 208 KiB)
-/// holds about 2 ms of a 100 MB/s stream: a receiving task that waits that long for a CPU
-/// drops datagrams, and QUIC's loss recovery then shrinks the congestion window for all
-/// traffic on the socket. The kernel caps the request at `net.core.rmem_max` / `wmem_max`.
-pub const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+use crate::limits::{MAX_UDP_PAYLOAD_BYTES, SOCKET_BUFFER_BYTES};
 
 /// A UDP socket bound to `address` with [`SOCKET_BUFFER_BYTES`] of kernel buffer each way (as
 /// much as the kernel grants; a refusal is logged, not fatal). Shared by the broker's endpoint.
@@ -23,18 +19,6 @@ pub fn bind_udp_socket(address: SocketAddr) -> std::io::Result<std::net::UdpSock
     }
     Ok(socket)
 }
-
-/// Largest UDP payload a Keel endpoint sends or accepts, found per path by QUIC's MTU discovery
-/// (starting from the 1,200 bytes every path carries, so a 1,500-byte network settles at what
-/// it allows). Why larger than Ethernet: on loopback and jumbo-frame networks a 6,000-byte
-/// datagram carries five times what a 1,200-byte one does for the same per-packet work
-/// (header, encryption call, loss tracking, ACK), and with 1,452-byte datagrams that work was
-/// a fifth of the CPU of the 4-producer bench (BENCHMARKS.md, "100,000 msgs/s"). Why not larger: quinn sends up
-/// to 10 datagrams in one GSO `sendmsg`, which the kernel refuses past 64 KiB in total
-/// (EMSGSIZE, dropped silently by quinn-udp: the long tails of an earlier 16 KiB experiment).
-pub const MAX_UDP_PAYLOAD_BYTES: u16 = 6000;
-
-const _: () = assert!(MAX_UDP_PAYLOAD_BYTES as usize * 10 <= 65_507);
 
 /// The endpoint settings every Keel endpoint (SDK and broker) shares: accept datagrams up to
 /// [`MAX_UDP_PAYLOAD_BYTES`].

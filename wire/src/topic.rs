@@ -1,8 +1,7 @@
 //! Topic name rules (DESIGN.md 4): `[A-Za-z0-9._-]{1,200}`, and neither `.` nor `..`, because
 //! names become directory names on the broker's disk.
 
-/// Longest topic name, in bytes (all allowed characters are ASCII, so bytes = characters).
-pub const MAX_TOPIC_NAME_BYTES: usize = 200;
+use crate::limits::MAX_TOPIC_NAME_BYTES;
 
 /// Why a string is not a valid topic name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

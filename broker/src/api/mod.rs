@@ -20,29 +20,16 @@ use keel_wire::messages::{
 use keel_wire::{ErrorCode, Frame, RecordBatchView, Request, Response};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::limits::{
+    ADMIN_TIMEOUT, DEFAULT_REPLICATION_FACTOR, FRESH_HELLO_TIMEOUT, MAX_FETCH_WAIT, MAX_PARTITIONS,
+    MAX_PRODUCE_TIMEOUT, MAX_UP_FRONT_BYTES, REPLACE_ANSWER_MARGIN, REPLACE_POLL,
+};
 use crate::meta::actor::{MetaHandle, MetaInput};
 use crate::meta::{MetaCommand, MetaOutcome, MetaState, TopicInfo, META_GROUP};
 use crate::node::replace::replacement_done;
 use crate::node::NodeContext;
 use crate::partition::{PartitionHandle, PartitionInput};
 use crate::transport::{ClientConnection, GroupId};
-
-/// Longest a produce may wait for its commit, whatever the client asks.
-const MAX_PRODUCE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Longest a fetch long-poll may wait.
-const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
-/// How long an admin command waits for group 0 to commit it.
-const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
-/// How often a waiting `replace-node` looks at the replaced node's reports (it announces itself
-/// twice a second).
-const REPLACE_POLL: Duration = Duration::from_millis(200);
-/// How long `replace-node` waits for the node to say hello (it does twice a second once
-/// founded, five times a second while it looks for its cluster).
-const FRESH_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-/// A waiting `replace-node` answers this long before its client's deadline.
-const REPLACE_ANSWER_MARGIN: Duration = Duration::from_secs(5);
-/// Partitions a topic may have.
-pub const MAX_PARTITIONS: u32 = 10_000;
 
 #[derive(Clone)]
 pub struct ApiContext {
@@ -119,11 +106,6 @@ async fn serve_stream(
         let _ = send.stopped().await;
     }
 }
-
-/// Most a request's length prefix can make `read_request` reserve before the bytes arrive: a
-/// produce batch of the SDK's default 256 KiB (plus its frame) fits, and a thousand streams
-/// announcing the 16 MiB limit each cannot make the node reserve gigabytes.
-const MAX_UP_FRONT_BYTES: usize = 512 * 1024;
 
 #[derive(Debug)]
 enum ReadRequestError {
@@ -414,7 +396,9 @@ async fn create_topic(
     let (placement, replication_factor) = {
         let state: &MetaState = &context.meta.state.borrow();
         let nodes = state.nodes.len();
-        let replication_factor = request.replication_factor.unwrap_or(nodes.min(3) as u16);
+        let replication_factor = request
+            .replication_factor
+            .unwrap_or(nodes.min(DEFAULT_REPLICATION_FACTOR) as u16);
         if request.partitions == 0
             || request.partitions > MAX_PARTITIONS
             || replication_factor == 0

@@ -12,14 +12,10 @@ use keel_raft::{Index, Role, Term};
 use keel_wire::ErrorCode;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::limits::MAX_INPUTS_PER_ROUND;
 use crate::node::driver::Machine;
 use crate::node::group::{PeerBatch, RaftGroup};
 use crate::node::storage_log::StorageLog;
-
-/// Inputs taken from the inbox in one round before the group's `Ready` is processed: everything
-/// waiting joins one Raft batch and one write (group commit), but a flood cannot starve the
-/// ticker and the sync completion for long.
-const MAX_INPUTS_PER_ROUND: usize = 1024;
 
 /// What the loop needs to tell apart in a group's inbox; everything else is the actor's.
 pub enum Control<I> {

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use keel_wire::record_batch::BatchHeader;
 
+use crate::limits::{HANDOVER_SLACK_TICKS, REBALANCE_EVERY_TICKS, RECONCILE_EVERY_TICKS};
 use crate::node::driver::{GroupDriver, Machine, Network};
 use crate::node::raft_codec;
 use crate::node::replace::{member_state, next_change, MemberState};
@@ -212,14 +213,6 @@ pub struct RaftGroup {
     was_leader: bool,
     reported: Option<MemberState>,
 }
-
-/// Ticks between two membership reconciliations (and member-state reports): 200 ms at the
-/// default tick. Changes wait for commits anyway; polling faster only burns CPU.
-const RECONCILE_EVERY_TICKS: u64 = 10;
-/// Ticks a leader waits before handing leadership to the preferred replica (5 s at the default
-/// tick), and between two attempts: a freshly restarted preferred replica gets time to catch up,
-/// and a transfer that keeps failing (a paused node) costs little availability.
-const REBALANCE_EVERY_TICKS: u64 = 250;
 
 impl RaftGroup {
     pub fn new(
@@ -445,7 +438,8 @@ impl RaftGroup {
     /// How long a shutdown waits for a handover: the core abandons a transfer after an
     /// election timeout, so waiting longer gains nothing.
     pub fn handover_deadline(&self, tick: std::time::Duration) -> std::time::Instant {
-        std::time::Instant::now() + tick * (self.node.config().election_timeout_min_ticks + 2)
+        std::time::Instant::now()
+            + tick * (self.node.config().election_timeout_min_ticks + HANDOVER_SLACK_TICKS)
     }
 
     /// Makes everything appended durable (clean shutdown).

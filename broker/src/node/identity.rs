@@ -22,7 +22,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use keel_storage::atomic_file::{load_record, store_record};
@@ -35,6 +34,7 @@ use tokio::sync::mpsc;
 use super::group::Peers;
 use super::replace::{Announcement, MemberState, Reports};
 use super::{NodeError, CONTROL_GROUP};
+use crate::limits::{ANNOUNCE_INTERVAL, HELLO_INTERVAL};
 use crate::meta::NodeInfo;
 use crate::transport::{GroupId, NodeId, PeerMessage};
 
@@ -42,11 +42,6 @@ const IDENTITY_FILE: &str = "identity";
 const IDENTITY_MAGIC: [u8; 4] = *b"KNID";
 const FOUNDERS_FILE: &str = "founders";
 const FOUNDERS_MAGIC: [u8; 4] = *b"KFND";
-
-/// How often an empty node repeats its hello while founding.
-const HELLO_INTERVAL: Duration = Duration::from_millis(200);
-/// How often a founded node tells its peers about itself.
-const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {

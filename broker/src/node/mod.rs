@@ -31,6 +31,10 @@ use keel_storage::{FsyncPolicy, LogOptions};
 use keel_wire::Limits;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::limits::{
+    CONTROL_CHANNEL_CAPACITY, DEFAULT_TICK, ENTRY_ENVELOPE_BYTES, GROUP_INBOX_CAPACITY,
+    GROUP_SHUTDOWN_TIMEOUT, TRANSPORT_DRAIN_TIMEOUT,
+};
 use crate::meta::actor::{MetaHandle, MetaInput};
 use crate::meta::{MetaState, NodeInfo, TopicInfo, META_GROUP};
 use crate::partition::{PartitionHandle, PartitionInput, PartitionView};
@@ -78,15 +82,16 @@ impl NodeConfig {
             fsync: FsyncPolicy::Always,
             require_client_cert: false,
             limits: Limits::default(),
-            tick: crate::partition::DEFAULT_TICK,
-            segment_bytes: 128 * 1024 * 1024,
+            tick: DEFAULT_TICK,
+            segment_bytes: keel_storage::limits::DEFAULT_SEGMENT_BYTES,
             founders: None,
         }
     }
 
     fn log_options(&self) -> LogOptions {
         let max_entry_bytes =
-            u32::try_from(self.limits.max_record_batch_bytes + 4096).unwrap_or(u32::MAX);
+            u32::try_from(self.limits.max_record_batch_bytes + ENTRY_ENVELOPE_BYTES)
+                .unwrap_or(u32::MAX);
         LogOptions {
             segment_bytes: self.segment_bytes,
             max_entry_bytes,
@@ -274,7 +279,7 @@ impl NodeContext {
                 true,
                 placement.replicas.first().copied(),
             );
-            let (inbox, receiver) = mpsc::channel(4096);
+            let (inbox, receiver) = mpsc::channel(GROUP_INBOX_CAPACITY);
             let (view_sender, view) = watch::channel(PartitionView::default());
             let handle = PartitionHandle { inbox, view };
             self.shared.routes.lock().expect("routes lock").insert(
@@ -439,7 +444,7 @@ impl RunningNode {
                 .clone()
                 .unwrap_or_else(|| local_address.to_string()),
         };
-        let (control_sender, control_receiver) = mpsc::channel(1024);
+        let (control_sender, control_receiver) = mpsc::channel(CONTROL_CHANNEL_CAPACITY);
         let mut tasks = vec![tokio::spawn(route_peer_messages(
             channels.peer_messages,
             shared.clone(),
@@ -468,7 +473,7 @@ impl RunningNode {
             opened,
         );
         let group = RaftGroup::new(META_GROUP, node, context.clone(), false, None);
-        let (inbox, receiver) = mpsc::channel(4096);
+        let (inbox, receiver) = mpsc::channel(GROUP_INBOX_CAPACITY);
         let (state_sender, state) = watch::channel(MetaState::new());
         let (leader_sender, leader) = watch::channel(None);
         *shared.meta_state.lock().expect("meta state lock") = Some(state.clone());
@@ -554,7 +559,7 @@ impl RunningNode {
             }
         }
         for receiver in stopped {
-            let _ = tokio::time::timeout(Duration::from_secs(5), receiver).await;
+            let _ = tokio::time::timeout(GROUP_SHUTDOWN_TIMEOUT, receiver).await;
         }
         self.context
             .shared
@@ -566,7 +571,7 @@ impl RunningNode {
             task.abort();
         }
         if let Some(transport) = self.transport.take() {
-            transport.shutdown(Duration::from_secs(2)).await;
+            transport.shutdown(TRANSPORT_DRAIN_TIMEOUT).await;
         }
     }
 }

@@ -17,10 +17,7 @@ use std::collections::{BTreeMap, VecDeque};
 use keel_wire::record_batch::BatchHeader;
 use keel_wire::{ErrorCode, ProducerStamp};
 
-/// Batches remembered per producer: a retry of any of them is answered with its offsets.
-pub const RETAINED_BATCHES: usize = 5;
-/// A producer idle this long (by its batches' timestamps) is forgotten.
-pub const PRODUCER_EXPIRY_MS: i64 = 7 * 24 * 3600 * 1000;
+use crate::limits::{PRODUCER_EXPIRY_MS, PRODUCER_SWEEP_EVERY_BATCHES, RETAINED_BATCHES};
 
 /// One batch as the table remembers it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +118,7 @@ impl Dedup {
         }
         entry.last_timestamp_ms = entry.last_timestamp_ms.max(identity.max_timestamp_ms);
         self.applied_since_sweep += 1;
-        if self.applied_since_sweep >= 1024 {
+        if self.applied_since_sweep >= PRODUCER_SWEEP_EVERY_BATCHES {
             self.applied_since_sweep = 0;
             // Expiry is judged by batch timestamps, which are in the log, so every replica
             // forgets the same producers at the same point.

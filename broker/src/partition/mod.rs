@@ -12,14 +12,13 @@
 
 pub mod dedup;
 
-use std::time::Duration;
-
 use bytes::{Bytes, BytesMut};
 use keel_wire::messages::{FetchResponse, FollowerLag, ProduceResponse};
 use keel_wire::record_batch::{set_base_offset, BatchHeader};
 use keel_wire::ErrorCode;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::limits::{EARLY_BATCH_WAIT, FETCH_READ_CHUNK_MIN_BYTES, MAX_EARLY_BATCHES};
 use crate::node::actor::{self, Control, GroupActor, Waiters};
 use crate::node::driver::Machine;
 use crate::node::group::{base_offset_of, PeerBatch, RaftGroup};
@@ -77,13 +76,6 @@ struct Early {
     /// Past this, the gap is real (the predecessor failed for good): refuse the batch.
     deadline: std::time::Instant,
 }
-
-/// Early batches held at once per partition; beyond it a gap is refused at once. A producer
-/// has at most `max_in_flight_per_partition` (a handful) batches in flight.
-const MAX_EARLY_BATCHES: usize = 64;
-/// How long an early batch waits for its predecessor: a retry crossing a leader change takes
-/// an election timeout and a backoff or two.
-const EARLY_BATCH_WAIT: Duration = Duration::from_secs(2);
 
 /// The partition's offsets and waiting producers.
 pub struct PartitionState {
@@ -518,7 +510,7 @@ fn fetch(
         .unwrap_or_else(|| log.first_index())
         .max(log.first_index());
     let mut payload = BytesMut::new();
-    let chunk_bytes = u64::from(max_bytes).max(64 * 1024);
+    let chunk_bytes = u64::from(max_bytes).max(FETCH_READ_CHUNK_MIN_BYTES);
     'scan: while index < end {
         let entries = log
             .read(index, end, chunk_bytes)
@@ -544,6 +536,3 @@ fn fetch(
     }
     Ok((header, payload.freeze()))
 }
-
-/// How long a tick lasts; election timeouts and heartbeats count ticks.
-pub const DEFAULT_TICK: Duration = Duration::from_millis(20);

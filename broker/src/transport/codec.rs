@@ -24,15 +24,8 @@ pub const FRAME_GROUP_BYTES: usize = 8;
 /// Bytes before the payload.
 pub const FRAME_HEADER_BYTES: usize = FRAME_LENGTH_BYTES + FRAME_GROUP_BYTES;
 
-/// Largest payload a lane frame may carry by default (a Raft append of `max_append_bytes`
-/// plus its header must fit; 16 MiB leaves ample room). Receivers refuse larger frames
-/// before allocating.
-pub const DEFAULT_MAX_PAYLOAD_BYTES: u32 = 16 * 1024 * 1024;
-
 /// The largest payload representable: `len` is a u32 and includes the group field.
 pub const MAX_REPRESENTABLE_PAYLOAD_BYTES: u32 = u32::MAX - FRAME_GROUP_BYTES as u32;
-
-const _: () = assert!(DEFAULT_MAX_PAYLOAD_BYTES <= MAX_REPRESENTABLE_PAYLOAD_BYTES);
 
 /// One message on a lane: the Raft group it belongs to and its opaque bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]

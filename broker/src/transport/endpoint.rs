@@ -25,7 +25,8 @@ use tracing::{debug, info, warn};
 use super::codec::{Hello, HELLO_BYTES};
 use super::peer::{spawn_peer, PeerEntry, PeerLink, PeerMessage, PeerSender};
 use super::tls::{self, NodeTls, TlsError, CLIENT_ALPN, PEER_ALPN};
-use super::{dials, CloseCode, ConfigError, NodeId, TransportConfig, MAX_LANES_PER_DIRECTION};
+use super::{dials, CloseCode, ConfigError, NodeId, TransportConfig};
+use crate::limits::{MAX_LANES_PER_DIRECTION, PORT_PROBE_INTERVAL};
 
 /// Why the transport could not start or a peer could not be added.
 #[derive(Debug, thiserror::Error)]
@@ -274,7 +275,6 @@ impl Transport {
 
 /// Whether `address` can be bound again before `deadline` (probing with a throwaway socket).
 async fn wait_port_released(address: SocketAddr, deadline: tokio::time::Instant) -> bool {
-    const PROBE_INTERVAL: Duration = Duration::from_millis(5);
     loop {
         if std::net::UdpSocket::bind(address).is_ok() {
             return true;
@@ -282,7 +282,7 @@ async fn wait_port_released(address: SocketAddr, deadline: tokio::time::Instant)
         if tokio::time::Instant::now() >= deadline {
             return false;
         }
-        tokio::time::sleep(PROBE_INTERVAL).await;
+        tokio::time::sleep(PORT_PROBE_INTERVAL).await;
     }
 }
 

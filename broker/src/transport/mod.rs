@@ -25,12 +25,18 @@ pub use keel_raft::NodeId;
 pub use peer::{PeerMessage, PeerSender, SendError};
 pub use tls::{ClientCertPolicy, NodeTls};
 
+use crate::limits::{
+    DEFAULT_CLIENT_CONNECTION_CAPACITY, DEFAULT_CLIENT_CONNECTION_RECEIVE_WINDOW_BYTES,
+    DEFAULT_CLIENT_MAX_CONCURRENT_STREAMS, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS,
+    DEFAULT_INCOMING_CAPACITY_MESSAGES, DEFAULT_KEEP_ALIVE_INTERVAL_MS,
+    DEFAULT_LANES_PER_DIRECTION, DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_PEER_CONNECTION_RECEIVE_WINDOW_BYTES, DEFAULT_PEER_QUEUE_CAPACITY_MESSAGES,
+    DEFAULT_PEER_STREAM_RECEIVE_WINDOW_BYTES, DEFAULT_RECONNECT_BACKOFF_MAX_MS,
+    DEFAULT_RECONNECT_BACKOFF_MIN_MS, MAX_LANES_PER_DIRECTION,
+};
+
 /// Identifies a Raft group on the wire (group 0 is the metadata group, DESIGN.md 5).
 pub type GroupId = u64;
-
-/// Most lanes a node opens towards one peer; also the number of unidirectional streams a node
-/// lets a peer open at once, so two nodes with different `lanes_per_direction` still connect.
-pub const MAX_LANES_PER_DIRECTION: u8 = 16;
 
 /// Settings of a node's transport. [`TransportConfig::new`] gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -77,23 +83,23 @@ impl TransportConfig {
         TransportConfig {
             node_id,
             listen_address,
-            lanes_per_direction: 4,
-            peer_queue_capacity_messages: 4096,
-            incoming_capacity_messages: 16_384,
-            client_connection_capacity: 256,
-            max_payload_bytes: codec::DEFAULT_MAX_PAYLOAD_BYTES,
-            peer_stream_receive_window_bytes: 8 * 1024 * 1024,
-            peer_connection_receive_window_bytes: 64 * 1024 * 1024,
-            client_connection_receive_window_bytes: 16 * 1024 * 1024,
-            client_max_concurrent_streams: 1024,
-            reconnect_backoff_min_ms: 50,
-            reconnect_backoff_max_ms: 2_000,
-            handshake_timeout_ms: 5_000,
+            lanes_per_direction: DEFAULT_LANES_PER_DIRECTION,
+            peer_queue_capacity_messages: DEFAULT_PEER_QUEUE_CAPACITY_MESSAGES,
+            incoming_capacity_messages: DEFAULT_INCOMING_CAPACITY_MESSAGES,
+            client_connection_capacity: DEFAULT_CLIENT_CONNECTION_CAPACITY,
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            peer_stream_receive_window_bytes: DEFAULT_PEER_STREAM_RECEIVE_WINDOW_BYTES,
+            peer_connection_receive_window_bytes: DEFAULT_PEER_CONNECTION_RECEIVE_WINDOW_BYTES,
+            client_connection_receive_window_bytes: DEFAULT_CLIENT_CONNECTION_RECEIVE_WINDOW_BYTES,
+            client_max_concurrent_streams: DEFAULT_CLIENT_MAX_CONCURRENT_STREAMS,
+            reconnect_backoff_min_ms: DEFAULT_RECONNECT_BACKOFF_MIN_MS,
+            reconnect_backoff_max_ms: DEFAULT_RECONNECT_BACKOFF_MAX_MS,
+            handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
             // A restarted peer cannot reset the old connection (its reset key is new), so the
             // survivors notice only by this timeout, and until then a lower id does not redial:
             // keep it short so a restarted node rejoins within seconds.
-            idle_timeout_ms: 3_000,
-            keep_alive_interval_ms: 1_000,
+            idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
+            keep_alive_interval_ms: DEFAULT_KEEP_ALIVE_INTERVAL_MS,
             client_cert_policy: ClientCertPolicy::Optional,
         }
     }

@@ -27,6 +27,10 @@ use tracing::{debug, info, warn};
 use super::codec::{self, Hello, HELLO_BYTES};
 use super::tls::node_server_name;
 use super::{dials, lane_of, CloseCode, GroupId, NodeId, TransportConfig};
+use crate::limits::{
+    ACCEPTED_CONNECTION_QUEUE, LANE_READ_CHUNK_BYTES, MAX_LANE_BATCH_BYTES,
+    ZERO_COPY_MIN_PAYLOAD_BYTES,
+};
 
 /// A message received from a peer, for the node driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,8 +137,8 @@ pub(crate) struct PeerEntry {
 pub(crate) fn spawn_peer(link: PeerLink) -> PeerEntry {
     let (queue_sender, queue) = mpsc::channel(link.config.peer_queue_capacity_messages);
     let (connected_sender, connected) = watch::channel(false);
-    // Capacity 1: a newer connection replaces the one waiting, the accept loop never blocks.
-    let (accepted_connections, accepted) = mpsc::channel(1);
+    // A newer connection replaces the one waiting, the accept loop never blocks.
+    let (accepted_connections, accepted) = mpsc::channel(ACCEPTED_CONNECTION_QUEUE);
     let sender = PeerSender {
         peer_node_id: link.peer_node_id,
         queue: queue_sender,
@@ -309,7 +313,7 @@ impl PeerTask {
                 batch_bytes += codec::encoded_frame_bytes(frame.payload_bytes);
                 let lane = lane_of(frame.group, lane_count);
                 lane_batches[lane].push(frame);
-                if batch_bytes < MAX_BATCH_BYTES {
+                if batch_bytes < MAX_LANE_BATCH_BYTES {
                     message = self.queue.try_recv().ok();
                 }
             }
@@ -328,16 +332,6 @@ impl PeerTask {
         }
     }
 }
-
-/// Bytes coalesced into one round of lane writes before yielding back to the select.
-const MAX_BATCH_BYTES: usize = 1024 * 1024;
-
-/// A payload at least this large is handed to QUIC as its own chunk instead of being copied
-/// behind its header: Raft appends (up to `max_append_bytes`, 1 MiB) are most of the bytes a
-/// leader sends, and copying each one into a lane buffer cost about 1.3% of a leader's CPU in
-/// the 4-producer produce bench (BENCHMARKS.md). Smaller ones (heartbeats, acknowledgements)
-/// are cheaper copied than tracked as chunks.
-const ZERO_COPY_MIN_PAYLOAD_BYTES: usize = 4096;
 
 /// One round of frames for one lane, as the chunks of one `write_all_chunks`: frame headers and
 /// small payloads are packed into a shared buffer, large payloads follow their header as their
@@ -471,9 +465,6 @@ async fn read_lanes(
     }
     // Dropping the set aborts the lane readers of a connection that is gone.
 }
-
-/// Bytes asked of QUIC per read on a lane.
-const LANE_READ_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Decodes one lane, delivering each frame in order. Bad bytes close the whole connection:
 /// a peer that sends them is broken or hostile, and the dialler will reconnect cleanly.
@@ -642,10 +633,12 @@ mod tests {
             );
             let mut decode_buffer = BytesMut::from(&wire[..]);
             for frame in frames.iter().chain([&split_frame]) {
-                let decoded =
-                    codec::decode_frame(&mut decode_buffer, codec::DEFAULT_MAX_PAYLOAD_BYTES)
-                        .expect("valid")
-                        .expect("complete");
+                let decoded = codec::decode_frame(
+                    &mut decode_buffer,
+                    crate::limits::DEFAULT_MAX_PAYLOAD_BYTES,
+                )
+                .expect("valid")
+                .expect("complete");
                 assert_eq!(&decoded, frame);
             }
             assert!(decode_buffer.is_empty());

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 use super::super::error::WireError;
-use super::super::limits::Limits;
+use super::super::limits::{Limits, BUILDER_MAX_INITIAL_CAPACITY_BYTES};
 use super::super::varint;
 use super::*;
 
@@ -59,7 +59,7 @@ impl RecordBatchBuilder {
         let batch_bytes = batch_bytes.min(limits.max_record_batch_bytes);
         // A builder for a small target reserves the target; one for a big target grows as needed
         // (an open batch per partition must not pin its whole target while it sits nearly empty).
-        let initial_capacity = usize::try_from(batch_bytes.min(64 << 10))
+        let initial_capacity = usize::try_from(batch_bytes.min(BUILDER_MAX_INITIAL_CAPACITY_BYTES))
             .unwrap_or(0)
             .max(BATCH_HEADER_BYTES);
         let mut buffer = Vec::with_capacity(initial_capacity);
