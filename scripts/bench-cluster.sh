@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end produce benchmark (DESIGN.md 9, BENCHMARKS.md): three `keel server` processes on
+# End-to-end produce benchmark (docs/CLI.md, BENCHMARKS.md): three `keel server` processes on
 # 127.0.0.1, replication 3, fsync always, then `keel bench produce` against them.
 #
 #   scripts/bench-cluster.sh [MESSAGES] [SIZE] [PRODUCERS] [extra keel bench args...]

@@ -1,4 +1,4 @@
-//! `keel certs init` (DESIGN.md 9): a new cluster CA with node and client certificates in one
+//! `keel certs init` (docs/CLI.md): a new cluster CA with node and client certificates in one
 //! directory. The work is `keel_broker::transport::tls::generate_cluster_certs`, shared with the
 //! development CA that `keel server` and `keel dev` create on first start.
 

@@ -1,4 +1,4 @@
-//! `keel`: the command line (DESIGN.md 9): the node (`server`, `dev`), the client commands
+//! `keel`: the command line (docs/CLI.md): the node (`server`, `dev`), the client commands
 //! (`topic`, `produce`, `consume`, `cluster`, `bench`; in `cli/`) and `certs init`.
 
 mod bench_storage;
@@ -86,12 +86,13 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if error.downcast_ref::<cli::UsageError>().is_some() => {
-            // A usage error found at run time: exit 2, like clap's own (DESIGN.md 9).
+            // A usage error found at run time: exit 2, like clap's own (docs/CLI.md
+            // "Conventions").
             eprintln!("error: {error:#}");
             ExitCode::from(2)
         }
         Err(error) => {
-            // One line on stderr, exit 1 (DESIGN.md 9).
+            // One line on stderr, exit 1 (docs/CLI.md "Conventions").
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }

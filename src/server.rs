@@ -1,4 +1,4 @@
-//! `keel server` and `keel dev` (DESIGN.md 9): run one node, or a local cluster of nodes in one
+//! `keel server` and `keel dev` (docs/CLI.md): run one node, or a local cluster of nodes in one
 //! process, until SIGTERM or Ctrl-C, then shut down cleanly (groups sync, transport closes,
 //! exit 0). The node itself is `keel_broker::node::RunningNode`.
 

@@ -1,7 +1,7 @@
-//! Bad input against a real `keel server` (DESIGN.md 11): each gets a typed error or a refused
-//! connection and a log line; the node keeps serving and its log stays exactly what was
-//! acknowledged. Requests are written by hand over QUIC so they can be wrong in every way the
-//! SDK would never be.
+//! Bad input against a real `keel server` (docs/WIRE.md "Error codes", docs/TRANSPORT.md
+//! "Peer admission"): each gets a typed error or a refused connection and a log line; the node
+//! keeps serving and its log stays exactly what was acknowledged. Requests are written by hand
+//! over QUIC so they can be wrong in every way the SDK would never be.
 
 mod common;
 

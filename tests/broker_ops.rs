@@ -1,5 +1,5 @@
-//! Operating a real cluster: Prometheus metrics under DESIGN.md 10's names, and a clean
-//! shutdown on SIGTERM (exit 0, nothing acknowledged lost on restart).
+//! Operating a real cluster: Prometheus metrics under the names in docs/OPERATIONS.md "Watching",
+//! and a clean shutdown on SIGTERM (exit 0, nothing acknowledged lost on restart).
 
 mod common;
 

@@ -1,7 +1,8 @@
-//! Node replacement end to end (DESIGN.md 5, issue: broker part two) with real `keel server`
-//! processes: a node whose data dir is deleted comes back under a new incarnation, never votes
-//! while it is empty and unreplaced, is replaced with `keel cluster replace-node`, catches up as
-//! a learner, is promoted, and leads a partition again; no acknowledged message is lost.
+//! Node replacement end to end (docs/OPERATIONS.md "Replacing a node", issue: broker part two)
+//! with real `keel server` processes: a node whose data dir is deleted comes back under a new
+//! incarnation, never votes while it is empty and unreplaced, is replaced with
+//! `keel cluster replace-node`, catches up as a learner, is promoted, and leads a partition again;
+//! no acknowledged message is lost.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! `keel certs init` through the real binary (DESIGN.md 9): it writes the documented files,
+//! `keel certs init` through the real binary (docs/CLI.md): it writes the documented files,
 //! refuses to overwrite an existing CA, and the certificates it makes work: two nodes connect
 //! over mutual TLS, and a client with `client.pem` reaches a node by an `--host` name.
 

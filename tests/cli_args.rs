@@ -1,6 +1,6 @@
-//! The client commands' argument handling through the real binary, with no server (DESIGN.md
-//! 9): usage errors exit 2 before anything is dialled, and errors found before the network
-//! (a missing CA file) exit 1 with one line on stderr.
+//! The client commands' argument handling through the real binary, with no server (docs/CLI.md):
+//! usage errors exit 2 before anything is dialled, and errors found before the network (a missing
+//! CA file) exit 1 with one line on stderr.
 
 use std::process::{Command, Output};
 

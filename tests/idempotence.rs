@@ -1,7 +1,8 @@
-//! The idempotent producer against real `keel server` processes (DESIGN.md 4): a replayed
-//! batch is answered with its original offsets and stored once, across a node restart (the
-//! table is rebuilt from the log) and across a leader change (every replica applies the same
-//! table); a gap in the sequence and an unknown producer starting mid-sequence are refused.
+//! The idempotent producer against real `keel server` processes (docs/DECISIONS.md
+//! "Idempotent produce"): a replayed batch is answered with its original offsets and stored once,
+//! across a node restart (the table is rebuilt from the log) and across a leader change (every
+//! replica applies the same table); a gap in the sequence and an unknown producer starting
+//! mid-sequence are refused.
 
 mod common;
 

@@ -1,5 +1,5 @@
-//! Scripted interaction tests: one per scenario of RAFT.md ("Scenarios every implementation
-//! must survive") in scope for the core, named after it, with asserted outcomes: who leads in
+//! Scripted interaction tests: one per Raft scenario in scope for the core (the list is in
+//! docs/ARCHITECTURE.md "Testing"), named after it, with asserted outcomes: who leads in
 //! which term, which entries are committed where, which messages were sent. They run on the
 //! simulator's cluster fixture with no random faults (one unit per hop and per disk write); the
 //! simulator's invariants are checked after every step here too.
@@ -248,7 +248,7 @@ fn leader_sends_an_entry_to_one_follower_and_crashes_before_its_own_write() {
     assert_no_violation(&cluster);
 }
 
-/// Runs the old-term-entry script of RAFT.md (the Raft paper's figure 8) up to S5's election
+/// Runs the old-term-entry script (the Raft paper's figure 8) up to S5's election
 /// in term 5. Returns the cluster and S1's commit index just before it crashed in term 4.
 fn old_term_entry_script(planted_bugs: PlantedBugs) -> (Cluster, Index) {
     let mut cluster = one_entry_per_message_cluster(5, planted_bugs);
@@ -347,7 +347,7 @@ fn old_term_entry_script(planted_bugs: PlantedBugs) -> (Cluster, Index) {
 
 #[test]
 fn old_term_entry_is_not_committed_by_counting() {
-    // RAFT.md "old-term entry" scenario: index 2 of term 2 sat on a majority (S1, S2, S3), but
+    // The "old-term entry" scenario: index 2 of term 2 sat on a majority (S1, S2, S3), but
     // S1 (leader of term 4) must not count it as committed: S5 can still win term 5 and
     // overwrite it, which it does.
     let (cluster, s1_commit_before_crash) = old_term_entry_script(PlantedBugs::default());
@@ -589,7 +589,7 @@ fn crash_at_any_point_of_the_write_path_loses_only_unacknowledged_data() {
     }
 }
 
-// ---- Snapshots and membership (RAFT.md Snapshots and log compaction, Membership) ----
+// ---- Snapshots and membership (docs/RAFT-CORE.md "Snapshots", "Membership") ----
 
 use keel_raft::{MembershipChange, MembershipError, ReplaceNode, ReplaceStep};
 
@@ -682,7 +682,8 @@ fn a_membership_change_before_the_leaders_noop_commits_waits() {
     assert_no_violation(&cluster);
 }
 
-/// DESIGN.md 5's replacement of `id`'s `old` incarnation by `new`: learner, remove, promote.
+/// The replacement of `id`'s `old` incarnation by `new`: learner, remove, promote
+/// (docs/RAFT-CORE.md "Replace sequence").
 fn replace_sequence(id: NodeId, old: u64, new: u64) -> Vec<MembershipChange> {
     vec![
         MembershipChange::AddLearner {
@@ -837,7 +838,7 @@ fn a_leader_that_removes_itself_steps_down_and_the_rest_elect_a_leader() {
     assert_no_violation(&cluster);
 }
 
-// ---- Reads and leadership transfer (RAFT.md Leadership health) ----
+// ---- Reads and leadership transfer (docs/RAFT-CORE.md "Reads", "Leadership transfer") ----
 
 use keel_raft::ReadMode;
 

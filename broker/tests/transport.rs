@@ -1,4 +1,4 @@
-//! The transport over real QUIC on 127.0.0.1 (DESIGN.md 7 and 11): nodes exchange messages on
+//! The transport over real QUIC on 127.0.0.1 (docs/TRANSPORT.md): nodes exchange messages on
 //! many groups in order, every kind of impostor or garbage is refused without disturbing the
 //! other connections, a stalled peer fills only its own queue, and a restarted peer is
 //! reconnected. Certificates are made fresh in a temporary directory; ports are picked by the
@@ -28,7 +28,8 @@ const REFUSAL_WAIT: Duration = Duration::from_millis(1_500);
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
 /// Everything logged by any test of this binary, so a test can check that a refusal was
-/// logged (the log line is part of the contract, DESIGN.md 11). Also echoed to stderr.
+/// logged (the log line is part of the contract: docs/TRANSPORT.md "Peer admission"). Also echoed
+/// to stderr.
 static LOG_LINES: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
 struct CaptureWriter;

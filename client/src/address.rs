@@ -1,6 +1,6 @@
 //! Broker addresses as users and the cluster map write them: `host:port`, where host is a DNS
 //! name, an IPv4 address or a bracketed IPv6 address (`[::1]:7070`). The host part is also the
-//! TLS server name the client verifies (DESIGN.md 7: "the host they dialled").
+//! TLS server name the client verifies (docs/CLIENT.md "Connections": the host part as dialled).
 
 use std::fmt;
 use std::net::IpAddr;

@@ -1,6 +1,6 @@
-//! [`Admin`]: topic and cluster management (DESIGN.md 8): create, delete, list and describe
-//! topics, cluster status, node replacement. Each call is one request to any node (the client
-//! follows `NotLeader` redirects to the metadata leader) with the client's retries.
+//! [`Admin`]: topic and cluster management (docs/CLIENT.md "Admin"): create, delete, list and
+//! describe topics, cluster status, node replacement. Each call is one request to any node (the
+//! client follows `NotLeader` redirects to the metadata leader) with the client's retries.
 //!
 //! Retrying a create or delete after a lost answer can meet its own earlier success
 //! (`TopicAlreadyExists`, `UnknownTopic`); callers that care check with describe.
@@ -109,8 +109,8 @@ impl Admin {
         }
     }
 
-    /// Replaces node `node_id`'s old incarnation by its new one in every group (DESIGN.md 5).
-    /// `UntilReplaced` waits up to [`REPLACE_NODE_TIMEOUT_MS`].
+    /// Replaces node `node_id`'s old incarnation by its new one in every group (docs/OPERATIONS.md
+    /// "Replacing a node"). `UntilReplaced` waits up to [`REPLACE_NODE_TIMEOUT_MS`].
     pub async fn replace_node(
         &self,
         node_id: NodeId,

@@ -39,7 +39,7 @@ pub struct ClientConfig {
     pub idle_timeout_ms: u64,
     pub keep_alive_interval_ms: u64,
     pub retry: RetryPolicy,
-    /// The protocol limits the brokers run with (defaults: DESIGN.md 4).
+    /// The protocol limits the brokers run with (defaults: docs/WIRE.md "Limits").
     pub limits: Limits,
 }
 

@@ -1,8 +1,8 @@
 //! Connections to brokers: one QUIC connection per broker address, made on first use and cached
-//! until it closes, and one request per bidirectional stream (DESIGN.md 7): open a stream, write
-//! the request frame, finish, read the response frame to the end of the stream. Every step is
-//! bounded: the connect by `connect_timeout_ms`, the whole exchange by the caller's timeout, the
-//! response by `max_response_bytes`.
+//! until it closes, and one request per bidirectional stream (docs/CLIENT.md "Connections"): open
+//! a stream, write the request frame, finish, read the response frame to the end of the stream.
+//! Every step is bounded: the connect by `connect_timeout_ms`, the whole exchange by the caller's
+//! timeout, the response by `max_response_bytes`.
 //!
 //! Nothing here retries or routes; `client.rs` does.
 

@@ -1,5 +1,5 @@
 //! [`Consumer`]: reads assigned partitions from chosen offsets with long-poll fetches
-//! (DESIGN.md 8; consumer groups come later).
+//! (docs/CLIENT.md "Consumer"; consumer groups come later).
 //!
 //! Each assigned partition has a position: the offset of the next record to return. A position
 //! set by [`SeekTo::Beginning`] or [`SeekTo::End`] is resolved on the next `poll` by asking the

@@ -1,4 +1,4 @@
-//! Which partition a produced record goes to (DESIGN.md 8):
+//! Which partition a produced record goes to (docs/CLIENT.md "Producer"):
 //!
 //! - an explicit partition, if the caller gave one;
 //! - else, with a key: `(murmur2(key) & 0x7fff_ffff) % partitions`, Kafka's default

@@ -13,12 +13,13 @@
 //! separate streams nor retries reorder a partition. Without idempotence the producer sends one
 //! at a time.
 //!
-//! Idempotence (on by default, DESIGN.md 4): the producer gets a producer id from the cluster
-//! (`InitProducerId`) and stamps each batch, when it is dispatched, with that id, epoch 0 and
-//! the partition's next sequence number. A retry resends the same bytes, so the partition leader
-//! recognises it and answers with the original offsets: each record lands once. A batch that
-//! fails for good leaves a hole in its partition's sequence (the leader may or may not have it),
-//! so the producer then starts over with a new producer id, whose sequences start at 0.
+//! Idempotence (on by default, docs/DECISIONS.md "Idempotent produce"): the producer gets a
+//! producer id from the cluster (`InitProducerId`) and stamps each batch, when it is dispatched,
+//! with that id, epoch 0 and the partition's next sequence number. A retry resends the same bytes,
+//! so the partition leader recognises it and answers with the original offsets: each record lands
+//! once. A batch that fails for good leaves a hole in its partition's sequence (the leader may or
+//! may not have it), so the producer then starts over with a new producer id, whose sequences
+//! start at 0.
 //!
 //! Memory is bounded by `max_buffered_bytes`: a `send` while the buffer is at or above it
 //! resolves to [`ProduceError::BufferFull`] at once; [`Producer::wait_for_capacity`] waits for

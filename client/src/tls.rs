@@ -1,7 +1,8 @@
-//! The client's TLS material and its rustls configuration (DESIGN.md 7): TLS 1.3 only, with the
-//! ring provider passed explicitly (the crate graph holds no other provider, and rustls' default
-//! builders would panic if it did), the server verified under the cluster CA and the host
-//! dialled, ALPN `keel/1`, and an optional client certificate for `--require-client-cert`.
+//! The client's TLS material and its rustls configuration (docs/TRANSPORT.md "Crypto"): TLS 1.3
+//! only, with the ring provider passed explicitly (the crate graph holds no other provider, and
+//! rustls' default builders would panic if it did), the server verified under the cluster CA and
+//! the host dialled, ALPN `keel/1`, and an optional client certificate for
+//! `--require-client-cert`.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,8 +1,8 @@
 //! The knobs of one Raft node, with their defaults, units and the relationships between them.
 //!
 //! Time is counted in ticks: the driver calls `tick()` every `heartbeat` period of wall time
-//! (DESIGN: 50 ms on loopback), so with the defaults a heartbeat goes out every tick and
-//! `election_timeout_min_ticks = 10` is 500 ms.
+//! (the node: 20 ms, docs/DECISIONS.md "Ticks are 20 ms"), so with the defaults a heartbeat goes
+//! out every tick and `election_timeout_min_ticks = 10` is 200 ms.
 
 use crate::entry::NodeId;
 use crate::error::ConfigError;
@@ -30,7 +30,7 @@ pub(crate) const MEMBERSHIP_SCAN_BATCH_BYTES: u64 = 1024 * 1024;
 const _: () = assert!(DEFAULT_LEASE_DRIFT_MARGIN_TICKS < DEFAULT_ELECTION_TIMEOUT_MIN_TICKS);
 
 // An election timeout must span several heartbeats, or followers would campaign between two
-// heartbeats of a healthy leader (RAFT.md Election).
+// heartbeats of a healthy leader.
 const _: () = assert!(DEFAULT_ELECTION_TIMEOUT_MIN_TICKS >= 3 * DEFAULT_HEARTBEAT_INTERVAL_TICKS);
 // One full batch must fit in the pipeline, and the leader must accept at least one full batch
 // of proposals before reporting Overloaded.
@@ -44,8 +44,8 @@ pub struct Config {
     /// This node's id; must be a voter of the configuration `RaftNode::new` starts with
     /// (`RaftNode::with_membership` also starts learners and servers waiting to be added).
     pub id: NodeId,
-    /// This node's incarnation (DESIGN.md 5): the driver sends it with every message
-    /// (`RaftNode::step_from` on the receiving side). 0 in `Config::new`.
+    /// This node's incarnation (docs/RAFT-CORE.md "Incarnations on the wire"): the driver sends it
+    /// with every message (`RaftNode::step_from` on the receiving side). 0 in `Config::new`.
     pub incarnation: Incarnation,
     /// Ticks between two heartbeat rounds of a leader.
     pub heartbeat_interval_ticks: u32,
@@ -79,7 +79,8 @@ pub struct Config {
     /// Seed of the node's own RNG (election timeout jitter). The driver draws it once from
     /// real entropy; the simulator derives it from the run's seed.
     pub random_seed: u64,
-    /// Planted bugs for the simulator (each breaks one rule of RAFT.md on purpose).
+    /// Planted bugs for the simulator, each breaking one consensus rule on purpose
+    /// (docs/RAFT-CORE.md "Planted bugs").
     #[cfg(feature = "fault-injection")]
     pub planted_bugs: PlantedBugs,
 }
@@ -89,21 +90,21 @@ pub struct Config {
 #[cfg(feature = "fault-injection")]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PlantedBugs {
-    /// Commit an entry of an older term by counting its replicas (RAFT.md Commit rule).
+    /// Commit an entry of an older term by counting its replicas (breaks the commit rule).
     pub count_old_term_entries_for_commit: bool,
-    /// Grant votes without the up-to-date check (RAFT.md Election).
+    /// Grant votes without the up-to-date check (breaks leader completeness).
     pub grant_vote_without_log_check: bool,
     /// Vote and campaign despite a recovery that may have lost acknowledged entries
-    /// (RAFT.md Membership, abstain rule).
+    /// (docs/RAFT-CORE.md "The abstain rule and its durability").
     pub ignore_abstain_rule: bool,
     /// Propose a configuration change while the previous one is uncommitted, so two voter
-    /// changes can be in flight at once (RAFT.md Membership).
+    /// changes can be in flight at once (docs/RAFT-CORE.md "Membership": one change at a time).
     pub allow_concurrent_membership_changes: bool,
     /// Hear and count every incarnation of a member id: a wiped node votes and acknowledges
-    /// as its old incarnation (RAFT.md Membership).
+    /// as its old incarnation (docs/RAFT-CORE.md "Incarnations on the wire").
     pub ignore_incarnations: bool,
-    /// Keep serving lease reads after starting a leadership transfer (RAFT.md Leadership
-    /// health: TimeoutNow bypasses the stickiness leases rely on).
+    /// Keep serving lease reads after starting a leadership transfer (docs/RAFT-CORE.md "Reads":
+    /// TimeoutNow bypasses the stickiness leases rely on).
     pub lease_reads_ignore_transfer: bool,
 }
 

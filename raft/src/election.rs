@@ -1,5 +1,6 @@
-//! Elections (RAFT.md Election): terms, pre-vote, votes, leader stickiness, the up-to-date
-//! check, the abstain rule, and the role transitions.
+//! Elections (rules: docs/ARCHITECTURE.md "Consensus rules"; decisions: docs/RAFT-CORE.md): terms,
+//! pre-vote, votes, leader stickiness, the up-to-date check, the abstain rule, and the role
+//! transitions.
 
 use std::collections::BTreeMap;
 

@@ -1,8 +1,8 @@
 //! Log entries and the hard state: the two things a Raft node writes to disk.
 //!
 //! `EntryKind` is `u8`-compatible because keel-storage frames store the kind as one byte
-//! (DESIGN.md 3); payloads are `bytes::Bytes` so a record batch travels from the producer's
-//! request to the disk and to the followers without being copied.
+//! (docs/FORMAT.md "Segment log"); payloads are `bytes::Bytes` so a record batch travels from the
+//! producer's request to the disk and to the followers without being copied.
 
 use bytes::Bytes;
 
@@ -15,14 +15,15 @@ pub type Term = u64;
 pub type Index = u64;
 
 /// Bytes an entry costs beyond its payload, for byte-based limits: index, term and kind as
-/// storage frames them, plus the frame's length and CRC (DESIGN.md 3).
+/// storage frames them, plus the frame's length and CRC (docs/FORMAT.md "Segment log").
 pub const ENTRY_OVERHEAD_BYTES: u64 = 8 + 8 + 1 + 4 + 4;
 
 /// What an entry carries. Stored as one byte; the values are part of the on-disk format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[repr(u8)]
 pub enum EntryKind {
-    /// Appended by every new leader at the start of its term (RAFT.md Election).
+    /// Appended by every new leader at the start of its term, so entries of earlier terms
+    /// can commit.
     NoOp = 0,
     /// An opaque payload: for a partition, one record batch.
     Data = 1,
@@ -73,7 +74,8 @@ pub fn entries_size_bytes(entries: &[Entry]) -> u64 {
 }
 
 /// The state a node must persist before it acts on it: its term and the vote it cast in that
-/// term. The commit index is deliberately not here (RAFT.md: a restarted node learns it again).
+/// term. The commit index is deliberately not here (a restarted node learns it again:
+/// docs/RAFT-CORE.md "Commit index after a restart").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HardState {
     pub term: Term,

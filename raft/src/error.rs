@@ -1,5 +1,5 @@
 //! Errors the core hands to its caller: what a client or driver can act on. Protocol
-//! violations that can only be bugs are assertions, not errors (STYLE.md 7).
+//! violations that can only be bugs are assertions, not errors.
 
 use crate::entry::NodeId;
 
@@ -11,7 +11,7 @@ pub enum ProposeError {
     #[error("not the leader (leader hint: {leader_hint:?})")]
     NotLeader { leader_hint: Option<NodeId> },
     /// The leader's uncommitted entries already hold `uncommitted_bytes`; retry after commits
-    /// catch up (RAFT.md Flow control: client-side backpressure).
+    /// catch up (docs/RAFT-CORE.md "Backpressure").
     #[error("overloaded: {uncommitted_bytes} uncommitted bytes (limit {max_uncommitted_bytes})")]
     Overloaded {
         uncommitted_bytes: u64,

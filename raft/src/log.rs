@@ -3,7 +3,7 @@
 //! The trait is read-only: the driver writes, following `Ready`. The node implements it over
 //! keel-storage's segment log; the simulator and tests over memory (`MemoryLog`).
 //!
-//! Contract (STYLE.md 4): the log has no holes; `first_index() <= last_index() + 1`; entries the
+//! Contract: the log has no holes; `first_index() <= last_index() + 1`; entries the
 //! driver appended are readable as soon as `append` returns, but durable only after the sync
 //! it reports through `on_persisted`. The core keeps entries it has not seen persisted in its
 //! own memory (`Unstable`) and never reads them back from here.

@@ -1,4 +1,4 @@
-//! Membership (RAFT.md Membership, DESIGN.md 5): who votes and who receives the log, as
+//! Membership (docs/RAFT-CORE.md "Membership"): who votes and who receives the log, as
 //! `(node_id, incarnation)` pairs; the single-server changes between configurations; the
 //! encoding of a configuration in a `Config` log entry; and `ReplaceNode`, the driver-level
 //! sequence that brings a wiped node back (add learner, remove old voter, promote).
@@ -19,11 +19,12 @@ use crate::log::RaftLog;
 use crate::quorum::Configuration;
 
 /// One life of a node's storage: drawn at random the first time a node starts on an empty data
-/// directory and stored there (DESIGN.md 5). `RaftNode::new` (ids only) uses 0 for everyone.
+/// directory and stored there (docs/FORMAT.md "Small records"). `RaftNode::new` (ids only) uses 0
+/// for everyone.
 pub type Incarnation = u64;
 
 /// The members of a group with their incarnations. The configuration a node uses is the latest
-/// one in its log, committed or not (RAFT.md Membership).
+/// one in its log, committed or not (docs/RAFT-CORE.md "Membership").
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Membership {
     /// Vote, and count toward commit and check-quorum.
@@ -63,7 +64,7 @@ pub enum MembershipError {
     #[error(transparent)]
     Propose(#[from] ProposeError),
     /// The leader has not yet committed an entry of its own term (its no-op): single-server
-    /// changes are unsafe across leader changes until it has (RAFT.md Membership).
+    /// changes are unsafe across leader changes until it has (docs/RAFT-CORE.md "Membership").
     #[error("the leader has not committed an entry of its term yet")]
     OwnTermNotCommitted,
     /// The previous configuration entry (at `index`) is not committed yet.
@@ -259,8 +260,8 @@ pub enum ReplaceStep {
     Done,
 }
 
-/// The replace sequence of DESIGN.md 5 for one group, as a small state machine the driver
-/// polls at the leader:
+/// The replace sequence (docs/RAFT-CORE.md "Replace sequence") for one group, as a small state
+/// machine the driver polls at the leader:
 ///
 /// ```text
 ///   AddLearner(id, new) --caught up--> RemoveVoter(id, old) --committed--> PromoteLearner(id, new)

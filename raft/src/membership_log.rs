@@ -1,7 +1,7 @@
-//! How a node tracks its configuration along its log (RAFT.md Membership): a configuration
-//! takes effect when its entry is appended, committed or not; a truncated suffix takes its
-//! configurations with it; a leader keeps one Progress per member incarnation and counts only
-//! the voters' own incarnations; a leader that removed itself steps down once that commits.
+//! How a node tracks its configuration along its log (docs/RAFT-CORE.md "Membership"): a
+//! configuration takes effect when its entry is appended, committed or not; a truncated suffix
+//! takes its configurations with it; a leader keeps one Progress per member incarnation and counts
+//! only the voters' own incarnations; a leader that removed itself steps down once that commits.
 
 use crate::config::MEMBERSHIP_SCAN_BATCH_BYTES;
 use crate::entry::{Entry, EntryKind, Index, NodeId};

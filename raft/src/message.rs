@@ -1,4 +1,4 @@
-//! The messages Raft nodes exchange (RAFT.md Roles, terms, messages). Every message carries
+//! The messages Raft nodes exchange (docs/RAFT-CORE.md "API in one screen"). Every message carries
 //! the sender's term; the sender's id and incarnation travel beside it
 //! (`RaftNode::step_from(from, incarnation, message)`). New variants go at the END of
 //! `MessageBody`: encoders that number variants (postcard) keep the old numbers.
@@ -29,14 +29,14 @@ pub enum MessageBody {
     /// One chunk of the leader's snapshot, for a follower behind the leader's first index.
     InstallSnapshot(InstallSnapshot),
     InstallSnapshotResponse(InstallSnapshotResponse),
-    /// The leader confirms it still leads, for ReadIndex and leases (RAFT.md Leadership
-    /// health); answered with the same round in the responder's term.
+    /// The leader confirms it still leads, for ReadIndex and leases (docs/RAFT-CORE.md "Reads");
+    /// answered with the same round in the responder's term.
     ReadIndexCheck(ReadIndexCheck),
     ReadIndexCheckResponse(ReadIndexCheck),
     /// Leadership transfer: the target campaigns at once, skipping pre-vote.
     TimeoutNow,
     /// A RequestVote from a candidate told to run by TimeoutNow: voters answer it despite
-    /// leader stickiness (RAFT.md Election).
+    /// leader stickiness (docs/RAFT-CORE.md "Leadership transfer").
     ForcedRequestVote(VoteRequest),
 }
 

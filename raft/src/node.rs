@@ -67,7 +67,7 @@ pub struct RaftNode<L: RaftLog> {
     pub(crate) config: Config,
     /// The ids of `membership`, kept in step with it for the quorum code.
     pub(crate) configuration: Configuration,
-    /// The latest configuration in the log, committed or not (RAFT.md Membership).
+    /// The latest configuration in the log, committed or not (docs/RAFT-CORE.md "Membership").
     pub(crate) membership: Membership,
     /// `(index, configuration)` of the configuration entries the node may still need: the
     /// latest one at or below the commit index (or the starting one) and every one above it,
@@ -251,7 +251,8 @@ impl<L: RaftLog> RaftNode<L> {
     /// the sender's `Config::incarnation` beside every message). Answers (votes, append
     /// acknowledgements) from an incarnation the configuration does not know under that id are
     /// ignored, and votes and acknowledgements count only for a voter's own incarnation: a lost
-    /// server never votes or acknowledges as the member it was (RAFT.md Membership).
+    /// server never votes or acknowledges as the member it was (docs/RAFT-CORE.md
+    /// "Incarnations on the wire").
     ///
     /// Requests (PreVote, RequestVote, AppendEntries) are heard from any incarnation: they are
     /// judged by term and log alone, and a node whose configuration is behind must still follow
@@ -340,8 +341,8 @@ impl<L: RaftLog> RaftNode<L> {
         self.propose_entry(EntryKind::Meta, payload)
     }
 
-    /// Proposes one single-server configuration change (RAFT.md Membership). Refused until
-    /// this leader has committed an entry of its own term and while the previous change is
+    /// Proposes one single-server configuration change (docs/RAFT-CORE.md "Membership"). Refused
+    /// until this leader has committed an entry of its own term and while the previous change is
     /// uncommitted. The change takes effect as soon as it is appended, on every node.
     pub fn propose_membership_change(
         &mut self,
@@ -531,7 +532,7 @@ impl<L: RaftLog> RaftNode<L> {
         }
     }
 
-    /// The O(1) invariants of the node (STYLE.md 7), checked by tests after every step.
+    /// The O(1) invariants of the node, checked by tests after every step.
     pub fn validate(&self) {
         self.log.validate();
         // A vote may name a server a later configuration removed: no check on it.

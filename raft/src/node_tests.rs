@@ -1,5 +1,6 @@
-//! Unit tests of `RaftNode` one message at a time: what each rule of RAFT.md (Election,
-//! Replication and commit, Flow control) makes a single node do, read off its `Ready`.
+//! Unit tests of `RaftNode` one message at a time: what each consensus rule (election, replication
+//! and commit, flow control; docs/ARCHITECTURE.md "Consensus rules") makes a single node do, read
+//! off its `Ready`.
 
 use bytes::Bytes;
 
@@ -630,7 +631,7 @@ fn check_quorum_demotes_a_leader_that_hears_from_no_majority() {
     assert_eq!((node.role(), node.term()), (Role::Follower, 1));
 }
 
-// ---- Membership (RAFT.md Membership) ----
+// ---- Membership (docs/RAFT-CORE.md "Membership") ----
 
 use crate::{Membership, MembershipChange, MembershipError};
 

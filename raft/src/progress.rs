@@ -45,7 +45,8 @@ pub struct Progress {
     /// The commit index carried by the last AppendEntries sent to it.
     pub commit_sent: Index,
     /// The incarnation this progress tracks: answers from any other are ignored, and it counts
-    /// for a voter only if the voter has this incarnation (RAFT.md Membership).
+    /// for a voter only if the voter has this incarnation (docs/RAFT-CORE.md
+    /// "Incarnations on the wire").
     pub incarnation: Incarnation,
     /// Snapshot state: the index the snapshot being sent ends at, and the bytes the follower
     /// has acknowledged.

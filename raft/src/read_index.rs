@@ -1,4 +1,4 @@
-//! Linearizable reads (RAFT.md Leadership health): ReadIndex and leases.
+//! Linearizable reads (docs/RAFT-CORE.md "Reads"): ReadIndex and leases.
 //!
 //! ReadIndex: the leader records its commit index when the read arrives, confirms it still
 //! leads with a round of `ReadIndexCheck` messages to the voters (a quorum, itself included,

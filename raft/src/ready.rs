@@ -1,7 +1,7 @@
 //! `Ready`: everything the core asks its driver to do, with the order it must be done in.
 //!
 //! The driver takes one `Ready` at a time (`RaftNode::ready`) and handles its fields in this
-//! order (STYLE.md 2, etcd `rawnode.go`):
+//! order (docs/ARCHITECTURE.md "The driver contract", etcd `rawnode.go`):
 //!
 //! ```text
 //!   1. truncate_from, snapshot, entries,    -> write to storage in this order (entries
@@ -55,7 +55,7 @@ pub struct Ready {
     /// Committed entries to apply, in index order, each exactly once. Then `on_applied`.
     pub committed_entries: Vec<Entry>,
     /// Reads confirmed (or failed) since the last Ready: serve each once the state machine has
-    /// applied its `read_index` (RAFT.md Leadership health).
+    /// applied its `read_index` (docs/RAFT-CORE.md "Reads").
     pub read_states: Vec<ReadState>,
 }
 

@@ -98,7 +98,7 @@ impl<L: RaftLog> ReplicatedLog<L> {
 
     /// A snapshot of the leader's state machine up to `(index, term)`, beyond the commit index,
     /// replaces the log up to it. A suffix that agrees with it (the log holds `(index, term)`)
-    /// is kept; otherwise the whole log goes (RAFT.md Snapshots).
+    /// is kept; otherwise the whole log goes (docs/RAFT-CORE.md "Snapshots").
     pub(crate) fn install_snapshot(&mut self, index: Index, term: Term) -> InstalledSuffix {
         assert!(
             index > self.commit_index,

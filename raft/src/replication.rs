@@ -1,4 +1,4 @@
-//! Replication and commit (RAFT.md Replication and commit, Flow control, Leadership health):
+//! Replication and commit (rules: docs/ARCHITECTURE.md "Consensus rules"):
 //! the leader's sending side with its flow control, the follower's consistency check, the
 //! commit rule, heartbeats and check-quorum.
 
@@ -200,8 +200,7 @@ impl<L: RaftLog> RaftNode<L> {
     }
 
     /// Entries must follow the prev entry one by one with terms that never go down, or the
-    /// log would get a hole: a malformed message is ignored (STYLE.md 7: bad network input is
-    /// not a panic).
+    /// log would get a hole: a malformed message is ignored (bad network input is never a panic).
     fn well_formed(&self, append: &AppendEntries) -> bool {
         let mut previous = (append.prev_log_index, append.prev_log_term);
         for entry in &append.entries {

@@ -1,4 +1,4 @@
-//! Snapshots and log compaction (RAFT.md Snapshots and log compaction): the snapshot a node
+//! Snapshots and log compaction (docs/RAFT-CORE.md "Snapshots"): the snapshot a node
 //! takes of its own state machine (`RaftNode::compact`), the chunked InstallSnapshot transfer
 //! from a leader to a follower behind the leader's first index, and the follower's install.
 //!

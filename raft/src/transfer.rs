@@ -1,7 +1,7 @@
-//! Leadership transfer (RAFT.md Leadership health): the leader brings the target up to date,
-//! stops taking proposals, sends TimeoutNow; the target campaigns at once, skipping pre-vote,
-//! with a RequestVote that voters answer despite leader stickiness. A transfer the target does
-//! not finish within an election timeout is abandoned.
+//! Leadership transfer (docs/RAFT-CORE.md "Leadership transfer"): the leader brings the target up
+//! to date, stops taking proposals, sends TimeoutNow; the target campaigns at once, skipping
+//! pre-vote, with a RequestVote that voters answer despite leader stickiness. A transfer the
+//! target does not finish within an election timeout is abandoned.
 //!
 //! ```text
 //!  transfer_leadership(target) --target caught up--> TimeoutNow --> target: term+1, votes

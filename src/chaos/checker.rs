@@ -1,7 +1,7 @@
 //! The checker: reads a whole history (history.rs) and judges it against Keel's promise
-//! (DESIGN.md 4): within one partition, messages acknowledged to one producer appear in the
-//! order that producer sent them, each exactly once, at the offset they were acknowledged with;
-//! consumers only ever see committed messages.
+//! (docs/CHAOS.md "The checker"): within one partition, messages acknowledged to one producer
+//! appear in the order that producer sent them, each exactly once, at the offset they were
+//! acknowledged with; consumers only ever see committed messages.
 //!
 //! The final log (the `Final` events, read after every fault was healed) is the truth. Against
 //! it the checker counts:

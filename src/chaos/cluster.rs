@@ -234,7 +234,8 @@ impl Cluster {
     }
 
     /// Deletes a stopped node's data dir (its identity and logs): it comes back as a new
-    /// incarnation that must be added back with replace-node (DESIGN.md 5).
+    /// incarnation that must be added back with replace-node (docs/OPERATIONS.md
+    /// "Replacing a node").
     pub fn wipe(&mut self, id: u64) -> anyhow::Result<()> {
         assert!(!self.is_running(id), "wipe needs a stopped node");
         let dir = &self.nodes[&id].data_dir;

@@ -1,5 +1,5 @@
 //! `keel-chaos`: Keel's own fault-testing harness against real `keel server` processes
-//! (DESIGN.md 12.5, docs/CHAOS.md), in the manner of Jepsen's Kafka, Redpanda and NATS
+//! (docs/CHAOS.md), in the manner of Jepsen's Kafka, Redpanda and NATS
 //! JetStream tests.
 //!
 //! One run: start 3 or 5 nodes on 127.0.0.1 (relays between them: relay.rs), create topics,
@@ -41,7 +41,8 @@ use crate::limits::{
 use crate::nemesis::{FaultKind, Nemesis};
 use crate::workload::LeaderView;
 
-/// The planted bug of keel-broker this harness must be able to catch (DESIGN.md 12).
+/// The planted bug of keel-broker this harness must be able to catch (docs/CHAOS.md
+/// "Proving the checker can fail").
 const ACK_BEFORE_COMMIT_SWITCH: &str = "KEEL_FAULT_ACK_BEFORE_COMMIT";
 /// What a node logs when that switch is compiled in and on (broker/src/partition/mod.rs).
 const ACK_BEFORE_COMMIT_LOG: &str = "fault switch KEEL_FAULT_ACK_BEFORE_COMMIT on";
@@ -62,7 +63,7 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Fault kinds to inject (comma-separated): kill, pause, partition, wipe (disk loss, then
-    /// `replace-node`, DESIGN.md 5).
+    /// `replace-node`, docs/CLI.md).
     #[arg(
         long,
         value_delimiter = ',',

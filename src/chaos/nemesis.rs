@@ -14,7 +14,7 @@
 //!   minority's datagrams to the majority are dropped; over QUIC this often becomes a full cut),
 //!   or 20-150 ms of latency on every link.
 //! - wipe: stop a node, delete its data dir, restart it and ask for `replace-node`
-//!   (DESIGN.md 5). Off by default until membership changes exist.
+//!   (docs/OPERATIONS.md "Replacing a node"). Off by default until membership changes exist.
 //!
 //! The seed fixes every choice the nemesis makes; which node leads a partition at a given
 //! moment depends on the cluster, so a replay repeats the schedule, not the exact run.

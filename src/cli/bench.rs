@@ -1,4 +1,4 @@
-//! `keel bench produce|consume|e2e` (DESIGN.md 9): end-to-end throughput and latency through
+//! `keel bench produce|consume|e2e` (docs/CLI.md): end-to-end throughput and latency through
 //! the SDK against a running cluster. The topic is created if missing.
 //!
 //! - produce: `--producers` producers (one SDK `Producer` each, one shared client) send

@@ -1,5 +1,5 @@
 //! `keel cluster status [--json]` and `keel cluster replace-node --id N [--no-wait]`
-//! (DESIGN.md 5 and 9).
+//! (docs/CLI.md; docs/OPERATIONS.md "Replacing a node").
 
 use std::io::IsTerminal;
 
@@ -70,7 +70,8 @@ async fn replace_node(admin: &Admin, args: &ReplaceNodeArgs) -> anyhow::Result<(
     } else {
         ReplaceNodeWait::UntilReplaced
     };
-    // Long work says so on stderr (DESIGN.md 9): the broker answers only when it is done.
+    // Long work says so on stderr (docs/CLI.md "Conventions"): the broker answers only when it is
+    // done.
     let progress = std::io::stderr().is_terminal().then(|| {
         let spinner = indicatif::ProgressBar::new_spinner();
         spinner.set_message(format!("replacing node {}", args.id));

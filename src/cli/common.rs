@@ -48,7 +48,7 @@ fn parse_bootstrap(text: &str) -> Result<Bootstrap, String> {
         .map_err(|error| error.to_string())
 }
 
-/// A topic name valid by DESIGN.md 4, checked while parsing arguments.
+/// A topic name valid by docs/WIRE.md "Topic names", checked while parsing arguments.
 pub fn parse_topic(text: &str) -> Result<String, String> {
     keel_client::wire::validate_topic_name(text)
         .map(|()| text.to_string())

@@ -1,5 +1,5 @@
 //! `keel consume TOPIC [--partition P] [--from-beginning | --offset O] [--max N]
-//! [--timeout-ms T] [--with-offsets | --json]` (DESIGN.md 9). One message per stdout line in
+//! [--timeout-ms T] [--with-offsets | --json]` (docs/CLI.md). One message per stdout line in
 //! offset order per partition. Without a start flag it starts at the end (new messages only).
 //! Stops after N messages or T ms without a new one (exit 0 either way); with neither it runs
 //! until interrupted. A closed stdout (`| head`) also ends it with exit 0.

@@ -1,7 +1,7 @@
-//! The client commands of `keel` (DESIGN.md 9): `topic`, `produce`, `consume`, `cluster` and
+//! The client commands of `keel` (docs/CLI.md): `topic`, `produce`, `consume`, `cluster` and
 //! the end-to-end `bench` modes. Each module owns one command's arguments (a clap type) and an
 //! async `run`; they all reach the cluster through the SDK (keel-client) with the connection
-//! flags of `common`. docs/CLIENT.md records the output formats DESIGN.md leaves open.
+//! flags of `common`. docs/CLIENT.md "Command line output" records the output details.
 
 pub mod bench;
 pub mod cluster;

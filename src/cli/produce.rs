@@ -1,4 +1,4 @@
-//! `keel produce TOPIC [--partition P] [--key K | --key-separator SEP]` (DESIGN.md 9): one
+//! `keel produce TOPIC [--partition P] [--key K | --key-separator SEP]` (docs/CLI.md): one
 //! message per stdin line (split on `\n` only; an empty line is an empty message; a last line
 //! without `\n` still counts), sent pipelined through the SDK producer. stdout gets exactly one
 //! line per input line, in input order: `<partition>\t<offset>` or `!\t<error>`. Exit 0 iff

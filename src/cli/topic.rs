@@ -1,4 +1,4 @@
-//! `keel topic create|list|describe|delete` (DESIGN.md 9). Text output is tab-separated for
+//! `keel topic create|list|describe|delete` (docs/CLI.md). Text output is tab-separated for
 //! scripts; `--json` prints one JSON document (docs/CLIENT.md shows each shape).
 
 use clap::{Args, Subcommand};

@@ -11,7 +11,8 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// An I/O call failed. After a failed write or fsync the log is poisoned: the page cache
-    /// state is unknown and retrying could silently lose data (DESIGN.md 3).
+    /// state is unknown and retrying could silently lose data (docs/OPERATIONS.md
+    /// "When a disk fails").
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,

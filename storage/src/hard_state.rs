@@ -3,7 +3,8 @@
 //! It owns the file `hard_state` in a group's directory and nothing else. A store writes a
 //! temp file, fsyncs it, renames it over the old one and fsyncs the directory, so after a power
 //! loss at any point the file holds either the old or the new value, whole and checksummed.
-//! The commit index is not persisted (DESIGN.md 3): it is recomputed from the quorum.
+//! The commit index is not persisted (docs/FORMAT.md "Hard state"): it is recomputed from the
+//! quorum.
 //!
 //! Layout (docs/FORMAT.md "Hard state"), 28 bytes, little-endian:
 //!

@@ -10,7 +10,8 @@
 //!   4 KiB pages it touched (disks write back in any order).
 //! - A file create, rename or remove is durable only after [`Io::sync_dir`] on its directory.
 //! - An error from `write_at` or `sync_data` is fatal for the file: after a failed fsync the
-//!   state of the page cache is unknown, so callers never retry (DESIGN.md 3).
+//!   state of the page cache is unknown, so callers never retry (docs/OPERATIONS.md
+//!   "When a disk fails").
 
 use std::fs::{File, OpenOptions};
 use std::io;

@@ -3,7 +3,7 @@
 //!
 //! It owns bytes on disk and nothing else: no networking, no async runtime, no consensus
 //! logic. All file I/O goes through the [`io::Io`] trait so that tests can swap in a
-//! fault-injecting layer that models power loss (DESIGN.md 3 and 12.4).
+//! fault-injecting layer that models power loss (docs/DECISIONS.md "What a power loss may do").
 
 pub mod atomic_file;
 pub mod error;

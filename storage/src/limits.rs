@@ -7,8 +7,8 @@ use crate::segment::SEGMENT_HEADER_BYTES;
 
 /// Default size of one segment file (preallocated on creation).
 pub const DEFAULT_SEGMENT_BYTES: u64 = 128 << 20;
-/// Default payload limit: a full record batch (`max_record_batch_bytes`, 4 MiB, DESIGN.md 4)
-/// plus room for the broker's entry envelope.
+/// Default payload limit: a full record batch (`max_record_batch_bytes`, 4 MiB, docs/WIRE.md
+/// "Limits") plus room for the broker's entry envelope.
 pub const DEFAULT_MAX_ENTRY_BYTES: u32 = 8 << 20;
 /// Default distance between two sparse index slots.
 pub const DEFAULT_INDEX_INTERVAL_BYTES: u32 = 4096;

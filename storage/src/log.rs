@@ -1,4 +1,5 @@
-//! [`Log`]: the append-only, crash-safe segment log of one Raft group (DESIGN.md 3).
+//! [`Log`]: the append-only, crash-safe segment log of one Raft group (docs/FORMAT.md
+//! "Segment log").
 //!
 //! A log is a directory of segments `<base:020>.log`, each with sparse `.index` and `.offsets`
 //! files. Entries are appended by positioned writes (one per segment a batch touches), read as
@@ -65,7 +66,7 @@ pub struct Cut {
     pub reason: CutReason,
     /// Highest index of a frame with a valid CRC found beyond the cut: entries up to it may
     /// have been acknowledged before the crash (Raft abstains from voting until it has them
-    /// again, RAFT.md).
+    /// again: the abstain rule, docs/RAFT-CORE.md).
     pub highest_index_beyond_cut: Option<u64>,
 }
 
@@ -717,9 +718,9 @@ impl Log {
     ///
     /// # Panics
     /// If `from_index` is at or below an index `read` handed out: those bytes are being read
-    /// (DESIGN.md 3; Raft only truncates above its commit index). The watermark belongs to
-    /// this `Log` value: payloads read through an earlier `Log` of the same directory must be
-    /// dropped before a reopened log truncates below them.
+    /// (docs/ARCHITECTURE.md "The driver contract"; Raft only truncates above its commit index).
+    /// The watermark belongs to this `Log` value: payloads read through an earlier `Log` of the
+    /// same directory must be dropped before a reopened log truncates below them.
     pub fn truncate_suffix(&mut self, from_index: u64) -> Result<()> {
         self.check_writable()?;
         if from_index < self.first_index() || from_index > self.last_index() + 1 {

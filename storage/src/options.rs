@@ -15,7 +15,7 @@ pub use crate::limits::{
 /// Derives a message offset from an entry, used only to rebuild a lost `.offsets` file.
 pub type OffsetKeyFn = fn(kind: u8, payload: &[u8]) -> Option<u64>;
 
-/// When appended entries are made durable (DESIGN.md 3, `--fsync`).
+/// When appended entries are made durable (`--fsync`, docs/OPERATIONS.md "Settings").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FsyncPolicy {
     /// `sync()` fdatasyncs every time: a batch is durable before it is acknowledged.

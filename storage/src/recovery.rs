@@ -1,6 +1,6 @@
 //! Opening a log directory: finishing an interrupted reset, dropping leftovers of interrupted
 //! segment creation, checking sealed segments and cutting the active segment's torn tail
-//! (DESIGN.md 3).
+//! (docs/FORMAT.md "Segment log").
 //!
 //! Directory rules:
 //! - Only names `<base:020>.log|.index|.offsets|.log.reset` (base >= 1) are ours. Anything

@@ -6,7 +6,7 @@
 //! fsyncs, renames the temp to its final name and fsyncs the directory. Only then is the
 //! snapshot visible to [`latest_snapshot`], so a power loss before `finish` returns leaves the
 //! previous snapshot as the latest, intact. The log prefix may be compacted only after `finish`
-//! returns (DESIGN.md 3).
+//! returns (docs/FORMAT.md "Snapshot files").
 //!
 //! Layout (docs/FORMAT.md "Snapshot files"), little-endian:
 //!

@@ -1,4 +1,5 @@
-//! I/O errors against the real log, injected by [`FaultyIo`] (DESIGN.md 3):
+//! I/O errors against the real log, injected by [`FaultyIo`] (docs/OPERATIONS.md
+//! "When a disk fails"):
 //!
 //! - a failed fdatasync or write is fatal: the call returns the I/O error, every later write
 //!   is refused as `Poisoned`, and what was durable before stays durable;

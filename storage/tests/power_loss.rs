@@ -485,7 +485,8 @@ impl Run {
     }
 
     /// Snapshots at the commit index and compacts the log prefix behind it, in the order
-    /// DESIGN.md requires: the snapshot is durable before any entry is dropped.
+    /// docs/FORMAT.md "Snapshot files" requires: the snapshot is durable before any entry is
+    /// dropped.
     fn snapshot_and_compact(&mut self, log: &mut Log, context: &str) -> StepResult {
         let index = self.model.commit_index;
         // Snapshots only move forward (after a halted install, the installed snapshot may be

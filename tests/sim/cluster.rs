@@ -250,8 +250,8 @@ pub struct Cluster {
     /// Scenario tests: every delivered message as `(from, to, kind, term)`.
     pub delivered: Option<Vec<(NodeId, NodeId, &'static str, Term)>>,
     nodes: BTreeMap<NodeId, SimNode>,
-    /// Wiped nodes being brought back (DESIGN.md 5 replace sequence) and removed voters being
-    /// added back (the same sequence with the same incarnation), by id.
+    /// Wiped nodes being brought back (the replace sequence, docs/RAFT-CORE.md) and removed voters
+    /// being added back (the same sequence with the same incarnation), by id.
     pub replacements: BTreeMap<NodeId, ReplaceNode>,
     /// Reads in flight by request id, and the next id.
     pub reads: BTreeMap<u64, PendingRead>,

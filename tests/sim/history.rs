@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 use keel_raft::{EntryKind, Index, NodeId, Term};
 
-/// A broken safety property: the rule of RAFT.md and what was seen.
+/// A broken safety property: which rule, and what was seen.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
     pub rule: &'static str,

@@ -1,6 +1,6 @@
-//! The deterministic Raft simulator (DESIGN.md 12.3, STYLE.md 9): 3 or 5 Raft cores in one
+//! The deterministic Raft simulator (docs/RAFT-CORE.md "The simulator"): 3 or 5 Raft cores in one
 //! thread, a network that drops, delays, duplicates, reorders and partitions, disks that lose
-//! unsynced writes at a crash, random proposals; every safety property of RAFT.md checked after
+//! unsynced writes at a crash, random proposals; every safety property checked after
 //! every step, liveness checked after healing.
 //!
 //! - `cargo test --release --test sim` runs the CI budget (2,000 seeds, in four parallel chunks).

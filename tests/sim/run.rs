@@ -1,7 +1,7 @@
 //! One seeded simulation run. The seed decides everything: cluster size, limits, fault rates,
 //! and every fault and proposal. Phase one injects faults and checks safety after every step;
 //! phase two heals everything and demands liveness: a leader within a bounded number of ticks,
-//! then every new proposal committed on every node (TigerBeetle VOPR, STYLE.md 9).
+//! then every new proposal committed on every node (TigerBeetle VOPR).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -52,7 +52,7 @@ struct FaultRates {
     restart_per_tick: f64,
     partition_per_tick: f64,
     propose_per_unit: f64,
-    /// A node loses its disk and is replaced (DESIGN.md 5).
+    /// A node loses its disk and is replaced (docs/RAFT-CORE.md "Replace sequence").
     wipe_per_tick: f64,
     /// A random voter is removed and later added back.
     churn_per_tick: f64,

@@ -62,7 +62,7 @@ pub enum WireError {
     #[error("base_offset {base_offset} + {count} records overflows u64")]
     OffsetOverflow { base_offset: u64, count: u32 },
 
-    // ---- limits (DESIGN.md 4) ----
+    // ---- limits (docs/WIRE.md "Limits") ----
     #[error("message of {record_bytes} bytes exceeds max_message_bytes {max_message_bytes}")]
     MessageTooLarge {
         record_bytes: u64,
@@ -85,7 +85,7 @@ pub enum WireError {
     #[error("invalid limits: {0}")]
     InvalidLimits(&'static str),
 
-    // ---- stream frames (DESIGN.md 7) ----
+    // ---- stream frames (docs/WIRE.md "Client stream frame") ----
     #[error("frame of {frame_bytes} bytes exceeds max_request_bytes {max_frame_bytes}")]
     FrameTooLarge {
         frame_bytes: u64,

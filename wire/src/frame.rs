@@ -1,4 +1,5 @@
-//! The stream frame of DESIGN.md 7: how one request or response travels on a client stream.
+//! The stream frame (docs/WIRE.md "Client stream frame"): how one request or response travels on a
+//! client stream.
 //!
 //! ```text
 //! byte 0             4            5                9                    9 + header_len
@@ -28,7 +29,8 @@ use super::limits::RESERVE_AHEAD_BYTES;
 
 /// The version byte of every frame this code writes and the only one it reads.
 pub const PROTOCOL_VERSION: u8 = 1;
-/// ALPN protocol id of client connections (DESIGN.md 7); its `/1` matches [`PROTOCOL_VERSION`].
+/// ALPN protocol id of client connections (docs/TRANSPORT.md "One endpoint, two ALPNs"); its
+/// `/1` matches [`PROTOCOL_VERSION`].
 pub const CLIENT_ALPN: &[u8] = b"keel/1";
 
 /// Bytes of the `frame_len` prefix.

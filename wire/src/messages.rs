@@ -1,5 +1,5 @@
-//! The request and response headers of the client protocol: what DESIGN.md 8 (the SDK) and 9
-//! (the command line) need, as serde types carried in a [`super::frame::Frame`].
+//! The request and response headers of the client protocol: what the SDK (docs/CLIENT.md) and the
+//! command line (docs/CLI.md) need, as serde types carried in a [`super::frame::Frame`].
 //!
 //! One request per bidirectional QUIC stream, one response back on the same stream, so there is
 //! no correlation id. A request is a [`Request`] header plus a payload (a record batch for
@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::error::WireError;
 use super::topic::validate_topic_name;
 
-/// Node ids as in the cluster map (DESIGN.md 5).
+/// Node ids as in the cluster map.
 pub type NodeId = u64;
 
 /// A request header. The payload rules are on each variant.
@@ -39,7 +39,7 @@ pub enum Request {
 
 impl Request {
     /// Checks every topic name the request carries, before any name reaches a lookup or a
-    /// path (DESIGN.md 11: a bad name is a typed error).
+    /// path (docs/WIRE.md "Topic names": a bad name is a typed error).
     pub fn validate_topic_names(&self) -> Result<(), WireError> {
         let check = |name: &str| validate_topic_name(name).map_err(WireError::from);
         match self {
@@ -83,7 +83,8 @@ pub enum Response {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Acks {
     /// After the batch is committed: on a quorum of replicas, durable per their fsync policy.
-    /// The only setting with Keel's ordering and durability promise (DESIGN.md 4).
+    /// The only setting with Keel's ordering and durability promise (docs/DECISIONS.md
+    /// "Produce and fetch").
     Committed,
     /// After the leader appended the batch to its own log; it can still be lost on failover.
     Leader,
@@ -224,7 +225,7 @@ pub struct ClusterStatusResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub node_id: NodeId,
-    /// Random id of the node's data directory (DESIGN.md 5).
+    /// Random id of the node's data directory (docs/FORMAT.md "Small records").
     pub incarnation: u64,
     pub address: String,
     pub up: bool,
@@ -252,7 +253,7 @@ pub struct InitProducerIdResponse {
     pub producer_epoch: u16,
 }
 
-/// When `keel cluster replace-node` returns (DESIGN.md 5).
+/// When `keel cluster replace-node` returns (docs/OPERATIONS.md "Replacing a node").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReplaceNodeWait {
     /// After every group has removed the old incarnation and promoted the new one.
@@ -273,7 +274,7 @@ pub struct ReplaceNodeResponse {
     pub groups: u32,
 }
 
-/// Why a request failed (DESIGN.md 11), as the broker tells the client.
+/// Why a request failed (docs/WIRE.md "Error codes"), as the broker tells the client.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, thiserror::Error)]
 pub enum ErrorCode {
     #[error("unknown topic")]

@@ -1,5 +1,5 @@
-//! Topic name rules (DESIGN.md 4): `[A-Za-z0-9._-]{1,200}`, and neither `.` nor `..`, because
-//! names become directory names on the broker's disk.
+//! Topic name rules (docs/WIRE.md "Topic names"): `[A-Za-z0-9._-]{1,200}`, and neither `.` nor
+//! `..`, because names become directory names on the broker's disk.
 
 use crate::limits::MAX_TOPIC_NAME_BYTES;
 

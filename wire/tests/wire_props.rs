@@ -1,4 +1,4 @@
-//! Property tests of the wire codecs (STYLE.md rule 3: every decoder has one). What must hold:
+//! Property tests of the wire codecs (every decoder has one). What must hold:
 //! what the builder writes, parse reads back exactly, however batches get split; no input
 //! makes a decoder panic; every single-byte corruption of a batch outside base_offset is
 //! caught; a frame survives encode/decode whole or cut at any points of a stream.

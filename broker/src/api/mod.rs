@@ -1,5 +1,5 @@
-//! The client API (DESIGN.md 7, 8, 11): connections accepted on ALPN `keel/1`, one request per
-//! bidirectional stream, each answered with one [`Response`] frame on the same stream.
+//! The client API (docs/WIRE.md, docs/CLIENT.md): connections accepted on ALPN `keel/1`, one
+//! request per bidirectional stream, each answered with one [`Response`] frame on the same stream.
 //!
 //! Every request is validated before it touches a group: frame size and version, topic name,
 //! topic existence, partition range, record batch CRC and size limits. Anything wrong is a
@@ -451,10 +451,10 @@ async fn propose(context: &ApiContext, command: MetaCommand) -> Result<MetaOutco
     }
 }
 
-/// `keel cluster replace-node` (DESIGN.md 5): records the node's new incarnation (as the node
-/// announces it) in the map, which makes every group's leader replace the old incarnation
-/// (node/replace.rs); then waits until the node itself reports every one of its groups done.
-/// Asking again is harmless: a recorded incarnation is not proposed twice.
+/// `keel cluster replace-node` (docs/OPERATIONS.md "Replacing a node"): records the node's new
+/// incarnation (as the node announces it) in the map, which makes every group's leader replace the
+/// old incarnation (node/replace.rs); then waits until the node itself reports every one of its
+/// groups done. Asking again is harmless: a recorded incarnation is not proposed twice.
 async fn replace_node(
     request: ReplaceNodeRequest,
     context: &ApiContext,

@@ -181,8 +181,8 @@ fn propose(
     }
 }
 
-/// A fresh cluster's first leader writes the founders into the map (DESIGN.md 5), once its
-/// no-op has applied so it knows whether an earlier leader already did.
+/// A fresh cluster's first leader writes the founders into the map (docs/DECISIONS.md "Founding"),
+/// once its no-op has applied so it knows whether an earlier leader already did.
 fn propose_founding_if_needed(group: &mut RaftGroup, machine: &mut MetaMachine) {
     let node = &group.node;
     if node.role() != Role::Leader

@@ -1,6 +1,6 @@
-//! The metadata group's state machine (group 0, DESIGN.md 5): which nodes exist (id,
-//! incarnation, advertised address), which topics exist, where each partition's replicas live,
-//! and the producer ids handed out. Every node runs group 0 and applies the same committed
+//! The metadata group's state machine (group 0, docs/DECISIONS.md "The broker"): which nodes exist
+//! (id, incarnation, advertised address), which topics exist, where each partition's replicas
+//! live, and the producer ids handed out. Every node runs group 0 and applies the same committed
 //! commands in the same order, so every node holds the same map.
 //!
 //! Commands are postcard-encoded [`MetaCommand`]s in entries of kind `Meta`. Applying is
@@ -25,7 +25,7 @@ pub const META_GROUP: GroupId = 0;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
     pub node_id: NodeId,
-    /// Random id of the node's data directory (DESIGN.md 5).
+    /// Random id of the node's data directory (docs/FORMAT.md "Small records").
     pub incarnation: u64,
     /// Address peers dial (`--peers`).
     pub peer_address: String,
@@ -66,7 +66,8 @@ pub struct TopicInfo {
 /// A change to the map, proposed to group 0.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetaCommand {
-    /// The founding entry: the first members (written by the founder, DESIGN.md 5).
+    /// The founding entry: the first members (written by the founder, docs/DECISIONS.md
+    /// "Founding").
     Found {
         nodes: Vec<NodeInfo>,
     },
@@ -81,7 +82,8 @@ pub enum MetaCommand {
     },
     AllocateProducerId,
     /// Node `node_id` now runs as `incarnation` (its data dir was lost): every group it is in
-    /// replaces its old incarnation by this one (DESIGN.md 5, node/replace.rs).
+    /// replaces its old incarnation by this one (docs/OPERATIONS.md "Replacing a node",
+    /// node/replace.rs).
     ReplaceNode {
         node_id: NodeId,
         incarnation: u64,

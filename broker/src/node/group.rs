@@ -35,7 +35,7 @@ use keel_raft::{Incarnation, Message, MessageBody, PeerMessages, RaftNode, Role}
 pub struct PeerBatch {
     pub from: NodeId,
     /// The sender's incarnation: answers from an incarnation that is not a member are ignored
-    /// (DESIGN.md 5).
+    /// (docs/RAFT-CORE.md "Incarnations on the wire").
     pub incarnation: Incarnation,
     pub messages: Vec<Message>,
 }
@@ -128,7 +128,7 @@ impl Peers {
     }
 
     /// Sends the coalesced heartbeats: one message per (peer, lane) for every group at once
-    /// (DESIGN.md 7).
+    /// (docs/TRANSPORT.md "Lanes and framing").
     pub fn flush(&self) {
         let outbox = std::mem::take(&mut *self.outbox.lock().expect("outbox lock"));
         for ((to, carrier), groups) in outbox {
@@ -400,9 +400,9 @@ impl RaftGroup {
         }
     }
 
-    /// Starts handing leadership to the most caught-up voter (clean shutdown, DESIGN.md 9).
-    /// Returns whether a transfer started; the caller keeps the group running until the role
-    /// changes or [`RaftGroup::handover_deadline`] passes.
+    /// Starts handing leadership to the most caught-up voter (clean shutdown, docs/OPERATIONS.md
+    /// "Stopping"). Returns whether a transfer started; the caller keeps the group running until
+    /// the role changes or [`RaftGroup::handover_deadline`] passes.
     pub fn hand_over_leadership(&mut self) -> bool {
         if self.node.role() != Role::Leader {
             return false;

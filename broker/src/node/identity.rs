@@ -1,4 +1,4 @@
-//! Who this node is and how a cluster is founded (DESIGN.md 5).
+//! Who this node is and how a cluster is founded (docs/OPERATIONS.md "A real cluster").
 //!
 //! Identity: `(node_id, incarnation)`, stored in the data directory's `identity` record the
 //! first time a node starts on an empty directory. The incarnation is random, so a node whose

@@ -1,13 +1,15 @@
-//! The node driver (DESIGN.md 1, 2, 5): everything one `keel server` process runs. It owns the
-//! node's data directory and identity, the transport, the founding of a new cluster, the routing
-//! of peer messages to Raft groups, and the lifecycle of those groups (group 0 always; one per
-//! partition replica this node holds, started and stopped as the metadata map changes).
+//! The node driver (docs/ARCHITECTURE.md "Crates" and "The driver contract"): everything one
+//! `keel server` process runs. It owns the node's data directory and identity, the transport, the
+//! founding of a new cluster, the routing of peer messages to Raft groups, and the lifecycle of
+//! those groups (group 0 always; one per partition replica this node holds, started and stopped as
+//! the metadata map changes).
 //!
 //! - `storage_log`: a group's files, and the core's `RaftLog` over keel-storage.
 //! - `group`: the `Ready` loop every group shares (persist, send, apply).
 //! - `identity`: the node's identity and founding records, the founding rule, and the hellos
 //!   nodes keep exchanging afterwards.
-//! - `replace`: node replacement (DESIGN.md 5) as reconciliation towards group 0's map.
+//! - `replace`: node replacement (docs/OPERATIONS.md "Replacing a node") as reconciliation towards
+//!   group 0's map.
 //!
 //! Each group runs as one tokio task (an actor) that owns its core and its log; requests reach
 //! it through a bounded inbox. Data directory layout: docs/FORMAT.md "Node data directory".
@@ -50,7 +52,7 @@ use storage_log::{fatal_storage_error, GroupDir};
 /// Group id of the node-to-node control messages (founding discovery), outside every Raft group.
 pub const CONTROL_GROUP: GroupId = u64::MAX;
 
-/// How a node runs; the CLI fills it from DESIGN.md 9's flags.
+/// How a node runs; the CLI fills it from `keel server`'s flags (docs/CLI.md).
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub node_id: NodeId,

@@ -1,6 +1,7 @@
-//! Node replacement as the driver runs it (DESIGN.md 5): group 0's map says which incarnation
-//! of each node id should be a member; every group's leader moves its configuration there one
-//! single-server change at a time, and every node reports how far each of its own groups got.
+//! Node replacement as the driver runs it (docs/OPERATIONS.md "Replacing a node"): group 0's map
+//! says which incarnation of each node id should be a member; every group's leader moves its
+//! configuration there one single-server change at a time, and every node reports how far each of
+//! its own groups got.
 //!
 //! The map is the desired state and a configuration the actual one, so the work is a
 //! reconciliation: nothing is remembered between steps, a new leader simply carries on, and a

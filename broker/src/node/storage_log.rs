@@ -286,9 +286,10 @@ impl RaftLog for StorageLog {
     }
 }
 
-/// A storage error the node cannot continue after (DESIGN.md 3: after a failed write or fsync
-/// the page cache state is unknown, and a corrupt committed entry cannot be served). The node
-/// stops: a restart recovers from what is durable, and peers carry on without it.
+/// A storage error the node cannot continue after (docs/OPERATIONS.md "When a disk fails": after a
+/// failed write or fsync the page cache state is unknown, and a corrupt committed entry cannot be
+/// served). The node stops: a restart recovers from what is durable, and peers carry on without
+/// it.
 pub fn fatal_storage_error(context: &str, error: &StorageError) -> ! {
     fatal_message(&format!("storage error while {context}: {error}"))
 }

@@ -1,5 +1,6 @@
-//! The idempotent producer's duplicate table (DESIGN.md 4): per producer id, its epoch and the
-//! sequence and offset ranges of its last [`RETAINED_BATCHES`] batches.
+//! The idempotent producer's duplicate table (docs/DECISIONS.md "Idempotent produce"): per
+//! producer id, its epoch and the sequence and offset ranges of its last [`RETAINED_BATCHES`]
+//! batches.
 //!
 //! The table is built by applying committed batches, so every replica holds the same one and a
 //! new leader inherits it; after a restart it is rebuilt by replaying the log (partitions are

@@ -1,6 +1,7 @@
-//! A partition: a Raft group whose log is the partition's message log (DESIGN.md 4). Entries of
-//! kind `Data` hold one record batch each, stored exactly as the producer sent it except for the
-//! base offset the leader stamps (outside the batch CRC). Offsets are dense from 0.
+//! A partition: a Raft group whose log is the partition's message log (docs/FORMAT.md
+//! "Node data directory"). Entries of kind `Data` hold one record batch each, stored exactly as
+//! the producer sent it except for the base offset the leader stamps (outside the batch CRC).
+//! Offsets are dense from 0.
 //!
 //! The actor ([`run`]) owns the group: it stamps and proposes produced batches (all requests
 //! waiting in its inbox become one Raft batch and one fdatasync: group commit), answers them once
@@ -465,9 +466,9 @@ fn expire_early(group: &mut RaftGroup, state: &mut PartitionState) {
     }
 }
 
-/// `KEEL_FAULT_ACK_BEFORE_COMMIT=1` (read once, DESIGN.md 12): the leader acknowledges a produce
-/// as soon as it has appended it, before commit. Logged when on, so a harness can tell that the
-/// binary it runs honours the switch.
+/// `KEEL_FAULT_ACK_BEFORE_COMMIT=1` (read once; docs/ARCHITECTURE.md "Testing"): the leader
+/// acknowledges a produce as soon as it has appended it, before commit. Logged when on, so a
+/// harness can tell that the binary it runs honours the switch.
 #[cfg(feature = "fault-injection")]
 fn fault_ack_before_commit() -> bool {
     static SWITCH: std::sync::OnceLock<bool> = std::sync::OnceLock::new();

@@ -1,7 +1,7 @@
-//! Wire framing of the peer transport (DESIGN.md 7): the frames carried on a lane and the hello
-//! that opens a peer connection. Both decoders are total: short, oversized or garbled bytes give
-//! a typed [`DecodeError`], never a panic, and a frame's length is checked against the limit
-//! before any buffer is reserved for it.
+//! Wire framing of the peer transport (docs/TRANSPORT.md "Lanes and framing"): the frames carried
+//! on a lane and the hello that opens a peer connection. Both decoders are total: short, oversized
+//! or garbled bytes give a typed [`DecodeError`], never a panic, and a frame's length is checked
+//! against the limit before any buffer is reserved for it.
 //!
 //! Lane frame (big-endian):
 //!
@@ -111,8 +111,8 @@ pub fn decode_frame(
     }))
 }
 
-/// Decodes exactly one frame from a buffer holding at least that frame (STYLE.md 3).
-/// On error the buffer's position is unspecified.
+/// Decodes exactly one frame from a buffer holding at least that frame. Total, and property-tested
+/// like every decoder. On error the buffer's position is unspecified.
 pub fn decode_one_frame(
     buffer: &mut impl Buf,
     max_payload_bytes: u32,

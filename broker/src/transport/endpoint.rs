@@ -1,5 +1,5 @@
-//! A node's endpoint (DESIGN.md 7): one quinn endpoint on one UDP port serving `keel-peer/1`
-//! and `keel/1`, its accept loop, and the table of peers.
+//! A node's endpoint (docs/TRANSPORT.md "One endpoint, two ALPNs"): one quinn endpoint on one UDP
+//! port serving `keel-peer/1` and `keel/1`, its accept loop, and the table of peers.
 //!
 //! Every incoming connection gets its own task: TLS handshake (bounded by
 //! `handshake_timeout_ms`), then dispatch on the negotiated ALPN:

@@ -1,5 +1,5 @@
-//! The QUIC transport of a Keel node (DESIGN.md 7): one quinn endpoint (one UDP port) serving
-//! node-to-node traffic (ALPN `keel-peer/1`, mutual TLS) and clients (ALPN `keel/1`).
+//! The QUIC transport of a Keel node (docs/TRANSPORT.md): one quinn endpoint (one UDP port)
+//! serving node-to-node traffic (ALPN `keel-peer/1`, mutual TLS) and clients (ALPN `keel/1`).
 //!
 //! - [`codec`]: lane framing `len u32 | group u64 | payload` and the peer hello.
 //! - [`tls`]: certificate generation (`keel certs init`), loading, rustls configurations and the
@@ -35,7 +35,8 @@ use crate::limits::{
     DEFAULT_RECONNECT_BACKOFF_MIN_MS, MAX_LANES_PER_DIRECTION,
 };
 
-/// Identifies a Raft group on the wire (group 0 is the metadata group, DESIGN.md 5).
+/// Identifies a Raft group on the wire (group 0 is the metadata group, docs/FORMAT.md
+/// "Node data directory").
 pub type GroupId = u64;
 
 /// Settings of a node's transport. [`TransportConfig::new`] gives the documented defaults.

@@ -1,4 +1,4 @@
-//! Node-to-node links (DESIGN.md 7): one QUIC connection per node pair, shared by every Raft
+//! Node-to-node links (docs/TRANSPORT.md): one QUIC connection per node pair, shared by every Raft
 //! group, with a fixed set of long-lived unidirectional lanes in each direction.
 //!
 //! Each peer has a [`PeerSender`] (cheap to clone, never blocks) feeding a bounded queue, and

@@ -1,4 +1,5 @@
-//! Certificates and TLS configuration of the transport (DESIGN.md 7 and 9).
+//! Certificates and TLS configuration of the transport (docs/TRANSPORT.md "Certificates",
+//! docs/CLI.md).
 //!
 //! - Making a cluster CA and its node and client certificates (`keel certs init`, and the
 //!   development CA `keel server` / `keel dev` create on first start).
@@ -34,7 +35,7 @@ pub const CLIENT_ALPN: &[u8] = b"keel/1";
 /// Number of node certificates `keel certs init` makes without `--nodes`.
 pub const DEFAULT_NODE_COUNT: u64 = 3;
 
-/// File names inside a TLS directory (DESIGN.md 9).
+/// File names inside a TLS directory (docs/CLI.md, `keel certs init`).
 pub const CA_CERT_FILE: &str = "ca.pem";
 pub const CA_KEY_FILE: &str = "ca.key";
 pub const CLIENT_CERT_FILE: &str = "client.pem";

@@ -1,5 +1,5 @@
-//! RAFT.md Replication and commit, the commit rule: a leader advances its commit index only to
-//! an entry of its current term ("older-term entries are committed only indirectly"). Seen
+//! The commit rule (docs/ARCHITECTURE.md "Consensus rules"): a leader advances its commit index
+//! only to an entry of its current term (older-term entries are committed only indirectly). Seen
 //! from outside: whenever a leader's commit index rises while it leads a term, the entry at the
 //! new commit index has that term. Breaking this rule is what lets a later leader overwrite a
 //! "committed" entry (the old-term scenario); the random simulator rarely lines up the three

@@ -1,4 +1,4 @@
-//! RAFT.md safety property 1, election safety: at most one leader per term.
+//! Safety property, election safety: at most one leader per term.
 
 use keel_raft::{RaftNode, Role};
 

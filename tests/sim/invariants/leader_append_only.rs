@@ -1,4 +1,4 @@
-//! RAFT.md safety property 2, leader append-only: a leader never overwrites or deletes an
+//! Safety property, leader append-only: a leader never overwrites or deletes an
 //! entry of its own log. Checked cheaply: while a node leads a term, the last entry seen at the
 //! previous check is still there with the same term, and the log did not shrink (with log
 //! matching, an unchanged entry implies an unchanged prefix).

@@ -1,4 +1,4 @@
-//! RAFT.md safety property 4, leader completeness: a committed entry is in the log of every
+//! Safety property, leader completeness: a committed entry is in the log of every
 //! leader of a later term. Commits are recorded as nodes' commit indexes rise (with the term
 //! the committing node was in); every leader is checked against every commit of an earlier
 //! term, and every new commit against the leaders of later terms.

@@ -1,7 +1,7 @@
-//! RAFT.md Leadership health: reads that must be linearizable (ReadIndex or lease) return a
-//! committed state at least as new as every write acknowledged before the read began. A stale
-//! leader in a minority, or one whose lease outlived a leadership transfer, would hand out a
-//! read index below a write the new leader already acknowledged.
+//! Linearizable reads (docs/RAFT-CORE.md "Reads"): reads that must be linearizable (ReadIndex or
+//! lease) return a committed state at least as new as every write acknowledged before the read
+//! began. A stale leader in a minority, or one whose lease outlived a leadership transfer, would
+//! hand out a read index below a write the new leader already acknowledged.
 
 use keel_raft::{Index, NodeId};
 

@@ -1,4 +1,4 @@
-//! RAFT.md safety property 3, log matching: two logs with an entry of the same index and term
+//! Safety property, log matching: two logs with an entry of the same index and term
 //! are identical up to it. Checked by induction on every entry any node writes: the same
 //! (index, term) must carry the same kind and payload and follow an entry of the same term.
 

@@ -1,9 +1,9 @@
-//! RAFT.md Membership: "Change one voter at a time; a second change waits until the first is
-//! committed." Seen from outside: a leader's log never holds two configuration entries above
-//! its commit index, and two consecutive configurations in any leader's log differ by at most
-//! one voter `(node_id, incarnation)`. Breaking this is what lets two disjoint majorities
-//! elect two leaders in one term; the random simulator rarely lines that up, so the rule
-//! itself is checked (as for the commit rule).
+//! The membership rule (docs/RAFT-CORE.md "Membership"): change one voter at a time; a second
+//! change waits until the first is committed. Seen from outside: a leader's log never holds two
+//! configuration entries above its commit index, and two consecutive configurations in any
+//! leader's log differ by at most one voter `(node_id, incarnation)`. Breaking this is what lets
+//! two disjoint majorities elect two leaders in one term; the random simulator rarely lines that
+//! up, so the rule itself is checked (as for the commit rule).
 
 use keel_raft::{EntryKind, Membership, RaftNode, Role};
 

@@ -1,5 +1,5 @@
-//! The safety properties of RAFT.md ("Safety properties the simulation checks after every
-//! step"), one per file, plus the commit rule and the core's own `validate()`.
+//! The safety properties the simulator checks after every step (docs/RAFT-CORE.md
+//! "The simulator"), one per file, plus the commit rule and the core's own `validate()`.
 
 pub mod commit_rule;
 pub mod durability;

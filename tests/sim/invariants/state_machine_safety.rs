@@ -1,8 +1,8 @@
-//! RAFT.md safety property 5, state machine safety: no two nodes apply different entries at
-//! the same index; and each node applies in index order, each entry once (RAFT.md Replication:
-//! "applied, in index order, exactly once per node"). Snapshots: a state machine replaced by a
-//! snapshot at index N must equal every other node's state after applying up to N (compared by
-//! digest), and the node then continues at N + 1.
+//! Safety property, state machine safety: no two nodes apply different entries at
+//! the same index; and each node applies in index order, each entry once (docs/ARCHITECTURE.md
+//! "Consensus rules": apply only committed entries, in order, once). Snapshots: a state machine
+//! replaced by a snapshot at index N must equal every other node's state after applying up to N
+//! (compared by digest), and the node then continues at N + 1.
 
 use keel_raft::{Entry, Index, NodeId};
 

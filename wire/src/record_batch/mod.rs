@@ -1,4 +1,4 @@
-//! The record batch of DESIGN.md 4: the unit a producer sends, a Raft `Data` entry carries, the
+//! The record batch: the unit a producer sends, a Raft `Data` entry carries, the
 //! segment stores and a fetch returns, always the same bytes, never re-encoded. docs/WIRE.md has
 //! the byte-level specification; this module owns the layout constants and the two operations
 //! that touch a batch in place (reading its length, stamping its base offset).
@@ -75,8 +75,8 @@ pub const KNOWN_FLAGS: u16 = 0;
 /// `key_len` of a record without a key.
 pub const ABSENT_KEY_LEN: i64 = -1;
 
-/// The idempotence fields of a batch (DESIGN.md 4). A producer without idempotence sends
-/// [`ProducerStamp::NONE`].
+/// The idempotence fields of a batch (docs/WIRE.md "Record batch"). A producer without idempotence
+/// sends [`ProducerStamp::NONE`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ProducerStamp {
     pub producer_id: u64,

@@ -39,7 +39,7 @@ impl RecordBatchView {
         })
     }
 
-    /// Checks the batch against the size limits of DESIGN.md 4.
+    /// Checks the batch against the size limits of docs/WIRE.md "Limits".
     pub fn validate(&self, limits: &Limits) -> Result<(), WireError> {
         let batch_bytes = self.size_bytes();
         if batch_bytes > limits.max_record_batch_bytes {
