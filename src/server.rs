@@ -1,6 +1,6 @@
 //! `keel server` and `keel dev` (docs/CLI.md): run one node, or a local cluster of nodes in one
 //! process, until SIGTERM or Ctrl-C, then shut down cleanly (groups sync, transport closes,
-//! exit 0). The node itself is `keel_broker::node::RunningNode`.
+//! exit 0). The node itself is `keel_broker::server::RunningNode`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,7 +10,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 use keel_broker::meta::NodeInfo;
 use keel_broker::node::identity::Identity;
-use keel_broker::node::{NodeConfig, RunningNode};
+use keel_broker::node::NodeConfig;
+use keel_broker::server::RunningNode;
 use keel_broker::transport::tls;
 use keel_storage::FsyncPolicy;
 

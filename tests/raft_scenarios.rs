@@ -752,11 +752,11 @@ fn a_wiped_node_rejoins_through_replace_as_a_learner_first() {
 
 #[test]
 fn the_brokers_reconciliation_replaces_a_wiped_node_across_a_leader_change() {
-    // The broker drives replacements with `node::replace::next_change`: each leader compares
+    // The broker drives replacements with `group::replace::next_change`: each leader compares
     // its configuration with the incarnations the metadata map holds and proposes the next
     // single-server change. A leader change halfway must not matter: the next leader carries
     // on from the configuration it finds in its log.
-    use keel_broker::node::replace::next_change;
+    use keel_broker::group::replace::next_change;
     let mut cluster = quiet_cluster(3, 21);
     cluster.campaign(1);
     cluster.settle();

@@ -11,8 +11,10 @@
 //! nothing here is used by the SDK.
 
 pub mod api;
+pub mod group;
 pub mod limits;
 pub mod meta;
 pub mod node;
 pub mod partition;
+pub mod server;
 pub mod transport;

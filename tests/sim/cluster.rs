@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use keel_broker::node::driver::{DriverBugs, GroupDriver, Machine, Network as DriverNetwork};
+use keel_broker::group::driver::{DriverBugs, GroupDriver, Machine, Network as DriverNetwork};
 use keel_raft::{
     Config, Entry, Incarnation, Index, Membership, MembershipChange, MembershipError, Message,
     NodeId, PeerMessages, ProposeError, RaftLog, RaftNode, ReadMode, ReadState, RecoveredState,

@@ -10,7 +10,7 @@
 //! entries (an append rewrites the partly filled page they share): the node then lost entries
 //! it acknowledged, which the surviving later entry makes detectable.
 
-use keel_broker::node::driver::DriverLog;
+use keel_broker::group::driver::DriverLog;
 use keel_raft::{Entry, HardState, Index, MemoryLog, RaftLog, Snapshot, Term};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;

@@ -23,7 +23,7 @@ mod workload;
 
 use std::time::Instant;
 
-use keel_broker::node::driver::DriverBugs;
+use keel_broker::group::driver::DriverBugs;
 use keel_raft::PlantedBugs;
 
 use crate::run::{run_seed, Bugs, Failure};

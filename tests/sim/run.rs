@@ -6,7 +6,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bytes::Bytes;
-use keel_broker::node::driver::DriverBugs;
+use keel_broker::group::driver::DriverBugs;
 use keel_raft::{Config, Index, NodeId, PlantedBugs, ProposeError, ReadMode, Term};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -20,13 +20,13 @@ use keel_wire::messages::{
 use keel_wire::{ErrorCode, Frame, RecordBatchView, Request, Response};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::group::replace::replacement_done;
 use crate::limits::{
     ADMIN_TIMEOUT, DEFAULT_REPLICATION_FACTOR, FRESH_HELLO_TIMEOUT, MAX_FETCH_WAIT, MAX_PARTITIONS,
     MAX_PRODUCE_TIMEOUT, MAX_UP_FRONT_BYTES, REPLACE_ANSWER_MARGIN, REPLACE_POLL,
 };
 use crate::meta::actor::{MetaHandle, MetaInput};
 use crate::meta::{MetaCommand, MetaOutcome, MetaState, TopicInfo, META_GROUP};
-use crate::node::replace::replacement_done;
 use crate::node::NodeContext;
 use crate::partition::{PartitionHandle, PartitionInput};
 use crate::transport::{ClientConnection, GroupId};

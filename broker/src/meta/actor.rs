@@ -1,16 +1,17 @@
 //! The metadata group's actor: feeds group 0's core, applies committed commands to the map, and
 //! starts or stops the partition groups this node replicates as topics come and go.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use keel_wire::ErrorCode;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{MetaCommand, MetaOutcome, MetaState, NodeInfo};
-use crate::node::actor::{self, Control, GroupActor, Waiters};
-use crate::node::driver::Machine;
-use crate::node::group::{PeerBatch, RaftGroup};
-use crate::node::storage_log::{snapshots_not_wired, StorageLog};
-use crate::node::NodeContext;
+use super::{MetaCommand, MetaEffect, MetaOutcome, MetaState, NodeInfo};
+use crate::group::actor::{self, Control, GroupActor, Waiters};
+use crate::group::driver::Machine;
+use crate::group::storage_log::{snapshots_not_wired, StorageLog};
+use crate::group::{GroupHost, PeerBatch, RaftGroup};
 use crate::transport::NodeId;
 use keel_raft::{Entry, EntryKind, ProposeError, Role, Snapshot, Term};
 
@@ -33,11 +34,17 @@ pub struct MetaHandle {
     pub leader: watch::Receiver<Option<NodeId>>,
 }
 
+/// The node as group 0 sees it: a group's host that also carries out what applying the map asks
+/// of it (the node implements it).
+pub trait MetaHost: GroupHost {
+    fn carry_out(&self, effect: MetaEffect);
+}
+
 struct MetaMachine {
     state: watch::Sender<MetaState>,
     leader: watch::Sender<Option<NodeId>>,
     waiters: Waiters<MetaOutcome>,
-    context: NodeContext,
+    host: Arc<dyn MetaHost>,
     /// The founders (from the founding record), proposed as the first command by a leader
     /// that finds the map empty.
     founders: Vec<NodeInfo>,
@@ -77,25 +84,11 @@ impl Machine<StorageLog> for MetaMachine {
 
 impl MetaMachine {
     fn apply_command(&mut self, command: MetaCommand) -> Result<MetaOutcome, ErrorCode> {
-        if let MetaCommand::Found { .. } = &command {
-            if !self.state.borrow().nodes.is_empty() {
-                // A second founding proposal (from a later leader that had not yet applied the
-                // first) changes nothing.
-                return Ok(MetaOutcome::Done);
-            }
-        }
-        let deleted = match &command {
-            MetaCommand::DeleteTopic { name } => self.state.borrow().topics.get(name).cloned(),
-            _ => None,
-        };
-        let mut result = Ok(MetaOutcome::Done);
+        let (mut result, mut effect) = (Ok(MetaOutcome::Done), None);
         self.state
-            .send_modify(|state| result = state.apply(command));
-        if let Ok(MetaOutcome::TopicCreated(topic)) = &result {
-            self.context.start_partitions(topic);
-        }
-        if let (Some(topic), Ok(_)) = (deleted, &result) {
-            self.context.stop_partitions(&topic);
+            .send_modify(|state| (result, effect) = state.execute(command));
+        if let Some(effect) = effect {
+            self.host.carry_out(effect);
         }
         result
     }
@@ -138,7 +131,7 @@ pub async fn run(
     inbox: mpsc::Receiver<MetaInput>,
     state: watch::Sender<MetaState>,
     leader: watch::Sender<Option<NodeId>>,
-    context: NodeContext,
+    host: Arc<dyn MetaHost>,
     founders: Vec<NodeInfo>,
     campaign_at_start: bool,
 ) {
@@ -146,11 +139,11 @@ pub async fn run(
         state,
         leader,
         waiters: Waiters::default(),
-        context: context.clone(),
+        host: host.clone(),
         founders,
         founding_proposed_in: None,
     };
-    actor::run(group, inbox, machine, context.tick, campaign_at_start).await;
+    actor::run(group, inbox, machine, host.tick(), campaign_at_start).await;
 }
 
 fn propose(
@@ -172,7 +165,7 @@ fn propose(
             machine.waiters.insert(index, term, reply);
         }
         Err(ProposeError::NotLeader { leader_hint }) => {
-            let leader_addr = leader_hint.and_then(|id| machine.context.client_address(id));
+            let leader_addr = leader_hint.and_then(|id| machine.host.client_address(id));
             let _ = reply.send(Err(ErrorCode::NotLeader { leader_addr }));
         }
         Err(_) => {

@@ -99,6 +99,16 @@ pub enum MetaOutcome {
 }
 
 /// The map itself.
+/// What applying a command asks of the node besides the new map: the metadata machine stays pure
+/// and the node carries these out (node/mod.rs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetaEffect {
+    /// Start this node's replicas of a new topic (also on replay after a restart).
+    StartPartitions(TopicInfo),
+    /// Stop this node's replicas of a deleted topic and remove their data.
+    StopPartitions(TopicInfo),
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetaState {
     pub nodes: BTreeMap<NodeId, NodeInfo>,
@@ -116,9 +126,32 @@ impl MetaState {
         }
     }
 
+    /// Applies one committed command and says what the node must do about it.
+    pub fn execute(
+        &mut self,
+        command: MetaCommand,
+    ) -> (Result<MetaOutcome, ErrorCode>, Option<MetaEffect>) {
+        let deleted = match &command {
+            MetaCommand::DeleteTopic { name } => self.topics.get(name).cloned(),
+            _ => None,
+        };
+        let result = self.apply(command);
+        let effect = match (&result, deleted) {
+            (Ok(MetaOutcome::TopicCreated(topic)), _) => {
+                Some(MetaEffect::StartPartitions(topic.clone()))
+            }
+            (Ok(_), Some(topic)) => Some(MetaEffect::StopPartitions(topic)),
+            _ => None,
+        };
+        (result, effect)
+    }
+
     /// Applies one committed command.
     pub fn apply(&mut self, command: MetaCommand) -> Result<MetaOutcome, ErrorCode> {
         match command {
+            // A second founding proposal (from a later leader that had not yet applied the
+            // first) changes nothing.
+            MetaCommand::Found { .. } if !self.nodes.is_empty() => Ok(MetaOutcome::Done),
             MetaCommand::Found { nodes } => {
                 for node in nodes {
                     self.nodes.insert(node.node_id, node);
@@ -323,5 +356,35 @@ mod tests {
         };
         assert_eq!(state.apply(command), Err(ErrorCode::InvalidTopicConfig));
         assert!(state.topics.is_empty());
+    }
+
+    #[test]
+    fn creating_and_deleting_a_topic_start_and_stop_its_partitions() {
+        let mut state = state_with_nodes(3);
+        let placement = state.place(2, 3);
+        let (created, effect) = state.execute(MetaCommand::CreateTopic {
+            name: "t".into(),
+            replication_factor: 3,
+            placement,
+        });
+        let Ok(MetaOutcome::TopicCreated(topic)) = created else {
+            panic!("created: {created:?}");
+        };
+        assert_eq!(effect, Some(MetaEffect::StartPartitions(topic.clone())));
+        let (deleted, effect) = state.execute(MetaCommand::DeleteTopic { name: "t".into() });
+        assert_eq!(deleted, Ok(MetaOutcome::Done));
+        assert_eq!(effect, Some(MetaEffect::StopPartitions(topic)));
+        let (again, effect) = state.execute(MetaCommand::DeleteTopic { name: "t".into() });
+        assert_eq!(again, Err(ErrorCode::UnknownTopic));
+        assert_eq!(effect, None, "an unknown topic stops nothing");
+    }
+
+    #[test]
+    fn a_second_founding_changes_nothing() {
+        let mut state = state_with_nodes(3);
+        let before = state.clone();
+        let (result, effect) = state.execute(MetaCommand::Found { nodes: Vec::new() });
+        assert_eq!((result, effect), (Ok(MetaOutcome::Done), None));
+        assert_eq!(state, before);
     }
 }

@@ -31,9 +31,9 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::group::Peers;
-use super::replace::{Announcement, MemberState, Reports};
 use super::{NodeError, CONTROL_GROUP};
+use crate::group::replace::{Announcement, MemberState, Reports};
+use crate::group::Peers;
 use crate::limits::{ANNOUNCE_INTERVAL, HELLO_INTERVAL};
 use crate::meta::NodeInfo;
 use crate::transport::{GroupId, NodeId, PeerMessage};

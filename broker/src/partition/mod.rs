@@ -19,12 +19,11 @@ use keel_wire::record_batch::{set_base_offset, BatchHeader};
 use keel_wire::ErrorCode;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::group::actor::{self, Control, GroupActor, Waiters};
+use crate::group::driver::Machine;
+use crate::group::storage_log::{fatal_storage_error, snapshots_not_wired, StorageLog};
+use crate::group::{base_offset_of, Host, PeerBatch, RaftGroup};
 use crate::limits::{EARLY_BATCH_WAIT, FETCH_READ_CHUNK_MIN_BYTES, MAX_EARLY_BATCHES};
-use crate::node::actor::{self, Control, GroupActor, Waiters};
-use crate::node::driver::Machine;
-use crate::node::group::{base_offset_of, PeerBatch, RaftGroup};
-use crate::node::storage_log::{fatal_storage_error, snapshots_not_wired, StorageLog};
-use crate::node::NodeContext;
 use crate::transport::NodeId;
 use dedup::{BatchIdentity, Dedup, Verdict};
 use keel_raft::{Entry, EntryKind, Index, ProposeError, RaftLog, Role, Snapshot, Term};
@@ -94,7 +93,7 @@ pub struct PartitionState {
     dedup: Dedup,
     group_label: String,
     view: watch::Sender<PartitionView>,
-    context: NodeContext,
+    host: Host,
 }
 
 impl PartitionState {
@@ -113,7 +112,7 @@ impl PartitionState {
 
     fn not_leader(&self, leader: Option<NodeId>) -> ErrorCode {
         ErrorCode::NotLeader {
-            leader_addr: leader.and_then(|id| self.context.client_address(id)),
+            leader_addr: leader.and_then(|id| self.host.client_address(id)),
         }
     }
 
@@ -251,7 +250,7 @@ pub async fn run(
     group: RaftGroup,
     inbox: mpsc::Receiver<PartitionInput>,
     view: watch::Sender<PartitionView>,
-    context: NodeContext,
+    host: Host,
     campaign_at_start: bool,
 ) {
     let end_offset = end_offset_of(group.node.storage(), group.node.last_index());
@@ -265,9 +264,9 @@ pub async fn run(
         dedup: Dedup::default(),
         group_label: group.group.to_string(),
         view,
-        context: context.clone(),
+        host: host.clone(),
     };
-    actor::run(group, inbox, state, context.tick, campaign_at_start).await;
+    actor::run(group, inbox, state, host.tick(), campaign_at_start).await;
 }
 
 fn handle(group: &mut RaftGroup, state: &mut PartitionState, input: PartitionInput) {

@@ -17,8 +17,8 @@ use keel_raft::{
 };
 
 #[cfg(feature = "fault-injection")]
-pub use crate::node::pipeline::DriverBugs;
-use crate::node::pipeline::{Released, SyncPipeline};
+pub use crate::group::pipeline::DriverBugs;
+use crate::group::pipeline::{Released, SyncPipeline};
 
 /// The disk under one group, as the driver uses it. Everything but the sync is synchronous: a
 /// call returns when its write is in the page cache (the hard state and a snapshot: durable).

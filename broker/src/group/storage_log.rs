@@ -23,7 +23,7 @@ use keel_storage::{Entry as StorageEntry, PendingSync};
 use keel_wire::record_batch::BatchHeader;
 use tokio::task::JoinHandle;
 
-use crate::node::driver::DriverLog;
+use crate::group::driver::DriverLog;
 
 const ABSTAIN_FILE_NAME: &str = "abstain";
 const ABSTAIN_MAGIC: [u8; 4] = *b"KABS";

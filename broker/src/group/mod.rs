@@ -15,18 +15,23 @@
 //! What applying means belongs to the group's state machine ([`Machine`]): the metadata map or a
 //! partition's offsets. The one loop that feeds every group is node/actor.rs.
 
+pub mod actor;
+pub mod driver;
+pub mod pipeline;
+pub mod raft_codec;
+pub mod replace;
+pub mod storage_log;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use keel_wire::record_batch::BatchHeader;
 
+use crate::group::driver::{GroupDriver, Machine, Network};
+use crate::group::replace::{member_state, next_change, MemberState};
+use crate::group::storage_log::{fatal_storage_error, StorageLog, SyncDone};
 use crate::limits::{HANDOVER_SLACK_TICKS, REBALANCE_EVERY_TICKS, RECONCILE_EVERY_TICKS};
-use crate::node::driver::{GroupDriver, Machine, Network};
-use crate::node::raft_codec;
-use crate::node::replace::{member_state, next_change, MemberState};
-use crate::node::storage_log::{fatal_storage_error, StorageLog, SyncDone};
-use crate::node::NodeContext;
 use crate::transport::{GroupId, NodeId, PeerSender};
 use keel_raft::{Incarnation, Message, MessageBody, PeerMessages, RaftNode, Role};
 
@@ -194,6 +199,28 @@ impl Network for PeerNetwork<'_> {
     }
 }
 
+/// What a group needs from the node that hosts it. The node implements it (node/mod.rs); as a
+/// trait it keeps this module, the metadata group and partitions free of the node that starts
+/// them, so dependencies point one way: node -> {meta, partition} -> group.
+pub trait GroupHost: Send + Sync + 'static {
+    /// The links to every peer.
+    fn peers(&self) -> Arc<Peers>;
+    fn fsync(&self) -> keel_storage::FsyncPolicy;
+    /// The length of one tick of logical time.
+    fn tick(&self) -> std::time::Duration;
+    /// The address clients reach `node` at, for `NotLeader` answers.
+    fn client_address(&self, node: NodeId) -> Option<String>;
+    /// Where this node stands in `group`, for its hellos (group/replace.rs).
+    fn report_member_state(&self, group: GroupId, state: MemberState);
+    /// The incarnation group 0's map holds for each node: what memberships move towards.
+    fn desired_incarnations(&self) -> std::collections::BTreeMap<NodeId, Incarnation>;
+    /// Whether the link to `node` is up (this node counts as connected).
+    fn peer_connected(&self, node: NodeId) -> bool;
+}
+
+/// The host, shared by every group of a node.
+pub type Host = Arc<dyn GroupHost>;
+
 /// One Raft group's core, its driver (node/driver.rs) and what the node adds around them:
 /// membership reconciliation, preferred-leader moves, member-state reports and gauges.
 pub struct RaftGroup {
@@ -203,7 +230,7 @@ pub struct RaftGroup {
     peers: Arc<Peers>,
     fsync: keel_storage::FsyncPolicy,
     group_label: String,
-    context: NodeContext,
+    host: Host,
     /// The replica that should lead when it can (a partition's first replica), so leaders stay
     /// spread over the nodes as placed after restarts and replacements move them.
     preferred_leader: Option<NodeId>,
@@ -218,7 +245,7 @@ impl RaftGroup {
     pub fn new(
         group: GroupId,
         mut node: RaftNode<StorageLog>,
-        context: NodeContext,
+        host: Host,
         record_offsets: bool,
         preferred_leader: Option<NodeId>,
     ) -> RaftGroup {
@@ -226,7 +253,7 @@ impl RaftGroup {
         #[allow(unused_mut)] // mutated only to plant bugs
         let mut driver = GroupDriver::new(&node);
         #[cfg(feature = "fault-injection")]
-        driver.plant(crate::node::driver::DriverBugs {
+        driver.plant(crate::group::driver::DriverBugs {
             release_unsynced: fault_release_unsynced(),
         });
         let mut group = RaftGroup {
@@ -234,10 +261,10 @@ impl RaftGroup {
             driver,
             was_leader: node.role() == Role::Leader,
             node,
-            peers: context.peers(),
-            fsync: context.fsync(),
+            peers: host.peers(),
+            fsync: host.fsync(),
             group_label: group.to_string(),
-            context,
+            host,
             preferred_leader,
             ticks: 0,
             leader_since: 0,
@@ -337,7 +364,7 @@ impl RaftGroup {
         let state = member_state(&self.node);
         if self.reported != Some(state) {
             self.reported = Some(state);
-            self.context.report_member_state(self.group, state);
+            self.host.report_member_state(self.group, state);
         }
     }
 
@@ -347,7 +374,7 @@ impl RaftGroup {
         if self.node.role() != Role::Leader {
             return;
         }
-        let desired = self.context.desired_incarnations();
+        let desired = self.host.desired_incarnations();
         let Some(change) = next_change(&self.node, &desired) else {
             return;
         };
@@ -378,11 +405,11 @@ impl RaftGroup {
             || self.ticks.saturating_sub(self.leader_since) < REBALANCE_EVERY_TICKS
             || node.membership_change_pending()
             || node.transfer_target().is_some()
-            || !self.context.peer_connected(preferred)
+            || !self.host.peer_connected(preferred)
         {
             return;
         }
-        let incarnation = self.context.desired_incarnations().get(&preferred).copied();
+        let incarnation = self.host.desired_incarnations().get(&preferred).copied();
         let is_voter = incarnation.is_some_and(|inc| node.membership().is_voter(preferred, inc));
         let caught_up = node
             .progress(preferred)

@@ -12,10 +12,10 @@ use keel_raft::{Index, Role, Term};
 use keel_wire::ErrorCode;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::group::driver::Machine;
+use crate::group::storage_log::StorageLog;
+use crate::group::{PeerBatch, RaftGroup};
 use crate::limits::MAX_INPUTS_PER_ROUND;
-use crate::node::driver::Machine;
-use crate::node::group::{PeerBatch, RaftGroup};
-use crate::node::storage_log::StorageLog;
 
 /// What the loop needs to tell apart in a group's inbox; everything else is the actor's.
 pub enum Control<I> {
