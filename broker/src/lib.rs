@@ -1,14 +1,18 @@
 //! keel-broker: everything a Keel node runs around the consensus core (docs/ARCHITECTURE.md).
 //!
-//! - [`transport`]: the QUIC endpoint, peer links and TLS material.
-//! - [`node`]: the node: its identity, the group driver that feeds each Raft group (keel-raft)
-//!   its ticks and messages and does its disk and network I/O, and membership reconciliation.
+//! Modules, each depending only on those listed after it:
+//! - [`server`]: a running `keel server`: starts the node, the client API, peer routing.
+//! - [`api`]: the client request handlers.
+//! - [`node`]: the node's configuration, identity and shared context; hosts the groups.
 //! - [`meta`]: the metadata group (group 0): topics, placement, members, producer ids.
 //! - [`partition`]: a partition's state: offsets, fetch, idempotent-producer dedup.
-//! - [`api`]: the client request handlers.
+//! - [`group`]: what every Raft group runs on: the driver step function (`driver.rs`), the
+//!   fdatasync ordering rules (`pipeline.rs`), the actor loop (`actor.rs`), the segment log as the
+//!   driver's disk (`storage_log.rs`), membership reconciliation (`replace.rs`).
+//! - [`transport`]: the QUIC endpoint, peer links and TLS material.
+//! - [`limits`]: every capacity, deadline and cap, with its reason.
 //!
-//! Dependencies point one way: the broker uses keel-raft, keel-storage and the wire formats;
-//! nothing here is used by the SDK.
+//! The broker uses keel-raft, keel-storage and keel-wire; nothing here is used by the SDK.
 
 pub mod api;
 pub mod group;

@@ -1,6 +1,6 @@
 //! The simulated cluster: N Raft nodes in one thread over a simulated network and simulated
 //! disks, in simulated time, every step made deterministic by one seeded RNG. Each node runs the
-//! product's group driver (keel-broker's `node/driver.rs`) over its simulated disk: an fdatasync
+//! product's group driver (keel-broker's `group/driver.rs`) over its simulated disk: an fdatasync
 //! begins when the driver asks and ends a random number of time units later, while the node
 //! keeps stepping, writing and applying. The fixture language of the scenario tests:
 //! `cluster.campaign(1)`, `cluster.crash(2)`, `cluster.partition(&[1, 2], &[3, 4, 5])`,

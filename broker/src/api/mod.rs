@@ -453,7 +453,7 @@ async fn propose(context: &ApiContext, command: MetaCommand) -> Result<MetaOutco
 
 /// `keel cluster replace-node` (docs/OPERATIONS.md "Replacing a node"): records the node's new
 /// incarnation (as the node announces it) in the map, which makes every group's leader replace the
-/// old incarnation (node/replace.rs); then waits until the node itself reports every one of its
+/// old incarnation (group/replace.rs); then waits until the node itself reports every one of its
 /// groups done. Asking again is harmless: a recorded incarnation is not proposed twice.
 async fn replace_node(
     request: ReplaceNodeRequest,

@@ -2,13 +2,13 @@
 //! calls on a narrow disk interface ([`DriverLog`]), a network ([`Network`]) and the group's
 //! state machine ([`Machine`]), in the order the core's contract demands (docs/ARCHITECTURE.md
 //! "The driver contract"). It owns no thread, clock, socket or file: the node runs it over the
-//! segment log on tokio (node/group.rs, node/storage_log.rs), and the deterministic simulator
+//! segment log on tokio (group/mod.rs, group/storage_log.rs), and the deterministic simulator
 //! runs the same code over its simulated disk and network (tests/sim), with the start and the end
 //! of every fdatasync as separate events.
 //!
 //! Per `Ready`: hard state (durable before anything of the Ready leaves), messages that may go at
 //! once, truncation (after settling every sync), a snapshot from the leader, the append, the
-//! messages that need durability (released by node/pipeline.rs once a sync covers them), reads,
+//! messages that need durability (released by group/pipeline.rs once a sync covers them), reads,
 //! then the committed entries applied in order.
 
 use keel_raft::{

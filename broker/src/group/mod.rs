@@ -1,19 +1,19 @@
-//! The Raft plumbing every group shares: one [`RaftGroup`] owns a core, its group directory and
-//! the way to its peers, and turns each `Ready` into I/O in the order docs/ARCHITECTURE.md
-//! ("The driver contract") demands: hard state, messages that may leave at once, truncation and
-//! append, `on_persisted`, messages that needed durability, then apply.
+//! What every Raft group of a node runs on, the metadata group and partitions alike, with no
+//! knowledge of either: they plug in as a `Machine` (driver.rs) and a `GroupActor` (actor.rs),
+//! and the node plugs in as the [`GroupHost`].
 //!
-//! The fdatasync is pipelined (group commit without stopping the group): appends are written
-//! at once, and one sync at a time runs on the blocking pool over everything written so far.
-//! Meanwhile the group keeps stepping messages and writing new appends; when the sync finishes
-//! ([`RaftGroup::sync_finished`], awaited by the actor loop), the core hears `on_persisted` for
-//! the last entry it covered and the messages that waited for it leave, and the next sync
-//! starts over whatever was written meanwhile. The rules of that ordering are a pure state
-//! machine of their own (node/pipeline.rs, tested under every interleaving); this file does the
-//! I/O they ask for. A truncation first settles the sync in flight.
-//!
-//! What applying means belongs to the group's state machine ([`Machine`]): the metadata map or a
-//! partition's offsets. The one loop that feeds every group is node/actor.rs.
+//! - `driver.rs`: the step function that turns each `Ready` into calls on a disk, a network and
+//!   the state machine, in the order docs/ARCHITECTURE.md "The driver contract" demands; the
+//!   simulator runs it too.
+//! - `pipeline.rs`: the ordering rules of the pipelined fdatasync, a pure state machine.
+//! - `storage_log.rs`: the segment log as the core reads it and the driver writes it (its sync
+//!   runs on tokio's blocking pool).
+//! - `actor.rs`: the one loop (inbox, tick, sync completion, shutdown) and the replies owed.
+//! - `replace.rs`: membership reconciliation towards group 0's map; `raft_codec.rs`: Raft
+//!   messages on the wire.
+//! - here: [`RaftGroup`] (a core, its driver, and what the node adds: reconciliation,
+//!   preferred-leader moves, member-state reports, gauges) and [`Peers`], the outgoing links with
+//!   heartbeat coalescing.
 
 pub mod actor;
 pub mod driver;
@@ -46,7 +46,7 @@ pub struct PeerBatch {
 }
 
 /// A carrier's payload: the sender's incarnation, then coalesced heartbeats. One group's
-/// messages travel in node/raft_codec.rs's format instead. docs/TRANSPORT.md "Raft payloads".
+/// messages travel in group/raft_codec.rs's format instead. docs/TRANSPORT.md "Raft payloads".
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Envelope<T> {
     incarnation: Incarnation,
@@ -221,7 +221,7 @@ pub trait GroupHost: Send + Sync + 'static {
 /// The host, shared by every group of a node.
 pub type Host = Arc<dyn GroupHost>;
 
-/// One Raft group's core, its driver (node/driver.rs) and what the node adds around them:
+/// One Raft group's core, its driver (group/driver.rs) and what the node adds around them:
 /// membership reconciliation, preferred-leader moves, member-state reports and gauges.
 pub struct RaftGroup {
     pub group: GroupId,
@@ -280,7 +280,7 @@ impl RaftGroup {
         }
     }
 
-    /// Drains every `Ready` and starts a sync over what they wrote (node/driver.rs). Storage
+    /// Drains every `Ready` and starts a sync over what they wrote (group/driver.rs). Storage
     /// errors are fatal for the node.
     pub fn process(&mut self, machine: &mut impl Machine<StorageLog>) {
         let mut network = PeerNetwork {
@@ -369,7 +369,7 @@ impl RaftGroup {
     }
 
     /// As leader, proposes the next step of any replacement the map asks for
-    /// (node/replace.rs).
+    /// (group/replace.rs).
     fn reconcile_membership(&mut self) {
         if self.node.role() != Role::Leader {
             return;
@@ -484,7 +484,7 @@ impl RaftGroup {
 }
 
 /// `KEEL_FAULT_RELEASE_UNSYNCED=1` (read once): every group's driver reports writes durable that
-/// its last sync did not cover (node/pipeline.rs `DriverBugs`), for fault tests to catch.
+/// its last sync did not cover (group/pipeline.rs `DriverBugs`), for fault tests to catch.
 #[cfg(feature = "fault-injection")]
 fn fault_release_unsynced() -> bool {
     static SWITCH: std::sync::OnceLock<bool> = std::sync::OnceLock::new();

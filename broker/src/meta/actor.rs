@@ -125,7 +125,7 @@ impl GroupActor for MetaMachine {
     }
 }
 
-/// Runs group 0 until shut down (node/actor.rs has the loop).
+/// Runs group 0 until shut down (group/actor.rs has the loop).
 pub async fn run(
     group: RaftGroup,
     inbox: mpsc::Receiver<MetaInput>,

@@ -83,7 +83,7 @@ pub enum MetaCommand {
     AllocateProducerId,
     /// Node `node_id` now runs as `incarnation` (its data dir was lost): every group it is in
     /// replaces its old incarnation by this one (docs/OPERATIONS.md "Replacing a node",
-    /// node/replace.rs).
+    /// group/replace.rs).
     ReplaceNode {
         node_id: NodeId,
         incarnation: u64,

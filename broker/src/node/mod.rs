@@ -1,18 +1,8 @@
-//! The node driver (docs/ARCHITECTURE.md "Crates" and "The driver contract"): everything one
-//! `keel server` process runs. It owns the node's data directory and identity, the transport, the
-//! founding of a new cluster, the routing of peer messages to Raft groups, and the lifecycle of
-//! those groups (group 0 always; one per partition replica this node holds, started and stopped as
-//! the metadata map changes).
-//!
-//! - `storage_log`: a group's files, and the core's `RaftLog` over keel-storage.
-//! - `group`: the `Ready` loop every group shares (persist, send, apply).
-//! - `identity`: the node's identity and founding records, the founding rule, and the hellos
-//!   nodes keep exchanging afterwards.
-//! - `replace`: node replacement (docs/OPERATIONS.md "Replacing a node") as reconciliation towards
-//!   group 0's map.
-//!
-//! Each group runs as one tokio task (an actor) that owns its core and its log; requests reach
-//! it through a bounded inbox. Data directory layout: docs/FORMAT.md "Node data directory".
+//! The node: its configuration, its identity (`identity`), and the context every part of a
+//! running node shares ([`NodeContext`]): the metadata map as group 0 last applied it, the routes
+//! to the groups this node runs, and the lifecycle of partition replicas, started and stopped as
+//! the map changes. It hosts the groups (`GroupHost`, `MetaHost`); `server.rs` starts it all.
+//! Data directory layout: docs/FORMAT.md "Node data directory".
 
 pub mod identity;
 
@@ -150,7 +140,7 @@ impl NodeContext {
     }
 
     /// The incarnation group 0's map holds for each node: what every group's membership is
-    /// moved towards (node/replace.rs). Empty until the map is founded.
+    /// moved towards (group/replace.rs). Empty until the map is founded.
     pub fn desired_incarnations(&self) -> BTreeMap<NodeId, Incarnation> {
         let state = self.shared.meta_state.lock().expect("meta state lock");
         let Some(state) = state.as_ref() else {

@@ -245,7 +245,7 @@ impl GroupActor for PartitionState {
     }
 }
 
-/// Runs a partition group until it is shut down (node/actor.rs has the loop).
+/// Runs a partition group until it is shut down (group/actor.rs has the loop).
 pub async fn run(
     group: RaftGroup,
     inbox: mpsc::Receiver<PartitionInput>,

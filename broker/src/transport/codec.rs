@@ -166,7 +166,7 @@ pub struct Hello {
 /// Marks a Keel peer hello (and lets a stray protocol fail fast).
 pub const HELLO_MAGIC: [u8; 4] = *b"KEEL";
 /// Version of the peer protocol this build speaks; bumped on incompatible changes. 2: one
-/// group's Raft messages carry entry payloads after a postcard head (node/raft_codec.rs).
+/// group's Raft messages carry entry payloads after a postcard head (group/raft_codec.rs).
 pub const PEER_PROTOCOL_VERSION: u16 = 2;
 /// Encoded size of a [`Hello`].
 pub const HELLO_BYTES: usize = 4 + 2 + 8;
