@@ -12,10 +12,11 @@
 //! a leader gives); `high_watermark` counts the applied ones, which is all a consumer sees.
 
 pub mod dedup;
+pub mod machine;
 
 use bytes::{Bytes, BytesMut};
 use keel_wire::messages::{FetchResponse, FollowerLag, ProduceResponse};
-use keel_wire::record_batch::{set_base_offset, BatchHeader};
+use keel_wire::record_batch::set_base_offset;
 use keel_wire::ErrorCode;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -25,8 +26,9 @@ use crate::group::storage_log::{fatal_storage_error, snapshots_not_wired, Storag
 use crate::group::{base_offset_of, Host, PeerBatch, RaftGroup};
 use crate::limits::{EARLY_BATCH_WAIT, FETCH_READ_CHUNK_MIN_BYTES, MAX_EARLY_BATCHES};
 use crate::transport::NodeId;
-use dedup::{BatchIdentity, Dedup, Verdict};
-use keel_raft::{Entry, EntryKind, Index, ProposeError, RaftLog, Role, Snapshot, Term};
+use dedup::{BatchIdentity, Verdict};
+use keel_raft::{Entry, EntryKind, Index, ProposeError, Role, Snapshot, Term};
+use machine::{batch_end_offset, PartitionMachine};
 
 /// What a partition publishes for request handlers that wait (long polls) or route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -77,20 +79,13 @@ struct Early {
     deadline: std::time::Instant,
 }
 
-/// The partition's offsets and waiting producers.
+/// A partition replica: its pure state ([`PartitionMachine`]) and the requests waiting on it.
 pub struct PartitionState {
-    end_offset: u64,
-    high_watermark: u64,
-    /// Index of the last applied entry: fetches read up to here.
-    applied_index: Index,
+    machine: PartitionMachine,
     /// Produce requests (and retries of them that arrived meanwhile) by their entry's index.
     waiters: Waiters<ProduceResponse>,
-    /// Idempotent batches this leader proposed and has not applied yet, in index order:
-    /// (index, identity, base offset). The dedup table does not know them yet.
-    pending: Vec<(Index, BatchIdentity, u64)>,
     /// Batches waiting for a predecessor (leader only; answered on any role change).
     early: Vec<Early>,
-    dedup: Dedup,
     group_label: String,
     view: watch::Sender<PartitionView>,
     host: Host,
@@ -100,10 +95,10 @@ impl PartitionState {
     fn publish(&self, role: Role, leader: Option<NodeId>) {
         if role == Role::Leader {
             metrics::gauge!("keel_partition_high_watermark", "group" => self.group_label.clone())
-                .set(self.high_watermark as f64);
+                .set(self.machine.high_watermark() as f64);
         }
         self.view.send_replace(PartitionView {
-            high_watermark: self.high_watermark,
+            high_watermark: self.machine.high_watermark(),
             log_start_offset: 0,
             leader,
             is_leader: role == Role::Leader,
@@ -121,67 +116,21 @@ impl PartitionState {
         for early in std::mem::take(&mut self.early) {
             let _ = early.reply.send(Err(error.clone()));
         }
-        self.pending.clear();
+        self.machine.forget_proposals();
     }
-}
-
-/// Offset after the last batch at or below `last`, scanning back from it.
-fn end_offset_of(log: &StorageLog, last: Index) -> u64 {
-    let first = log.first_index();
-    let mut index = last;
-    while index >= first && index > 0 {
-        let entries = log.entries(index, index + 1, u64::MAX);
-        let Some(entry) = entries.first() else { break };
-        if entry.kind == EntryKind::Data {
-            if let Some(end) = batch_end_offset(&entry.payload) {
-                return end;
-            }
-        }
-        index -= 1;
-    }
-    0
-}
-
-/// `base_offset + count` of a stored batch.
-fn batch_end_offset(batch: &[u8]) -> Option<u64> {
-    BatchHeader::read(batch)?.end_offset()
 }
 
 impl Machine<StorageLog> for PartitionState {
     fn on_truncated(&mut self, log: &StorageLog, from: Index) {
-        self.end_offset = end_offset_of(log, from.saturating_sub(1));
+        self.machine.truncated(log, from);
     }
 
     fn on_appended(&mut self, _log: &StorageLog, entries: &[Entry]) {
-        for entry in entries.iter().filter(|entry| entry.kind == EntryKind::Data) {
-            if let Some(end) = batch_end_offset(&entry.payload) {
-                self.end_offset = end;
-            }
-        }
+        self.machine.appended(entries);
     }
 
     fn apply(&mut self, entry: &Entry, _log: &StorageLog) {
-        debug_assert!(entry.index > self.applied_index || self.applied_index == 0);
-        self.applied_index = entry.index;
-        if entry.kind == EntryKind::Data {
-            if let Some(end) = batch_end_offset(&entry.payload) {
-                debug_assert!(end >= self.high_watermark, "offsets only grow");
-                self.high_watermark = end;
-            }
-            if let (Some(identity), Some(base_offset)) = (
-                BatchIdentity::of(&entry.payload),
-                base_offset_of(&entry.payload),
-            ) {
-                self.dedup.apply(&identity, base_offset);
-            }
-        }
-        while self
-            .pending
-            .first()
-            .is_some_and(|&(index, _, _)| index <= entry.index)
-        {
-            self.pending.remove(0);
-        }
+        self.machine.apply(entry);
         // Another leader's entry at a proposal's index means the batch was lost with the old
         // term: the producer retries at the new leader.
         let lost = ErrorCode::NotLeader { leader_addr: None };
@@ -253,15 +202,10 @@ pub async fn run(
     host: Host,
     campaign_at_start: bool,
 ) {
-    let end_offset = end_offset_of(group.node.storage(), group.node.last_index());
     let state = PartitionState {
-        end_offset,
-        high_watermark: 0,
-        applied_index: 0,
+        machine: PartitionMachine::open(group.node.storage()),
         waiters: Waiters::default(),
-        pending: Vec::new(),
         early: Vec::new(),
-        dedup: Dedup::default(),
         group_label: group.group.to_string(),
         view,
         host: host.clone(),
@@ -333,7 +277,7 @@ fn produce(
             let _ = reply.send(Err(ErrorCode::Unavailable));
             return;
         }
-        match state.dedup.check(&identity, &state.pending) {
+        match state.machine.judge(&identity) {
             Verdict::Append => {}
             Verdict::Duplicate {
                 base_offset,
@@ -382,14 +326,14 @@ fn produce(
             }
         }
     }
-    let base_offset = state.end_offset;
+    let base_offset = state.machine.end_offset();
     if set_base_offset(&mut batch, base_offset).is_err() {
         let _ = reply.send(Err(ErrorCode::CorruptBatch));
         return;
     }
     match group.node.propose(batch.freeze()) {
         Ok((index, term)) => {
-            state.end_offset = base_offset + u64::from(count);
+            state.machine.proposed(index, identity, base_offset);
             #[cfg(feature = "fault-injection")]
             if fault_ack_before_commit() {
                 // Planted bug: the answer leaves before the entry is committed, so a leader
@@ -403,7 +347,6 @@ fn produce(
             }
             state.waiters.insert(index, term, reply);
             if identity.stamp.is_idempotent() {
-                state.pending.push((index, identity, base_offset));
                 release_successor(group, state, &identity);
             }
         }
@@ -497,14 +440,14 @@ fn fetch(
         return Err(ErrorCode::Unavailable);
     }
     let header = FetchResponse {
-        high_watermark: state.high_watermark,
+        high_watermark: state.machine.high_watermark(),
         log_start_offset: 0,
     };
-    if offset >= state.high_watermark {
+    if offset >= state.machine.high_watermark() {
         return Ok((header, Bytes::new()));
     }
     let log = group.node.storage().log();
-    let end = state.applied_index + 1;
+    let end = state.machine.applied_index() + 1;
     let mut index = log
         .find_offset(offset)
         .unwrap_or_else(|| log.first_index())
