@@ -1,5 +1,5 @@
 //! The ordering rules of a group's pipelined fdatasync, as a pure state machine: no tokio, no
-//! files. The driver (group/mod.rs) tells it what it wrote, which sync it started and which
+//! files. The driver (group/driver.rs) tells it what it wrote, which sync it started and which
 //! finished; it answers what became durable (for the core's `on_persisted`) and which messages
 //! may now leave. Kept apart from the I/O so its rules are tested on their own, under every
 //! interleaving of writes, sync starts, sync completions and truncations (tests below).

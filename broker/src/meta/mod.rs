@@ -98,7 +98,6 @@ pub enum MetaOutcome {
     ProducerId(u64),
 }
 
-/// The map itself.
 /// What applying a command asks of the node besides the new map: the metadata machine stays pure
 /// and the node carries these out (node/mod.rs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +108,7 @@ pub enum MetaEffect {
     StopPartitions(TopicInfo),
 }
 
+/// The map itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetaState {
     pub nodes: BTreeMap<NodeId, NodeInfo>,
