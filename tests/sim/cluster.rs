@@ -13,11 +13,15 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use keel_broker::group::driver::{DriverBugs, GroupDriver, Machine, Network as DriverNetwork};
+use keel_broker::partition::dedup::BatchIdentity;
+use keel_broker::partition::machine::PartitionMachine;
 use keel_raft::{
     Config, Entry, Incarnation, Index, Membership, MembershipChange, MembershipError, Message,
     NodeId, PeerMessages, ProposeError, RaftLog, RaftNode, ReadMode, ReadState, RecoveredState,
     ReplaceNode, ReplaceStep, Role, Snapshot, Term,
 };
+use keel_wire::record_batch::{set_base_offset, BatchHeader};
+use keel_wire::{Limits, Record, RecordBatchBuilder, RecordBatchView};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -40,6 +44,8 @@ pub struct Coverage {
     pub writes_during_sync: u64,
     /// Syncs that ended with later writes still unsynced behind them.
     pub syncs_overtaken_by_writes: u64,
+    /// Committed record batches whose offsets the dense-offsets check saw (partition machine).
+    pub batches_checked: u64,
     pub restarts_abstaining: u64,
     pub synced_entries_lost: u64,
     pub overloaded_proposals: u64,
@@ -109,22 +115,36 @@ enum MachineEvent {
     Truncated,
     Restored(Snapshot),
     Reads(Vec<ReadState>),
-    Written { entry: Entry, previous_term: Term },
+    Written {
+        entry: Entry,
+        previous_term: Term,
+    },
     Applied(Entry),
+    /// A committed batch whose base offset is not the partition's high watermark before it.
+    OffsetGap {
+        index: Index,
+        base_offset: u64,
+        expected: u64,
+    },
 }
 
-/// The simulator's state machine as the driver sees it: it records, the cluster checks.
-#[derive(Default)]
-struct Recorder {
+/// The simulator's state machine as the driver sees it: the product's partition machine, run in
+/// place, and a record of everything else for the cluster to check once the call returns.
+struct Recorder<'a> {
     events: Vec<MachineEvent>,
+    partition: &'a mut PartitionMachine,
+    /// Committed batches whose offsets were checked.
+    batches_checked: u64,
 }
 
-impl Machine<SimDisk> for Recorder {
-    fn on_truncated(&mut self, _log: &SimDisk, _from: Index) {
+impl Machine<SimDisk> for Recorder<'_> {
+    fn on_truncated(&mut self, log: &SimDisk, from: Index) {
+        self.partition.truncated(log, from);
         self.events.push(MachineEvent::Truncated);
     }
 
     fn on_appended(&mut self, log: &SimDisk, entries: &[Entry]) {
+        self.partition.appended(entries);
         for entry in entries
             .iter()
             .filter(|entry| entry.index >= log.first_index())
@@ -145,10 +165,32 @@ impl Machine<SimDisk> for Recorder {
     }
 
     fn apply(&mut self, entry: &Entry, _log: &SimDisk) {
+        // Offsets are dense: every committed batch starts where the ones before it ended, on
+        // every replica, whatever leaders came and went (only workload batches parse).
+        if entry.kind == keel_raft::EntryKind::Data
+            && RecordBatchView::parse(entry.payload.clone()).is_ok()
+        {
+            let base_offset = BatchHeader::read(&entry.payload).map_or(0, |h| h.base_offset);
+            let expected = self.partition.high_watermark();
+            self.batches_checked += 1;
+            if base_offset != expected {
+                self.events.push(MachineEvent::OffsetGap {
+                    index: entry.index,
+                    base_offset,
+                    expected,
+                });
+            }
+        }
+        self.partition.apply(entry);
         self.events.push(MachineEvent::Applied(entry.clone()));
     }
 
-    fn restore(&mut self, snapshot: &Snapshot) {
+    fn restore(&mut self, log: &SimDisk, snapshot: &Snapshot) {
+        if let Some((_, partition)) = StateMachine::decode(&snapshot.data) {
+            if let Some(restored) = PartitionMachine::restore(log, &partition) {
+                *self.partition = restored;
+            }
+        }
         self.events.push(MachineEvent::Restored(snapshot.clone()));
     }
 
@@ -189,6 +231,8 @@ struct SimNode {
     base_membership: Membership,
     /// The node's state machine: the last index applied and a digest of everything applied.
     state_machine: StateMachine,
+    /// The product's partition machine over the same log: offsets and the dedup table.
+    partition: PartitionMachine,
 }
 
 /// The simulated state machine: a running digest of the applied entries. Its snapshot is the
@@ -213,7 +257,14 @@ impl StateMachine {
         self.digest = digest;
     }
 
-    pub fn encode(&self) -> Bytes {
+    /// A snapshot's data: this state, then the partition machine's snapshot.
+    pub fn encode_with(&self, partition: &[u8]) -> Bytes {
+        let mut bytes = self.encode().to_vec();
+        bytes.extend_from_slice(partition);
+        Bytes::from(bytes)
+    }
+
+    fn encode(&self) -> Bytes {
         let mut bytes = Vec::new();
         bytes.extend_from_slice(&self.applied_index.to_le_bytes());
         bytes.extend_from_slice(&self.digest.to_le_bytes());
@@ -222,14 +273,17 @@ impl StateMachine {
         Bytes::from(bytes)
     }
 
-    pub fn decode(bytes: &[u8]) -> Option<StateMachine> {
+    /// The state and the partition machine's snapshot of [`StateMachine::encode_with`].
+    pub fn decode(bytes: &[u8]) -> Option<(StateMachine, Bytes)> {
         let applied_index = Index::from_le_bytes(bytes.get(0..8)?.try_into().ok()?);
         let digest = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
         let state = StateMachine {
             applied_index,
             digest,
         };
-        (state.encode() == bytes).then_some(state)
+        let own = state.encode();
+        (bytes.get(..own.len())? == own).then_some(())?;
+        Some((state, Bytes::copy_from_slice(&bytes[own.len()..])))
     }
 }
 
@@ -312,6 +366,7 @@ impl Cluster {
                 incarnation: 1,
                 base_membership: founding.clone(),
                 state_machine: StateMachine::default(),
+                partition: PartitionMachine::default(),
             };
             cluster.nodes.insert(id, node);
             let raft = cluster.start_node(id, SimDisk::default(), RecoveredState::default());
@@ -357,9 +412,14 @@ impl Cluster {
         if state.applied_index <= self.node(id).first_index() {
             return;
         }
+        let partition = self.nodes[&id].partition.snapshot();
+        debug_assert_eq!(
+            self.nodes[&id].partition.applied_index(),
+            state.applied_index
+        );
         let Ok(snapshot) = self
             .node_mut(id)
-            .compact(state.applied_index, state.encode())
+            .compact(state.applied_index, state.encode_with(&partition))
         else {
             return;
         };
@@ -393,6 +453,7 @@ impl Cluster {
         node.state = NodeState::Down(SimDisk::default());
         node.base_membership = Membership::default();
         node.state_machine = StateMachine::default();
+        node.partition = PartitionMachine::default();
         let new = node.incarnation;
         self.coverage.disks_wiped += 1;
         self.trace.line(self.now, || {
@@ -703,6 +764,39 @@ impl Cluster {
         result
     }
 
+    /// A produce at node `id`, as the product's partition leader does it: `value` in a record
+    /// batch, stamped with the next offset of the node's partition machine, proposed, and
+    /// remembered as this leader's proposal. Returns the entry's position and the stored batch.
+    pub fn produce(
+        &mut self,
+        id: NodeId,
+        value: &[u8],
+    ) -> Result<(Index, Term, Bytes), ProposeError> {
+        let limits = Limits::default();
+        let mut builder = RecordBatchBuilder::new(&limits, 1024);
+        let record = Record {
+            timestamp_ms: self.now as i64,
+            key: None,
+            value,
+            headers: &[],
+        };
+        builder.append(&record).expect("a small record fits");
+        let mut batch = builder.finish().expect("one record").to_vec();
+        let base_offset = self.nodes[&id].partition.end_offset();
+        set_base_offset(&mut batch, base_offset).expect("a whole batch");
+        let batch = Bytes::from(batch);
+        let identity = BatchIdentity::of(&batch).expect("a whole batch");
+        let result = self.node_mut(id).propose(batch.clone());
+        self.trace
+            .line(self.now, || format!("produce at {id}: {result:?}"));
+        if let Ok((index, _)) = result {
+            let node = self.nodes.get_mut(&id).expect("known node");
+            node.partition.proposed(index, identity, base_offset);
+        }
+        self.handle_all_ready();
+        result.map(|(index, term)| (index, term, batch))
+    }
+
     /// A power loss at node `id`: every write not yet synced may be lost or torn; with
     /// `may_abstain`, holes (and rarely damage to synced entries) that make it abstain.
     pub fn crash(&mut self, id: NodeId, may_abstain: bool) {
@@ -733,10 +827,16 @@ impl Cluster {
             panic!("node {id} is already up");
         };
         // The state machine is rebuilt from the snapshot (if any) and then the log.
-        let state = disk
-            .snapshot()
-            .map(|snapshot| StateMachine::decode(&snapshot.data).expect("our own snapshot"))
-            .unwrap_or_default();
+        let (state, partition) = match disk.snapshot() {
+            Some(snapshot) => {
+                let (state, partition) =
+                    StateMachine::decode(&snapshot.data).expect("our own snapshot");
+                let partition =
+                    PartitionMachine::restore(&disk, &partition).expect("our own snapshot");
+                (state, partition)
+            }
+            None => (StateMachine::default(), PartitionMachine::open(&disk)),
+        };
         self.coverage.restarts_from_snapshot += u64::from(state.applied_index > 0);
         let recovered = RecoveredState {
             hard_state: disk.hard_state(),
@@ -753,6 +853,7 @@ impl Cluster {
         node.driver = Some(driver);
         node.state = NodeState::Up(raft);
         node.state_machine_restored(state);
+        node.partition = partition;
         self.history.forget_volatile_state(id);
         self.history.applied_by_node.insert(id, state.applied_index);
     }
@@ -825,10 +926,14 @@ impl Cluster {
     /// then schedules the end of any sync it started, checks what it did and sends its messages.
     fn drive(&mut self, id: NodeId, sync_done: bool) {
         let mut outbox = Outbox::default();
-        let mut recorder = Recorder::default();
         let node = self.nodes.get_mut(&id).expect("known node");
         let NodeState::Up(raft) = &mut node.state else {
             return;
+        };
+        let mut recorder = Recorder {
+            events: Vec::new(),
+            partition: &mut node.partition,
+            batches_checked: 0,
         };
         let driver = node.driver.as_mut().expect("an up node has a driver");
         let was_syncing = driver.is_syncing();
@@ -838,8 +943,9 @@ impl Cluster {
             driver.process(raft, &mut outbox, &mut recorder);
         }
         let syncing = driver.is_syncing();
-        let written = recorder
-            .events
+        let events = recorder.events;
+        self.coverage.batches_checked += recorder.batches_checked;
+        let written = events
             .iter()
             .filter(|event| matches!(event, MachineEvent::Written { .. }))
             .count() as u64;
@@ -858,7 +964,7 @@ impl Cluster {
             let node = self.nodes.get_mut(&id).expect("known node");
             node.sync_due_at = Some(self.now + latency);
         }
-        for event in recorder.events {
+        for event in events {
             match event {
                 MachineEvent::Truncated => self.coverage.conflicting_suffixes_truncated += 1,
                 MachineEvent::Restored(snapshot) => self.install_snapshot(id, &snapshot),
@@ -880,6 +986,17 @@ impl Cluster {
                     self.record(check);
                 }
                 MachineEvent::Applied(entry) => self.apply(id, &entry),
+                MachineEvent::OffsetGap {
+                    index,
+                    base_offset,
+                    expected,
+                } => self.record(crate::history::violation(
+                    "dense offsets",
+                    format!(
+                        "node {id} applied a batch at index {index} with base offset \
+                         {base_offset}, after offsets up to {expected}"
+                    ),
+                )),
             }
         }
         self.send_all(id, outbox.0);
@@ -923,10 +1040,11 @@ impl Cluster {
             &mut self.history,
             id,
             index,
-            StateMachine::decode(&snapshot.data).map(|state| (state.applied_index, state.digest)),
+            StateMachine::decode(&snapshot.data)
+                .map(|(state, _)| (state.applied_index, state.digest)),
         );
         self.record(check);
-        if let Some(state) = StateMachine::decode(&snapshot.data) {
+        if let Some((state, _)) = StateMachine::decode(&snapshot.data) {
             self.nodes
                 .get_mut(&id)
                 .expect("known node")

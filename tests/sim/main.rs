@@ -127,6 +127,7 @@ fn the_simulator_exercises_every_kind_of_fault() {
         total.conflicting_suffixes_truncated += coverage.conflicting_suffixes_truncated;
         total.writes_during_sync += coverage.writes_during_sync;
         total.syncs_overtaken_by_writes += coverage.syncs_overtaken_by_writes;
+        total.batches_checked += coverage.batches_checked;
         total.restarts_abstaining += coverage.restarts_abstaining;
         total.synced_entries_lost += coverage.synced_entries_lost;
         total.overloaded_proposals += coverage.overloaded_proposals;
@@ -157,6 +158,8 @@ fn the_simulator_exercises_every_kind_of_fault() {
         total.writes_during_sync > 0 && total.syncs_overtaken_by_writes > 0,
         "{total:?}"
     );
+    // The product's partition machine runs on every replica and its offsets are checked.
+    assert!(total.batches_checked > 10_000, "{total:?}");
     assert!(total.restarts_abstaining > 0, "{total:?}");
     assert!(total.synced_entries_lost > 0, "{total:?}");
     assert!(total.overloaded_proposals > 0, "{total:?}");

@@ -373,10 +373,10 @@ fn drive_producers(cluster: &mut Cluster, propose_probability: f64) {
 
 /// Producer `producer` proposes its next payload at `target`.
 fn propose_for(cluster: &mut Cluster, producer: usize, target: NodeId) -> Option<(Index, Term)> {
-    let payload = cluster.workload.next_payload(producer);
+    let value = cluster.workload.next_payload(producer);
     let now = cluster.now;
-    match cluster.propose(target, payload.clone()) {
-        Ok((index, term)) => {
+    match cluster.produce(target, &value) {
+        Ok((index, term, payload)) => {
             cluster.workload.proposals_accepted += 1;
             let state = &mut cluster.workload.producers[producer];
             state.leader_guess = Some(target);

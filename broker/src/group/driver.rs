@@ -64,8 +64,9 @@ pub trait Machine<L> {
     fn apply(&mut self, entry: &Entry, log: &L);
     /// The node's role or the group's leader changed.
     fn on_role_change(&mut self, _role: Role, _leader: Option<NodeId>, _term: Term) {}
-    /// A snapshot from the leader replaces the state; the entries after it apply next.
-    fn restore(&mut self, snapshot: &Snapshot);
+    /// A snapshot from the leader replaces the state (`log` already holds it); the entries
+    /// after it apply next.
+    fn restore(&mut self, log: &L, snapshot: &Snapshot);
     /// Linearizable reads the core released (or failed, with no index).
     fn on_read_states(&mut self, _reads: &[ReadState]) {}
 }
@@ -143,7 +144,7 @@ impl GroupDriver {
         if let Some(snapshot) = &ready.snapshot {
             self.settle(node, network);
             node.storage_mut().write_snapshot(snapshot);
-            machine.restore(snapshot);
+            machine.restore(node.storage(), snapshot);
             node.on_snapshot_done(snapshot.meta.last_included_index);
         }
         if !ready.entries.is_empty() {

@@ -70,7 +70,7 @@ impl Machine<StorageLog> for MetaMachine {
             .answer(entry.index, entry.term, || outcome, ErrorCode::Unavailable);
     }
 
-    fn restore(&mut self, snapshot: &Snapshot) {
+    fn restore(&mut self, _log: &StorageLog, snapshot: &Snapshot) {
         snapshots_not_wired(snapshot);
     }
 

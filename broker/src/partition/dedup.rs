@@ -18,10 +18,12 @@ use std::collections::{BTreeMap, VecDeque};
 use keel_wire::record_batch::BatchHeader;
 use keel_wire::{ErrorCode, ProducerStamp};
 
+use serde::{Deserialize, Serialize};
+
 use crate::limits::{PRODUCER_EXPIRY_MS, PRODUCER_SWEEP_EVERY_BATCHES, RETAINED_BATCHES};
 
 /// One batch as the table remembers it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchRange {
     pub first_sequence: u32,
     pub last_sequence: u32,
@@ -29,7 +31,7 @@ pub struct BatchRange {
     pub last_offset: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct ProducerEntry {
     epoch: u16,
     batches: VecDeque<BatchRange>,
@@ -80,7 +82,7 @@ pub enum Verdict {
     Reject(ErrorCode),
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dedup {
     producers: BTreeMap<u64, ProducerEntry>,
     applied_since_sweep: u32,

@@ -6,8 +6,10 @@
 //! `end_offset` counts every batch in the log (committed or not): the next base offset a leader
 //! gives. `high_watermark` counts the applied ones, which is all a consumer sees.
 
+use bytes::Bytes;
 use keel_raft::{Entry, EntryKind, Index, RaftLog};
 use keel_wire::record_batch::BatchHeader;
+use serde::{Deserialize, Serialize};
 
 use super::dedup::{BatchIdentity, Dedup, Verdict};
 
@@ -33,6 +35,31 @@ impl PartitionMachine {
         }
     }
 
+    /// The applied state as of [`PartitionMachine::applied_index`], for a snapshot: what a
+    /// replica needs to continue from there (the proposals in flight are a leader's, not the
+    /// log's, and the next offset follows from the log).
+    pub fn snapshot(&self) -> Bytes {
+        let snapshot = Snapshot {
+            high_watermark: self.high_watermark,
+            applied_index: self.applied_index,
+            dedup: self.dedup.clone(),
+        };
+        Bytes::from(postcard::to_allocvec(&snapshot).expect("a snapshot always encodes"))
+    }
+
+    /// The state a [`PartitionMachine::snapshot`] recorded, over `log` (which holds the entries
+    /// after it, if any). `None` if the bytes are not a snapshot.
+    pub fn restore(log: &impl RaftLog, snapshot: &[u8]) -> Option<PartitionMachine> {
+        let snapshot: Snapshot = postcard::from_bytes(snapshot).ok()?;
+        Some(PartitionMachine {
+            end_offset: end_offset_of(log, log.last_index()).max(snapshot.high_watermark),
+            high_watermark: snapshot.high_watermark,
+            applied_index: snapshot.applied_index,
+            pending: Vec::new(),
+            dedup: snapshot.dedup,
+        })
+    }
+
     pub fn end_offset(&self) -> u64 {
         self.end_offset
     }
@@ -45,9 +72,12 @@ impl PartitionMachine {
         self.applied_index
     }
 
-    /// Entries from `from` on were cut from `log`: the next offset follows what is left.
+    /// Entries from `from` on were cut from `log`: the next offset follows what is left. A cut
+    /// never reaches committed entries, so it never goes below the high watermark; that is also
+    /// the answer when what is left holds no batch above a compaction point (the simulator found
+    /// a leader stamping offset 0 there).
     pub fn truncated(&mut self, log: &impl RaftLog, from: Index) {
-        self.end_offset = end_offset_of(log, from.saturating_sub(1));
+        self.end_offset = end_offset_of(log, from.saturating_sub(1)).max(self.high_watermark);
     }
 
     /// Entries were appended (this leader's proposals or a leader's replication).
@@ -106,6 +136,14 @@ impl PartitionMachine {
     }
 }
 
+/// What [`PartitionMachine::snapshot`] encodes (postcard).
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    high_watermark: u64,
+    applied_index: Index,
+    dedup: Dedup,
+}
+
 /// Offset after the last batch at or below `last`, scanning back from it.
 fn end_offset_of(log: &impl RaftLog, last: Index) -> u64 {
     let first = log.first_index();
@@ -131,7 +169,6 @@ pub fn batch_end_offset(batch: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
     use keel_raft::MemoryLog;
     use keel_wire::record_batch::set_base_offset;
     use keel_wire::{Limits, ProducerStamp, Record, RecordBatchBuilder};
@@ -220,6 +257,27 @@ mod tests {
     }
 
     #[test]
+    fn a_truncation_above_a_compaction_point_keeps_the_committed_offsets() {
+        let mut machine = PartitionMachine::default();
+        let committed = data(1, batch(0, 4, 0, 0));
+        machine.appended(std::slice::from_ref(&committed));
+        machine.apply(&committed);
+        // The log was compacted through 1 and holds only a no-op of a deposed leader at 2.
+        let mut log = MemoryLog::new();
+        log.append(&[committed]);
+        log.compact(1);
+        let no_op = Entry {
+            index: 2,
+            term: 1,
+            kind: EntryKind::NoOp,
+            payload: Bytes::new(),
+        };
+        log.append(&[no_op]);
+        machine.truncated(&log, 3);
+        assert_eq!(machine.end_offset(), 4, "not 0: offsets 0-3 are committed");
+    }
+
+    #[test]
     fn a_retry_is_in_flight_until_applied_then_a_duplicate_with_its_offsets() {
         let mut machine = PartitionMachine::default();
         let first = batch(0, 2, 7, 0);
@@ -242,6 +300,32 @@ mod tests {
             Verdict::Append,
             "the next sequence appends"
         );
+    }
+
+    #[test]
+    fn a_snapshot_restores_offsets_and_the_dedup_table() {
+        let mut machine = PartitionMachine::default();
+        let first = batch(0, 2, 7, 0);
+        machine.appended(&[data(1, first.clone())]);
+        machine.apply(&data(1, first.clone()));
+        let snapshot = machine.snapshot();
+        let mut log = MemoryLog::new();
+        log.append(&[data(1, first.clone()), data(2, batch(2, 3, 0, 0))]);
+        let restored = PartitionMachine::restore(&log, &snapshot).unwrap();
+        assert_eq!(
+            (
+                restored.high_watermark(),
+                restored.applied_index(),
+                restored.end_offset()
+            ),
+            (2, 1, 5),
+            "the next offset follows the log beyond the snapshot"
+        );
+        assert!(matches!(
+            restored.judge(&identity_of(&first)),
+            Verdict::Duplicate { base_offset: 0, .. }
+        ));
+        assert!(PartitionMachine::restore(&log, b"\xff\xff").is_none());
     }
 
     #[test]

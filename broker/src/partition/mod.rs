@@ -138,7 +138,7 @@ impl Machine<StorageLog> for PartitionState {
             .answer(entry.index, entry.term, || produced(&entry.payload), lost);
     }
 
-    fn restore(&mut self, snapshot: &Snapshot) {
+    fn restore(&mut self, _log: &StorageLog, snapshot: &Snapshot) {
         snapshots_not_wired(snapshot);
     }
 
