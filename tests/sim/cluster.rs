@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use keel_broker::group::driver::{DriverBugs, GroupDriver, Machine, Network as DriverNetwork};
+use keel_broker::meta::{MetaCommand, MetaState, NodeInfo};
 use keel_broker::partition::dedup::BatchIdentity;
 use keel_broker::partition::machine::PartitionMachine;
 use keel_raft::{
@@ -46,6 +47,9 @@ pub struct Coverage {
     pub syncs_overtaken_by_writes: u64,
     /// Committed record batches whose offsets the dense-offsets check saw (partition machine).
     pub batches_checked: u64,
+    /// Metadata commands the product's metadata machine applied, and effects it asked for.
+    pub meta_commands_applied: u64,
+    pub meta_effects: u64,
     pub restarts_abstaining: u64,
     pub synced_entries_lost: u64,
     pub overloaded_proposals: u64,
@@ -119,7 +123,12 @@ enum MachineEvent {
         entry: Entry,
         previous_term: Term,
     },
-    Applied(Entry),
+    /// An applied entry, with a hash of the metadata map after it when it was a metadata
+    /// command (folded into the digest, so replicas whose maps differ are caught).
+    Applied {
+        entry: Entry,
+        meta_hash: Option<u64>,
+    },
     /// A committed batch whose base offset is not the partition's high watermark before it.
     OffsetGap {
         index: Index,
@@ -133,6 +142,10 @@ enum MachineEvent {
 struct Recorder<'a> {
     events: Vec<MachineEvent>,
     partition: &'a mut PartitionMachine,
+    meta: &'a mut MetaState,
+    /// Metadata commands applied, and how many of them asked the node to start partitions.
+    meta_commands: u64,
+    meta_effects: u64,
     /// Committed batches whose offsets were checked.
     batches_checked: u64,
 }
@@ -182,14 +195,28 @@ impl Machine<SimDisk> for Recorder<'_> {
             }
         }
         self.partition.apply(entry);
-        self.events.push(MachineEvent::Applied(entry.clone()));
+        let mut meta_hash = None;
+        if entry.kind == keel_raft::EntryKind::Meta {
+            // The product's metadata machine, as group 0 runs it (meta/actor.rs `apply`).
+            if let Ok(command) = postcard::from_bytes::<MetaCommand>(&entry.payload) {
+                let (_, effect) = self.meta.execute(command);
+                self.meta_commands += 1;
+                self.meta_effects += u64::from(effect.is_some());
+            }
+            meta_hash = Some(meta_hash_of(self.meta));
+        }
+        self.events.push(MachineEvent::Applied {
+            entry: entry.clone(),
+            meta_hash,
+        });
     }
 
     fn restore(&mut self, log: &SimDisk, snapshot: &Snapshot) {
-        if let Some((_, partition)) = StateMachine::decode(&snapshot.data) {
+        if let Some((_, partition, meta)) = StateMachine::decode(&snapshot.data) {
             if let Some(restored) = PartitionMachine::restore(log, &partition) {
                 *self.partition = restored;
             }
+            *self.meta = meta;
         }
         self.events.push(MachineEvent::Restored(snapshot.clone()));
     }
@@ -197,6 +224,33 @@ impl Machine<SimDisk> for Recorder<'_> {
     fn on_read_states(&mut self, reads: &[ReadState]) {
         self.events.push(MachineEvent::Reads(reads.to_vec()));
     }
+}
+
+/// A hash of the metadata map, folded into the digest after each metadata command.
+fn meta_hash_of(meta: &MetaState) -> u64 {
+    let bytes = postcard::to_allocvec(meta).expect("the map encodes");
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |hash: u64, &byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+}
+
+/// The metadata map every replica starts from: founded with the cluster's first nodes (the
+/// founding itself is the node's, not the simulator's, to test).
+pub fn founded_meta(node_count: u64) -> MetaState {
+    let mut meta = MetaState::new();
+    let nodes = (1..=node_count)
+        .map(|node_id| NodeInfo {
+            node_id,
+            incarnation: 1,
+            peer_address: format!("node-{node_id}"),
+            client_address: format!("node-{node_id}"),
+        })
+        .collect();
+    meta.apply(MetaCommand::Found { nodes })
+        .expect("founding an empty map");
+    meta
 }
 
 /// The driver's network: messages wait here until the call returns, then enter the simulated
@@ -233,6 +287,8 @@ struct SimNode {
     state_machine: StateMachine,
     /// The product's partition machine over the same log: offsets and the dedup table.
     partition: PartitionMachine,
+    /// The product's metadata machine over the same log (metadata commands only).
+    meta: MetaState,
 }
 
 /// The simulated state machine: a running digest of the applied entries. Its snapshot is the
@@ -257,10 +313,16 @@ impl StateMachine {
         self.digest = digest;
     }
 
-    /// A snapshot's data: this state, then the partition machine's snapshot.
-    pub fn encode_with(&self, partition: &[u8]) -> Bytes {
+    /// Folds a replica's derived state (the metadata map) into the digest.
+    fn fold(&mut self, word: u64) {
+        self.digest = (self.digest ^ word).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+
+    /// A snapshot's data: this state, then the partition machine's snapshot and the map.
+    pub fn encode_with(&self, partition: &[u8], meta: &MetaState) -> Bytes {
         let mut bytes = self.encode().to_vec();
-        bytes.extend_from_slice(partition);
+        let machines = postcard::to_allocvec(&(partition, meta)).expect("machines encode");
+        bytes.extend_from_slice(&machines);
         Bytes::from(bytes)
     }
 
@@ -273,8 +335,8 @@ impl StateMachine {
         Bytes::from(bytes)
     }
 
-    /// The state and the partition machine's snapshot of [`StateMachine::encode_with`].
-    pub fn decode(bytes: &[u8]) -> Option<(StateMachine, Bytes)> {
+    /// The state, the partition machine's snapshot and the map of [`StateMachine::encode_with`].
+    pub fn decode(bytes: &[u8]) -> Option<(StateMachine, Bytes, MetaState)> {
         let applied_index = Index::from_le_bytes(bytes.get(0..8)?.try_into().ok()?);
         let digest = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
         let state = StateMachine {
@@ -283,7 +345,9 @@ impl StateMachine {
         };
         let own = state.encode();
         (bytes.get(..own.len())? == own).then_some(())?;
-        Some((state, Bytes::copy_from_slice(&bytes[own.len()..])))
+        let (partition, meta): (Vec<u8>, MetaState) =
+            postcard::from_bytes(&bytes[own.len()..]).ok()?;
+        Some((state, Bytes::from(partition), meta))
     }
 }
 
@@ -367,6 +431,7 @@ impl Cluster {
                 base_membership: founding.clone(),
                 state_machine: StateMachine::default(),
                 partition: PartitionMachine::default(),
+                meta: founded_meta(cluster.options.node_count),
             };
             cluster.nodes.insert(id, node);
             let raft = cluster.start_node(id, SimDisk::default(), RecoveredState::default());
@@ -417,10 +482,8 @@ impl Cluster {
             self.nodes[&id].partition.applied_index(),
             state.applied_index
         );
-        let Ok(snapshot) = self
-            .node_mut(id)
-            .compact(state.applied_index, state.encode_with(&partition))
-        else {
+        let data = state.encode_with(&partition, &self.nodes[&id].meta);
+        let Ok(snapshot) = self.node_mut(id).compact(state.applied_index, data) else {
             return;
         };
         self.coverage.snapshots_taken += 1;
@@ -454,6 +517,7 @@ impl Cluster {
         node.base_membership = Membership::default();
         node.state_machine = StateMachine::default();
         node.partition = PartitionMachine::default();
+        node.meta = founded_meta(self.options.node_count);
         let new = node.incarnation;
         self.coverage.disks_wiped += 1;
         self.trace.line(self.now, || {
@@ -764,6 +828,26 @@ impl Cluster {
         result
     }
 
+    /// A metadata command at node `id`, as group 0's leader proposes one.
+    pub fn propose_meta(
+        &mut self,
+        id: NodeId,
+        command: &MetaCommand,
+    ) -> Result<(Index, Term, Bytes), ProposeError> {
+        let payload = Bytes::from(postcard::to_allocvec(command).expect("commands encode"));
+        let result = self.node_mut(id).propose_meta(payload.clone());
+        self.trace.line(self.now, || {
+            format!("meta at {id}: {command:?} -> {result:?}")
+        });
+        self.handle_all_ready();
+        result.map(|(index, term)| (index, term, payload))
+    }
+
+    /// The metadata map node `id` applied.
+    pub fn meta(&self, id: NodeId) -> &MetaState {
+        &self.nodes[&id].meta
+    }
+
     /// A produce at node `id`, as the product's partition leader does it: `value` in a record
     /// batch, stamped with the next offset of the node's partition machine, proposed, and
     /// remembered as this leader's proposal. Returns the entry's position and the stored batch.
@@ -827,15 +911,19 @@ impl Cluster {
             panic!("node {id} is already up");
         };
         // The state machine is rebuilt from the snapshot (if any) and then the log.
-        let (state, partition) = match disk.snapshot() {
+        let (state, partition, meta) = match disk.snapshot() {
             Some(snapshot) => {
-                let (state, partition) =
+                let (state, partition, meta) =
                     StateMachine::decode(&snapshot.data).expect("our own snapshot");
                 let partition =
                     PartitionMachine::restore(&disk, &partition).expect("our own snapshot");
-                (state, partition)
+                (state, partition, meta)
             }
-            None => (StateMachine::default(), PartitionMachine::open(&disk)),
+            None => (
+                StateMachine::default(),
+                PartitionMachine::open(&disk),
+                founded_meta(self.options.node_count),
+            ),
         };
         self.coverage.restarts_from_snapshot += u64::from(state.applied_index > 0);
         let recovered = RecoveredState {
@@ -854,6 +942,7 @@ impl Cluster {
         node.state = NodeState::Up(raft);
         node.state_machine_restored(state);
         node.partition = partition;
+        node.meta = meta;
         self.history.forget_volatile_state(id);
         self.history.applied_by_node.insert(id, state.applied_index);
     }
@@ -933,6 +1022,9 @@ impl Cluster {
         let mut recorder = Recorder {
             events: Vec::new(),
             partition: &mut node.partition,
+            meta: &mut node.meta,
+            meta_commands: 0,
+            meta_effects: 0,
             batches_checked: 0,
         };
         let driver = node.driver.as_mut().expect("an up node has a driver");
@@ -945,6 +1037,8 @@ impl Cluster {
         let syncing = driver.is_syncing();
         let events = recorder.events;
         self.coverage.batches_checked += recorder.batches_checked;
+        self.coverage.meta_commands_applied += recorder.meta_commands;
+        self.coverage.meta_effects += recorder.meta_effects;
         let written = events
             .iter()
             .filter(|event| matches!(event, MachineEvent::Written { .. }))
@@ -985,7 +1079,7 @@ impl Cluster {
                     );
                     self.record(check);
                 }
-                MachineEvent::Applied(entry) => self.apply(id, &entry),
+                MachineEvent::Applied { entry, meta_hash } => self.apply(id, &entry, meta_hash),
                 MachineEvent::OffsetGap {
                     index,
                     base_offset,
@@ -1041,10 +1135,10 @@ impl Cluster {
             id,
             index,
             StateMachine::decode(&snapshot.data)
-                .map(|(state, _)| (state.applied_index, state.digest)),
+                .map(|(state, _, _)| (state.applied_index, state.digest)),
         );
         self.record(check);
-        if let Some((state, _)) = StateMachine::decode(&snapshot.data) {
+        if let Some((state, _, _)) = StateMachine::decode(&snapshot.data) {
             self.nodes
                 .get_mut(&id)
                 .expect("known node")
@@ -1052,11 +1146,14 @@ impl Cluster {
         }
     }
 
-    fn apply(&mut self, id: NodeId, entry: &Entry) {
+    fn apply(&mut self, id: NodeId, entry: &Entry, meta_hash: Option<u64>) {
         let check = invariants::state_machine_safety::observe_applied(&mut self.history, id, entry);
         self.record(check);
         let node = self.nodes.get_mut(&id).expect("known node");
         node.state_machine.apply(entry);
+        if let Some(hash) = meta_hash {
+            node.state_machine.fold(hash);
+        }
         let digest = node.state_machine.digest;
         let check = invariants::state_machine_safety::observe_digest(
             &mut self.history,

@@ -128,6 +128,8 @@ fn the_simulator_exercises_every_kind_of_fault() {
         total.writes_during_sync += coverage.writes_during_sync;
         total.syncs_overtaken_by_writes += coverage.syncs_overtaken_by_writes;
         total.batches_checked += coverage.batches_checked;
+        total.meta_commands_applied += coverage.meta_commands_applied;
+        total.meta_effects += coverage.meta_effects;
         total.restarts_abstaining += coverage.restarts_abstaining;
         total.synced_entries_lost += coverage.synced_entries_lost;
         total.overloaded_proposals += coverage.overloaded_proposals;
@@ -160,6 +162,11 @@ fn the_simulator_exercises_every_kind_of_fault() {
     );
     // The product's partition machine runs on every replica and its offsets are checked.
     assert!(total.batches_checked > 10_000, "{total:?}");
+    // And its metadata machine, whose map is folded into the digest every replica must agree on.
+    assert!(
+        total.meta_commands_applied > 1_000 && total.meta_effects > 0,
+        "{total:?}"
+    );
     assert!(total.restarts_abstaining > 0, "{total:?}");
     assert!(total.synced_entries_lost > 0, "{total:?}");
     assert!(total.overloaded_proposals > 0, "{total:?}");

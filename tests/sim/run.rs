@@ -7,6 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bytes::Bytes;
 use keel_broker::group::driver::DriverBugs;
+use keel_broker::meta::MetaCommand;
 use keel_raft::{Config, Index, NodeId, PlantedBugs, ProposeError, ReadMode, Term};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -150,7 +151,8 @@ fn draw_options(rng: &mut ChaCha8Rng, bugs: Bugs) -> (ClusterOptions, FaultRates
     config.max_uncommitted_bytes =
         [128, 1_024, 1 << 20][rng.random_range(0..3)].max(config.max_append_bytes);
     config.max_apply_bytes = [1, 256, 1 << 20][rng.random_range(0..3)];
-    config.max_snapshot_chunk_bytes = [8, 64, 4096][rng.random_range(0..3)];
+    // At least 32 bytes: snapshots carry the partition machine and the metadata map too.
+    config.max_snapshot_chunk_bytes = [32, 256, 4096][rng.random_range(0..3)];
     // Ticks drift by up to 20% (`max_tick_skew_units` of 10): a voter's stickiness may end
     // after 9 of its ticks of 8 units (72), so a lease must end before: (10 - 5) * 12 = 60.
     config.lease_drift_margin_ticks = 5;
@@ -375,7 +377,32 @@ fn drive_producers(cluster: &mut Cluster, propose_probability: f64) {
 fn propose_for(cluster: &mut Cluster, producer: usize, target: NodeId) -> Option<(Index, Term)> {
     let value = cluster.workload.next_payload(producer);
     let now = cluster.now;
-    match cluster.produce(target, &value) {
+    // One proposal in ten is a metadata command, so the product's metadata machine runs too: a
+    // topic with a unique name, placed by the proposer's map as the API does, or the deletion
+    // of this producer's oldest one (each name deleted at most once, so payloads stay unique
+    // and the map stays small enough for snapshots to move).
+    let proposal = if cluster.rng.random_bool(0.1) {
+        let topics = &mut cluster.workload.producers[producer].topics;
+        let command = if topics.len() >= 2 {
+            let name = topics.pop_front().expect("checked");
+            MetaCommand::DeleteTopic { name }
+        } else {
+            let name = String::from_utf8_lossy(&value).into_owned();
+            topics.push_back(name.clone());
+            let replication_factor = cluster.rng.random_range(1..=3u16);
+            let partitions = cluster.rng.random_range(1..=3);
+            let placement = cluster.meta(target).place(partitions, replication_factor);
+            MetaCommand::CreateTopic {
+                name,
+                replication_factor,
+                placement,
+            }
+        };
+        cluster.propose_meta(target, &command)
+    } else {
+        cluster.produce(target, &value)
+    };
+    match proposal {
         Ok((index, term, payload)) => {
             cluster.workload.proposals_accepted += 1;
             let state = &mut cluster.workload.producers[producer];

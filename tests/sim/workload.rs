@@ -23,6 +23,8 @@ pub struct Producer {
     pub pending: Option<Pending>,
     pub next_attempt_at: u64,
     pub sequence: u64,
+    /// Topics this producer asked to create and has not asked to delete yet, oldest first.
+    pub topics: std::collections::VecDeque<String>,
 }
 
 pub struct Workload {
