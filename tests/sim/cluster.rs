@@ -211,6 +211,11 @@ impl Machine<SimDisk> for Recorder<'_> {
         });
     }
 
+    fn snapshot(&self) -> Bytes {
+        let machines = postcard::to_allocvec(&(self.partition.snapshot().to_vec(), &*self.meta));
+        Bytes::from(machines.expect("machines encode"))
+    }
+
     fn restore(&mut self, log: &SimDisk, snapshot: &Snapshot) {
         if let Some((_, partition, meta)) = StateMachine::decode(&snapshot.data) {
             if let Some(restored) = PartitionMachine::restore(log, &partition) {
@@ -318,11 +323,11 @@ impl StateMachine {
         self.digest = (self.digest ^ word).wrapping_mul(0x0000_0100_0000_01b3);
     }
 
-    /// A snapshot's data: this state, then the partition machine's snapshot and the map.
-    pub fn encode_with(&self, partition: &[u8], meta: &MetaState) -> Bytes {
+    /// A snapshot's data: this state, then the machines' own snapshot (`Machine::snapshot`:
+    /// the partition machine's snapshot and the map).
+    pub fn encode_with(&self, machines: &[u8]) -> Bytes {
         let mut bytes = self.encode().to_vec();
-        let machines = postcard::to_allocvec(&(partition, meta)).expect("machines encode");
-        bytes.extend_from_slice(&machines);
+        bytes.extend_from_slice(machines);
         Bytes::from(bytes)
     }
 
@@ -477,12 +482,18 @@ impl Cluster {
         if state.applied_index <= self.node(id).first_index() {
             return;
         }
-        let partition = self.nodes[&id].partition.snapshot();
-        debug_assert_eq!(
-            self.nodes[&id].partition.applied_index(),
-            state.applied_index
-        );
-        let data = state.encode_with(&partition, &self.nodes[&id].meta);
+        // The machines' snapshot through the driver's interface, as compaction will take it.
+        let node = self.nodes.get_mut(&id).expect("known node");
+        debug_assert_eq!(node.partition.applied_index(), state.applied_index);
+        let recorder = Recorder {
+            events: Vec::new(),
+            partition: &mut node.partition,
+            meta: &mut node.meta,
+            meta_commands: 0,
+            meta_effects: 0,
+            batches_checked: 0,
+        };
+        let data = state.encode_with(&recorder.snapshot());
         let Ok(snapshot) = self.node_mut(id).compact(state.applied_index, data) else {
             return;
         };

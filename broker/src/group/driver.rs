@@ -11,6 +11,7 @@
 //! messages that need durability (released by group/pipeline.rs once a sync covers them), reads,
 //! then the committed entries applied in order.
 
+use bytes::Bytes;
 use keel_raft::{
     Entry, HardState, Index, NodeId, PeerMessages, RaftLog, RaftNode, ReadState, Role, Snapshot,
     Term,
@@ -64,6 +65,9 @@ pub trait Machine<L> {
     fn apply(&mut self, entry: &Entry, log: &L);
     /// The node's role or the group's leader changed.
     fn on_role_change(&mut self, _role: Role, _leader: Option<NodeId>, _term: Term) {}
+    /// The state as of the last entry applied, for a snapshot at that index: what
+    /// [`Machine::restore`] takes back. Compaction takes it; the node does not compact yet.
+    fn snapshot(&self) -> Bytes;
     /// A snapshot from the leader replaces the state (`log` already holds it); the entries
     /// after it apply next.
     fn restore(&mut self, log: &L, snapshot: &Snapshot);

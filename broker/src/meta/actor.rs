@@ -70,6 +70,10 @@ impl Machine<StorageLog> for MetaMachine {
             .answer(entry.index, entry.term, || outcome, ErrorCode::Unavailable);
     }
 
+    fn snapshot(&self) -> Bytes {
+        Bytes::from(postcard::to_allocvec(&*self.state.borrow()).expect("the map encodes"))
+    }
+
     fn restore(&mut self, _log: &StorageLog, snapshot: &Snapshot) {
         snapshots_not_wired(snapshot);
     }

@@ -138,6 +138,10 @@ impl Machine<StorageLog> for PartitionState {
             .answer(entry.index, entry.term, || produced(&entry.payload), lost);
     }
 
+    fn snapshot(&self) -> Bytes {
+        self.machine.snapshot()
+    }
+
     fn restore(&mut self, _log: &StorageLog, snapshot: &Snapshot) {
         snapshots_not_wired(snapshot);
     }
