@@ -150,6 +150,19 @@ struct Recorder<'a> {
     batches_checked: u64,
 }
 
+impl<'a> Recorder<'a> {
+    fn new(partition: &'a mut PartitionMachine, meta: &'a mut MetaState) -> Recorder<'a> {
+        Recorder {
+            events: Vec::new(),
+            partition,
+            meta,
+            meta_commands: 0,
+            meta_effects: 0,
+            batches_checked: 0,
+        }
+    }
+}
+
 impl Machine<SimDisk> for Recorder<'_> {
     fn on_truncated(&mut self, log: &SimDisk, from: Index) {
         self.partition.truncated(log, from);
@@ -485,14 +498,7 @@ impl Cluster {
         // The machines' snapshot through the driver's interface, as compaction will take it.
         let node = self.nodes.get_mut(&id).expect("known node");
         debug_assert_eq!(node.partition.applied_index(), state.applied_index);
-        let recorder = Recorder {
-            events: Vec::new(),
-            partition: &mut node.partition,
-            meta: &mut node.meta,
-            meta_commands: 0,
-            meta_effects: 0,
-            batches_checked: 0,
-        };
+        let recorder = Recorder::new(&mut node.partition, &mut node.meta);
         let data = state.encode_with(&recorder.snapshot());
         let Ok(snapshot) = self.node_mut(id).compact(state.applied_index, data) else {
             return;
@@ -1030,14 +1036,7 @@ impl Cluster {
         let NodeState::Up(raft) = &mut node.state else {
             return;
         };
-        let mut recorder = Recorder {
-            events: Vec::new(),
-            partition: &mut node.partition,
-            meta: &mut node.meta,
-            meta_commands: 0,
-            meta_effects: 0,
-            batches_checked: 0,
-        };
+        let mut recorder = Recorder::new(&mut node.partition, &mut node.meta);
         let driver = node.driver.as_mut().expect("an up node has a driver");
         let was_syncing = driver.is_syncing();
         if sync_done {
