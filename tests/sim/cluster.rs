@@ -84,7 +84,7 @@ pub struct PendingRead {
 pub struct ClusterOptions {
     pub node_count: u64,
     pub network: NetworkFaults,
-    /// Each disk write and each sync takes `1..=max_disk_latency_units`.
+    /// Writes land at once; each fdatasync takes `1..=max_disk_latency_units`.
     pub max_disk_latency_units: u64,
     /// Template for every node's config (id and seed are set per node).
     pub config: Config,
@@ -143,7 +143,8 @@ struct Recorder<'a> {
     events: Vec<MachineEvent>,
     partition: &'a mut PartitionMachine,
     meta: &'a mut MetaState,
-    /// Metadata commands applied, and how many of them asked the node to start partitions.
+    /// Metadata commands applied, and how many of them asked the node to start or stop
+    /// partitions.
     meta_commands: u64,
     meta_effects: u64,
     /// Committed batches whose offsets were checked.
@@ -1046,6 +1047,9 @@ impl Cluster {
         }
         let syncing = driver.is_syncing();
         let events = recorder.events;
+        let truncated = events
+            .iter()
+            .any(|event| matches!(event, MachineEvent::Truncated));
         self.coverage.batches_checked += recorder.batches_checked;
         self.coverage.meta_commands_applied += recorder.meta_commands;
         self.coverage.meta_effects += recorder.meta_effects;
@@ -1101,6 +1105,28 @@ impl Cluster {
                          {base_offset}, after offsets up to {expected}"
                     ),
                 )),
+            }
+        }
+        // What a follower acknowledges must be durable on its disk (skipped when this call also
+        // truncated, which may have cut acknowledged entries after they left).
+        if !truncated {
+            let synced = self.node(id).storage().synced_index();
+            for batch in &outbox.0 {
+                for message in &batch.messages {
+                    if let keel_raft::MessageBody::AppendEntriesResponse(response) = &message.body {
+                        if let keel_raft::AppendResult::Accepted { match_index } = response.result {
+                            if match_index > synced {
+                                self.record(crate::history::violation(
+                                    "durable acknowledgement",
+                                    format!(
+                                        "node {id} acknowledged entries up to {match_index} \
+                                         with its disk synced to {synced}"
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                }
             }
         }
         self.send_all(id, outbox.0);

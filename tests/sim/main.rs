@@ -279,7 +279,20 @@ fn planted_bug_lease_reads_ignoring_a_transfer_is_caught() {
 fn planted_bug_in_the_driver_releasing_unsynced_writes_is_caught() {
     let bugs = DriverBugs {
         release_unsynced: true,
+        ..DriverBugs::default()
     };
     let (seed, failure) = first_violation(bugs, 200);
     println!("driver releasing unsynced writes caught at seed {seed}: {failure:?}");
+}
+
+/// The same for a driver that lets acknowledgements out before the sync that covers the writes
+/// before them: the per-step check of what followers acknowledge catches it.
+#[test]
+fn planted_bug_in_the_driver_releasing_acknowledgements_early_is_caught() {
+    let bugs = DriverBugs {
+        release_messages_early: true,
+        ..DriverBugs::default()
+    };
+    let (seed, failure) = first_violation(bugs, 200);
+    println!("driver releasing acknowledgements early caught at seed {seed}: {failure:?}");
 }

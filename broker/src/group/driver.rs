@@ -42,7 +42,8 @@ pub trait DriverLog: RaftLog {
     fn begin_sync(&mut self) -> bool;
     /// The sync begun last has ended: what it covered is durable.
     fn finish_sync(&mut self, done: Self::SyncDone);
-    /// Waits for the sync in flight (if any) and makes every write durable, here and now.
+    /// Waits for the sync in flight (if any) and syncs every other write as the fsync policy
+    /// says, here and now.
     fn settle(&mut self);
     /// The core no longer abstains: its marker can go.
     fn clear_abstain(&mut self);
@@ -207,18 +208,21 @@ impl GroupDriver {
         network: &mut impl Network,
         machine: &mut impl Machine<L>,
     ) {
+        node.storage_mut().finish_sync(done);
         let Some(ticket) = self.pipeline.in_flight() else {
+            // The disk's sync ended but the pipeline started none: a bug. Nothing is released,
+            // so nothing claims durability.
             debug_assert!(false, "a sync ended that the driver did not start");
             return;
         };
-        node.storage_mut().finish_sync(done);
         let released = self.pipeline.finished(ticket);
         release(node, network, released);
         self.process(node, network, machine);
     }
 
-    /// Finishes the sync in flight and makes every write durable, here and now, with every
-    /// waiting message sent: before a truncation or a snapshot, and at shutdown.
+    /// Finishes the sync in flight and has the log sync every other write as its policy says,
+    /// here and now, with every waiting message sent: before a truncation or a snapshot, and at
+    /// shutdown.
     pub fn settle<L: DriverLog>(&mut self, node: &mut RaftNode<L>, network: &mut impl Network) {
         let in_flight = self.pipeline.is_syncing();
         node.storage_mut().settle();
@@ -241,7 +245,7 @@ impl GroupDriver {
 
 /// Tells the core what became durable and sends what waited for it.
 fn release<L: RaftLog>(node: &mut RaftNode<L>, network: &mut impl Network, released: Released) {
-    if let Some((index, term)) = released.persisted {
+    for (index, term) in released.persisted {
         // Ignored by the core if that entry has been replaced since.
         node.on_persisted(index, term);
     }

@@ -255,6 +255,7 @@ impl RaftGroup {
         #[cfg(feature = "fault-injection")]
         driver.plant(crate::group::driver::DriverBugs {
             release_unsynced: fault_release_unsynced(),
+            ..Default::default()
         });
         let mut group = RaftGroup {
             group,

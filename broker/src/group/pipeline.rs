@@ -9,8 +9,8 @@
 //! - Durability is reported only for the last entry a finished sync covered, never beyond.
 //! - A message that needs durability leaves only once every write before it is durable, and
 //!   such messages leave in the order the core produced them.
-//! - A truncation or shutdown first settles everything: the sync in flight finishes, the rest is
-//!   synced at once, and every waiting message leaves.
+//! - A truncation or shutdown first settles everything: the sync in flight finishes, the log
+//!   syncs the rest as its policy says, and every waiting message leaves.
 
 use keel_raft::{Index, PeerMessages, Term};
 
@@ -25,8 +25,10 @@ pub struct SyncTicket {
 /// What a finished sync (or a settle) releases.
 #[derive(Debug, Default)]
 pub struct Released {
-    /// The last entry now durable, for the core's `on_persisted`.
-    pub persisted: Option<(Index, Term)>,
+    /// Entries now durable, in order, for the core's `on_persisted` (a settle reports the
+    /// sync in flight's last entry and then the newest write, since a truncation may make the
+    /// core refuse the second).
+    pub persisted: Vec<(Index, Term)>,
     /// Messages that waited for that durability, in the order the core produced them.
     pub messages: Vec<PeerMessages>,
 }
@@ -46,6 +48,9 @@ pub struct DriverBugs {
     /// A finished sync reports the newest write durable instead of what the sync covered: an
     /// acknowledgement can then claim entries a crash loses.
     pub release_unsynced: bool,
+    /// Messages that need durability leave at once, before any sync covers the writes before
+    /// them: a follower acknowledges entries a crash loses.
+    pub release_messages_early: bool,
 }
 
 #[derive(Debug, Default)]
@@ -83,6 +88,10 @@ impl SyncPipeline {
     /// go at once come back, the rest wait.
     #[must_use]
     pub fn after_persist(&mut self, messages: Vec<PeerMessages>) -> Vec<PeerMessages> {
+        #[cfg(feature = "fault-injection")]
+        if self.bugs.release_messages_early {
+            return messages;
+        }
         if self.unsynced.is_some() || self.in_flight.is_some() {
             self.waiting.extend(messages);
             Vec::new()
@@ -110,13 +119,13 @@ impl SyncPipeline {
         Some(ticket)
     }
 
-    /// The fsync policy made the unsynced writes count as durable without a sync (`never`, or
-    /// `interval` between its syncs): released as if a sync had covered them. Only while no sync
-    /// runs, so the order of releases holds.
+    /// The log counts the unsynced writes durable without a sync (the `never` policy, `interval`
+    /// between its syncs, or nothing dirty to sync): released as if a sync had covered them.
+    /// Only while no sync runs, so the order of releases holds.
     pub fn durable_without_sync(&mut self) -> Released {
         debug_assert!(self.in_flight.is_none());
         Released {
-            persisted: self.unsynced.take(),
+            persisted: self.unsynced.take().into_iter().collect(),
             messages: std::mem::take(&mut self.waiting),
         }
     }
@@ -143,14 +152,14 @@ impl SyncPipeline {
             return Released::default();
         };
         let mut released = Released {
-            persisted: Some(in_flight.ticket.last),
+            persisted: vec![in_flight.ticket.last],
             messages: in_flight.messages,
         };
         #[cfg(feature = "fault-injection")]
         if self.bugs.release_unsynced {
             // Planted bug: report the newest write durable, not what the sync covered.
             if let Some(last) = self.unsynced {
-                released.persisted = Some(last);
+                released.persisted = vec![last];
             }
         }
         if self.unsynced.is_none() {
@@ -160,17 +169,18 @@ impl SyncPipeline {
         released
     }
 
-    /// The driver finished the sync in flight (if any) and synced every other write here and
-    /// now (before a truncation, at shutdown): everything is durable and every message leaves.
+    /// The driver finished the sync in flight (if any) and had the log sync every other write
+    /// as its policy says (before a truncation or a snapshot, at shutdown): everything counts as
+    /// durable and every message leaves.
     pub fn settled(&mut self, in_flight_done: bool) -> Released {
         debug_assert!(in_flight_done || self.in_flight.is_none());
         let mut released = Released::default();
         if let Some(in_flight) = self.in_flight.take() {
-            released.persisted = Some(in_flight.ticket.last);
+            released.persisted.push(in_flight.ticket.last);
             released.messages = in_flight.messages;
         }
         if let Some(last) = self.unsynced.take() {
-            released.persisted = Some(last);
+            released.persisted.push(last);
         }
         released.messages.append(&mut self.waiting);
         released
@@ -215,7 +225,7 @@ mod tests {
 
     impl Model {
         fn check(&mut self, released: Released) -> Result<(), String> {
-            if let Some((index, _)) = released.persisted {
+            for (index, _) in released.persisted {
                 if index > self.durable {
                     return Err(format!(
                         "persisted {index} reported, durable only {}",
@@ -262,9 +272,14 @@ mod tests {
                     queued += 1;
                     let now = pipeline.after_persist(vec![tagged(model.written)]);
                     model.check(Released {
-                        persisted: None,
+                        persisted: Vec::new(),
                         messages: now,
                     })?;
+                }
+                5 if ticket.is_none() && rng.random_bool(0.3) => {
+                    // The log's policy counts the writes durable without a sync.
+                    model.durable = model.written;
+                    model.check(pipeline.durable_without_sync())?;
                 }
                 5..=6 => {
                     if let Some(started) = pipeline.start() {
@@ -320,6 +335,7 @@ mod tests {
             let mut pipeline = SyncPipeline::default();
             pipeline.plant(DriverBugs {
                 release_unsynced: true,
+                ..DriverBugs::default()
             });
             pipeline
         };
@@ -337,7 +353,7 @@ mod tests {
         assert_eq!(ticket.last, (5, 1));
         assert!(pipeline.start().is_none(), "one sync at a time");
         let released = pipeline.finished(ticket);
-        assert_eq!(released.persisted, Some((5, 1)));
+        assert_eq!(released.persisted, vec![(5, 1)]);
         assert_eq!(released.messages.len(), 1);
         assert!(!pipeline.is_syncing() && !pipeline.has_unsynced());
     }
