@@ -150,6 +150,16 @@ impl<L: RaftLog> RaftNode<L> {
         if term > self.term {
             self.term = term;
             self.vote = None;
+            // Answers still queued for an older term go to a leader or candidate that is now
+            // stale, and an acknowledgement among them can describe entries this term's leader
+            // is about to truncate before the queue is handed out: sent after that Ready's
+            // writes, it would claim entries the log no longer holds. Dropping them is a
+            // message loss, which Raft tolerates. (The simulator found it: seed 37529.)
+            for queued in self.messages_after_persist.values_mut() {
+                queued.retain(|message| message.term >= term);
+            }
+            self.messages_after_persist
+                .retain(|_, queued| !queued.is_empty());
         }
         self.role = Role::Follower;
         self.leader = leader;

@@ -111,7 +111,7 @@ pub struct RaftNode<L: RaftLog> {
     rng: ChaCha8Rng,
     hard_state_handed_out: HardState,
     messages: BTreeMap<NodeId, Vec<Message>>,
-    messages_after_persist: BTreeMap<NodeId, Vec<Message>>,
+    pub(crate) messages_after_persist: BTreeMap<NodeId, Vec<Message>>,
 }
 
 impl<L: RaftLog> RaftNode<L> {

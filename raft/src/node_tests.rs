@@ -876,3 +876,39 @@ fn a_restarted_node_ignores_elections_for_one_election_timeout() {
     let ready = drive(&mut node);
     assert!(granted(&messages_to(&ready.messages_after_persist, 1)[0]));
 }
+
+/// An acknowledgement queued for a deposed leader must not outlive a truncation by the new
+/// one: in one Ready it would leave after the writes and claim entries the log no longer holds
+/// (found by the simulator, seed 37529).
+#[test]
+fn an_acknowledgement_of_truncated_entries_is_never_sent() {
+    let mut node = follower(3, 5, &[1, 1], 1);
+    // Leader 5 of term 2 sends entries 3 and 4; before the driver takes a Ready, leader 2 of
+    // term 3 overrules them with its own entry 3.
+    node.step(5, append(2, (2, 1), &[(3, 2), (4, 2)], 2));
+    node.step(2, append(3, (2, 1), &[(3, 3)], 2));
+    let ready = drive(&mut node);
+    let stale = messages_to(&ready.messages_after_persist, 5);
+    assert!(
+        stale.iter().all(|message| !matches!(
+            message.body,
+            MessageBody::AppendEntriesResponse(AppendEntriesResponse {
+                result: AppendResult::Accepted { match_index },
+                ..
+            }) if match_index > 3
+        )),
+        "a stale leader is told of entries the log no longer holds: {stale:?}"
+    );
+    let to_new = messages_to(&ready.messages_after_persist, 2);
+    assert!(
+        to_new.iter().any(|message| matches!(
+            message.body,
+            MessageBody::AppendEntriesResponse(AppendEntriesResponse {
+                result: AppendResult::Accepted { match_index: 3 },
+                ..
+            })
+        )),
+        "the new leader hears its entry: {to_new:?}"
+    );
+    assert_eq!(node.last_index(), 3);
+}
