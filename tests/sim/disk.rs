@@ -177,7 +177,7 @@ impl DriverLog for SimDisk {
         self.synced_index = self.synced_index.max(up_to.min(self.log.last_index()));
     }
 
-    fn settle(&mut self) {
+    fn settle(&mut self, _unsynced: bool) {
         self.syncing_up_to = None;
         self.synced_index = self.log.last_index();
     }

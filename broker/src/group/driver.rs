@@ -42,9 +42,9 @@ pub trait DriverLog: RaftLog {
     fn begin_sync(&mut self) -> bool;
     /// The sync begun last has ended: what it covered is durable.
     fn finish_sync(&mut self, done: Self::SyncDone);
-    /// Waits for the sync in flight (if any) and syncs every other write as the fsync policy
-    /// says, here and now.
-    fn settle(&mut self);
+    /// Waits for the sync in flight (if any) and, when `unsynced` (writes no sync covers), syncs
+    /// them as the fsync policy says, here and now.
+    fn settle(&mut self, unsynced: bool);
     /// The core no longer abstains: its marker can go.
     fn clear_abstain(&mut self);
     /// Persists a snapshot from the leader and drops the entries it covers; durable on return.
@@ -209,13 +209,7 @@ impl GroupDriver {
         machine: &mut impl Machine<L>,
     ) {
         node.storage_mut().finish_sync(done);
-        let Some(ticket) = self.pipeline.in_flight() else {
-            // The disk's sync ended but the pipeline started none: a bug. Nothing is released,
-            // so nothing claims durability.
-            debug_assert!(false, "a sync ended that the driver did not start");
-            return;
-        };
-        let released = self.pipeline.finished(ticket);
+        let released = self.pipeline.finished();
         release(node, network, released);
         self.process(node, network, machine);
     }
@@ -224,9 +218,8 @@ impl GroupDriver {
     /// here and now, with every waiting message sent: before a truncation or a snapshot, and at
     /// shutdown.
     pub fn settle<L: DriverLog>(&mut self, node: &mut RaftNode<L>, network: &mut impl Network) {
-        let in_flight = self.pipeline.is_syncing();
-        node.storage_mut().settle();
-        let released = self.pipeline.settled(in_flight);
+        node.storage_mut().settle(self.pipeline.has_unsynced());
+        let released = self.pipeline.settled();
         release(node, network, released);
     }
 

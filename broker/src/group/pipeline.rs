@@ -14,14 +14,6 @@
 
 use keel_raft::{Index, PeerMessages, Term};
 
-/// A sync the driver must run: it covers everything written up to `last`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SyncTicket {
-    /// Tells one sync from the next: only the ticket of the sync in flight may finish it.
-    pub id: u64,
-    pub last: (Index, Term),
-}
-
 /// What a finished sync (or a settle) releases.
 #[derive(Debug, Default)]
 pub struct Released {
@@ -35,7 +27,8 @@ pub struct Released {
 
 #[derive(Debug)]
 struct InFlight {
-    ticket: SyncTicket,
+    /// The last entry written when the sync began: what its end makes durable.
+    last: (Index, Term),
     /// Messages queued before the sync started: its end releases them.
     messages: Vec<PeerMessages>,
 }
@@ -61,7 +54,6 @@ pub struct SyncPipeline {
     /// Messages that need durability of writes no sync covers yet (or that queued behind the
     /// sync in flight).
     waiting: Vec<PeerMessages>,
-    next_id: u64,
     #[cfg(feature = "fault-injection")]
     bugs: DriverBugs,
 }
@@ -77,9 +69,14 @@ impl SyncPipeline {
 
     /// Entries up to `last` were written, not yet durable.
     pub fn written(&mut self, last: (Index, Term)) {
+        // A truncation settles first, so writes only ever move forward between settles.
         debug_assert!(
-            self.unsynced.is_none_or(|previous| previous.0 <= last.0) || self.in_flight.is_none(),
-            "an append after a truncation comes after the settle"
+            self.unsynced.is_none_or(|previous| previous.0 <= last.0)
+                && self
+                    .in_flight
+                    .as_ref()
+                    .is_none_or(|sync| sync.last.0 <= last.0),
+            "a write behind an unsettled one"
         );
         self.unsynced = Some(last);
     }
@@ -100,23 +97,18 @@ impl SyncPipeline {
         }
     }
 
-    /// The sync to start now, if nothing runs and something is unsynced. The driver runs it and
-    /// calls [`SyncPipeline::finished`] with the ticket.
-    pub fn start(&mut self) -> Option<SyncTicket> {
+    /// Starts a sync if nothing runs and something is unsynced: returns the last entry it
+    /// covers. The driver runs it and reports its end with [`SyncPipeline::finished`].
+    pub fn start(&mut self) -> Option<(Index, Term)> {
         if self.in_flight.is_some() {
             return None;
         }
         let last = self.unsynced.take()?;
-        let ticket = SyncTicket {
-            id: self.next_id,
-            last,
-        };
-        self.next_id += 1;
         self.in_flight = Some(InFlight {
-            ticket,
+            last,
             messages: std::mem::take(&mut self.waiting),
         });
-        Some(ticket)
+        Some(last)
     }
 
     /// The log counts the unsynced writes durable without a sync (the `never` policy, `interval`
@@ -140,19 +132,15 @@ impl SyncPipeline {
         self.unsynced.is_some()
     }
 
-    /// The sync of `ticket` finished: what it covered is durable.
-    pub fn finished(&mut self, ticket: SyncTicket) -> Released {
-        let Some(in_flight) = self
-            .in_flight
-            .take_if(|in_flight| in_flight.ticket == ticket)
-        else {
-            // Only the driver's own ticket can come back; another is a bug, and releasing for
-            // it would claim durability no sync gave.
-            debug_assert!(false, "finished a sync that is not in flight: {ticket:?}");
+    /// The sync in flight finished: what it covered is durable.
+    pub fn finished(&mut self) -> Released {
+        let Some(in_flight) = self.in_flight.take() else {
+            // A sync ended that was never started: a bug. Releasing nothing claims nothing.
+            debug_assert!(false, "finished a sync that is not in flight");
             return Released::default();
         };
         let mut released = Released {
-            persisted: vec![in_flight.ticket.last],
+            persisted: vec![in_flight.last],
             messages: in_flight.messages,
         };
         #[cfg(feature = "fault-injection")]
@@ -172,11 +160,10 @@ impl SyncPipeline {
     /// The driver finished the sync in flight (if any) and had the log sync every other write
     /// as its policy says (before a truncation or a snapshot, at shutdown): everything counts as
     /// durable and every message leaves.
-    pub fn settled(&mut self, in_flight_done: bool) -> Released {
-        debug_assert!(in_flight_done || self.in_flight.is_none());
+    pub fn settled(&mut self) -> Released {
         let mut released = Released::default();
         if let Some(in_flight) = self.in_flight.take() {
-            released.persisted.push(in_flight.ticket.last);
+            released.persisted.push(in_flight.last);
             released.messages = in_flight.messages;
         }
         if let Some(last) = self.unsynced.take() {
@@ -184,11 +171,6 @@ impl SyncPipeline {
         }
         released.messages.append(&mut self.waiting);
         released
-    }
-
-    /// The ticket of the sync in flight.
-    pub fn in_flight(&self) -> Option<SyncTicket> {
-        self.in_flight.as_ref().map(|in_flight| in_flight.ticket)
     }
 }
 
@@ -260,6 +242,7 @@ mod tests {
         let mut pipeline = pipeline;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut model = Model::default();
+        // The sync in flight, as the driver would hold it.
         let mut ticket = None;
         let mut queued = 0usize;
         for _ in 0..200 {
@@ -283,7 +266,7 @@ mod tests {
                 }
                 5..=6 => {
                     if let Some(started) = pipeline.start() {
-                        if started.last.0 != model.written {
+                        if started.0 != model.written {
                             return Err("a sync must cover everything written".into());
                         }
                         model.sync_began_at = Some(model.written);
@@ -291,21 +274,22 @@ mod tests {
                     }
                 }
                 7..=8 => {
-                    if let Some(done) = ticket.take() {
+                    if ticket.take().is_some() {
                         model.durable = model.sync_began_at.take().expect("a sync began");
-                        model.check(pipeline.finished(done))?;
+                        model.check(pipeline.finished())?;
                     }
                 }
                 _ => {
                     // A truncation or shutdown: settle. The driver syncs everything.
                     model.durable = model.written;
                     model.sync_began_at = None;
-                    model.check(pipeline.settled(ticket.take().is_some()))?;
+                    ticket = None;
+                    model.check(pipeline.settled())?;
                 }
             }
         }
         model.durable = model.written;
-        model.check(pipeline.settled(ticket.take().is_some()))?;
+        model.check(pipeline.settled())?;
         if model.messages_sent != queued {
             return Err(format!(
                 "{queued} messages queued, {} sent",
@@ -349,10 +333,9 @@ mod tests {
         assert_eq!(pipeline.after_persist(vec![tagged(0)]).len(), 1);
         pipeline.written((5, 1));
         assert!(pipeline.after_persist(vec![tagged(5)]).is_empty());
-        let ticket = pipeline.start().expect("something to sync");
-        assert_eq!(ticket.last, (5, 1));
+        assert_eq!(pipeline.start(), Some((5, 1)));
         assert!(pipeline.start().is_none(), "one sync at a time");
-        let released = pipeline.finished(ticket);
+        let released = pipeline.finished();
         assert_eq!(released.persisted, vec![(5, 1)]);
         assert_eq!(released.messages.len(), 1);
         assert!(!pipeline.is_syncing() && !pipeline.has_unsynced());
