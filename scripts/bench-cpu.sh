@@ -6,6 +6,7 @@
 #
 #   scripts/bench-cpu.sh [MESSAGES] [SIZE] [extra keel bench args...]
 #   KEEL_BIN=/tmp/keel-before scripts/bench-cpu.sh 400000    # another build, for before/after
+#   scripts/bench-cpu.sh 400000 1024 --compression lz4      # extra args go to `keel bench produce`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib-cluster.sh
@@ -34,4 +35,17 @@ client=$(echo "$output" | awk '/^times:/ { line = NR } line && NR == line + 2 {
 result=$(echo "$output" | grep -oE "[0-9.]+ msgs/s.*max [0-9]+")
 total=$(echo "${servers[*]} $client" | awk '{printf "%.2f", $1 + $2 + $3 + $4}')
 per_message=$(echo "$total $messages" | awk '{printf "%.1f", $1 * 1e6 / $2}')
-echo "$result | cpu s: servers ${servers[*]} client $client total $total = $per_message us/msg"
+# Bytes the partitions' segments hold on node 1: segments are preallocated, so each counts up
+# to its last non-zero byte (the storage engine zeroes everything past its last frame).
+log_bytes=$(python3 - "$root/node-1/groups" <<'PY'
+import pathlib, sys
+total = 0
+for segment in pathlib.Path(sys.argv[1]).glob("*/log/*.log"):
+    if segment.parts[-3] == "00000000000000000000":
+        continue  # group 0: the metadata log
+    data = segment.read_bytes()
+    total += len(data.rstrip(b"\0"))
+print(total)
+PY
+)
+echo "$result | cpu s: servers ${servers[*]} client $client total $total = $per_message us/msg | partition log bytes (node 1) $log_bytes"

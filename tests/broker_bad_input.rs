@@ -25,7 +25,7 @@ fn batch(values: &[&[u8]], limits: &Limits) -> Bytes {
             .append(&Record {
                 timestamp_ms: 1,
                 key: None,
-                value,
+                value: Some(value),
                 headers: &[],
             })
             .expect("append");
@@ -46,9 +46,15 @@ fn produce(topic: &str, partition: u32) -> Request {
 async fn setup() -> (TestCluster, Raw) {
     let cluster = TestCluster::start(1);
     let address: SocketAddr = cluster.bootstrap()[0].parse().unwrap();
-    let raw = connect(&cluster, address, b"keel/1", None, None)
-        .await
-        .expect("connect");
+    let raw = connect(
+        &cluster,
+        address,
+        keel_client::wire::CLIENT_ALPN,
+        None,
+        None,
+    )
+    .await
+    .expect("connect");
     let (response, _) = raw
         .request(
             Request::CreateTopic(CreateTopicRequest {
@@ -94,7 +100,8 @@ async fn assert_healthy(raw: &Raw, expected_messages: u64) {
     let mut values = Vec::new();
     for view in batches {
         let view = view.expect("every stored batch is valid");
-        values.extend(view.records().map(|record| record.value.to_vec()));
+        let records = view.decode().expect("valid records");
+        values.extend(records.iter().map(|record| record.value.unwrap().to_vec()));
     }
     assert_eq!(values.len() as u64, expected_messages + 1);
     assert!(values.iter().all(|value| value == b"good"), "{values:?}");

@@ -160,7 +160,7 @@ fn sigterm_shuts_down_cleanly_and_keeps_the_data() {
                 values.extend(
                     records
                         .into_iter()
-                        .map(|record| (record.offset, record.value)),
+                        .map(|record| (record.offset, record.value.unwrap_or_default())),
                 );
             }
         }

@@ -24,7 +24,7 @@ async fn meta_leader_seen_by(cluster: &TestCluster, id: u64) -> Option<u64> {
     let address: SocketAddr = format!("127.0.0.1:{}", cluster.node(id).port)
         .parse()
         .unwrap();
-    let raw = connect(cluster, address, b"keel/1", None, None)
+    let raw = connect(cluster, address, keel_client::wire::CLIENT_ALPN, None, None)
         .await
         .ok()?;
     match raw.request(Request::ClusterStatus, Bytes::new()).await.0 {
@@ -228,9 +228,15 @@ fn replace_node_right_after_a_restart_waits_for_the_new_incarnation() {
         wait: ReplaceNodeWait::UntilReplaced,
     });
     let answer = rt.block_on(async {
-        let raw = connect(&cluster, address, b"keel/1", None, None)
-            .await
-            .expect("connect to node 1");
+        let raw = connect(
+            &cluster,
+            address,
+            keel_client::wire::CLIENT_ALPN,
+            None,
+            None,
+        )
+        .await
+        .expect("connect to node 1");
         raw.request(request, Bytes::new()).await.0
     });
     assert_eq!(

@@ -26,7 +26,7 @@ fn batch(stamp: ProducerStamp, values: &[&str]) -> Bytes {
             .append(&Record {
                 timestamp_ms: 1,
                 key: None,
-                value: value.as_bytes(),
+                value: Some(value.as_bytes()),
                 headers: &[],
             })
             .unwrap();
@@ -111,8 +111,12 @@ async fn stored_values(cluster: &TestCluster) -> Vec<String> {
                 RecordBatches::new(payload)
                     .flat_map(|view| {
                         let view = view.expect("valid batch");
-                        view.records()
-                            .map(|record| String::from_utf8(record.value.to_vec()).unwrap())
+                        let records = view.decode().expect("valid records");
+                        records
+                            .iter()
+                            .map(|record| {
+                                String::from_utf8(record.value.unwrap().to_vec()).unwrap()
+                            })
                             .collect::<Vec<_>>()
                     })
                     .collect(),

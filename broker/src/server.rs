@@ -121,7 +121,7 @@ impl RunningNode {
             Membership::with_voters(founders.iter().map(|info| (info.node_id, info.incarnation))),
             opened,
         );
-        let group = RaftGroup::new(META_GROUP, node, context.host(), false, None);
+        let group = RaftGroup::new(META_GROUP, node, context.host(), None, None);
         let (inbox, receiver) = mpsc::channel(GROUP_INBOX_CAPACITY);
         let (state_sender, state) = watch::channel(MetaState::new());
         let (leader_sender, leader) = watch::channel(None);

@@ -33,7 +33,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 record.partition,
                 record.offset,
                 record.key.as_deref().map(String::from_utf8_lossy),
-                String::from_utf8_lossy(&record.value)
+                String::from_utf8_lossy(record.value.as_deref().unwrap_or_default())
             );
         }
     }

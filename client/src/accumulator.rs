@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::wire::record_batch::Compression;
 use crate::wire::{Limits, ProducerStamp, Record, RecordBatchBuilder, WireError};
 
 /// A topic partition, the unit of batching and ordering.
@@ -36,6 +37,7 @@ pub(crate) struct BatchConfig {
     pub batch_bytes: u64,
     pub limits: Limits,
     pub max_in_flight: u32,
+    pub compression: Compression,
 }
 
 /// A batch ready to send (or that failed to finish), with its records' tokens in order.
@@ -120,7 +122,8 @@ impl<T> Accumulator<T> {
                 OpenBatch {
                     id,
                     builder: RecordBatchBuilder::new(&self.config.limits, self.config.batch_bytes)
-                        .with_producer(ProducerStamp::NONE),
+                        .with_producer(ProducerStamp::NONE)
+                        .with_compression(self.config.compression),
                     tokens: Vec::new(),
                     opened_at: now,
                 }
@@ -235,6 +238,7 @@ mod tests {
             batch_bytes,
             limits: Limits::default(),
             max_in_flight: 1,
+            compression: Compression::None,
         }
     }
 
@@ -249,7 +253,7 @@ mod tests {
         Record {
             timestamp_ms: 1_000,
             key: None,
-            value,
+            value: Some(value),
             headers: &[],
         }
     }
@@ -284,8 +288,8 @@ mod tests {
     #[test]
     fn a_full_batch_closes_and_is_sendable_before_linger() {
         let start = Instant::now();
-        // Header 53 bytes + 15-byte records: two fit in 90 bytes (83), a third does not (98).
-        let mut accumulator = Accumulator::new(config(90));
+        // Header 61 bytes + 17-byte records: two fit in 100 bytes (95), a third does not (112).
+        let mut accumulator = Accumulator::new(config(100));
         let value = [7u8; 10];
         let (first_id, appended) = accumulator
             .append(&partition(0), &record(&value), 0, start)

@@ -39,7 +39,7 @@
 //!
 //! let limits = Limits::default();
 //! let mut builder = RecordBatchBuilder::new(&limits, 64 * 1024);
-//! builder.append(&Record { timestamp_ms: 1_000, key: None, value: b"hello", headers: &[] })?;
+//! builder.append(&Record { timestamp_ms: 1_000, key: None, value: Some(b"hello"), headers: &[] })?;
 //! let request = Request::Produce(ProduceRequest {
 //!     topic: "orders".into(),
 //!     partition: 0,
@@ -51,7 +51,8 @@
 //!
 //! let frame = FrameDecoder::new(limits.max_request_bytes).decode::<Request>(&mut stream)?.unwrap();
 //! let batch = RecordBatchView::parse_within(frame.payload, &limits)?;
-//! assert_eq!(batch.records().next().map(|record| record.value), Some(&b"hello"[..]));
+//! let records = batch.decode()?;
+//! assert_eq!(records.iter().next().and_then(|record| record.value), Some(&b"hello"[..]));
 //! # Ok::<(), keel_client::wire::WireError>(())
 //! ```
 

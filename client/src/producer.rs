@@ -48,7 +48,7 @@ use crate::limits::{
 use crate::partitioner::{partition_for_key, StickyPartitioner};
 use crate::retry::random_u64;
 use crate::wire::messages::{Acks, ProduceRequest};
-use crate::wire::record_batch::set_producer_stamp;
+use crate::wire::record_batch::{next_sequence, set_producer_stamp, Compression, Header};
 use crate::wire::{ProducerStamp, Record, Request, Response, WireError};
 
 /// A record's acknowledgement: the partition it went to and its offset there.
@@ -76,6 +76,9 @@ pub struct ProducerConfig {
     pub delivery_timeout_ms: u64,
     /// Exactly-once delivery per partition across retries (producer id + sequence numbers).
     pub idempotence: bool,
+    /// The codec each batch's records are compressed with (the broker stores them compressed;
+    /// consumers decompress). A batch that would not shrink goes uncompressed.
+    pub compression: Compression,
 }
 
 impl Default for ProducerConfig {
@@ -92,6 +95,7 @@ impl Default for ProducerConfig {
             request_timeout_ms: DEFAULT_PRODUCE_TIMEOUT_MS,
             delivery_timeout_ms: DEFAULT_DELIVERY_TIMEOUT_MS,
             idempotence: true,
+            compression: Compression::None,
         }
     }
 }
@@ -103,20 +107,39 @@ pub struct ProducerRecord {
     /// `None`: chosen by the partitioner (key hash, or sticky round-robin without a key).
     pub partition: Option<u32>,
     pub key: Option<Bytes>,
-    pub value: Bytes,
+    /// `None` is a null value (a tombstone), distinct from an empty one.
+    pub value: Option<Bytes>,
+    /// Application headers in order; a header value may be null.
+    pub headers: Vec<(Bytes, Option<Bytes>)>,
     /// `None`: now (milliseconds since the Unix epoch).
     pub timestamp_ms: Option<i64>,
 }
 
 impl ProducerRecord {
-    pub fn new(topic: impl Into<String>, key: Option<Bytes>, value: Bytes) -> Self {
+    /// `value` is a `Bytes` or an `Option<Bytes>` (`None`: a null value).
+    pub fn new(
+        topic: impl Into<String>,
+        key: Option<Bytes>,
+        value: impl Into<Option<Bytes>>,
+    ) -> Self {
         ProducerRecord {
             topic: topic.into(),
             partition: None,
             key,
-            value,
+            value: value.into(),
+            headers: Vec::new(),
             timestamp_ms: None,
         }
+    }
+
+    pub fn with_header(mut self, key: Bytes, value: Option<Bytes>) -> Self {
+        self.headers.push((key, value));
+        self
+    }
+
+    pub fn with_timestamp_ms(mut self, timestamp_ms: i64) -> Self {
+        self.timestamp_ms = Some(timestamp_ms);
+        self
     }
 
     pub fn with_partition(mut self, partition: u32) -> Self {
@@ -207,8 +230,15 @@ impl Producer {
     /// Sends a record with every option (explicit partition, timestamp).
     pub fn send_record(&self, record: ProducerRecord) -> DeliveryFuture {
         let charged_bytes = RECORD_OVERHEAD_BYTES
-            + record.value.len() as u64
-            + record.key.as_ref().map_or(0, |key| key.len() as u64);
+            + record.value.as_ref().map_or(0, |value| value.len() as u64)
+            + record.key.as_ref().map_or(0, |key| key.len() as u64)
+            + record
+                .headers
+                .iter()
+                .map(|(key, value)| {
+                    key.len() as u64 + value.as_ref().map_or(0, |value| value.len() as u64)
+                })
+                .sum::<u64>();
         let limit = self.shared.config.max_buffered_bytes;
         let previous = self
             .shared
@@ -339,7 +369,7 @@ impl Idempotence {
                 base_sequence: *sequence,
             },
         )?;
-        *sequence = sequence.wrapping_add(count as u32);
+        *sequence = next_sequence(*sequence, count as u32);
         Ok(bytes.freeze())
     }
 }
@@ -351,6 +381,7 @@ async fn run(client: Client, shared: Arc<Shared>, mut commands: mpsc::UnboundedR
     let mut accumulator: Accumulator<Reply> = Accumulator::new(BatchConfig {
         linger: Duration::from_millis(config.linger_ms),
         batch_bytes: config.batch_bytes,
+        compression: config.compression,
         limits: client.config().limits,
         max_in_flight: if config.idempotence {
             config
@@ -498,11 +529,19 @@ async fn append(
         topic: Arc::from(record.topic.as_str()),
         partition,
     };
+    let headers: Vec<Header<'_>> = record
+        .headers
+        .iter()
+        .map(|(key, value)| Header {
+            key,
+            value: value.as_deref(),
+        })
+        .collect();
     let wire_record = Record {
         timestamp_ms: record.timestamp_ms.unwrap_or_else(now_ms),
         key: record.key.as_deref(),
-        value: &record.value,
-        headers: &[],
+        value: record.value.as_deref(),
+        headers: &headers,
     };
     match accumulator.append(&topic_partition, &wire_record, reply, Instant::now()) {
         Ok((batch_id, appended)) => {
@@ -668,7 +707,7 @@ mod tests {
                     .append(&Record {
                         timestamp_ms: 1,
                         key: None,
-                        value: value.as_bytes(),
+                        value: Some(value.as_bytes()),
                         headers: &[],
                     })
                     .unwrap();

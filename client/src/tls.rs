@@ -1,7 +1,7 @@
 //! The client's TLS material and its rustls configuration (docs/TRANSPORT.md "Crypto"): TLS 1.3
 //! only, with the ring provider passed explicitly (the crate graph holds no other provider, and
 //! rustls' default builders would panic if it did), the server verified under the cluster CA and
-//! the host dialled, ALPN `keel/1`, and an optional client certificate for
+//! the host dialled, ALPN `keel/2`, and an optional client certificate for
 //! `--require-client-cert`.
 
 use std::path::Path;
@@ -67,7 +67,7 @@ impl ClientTls {
         Ok(tls)
     }
 
-    /// The rustls configuration: TLS 1.3, ring, roots = the CA, ALPN `keel/1`.
+    /// The rustls configuration: TLS 1.3, ring, roots = the CA, ALPN `keel/2`.
     pub fn rustls_config(&self) -> Result<rustls::ClientConfig, ClientError> {
         let tls_error = |error: rustls::Error| ClientError::Tls(error.to_string());
         let mut roots = RootCertStore::empty();

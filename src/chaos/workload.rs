@@ -193,7 +193,7 @@ pub async fn run_consumer(
                         topic: record.topic.to_string(),
                         partition: record.partition,
                         offset: record.offset,
-                        stored: Stored::from_value(&record.value),
+                        stored: Stored::from_value(record.value.as_deref().unwrap_or_default()),
                     });
                 }
             }
@@ -252,7 +252,7 @@ pub async fn read_final(
                         topic: record.topic.to_string(),
                         partition: record.partition,
                         offset: record.offset,
-                        stored: Stored::from_value(&record.value),
+                        stored: Stored::from_value(record.value.as_deref().unwrap_or_default()),
                     });
                 }
             }

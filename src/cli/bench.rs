@@ -33,7 +33,7 @@ use keel_client::{
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::common::{cli_client_config, connect_with, parse_topic, ConnectArgs};
+use super::common::{cli_client_config, connect_with, parse_topic, CompressionArg, ConnectArgs};
 use super::UsageError;
 use crate::limits::{
     BENCH_IDLE_TIMEOUT, BENCH_MAX_LATENCY_US, BENCH_SYNC_WINDOW, PROGRESS_BAR_INTERVAL,
@@ -69,6 +69,9 @@ pub struct BenchArgs {
     /// Producer linger in milliseconds (default: the SDK default; 0 with `--sync`).
     #[arg(long)]
     linger_ms: Option<u64>,
+    /// Compress each producer batch's records.
+    #[arg(long, value_enum, default_value_t = CompressionArg::None)]
+    compression: CompressionArg,
     /// Partitions of the topic if the bench creates it.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     partitions: u32,
@@ -223,6 +226,7 @@ async fn run_producers(
             max_in_flight_per_partition: args
                 .in_flight
                 .unwrap_or(defaults.max_in_flight_per_partition),
+            compression: args.compression.codec(),
             ..defaults
         };
         producers.push(Producer::with_config(client.clone(), config));
@@ -383,7 +387,7 @@ async fn consume(
         let take = records.len().min((args.messages - received) as usize);
         bytes += records[..take]
             .iter()
-            .map(|record| record.value.len() as u64)
+            .map(|record| record.value.as_ref().map_or(0, |value| value.len() as u64))
             .sum::<u64>();
         received += take as u64;
         done.fetch_add(take as u64, Ordering::Relaxed);
@@ -435,7 +439,8 @@ async fn end_to_end(
             for record in records.iter().take((expected - received) as usize) {
                 let sent = record
                     .value
-                    .get(..8)
+                    .as_deref()
+                    .and_then(|value| value.get(..8))
                     .map(|bytes| u64::from_le_bytes(bytes.try_into().expect("8 bytes")))
                     .unwrap_or(0);
                 record_latency(

@@ -49,6 +49,27 @@ fn parse_bootstrap(text: &str) -> Result<Bootstrap, String> {
 }
 
 /// A topic name valid by docs/WIRE.md "Topic names", checked while parsing arguments.
+/// `--compression none|lz4|zstd`: the codecs the CLI's producers offer (docs/CLI.md). The SDK can
+/// also write gzip and snappy, and reads all four.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CompressionArg {
+    #[default]
+    None,
+    Lz4,
+    Zstd,
+}
+
+impl CompressionArg {
+    pub fn codec(self) -> keel_client::wire::record_batch::Compression {
+        use keel_client::wire::record_batch::Compression;
+        match self {
+            CompressionArg::None => Compression::None,
+            CompressionArg::Lz4 => Compression::Lz4,
+            CompressionArg::Zstd => Compression::Zstd,
+        }
+    }
+}
+
 pub fn parse_topic(text: &str) -> Result<String, String> {
     keel_client::wire::validate_topic_name(text)
         .map(|()| text.to_string())

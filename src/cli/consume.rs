@@ -175,13 +175,14 @@ fn closed_pipe_is_success_or_flush(out: &mut impl Write) -> anyhow::Result<()> {
 
 fn write_record(out: &mut impl Write, record: &ConsumerRecord, format: Format) -> io::Result<()> {
     match format {
+        // A null value prints as an empty line here; --json tells the two apart.
         Format::Value => {
-            out.write_all(&record.value)?;
+            out.write_all(record.value.as_deref().unwrap_or_default())?;
             out.write_all(b"\n")
         }
         Format::WithOffsets => {
             write!(out, "{}\t{}\t", record.partition, record.offset)?;
-            out.write_all(&record.value)?;
+            out.write_all(record.value.as_deref().unwrap_or_default())?;
             out.write_all(b"\n")
         }
         Format::Json => writeln!(out, "{}", record_json(record)),
@@ -190,7 +191,7 @@ fn write_record(out: &mut impl Write, record: &ConsumerRecord, format: Format) -
 
 /// `{"partition","offset","timestamp_ms","key","value"}`; key and value are strings when valid
 /// UTF-8, else base64 (standard alphabet, padded) under `key_b64` / `value_b64`. A record
-/// without a key has `"key": null`.
+/// without a key has `"key": null`, one with a null value `"value": null`.
 pub fn record_json(record: &ConsumerRecord) -> serde_json::Value {
     let mut object = json!({
         "partition": record.partition,
@@ -201,7 +202,10 @@ pub fn record_json(record: &ConsumerRecord) -> serde_json::Value {
         None => object["key"] = serde_json::Value::Null,
         Some(key) => put_bytes(&mut object, "key", key),
     }
-    put_bytes(&mut object, "value", &record.value);
+    match &record.value {
+        None => object["value"] = serde_json::Value::Null,
+        Some(value) => put_bytes(&mut object, "value", value),
+    }
     object
 }
 
@@ -228,7 +232,7 @@ mod tests {
             offset: 7,
             timestamp_ms: 1_700_000_000_000,
             key: key.map(Bytes::from_static),
-            value: Bytes::from_static(value),
+            value: Some(Bytes::from_static(value)),
             headers: Vec::new(),
         }
     }

@@ -14,10 +14,10 @@ use std::io::{self, BufRead, Write};
 use anyhow::bail;
 use bytes::Bytes;
 use clap::Args;
-use keel_client::{DeliveryFuture, Producer, ProducerRecord};
+use keel_client::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
 use tokio::sync::mpsc;
 
-use super::common::{connect, is_closed_pipe, one_line, parse_topic, ConnectArgs};
+use super::common::{connect, is_closed_pipe, one_line, parse_topic, CompressionArg, ConnectArgs};
 use crate::limits::{MAX_PENDING_LINES, READ_AHEAD_LINES};
 
 #[derive(Args, Debug)]
@@ -33,6 +33,9 @@ pub struct ProduceArgs {
     /// Split each line at the first SEP: key before, value after (a line without SEP has no key).
     #[arg(long, value_name = "SEP", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     key_separator: Option<String>,
+    /// Compress each batch's records (consumers decompress; the broker stores them as sent).
+    #[arg(long, value_enum, default_value_t = CompressionArg::None)]
+    compression: CompressionArg,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -52,7 +55,13 @@ enum Outcome {
 pub async fn run(args: &ProduceArgs) -> anyhow::Result<()> {
     let client = connect(&args.connect).await?;
     let max_line_bytes = client.config().limits.max_message_bytes;
-    let producer = Producer::new(client.clone());
+    let producer = Producer::with_config(
+        client.clone(),
+        ProducerConfig {
+            compression: args.compression.codec(),
+            ..ProducerConfig::default()
+        },
+    );
 
     let (lines_sender, mut lines) = mpsc::channel::<io::Result<Line>>(READ_AHEAD_LINES);
     std::thread::spawn(move || {

@@ -3,7 +3,8 @@
 //! - Retriable by the caller: [`StorageError::DiskFull`].
 //! - Bad input, log unchanged: `NonContiguous`, `TermRegression`, `EntryTooLarge`,
 //!   `OutOfRange`, `InvalidOptions`.
-//! - Fatal for the log (stop serving it): `Io` from a write or fsync, `Corruption`, `Poisoned`.
+//! - Fatal for the log (stop serving it): `Io` from a write or fsync, `Corruption`, `Poisoned`,
+//!   `UnsupportedFormat` (another build's data).
 
 use std::io;
 use std::path::PathBuf;
@@ -24,6 +25,18 @@ pub enum StorageError {
     /// No space to create a segment (or another file). Nothing was written; reads continue.
     #[error("disk full creating {path}")]
     DiskFull { path: PathBuf },
+
+    /// A segment of another format version: written by another build of Keel. Nothing is
+    /// changed; the node stops rather than guess (docs/DECISIONS.md "One batch format").
+    #[error(
+        "{path} is segment format version {found}; this build reads version {supported} only \
+         (version 1 held Keel's pre-Kafka record batches: start from an empty data directory)"
+    )]
+    UnsupportedFormat {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
 
     /// Bytes on disk fail their checksum or their framing where no torn tail can explain it.
     #[error("corruption in {path} at byte {offset}: {reason}")]

@@ -22,4 +22,4 @@ pub mod snapshot;
 
 pub use error::{Result, StorageError};
 pub use log::{Cut, CutReason, Entry, Log, PendingSync, RecoveryReport, StoredEntry};
-pub use options::{FsyncPolicy, LogOptions};
+pub use options::{FsyncPolicy, LogOptions, OffsetKeyFn};

@@ -189,6 +189,9 @@ fn drop_unwritten_tail(
                 return Err(segment.corruption(0, "zero header but data after it"))
             }
             Err(HeaderError::Invalid(reason)) => return Err(segment.corruption(0, reason)),
+            Err(HeaderError::UnsupportedVersion(found)) => {
+                return Err(segment.unsupported_version(found))
+            }
         }
         tracing::warn!(path = %segment.path.display(), "removing a segment that was never written");
         drop(segment);
@@ -209,6 +212,7 @@ fn check_header(segment: &Segment) -> Result<()> {
         Ok(base) => Err(segment.corruption(0, format!("header names base {base}"))),
         Err(HeaderError::Unwritten) => Err(segment.corruption(0, "header never written")),
         Err(HeaderError::Invalid(reason)) => Err(segment.corruption(0, reason)),
+        Err(HeaderError::UnsupportedVersion(found)) => Err(segment.unsupported_version(found)),
     }
 }
 

@@ -33,8 +33,11 @@ use crate::mmap::map_read_only;
 pub const SEGMENT_HEADER_BYTES: usize = 24;
 /// First four bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 4] = *b"KEEL";
-/// Version of the segment and frame layout.
-pub const SEGMENT_FORMAT_VERSION: u32 = 1;
+/// Version of the segment and frame layout, and of what partition entries hold. Version 1 held
+/// Keel's own record batches (magic 1); version 2 holds Kafka's RecordBatch v2 after the leader's
+/// append time. A node refuses to open a version it does not write (docs/DECISIONS.md "One batch
+/// format").
+pub const SEGMENT_FORMAT_VERSION: u32 = 2;
 const HEADER_CRC_AT: usize = 20;
 const _: () = assert!(SEGMENT_HEADER_BYTES == 4 + 4 + 8 + 4 + 4);
 const _: () = assert!(HEADER_CRC_AT + 4 == SEGMENT_HEADER_BYTES);
@@ -56,6 +59,9 @@ pub fn encode_header(base_index: u64) -> [u8; SEGMENT_HEADER_BYTES] {
 pub(crate) enum HeaderError {
     /// All zero (or the file is shorter than a header and zero): creation never finished.
     Unwritten,
+    /// A well-formed header of a format version this build does not read: not corruption, and
+    /// never to be repaired by cutting the log.
+    UnsupportedVersion(u32),
     /// Anything else: corruption.
     Invalid(String),
 }
@@ -81,9 +87,7 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<u64, HeaderError> {
     }
     let version = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
     if version != SEGMENT_FORMAT_VERSION {
-        return Err(HeaderError::Invalid(format!(
-            "unknown format version {version}"
-        )));
+        return Err(HeaderError::UnsupportedVersion(version));
     }
     Ok(u64::from_le_bytes(
         header[8..16].try_into().expect("8 bytes"),
@@ -317,6 +321,16 @@ impl Segment {
     }
 
     /// A corruption error for this file; logged where it is returned to a caller.
+    pub fn unsupported_version(&self, found: u32) -> StorageError {
+        let error = StorageError::UnsupportedFormat {
+            path: self.path.clone(),
+            found,
+            supported: SEGMENT_FORMAT_VERSION,
+        };
+        tracing::error!(%error, "refusing to open a log written by another format version");
+        error
+    }
+
     pub fn corruption(&self, position: u64, reason: impl Into<String>) -> StorageError {
         StorageError::Corruption {
             path: self.path.clone(),
@@ -592,7 +606,7 @@ mod tests {
 
     #[test]
     fn bytes_match_the_worked_example_in_format_md() {
-        let header = "4b 45 45 4c 01 00 00 00 65 00 00 00 00 00 00 00 00 00 00 00 da 57 6d f3";
+        let header = "4b 45 45 4c 02 00 00 00 65 00 00 00 00 00 00 00 00 00 00 00 28 e3 a5 da";
         assert_eq!(hex(&encode_header(101)), header);
         let mut frame_bytes = Vec::new();
         frame::encode(&mut frame_bytes, 101, 2, 1, b"hello");
@@ -627,6 +641,14 @@ mod tests {
             decode_header(&header[..10]),
             Err(HeaderError::Invalid(_))
         ));
+        let mut version_1 = header;
+        version_1[4] = 1;
+        let crc = crc32fast::hash(&version_1[..HEADER_CRC_AT]);
+        version_1[HEADER_CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            decode_header(&version_1),
+            Err(HeaderError::UnsupportedVersion(1))
+        );
     }
 
     #[test]

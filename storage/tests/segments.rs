@@ -148,3 +148,47 @@ fn default_sized_segment_reopens_clean() {
     assert_eq!((report.last_index, report.cut), (10, None));
     assert_eq!(log.read(1, 11, u64::MAX).unwrap().len(), 10);
 }
+
+/// A data directory from a build that wrote segment format version 1 (Keel's own batches, before
+/// Kafka's RecordBatch v2): opening it is refused with the version named, and nothing on disk
+/// is changed, repaired or cut.
+#[test]
+fn a_log_of_the_previous_format_version_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _) = Log::open(dir.path(), options(1 << 20, 4096)).unwrap();
+        append(&mut log, 10, 100, 1);
+        log.sync().unwrap();
+    }
+    let segment = dir.path().join(
+        log_files(dir.path())
+            .into_iter()
+            .find(|name| name.ends_with(".log"))
+            .expect("a segment"),
+    );
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[4..8].copy_from_slice(&1u32.to_le_bytes());
+    let crc = crc32fast::hash(&bytes[..20]);
+    bytes[20..24].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&segment, &bytes).unwrap();
+    let files_before = log_files(dir.path());
+
+    let error = Log::open(dir.path(), options(1 << 20, 4096)).unwrap_err();
+    match &error {
+        StorageError::UnsupportedFormat {
+            found, supported, ..
+        } => assert_eq!((*found, *supported), (1, 2)),
+        other => panic!("expected UnsupportedFormat, got {other:?}"),
+    }
+    let message = error.to_string();
+    assert!(
+        message.contains("version 1") && message.contains("version 2"),
+        "{message}"
+    );
+    assert_eq!(log_files(dir.path()), files_before);
+    assert_eq!(
+        std::fs::read(&segment).unwrap(),
+        bytes,
+        "the segment is left as it was"
+    );
+}

@@ -139,7 +139,8 @@ pub async fn consume_all(
             Err(error) => panic!("consume failed: {error}"),
         };
         for record in records {
-            let text = std::str::from_utf8(&record.value).expect("utf-8 value");
+            let text = std::str::from_utf8(record.value.as_deref().expect("a value"))
+                .expect("utf-8 value");
             let seq: u64 = text
                 .trim_start_matches('m')
                 .parse()

@@ -83,7 +83,9 @@ pub async fn ask_nodes<T>(
     loop {
         for address in cluster.bootstrap() {
             let address: SocketAddr = address.parse().expect("node address");
-            let Ok(raw) = connect(cluster, address, b"keel/1", None, None).await else {
+            let Ok(raw) =
+                connect(cluster, address, keel_client::wire::CLIENT_ALPN, None, None).await
+            else {
                 continue;
             };
             let (response, answer_payload) = raw.request(request.clone(), payload.clone()).await;

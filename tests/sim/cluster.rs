@@ -15,13 +15,13 @@ use bytes::Bytes;
 use keel_broker::group::driver::{DriverBugs, GroupDriver, Machine, Network as DriverNetwork};
 use keel_broker::meta::{MetaCommand, MetaState, NodeInfo};
 use keel_broker::partition::dedup::BatchIdentity;
+use keel_broker::partition::entry::{self as data_entry, DataEntry};
 use keel_broker::partition::machine::PartitionMachine;
 use keel_raft::{
     Config, Entry, Incarnation, Index, Membership, MembershipChange, MembershipError, Message,
     NodeId, PeerMessages, ProposeError, RaftLog, RaftNode, ReadMode, ReadState, RecoveredState,
     ReplaceNode, ReplaceStep, Role, Snapshot, Term,
 };
-use keel_wire::record_batch::{set_base_offset, BatchHeader};
 use keel_wire::{Limits, Record, RecordBatchBuilder, RecordBatchView};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -194,10 +194,10 @@ impl Machine<SimDisk> for Recorder<'_> {
     fn apply(&mut self, entry: &Entry, _log: &SimDisk) {
         // Offsets are dense: every committed batch starts where the ones before it ended, on
         // every replica, whatever leaders came and went (only workload batches parse).
-        if entry.kind == keel_raft::EntryKind::Data
-            && RecordBatchView::parse(entry.payload.clone()).is_ok()
-        {
-            let base_offset = BatchHeader::read(&entry.payload).map_or(0, |h| h.base_offset);
+        let batch = DataEntry::read(&entry.payload)
+            .filter(|data| RecordBatchView::parse(Bytes::copy_from_slice(data.batch)).is_ok());
+        if let (keel_raft::EntryKind::Data, Some(data)) = (entry.kind, batch) {
+            let base_offset = data.header().map_or(0, |header| header.base_offset);
             let expected = self.partition.high_watermark();
             self.batches_checked += 1;
             if base_offset != expected {
@@ -297,6 +297,11 @@ struct SimNode {
     sync_due_at: Option<u64>,
     /// Each node's clock runs at its own rate: it ticks every `tick_interval_units`.
     tick_interval_units: u64,
+    /// And its wall clock is off by this much, which the append times a leader stamps must
+    /// survive (they never go backwards in the log).
+    clock_skew_ms: i64,
+    /// The index and append time of the last Data entry this node applied.
+    applied_append_time: Option<(Index, i64)>,
     next_tick_at: u64,
     /// The incarnation of the disk behind this id; a wipe draws a new one.
     incarnation: Incarnation,
@@ -446,6 +451,8 @@ impl Cluster {
                 driver: None,
                 sync_due_at: None,
                 tick_interval_units,
+                clock_skew_ms: rng.random_range(-5_000..=5_000),
+                applied_append_time: None,
                 next_tick_at,
                 incarnation: 1,
                 base_membership: founding.clone(),
@@ -868,8 +875,9 @@ impl Cluster {
     }
 
     /// A produce at node `id`, as the product's partition leader does it: `value` in a record
-    /// batch, stamped with the next offset of the node's partition machine, proposed, and
-    /// remembered as this leader's proposal. Returns the entry's position and the stored batch.
+    /// batch in a Data entry, stamped with the next offset of the node's partition machine, its
+    /// term and its (skewed) clock, proposed, and remembered as this leader's proposal. Returns
+    /// the entry's position and payload.
     pub fn produce(
         &mut self,
         id: NodeId,
@@ -880,15 +888,20 @@ impl Cluster {
         let record = Record {
             timestamp_ms: self.now as i64,
             key: None,
-            value,
+            value: Some(value),
             headers: &[],
         };
         builder.append(&record).expect("a small record fits");
-        let mut batch = builder.finish().expect("one record").to_vec();
-        let base_offset = self.nodes[&id].partition.end_offset();
-        set_base_offset(&mut batch, base_offset).expect("a whole batch");
-        let batch = Bytes::from(batch);
-        let identity = BatchIdentity::of(&batch).expect("a whole batch");
+        let mut payload = data_entry::unstamped(&builder.finish().expect("one record"));
+        let node = &self.nodes[&id];
+        let base_offset = node.partition.end_offset();
+        let append_time_ms = node
+            .partition
+            .next_append_time_ms(self.now as i64 + node.clock_skew_ms);
+        let term = self.node(id).term();
+        data_entry::stamp(&mut payload, append_time_ms, base_offset, term).expect("a whole batch");
+        let batch = payload.freeze();
+        let identity = BatchIdentity::of(data_entry::batch_of(&batch)).expect("a whole batch");
         let result = self.node_mut(id).propose(batch.clone());
         self.trace
             .line(self.now, || format!("produce at {id}: {result:?}"));
@@ -1186,6 +1199,27 @@ impl Cluster {
     fn apply(&mut self, id: NodeId, entry: &Entry, meta_hash: Option<u64>) {
         let check = invariants::state_machine_safety::observe_applied(&mut self.history, id, entry);
         self.record(check);
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let data = (entry.kind == keel_raft::EntryKind::Data)
+            .then(|| DataEntry::read(&entry.payload))
+            .flatten();
+        if let Some(data) = data {
+            // Compared forward in index order only: a restarted node applies from the start
+            // again, and every node applies the same committed entries.
+            let backwards = matches!(node.applied_append_time,
+                Some((index, time)) if entry.index > index && data.append_time_ms < time);
+            let previous = node.applied_append_time;
+            node.applied_append_time = Some((entry.index, data.append_time_ms));
+            if backwards {
+                self.record(crate::history::violation(
+                    "append times never go backwards",
+                    format!(
+                        "node {id} applied index {} appended at {} ms after {previous:?}",
+                        entry.index, data.append_time_ms
+                    ),
+                ));
+            }
+        }
         let node = self.nodes.get_mut(&id).expect("known node");
         node.state_machine.apply(entry);
         if let Some(hash) = meta_hash {

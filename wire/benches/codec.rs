@@ -16,14 +16,14 @@ const VALUE_BYTES: usize = 1024;
 fn build_batch(limits: &Limits, keys: &[[u8; 16]], value: &[u8]) -> Bytes {
     let headers = [Header {
         key: b"trace",
-        value: b"0123456789abcdef",
+        value: Some(b"0123456789abcdef"),
     }];
     let mut builder = RecordBatchBuilder::new(limits, limits.max_record_batch_bytes);
     for (index, key) in keys.iter().enumerate() {
         let record = Record {
             timestamp_ms: 1_700_000_000_000 + index as i64,
             key: Some(key),
-            value,
+            value: Some(value),
             headers: &headers,
         };
         builder
@@ -54,8 +54,10 @@ fn codec(criterion: &mut Criterion) {
     group.bench_function("parse_and_iterate", |bench| {
         bench.iter(|| {
             let view = RecordBatchView::parse(black_box(batch.clone())).expect("valid batch");
-            view.records()
-                .map(|record| record.value.len())
+            let records = view.decode().expect("valid records");
+            records
+                .iter()
+                .map(|record| record.value.map_or(0, <[u8]>::len))
                 .sum::<usize>()
         })
     });

@@ -25,8 +25,6 @@ pub enum WireError {
     },
     #[error("unsupported record batch magic {0}")]
     UnsupportedMagic(u8),
-    #[error("record batch flags {0:#06x} set bits this version does not know")]
-    UnknownFlags(u16),
     #[error("record batch CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
     CrcMismatch { stored: u32, computed: u32 },
     /// A batch must hold at least one record: its last offset would be undefined otherwise.
@@ -47,9 +45,49 @@ pub enum WireError {
         record_len: u64,
         fields_bytes: u64,
     },
-    /// A key length below -1 (the only negative value, meaning "no key").
-    #[error("record {index}: invalid key length {key_len}")]
-    InvalidKeyLength { index: u32, key_len: i64 },
+    /// A length below -1 (the only negative value, meaning null), or a null where none is
+    /// allowed (a header key), or a negative header count.
+    #[error("record {index}: invalid {field} length {length}")]
+    InvalidLength {
+        index: u32,
+        field: &'static str,
+        length: i64,
+    },
+    /// Record `index` says it is at another offset delta: a batch's records are `0..count`.
+    #[error("record {index} has offset delta {offset_delta}")]
+    OffsetDeltaMismatch { index: u32, offset_delta: i64 },
+    /// `lastOffsetDelta` must be `count - 1`, and `count` a positive `i32`.
+    #[error("lastOffsetDelta {last_offset_delta} does not match {count} records")]
+    LastOffsetDeltaMismatch { last_offset_delta: u32, count: u32 },
+    #[error("compression codec {0} is not one Kafka defines")]
+    UnknownCompression(u16),
+    /// The records area does not start as its codec's stream does.
+    #[error("records area is not a {codec} stream")]
+    CompressedFraming { codec: &'static str },
+    #[error("{codec} records area does not decompress: {reason}")]
+    Decompress { codec: &'static str, reason: String },
+    /// Decompressed, the records would take more than the consumer allows (or the count alone
+    /// says so).
+    #[error("{codec} records decompress to more than {max_bytes} bytes")]
+    DecompressedTooLarge { codec: &'static str, max_bytes: u64 },
+    #[error("{codec} compression failed: {reason}")]
+    Compress { codec: &'static str, reason: String },
+    #[error("record batch attributes {0:#06x} set bits this version does not know")]
+    UnknownAttributes(u16),
+    /// Keel keeps the producer's timestamps and its own append time beside them (docs/WIRE.md).
+    #[error("LogAppendTime batches are not supported")]
+    LogAppendTimeUnsupported,
+    #[error("transactional batches are not supported yet")]
+    TransactionalUnsupported,
+    #[error("control batches are not supported yet")]
+    ControlBatchUnsupported,
+    /// Producer id, epoch and sequence break Kafka's rule: all -1, or all non-negative.
+    #[error("invalid producer fields: id {producer_id}, epoch {producer_epoch}, sequence {base_sequence}")]
+    InvalidProducerStamp {
+        producer_id: i64,
+        producer_epoch: i16,
+        base_sequence: i32,
+    },
     #[error("record {index}: timestamp overflows i64 milliseconds")]
     TimestampOverflow { index: u32 },
     #[error("max_timestamp_ms {declared} but the largest record timestamp is {found}")]
@@ -129,20 +167,31 @@ impl WireError {
             WireError::BatchTooShort { .. }
             | WireError::BatchLenMismatch { .. }
             | WireError::UnsupportedMagic(_)
-            | WireError::UnknownFlags(_)
+            | WireError::UnknownAttributes(_)
+            | WireError::UnknownCompression(_)
+            | WireError::CompressedFraming { .. }
+            | WireError::Decompress { .. }
+            | WireError::DecompressedTooLarge { .. }
+            | WireError::OffsetDeltaMismatch { .. }
+            | WireError::LastOffsetDeltaMismatch { .. }
+            | WireError::InvalidProducerStamp { .. }
             | WireError::CrcMismatch { .. }
             | WireError::EmptyBatch
             | WireError::RecordCountMismatch { .. }
             | WireError::TrailingRecordBytes { .. }
             | WireError::RecordOverrun { .. }
             | WireError::RecordLenMismatch { .. }
-            | WireError::InvalidKeyLength { .. }
+            | WireError::InvalidLength { .. }
             | WireError::TimestampOverflow { .. }
             | WireError::MaxTimestampMismatch { .. }
             | WireError::VarintOverflow
             | WireError::VarintTruncated
             | WireError::OffsetOverflow { .. } => ErrorCode::CorruptBatch,
+            WireError::LogAppendTimeUnsupported
+            | WireError::TransactionalUnsupported
+            | WireError::ControlBatchUnsupported => ErrorCode::UnsupportedForMessageFormat,
             WireError::BatchFull { .. }
+            | WireError::Compress { .. }
             | WireError::InvalidLimits(_)
             | WireError::FrameTruncated { .. }
             | WireError::FrameTooShort { .. }

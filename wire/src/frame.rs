@@ -8,7 +8,7 @@
 //!
 //! Little-endian. `frame_len` counts the bytes AFTER itself, so a frame takes `4 + frame_len`
 //! bytes on the stream, and that total is what `max_request_bytes` bounds. `version` is
-//! [`PROTOCOL_VERSION`]: ALPN `keel/1` already picks the protocol per connection, and the byte in
+//! [`PROTOCOL_VERSION`]: ALPN `keel/2` already picks the protocol per connection, and the byte in
 //! every frame turns a mixed-up peer into [`WireError::UnsupportedVersion`] instead of a garbled
 //! header. The header is a serde type in postcard (requests: [`super::messages::Request`],
 //! responses: [`super::messages::Response`]); the payload is raw bytes after it (record
@@ -16,7 +16,7 @@
 //! serde structure. Its length is what is left: `frame_len - 5 - header_len`.
 //!
 //! Worked example: header bytes `01 02` and payload `ff` make the 12-byte frame
-//! `08 00 00 00 | 01 | 02 00 00 00 | 01 02 | ff` (`frame_len` 8 = 1 + 4 + 2 + 1).
+//! `08 00 00 00 | 02 | 02 00 00 00 | 01 02 | ff` (`frame_len` 8 = 1 + 4 + 2 + 1).
 //!
 //! Decoding is total and checks `frame_len` against the limit before allocating anything.
 
@@ -27,11 +27,12 @@ use serde::Serialize;
 use super::error::WireError;
 use super::limits::RESERVE_AHEAD_BYTES;
 
-/// The version byte of every frame this code writes and the only one it reads.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// The version byte of every frame this code writes and the only one it reads. 2: record batches
+/// are Kafka's RecordBatch v2 (version 1 carried Keel's own magic-1 batches).
+pub const PROTOCOL_VERSION: u8 = 2;
 /// ALPN protocol id of client connections (docs/TRANSPORT.md "One endpoint, two ALPNs"); its
-/// `/1` matches [`PROTOCOL_VERSION`].
-pub const CLIENT_ALPN: &[u8] = b"keel/1";
+/// `/2` matches [`PROTOCOL_VERSION`], so a client of another version is refused at the handshake.
+pub const CLIENT_ALPN: &[u8] = b"keel/2";
 
 /// Bytes of the `frame_len` prefix.
 pub const FRAME_PREFIX_BYTES: usize = 4;
@@ -251,7 +252,7 @@ mod tests {
         // A (u8, u8) header serialises as its two bytes.
         let frame = Frame::new((1u8, 2u8), Bytes::from_static(&[0xff]));
         let bytes = frame.to_bytes().unwrap();
-        assert_eq!(&bytes[..], &[8, 0, 0, 0, 1, 2, 0, 0, 0, 1, 2, 0xff]);
+        assert_eq!(&bytes[..], &[8, 0, 0, 0, 2, 2, 0, 0, 0, 1, 2, 0xff]);
         assert_eq!(frame.encoded_bytes(), Ok(12));
         assert_eq!(Frame::<(u8, u8)>::decode(&mut bytes.clone(), 12), Ok(frame));
     }
@@ -282,10 +283,11 @@ mod tests {
     fn wrong_version_header_overrun_and_trailing_header_bytes_are_errors() {
         let good = Frame::new(5u8, Bytes::new()).to_bytes().unwrap();
         let mut wrong_version = good.to_vec();
-        wrong_version[4] = 2;
+        // Version 1: a client from before Kafka's batch format.
+        wrong_version[4] = 1;
         assert_eq!(
             Frame::<u8>::decode(&mut &wrong_version[..], 1 << 20),
-            Err(WireError::UnsupportedVersion(2))
+            Err(WireError::UnsupportedVersion(1))
         );
         let mut header_overrun = good.to_vec();
         header_overrun[5] = 9;

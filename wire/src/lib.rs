@@ -2,9 +2,9 @@
 //! depends on the other. The codecs are pure: no sockets, no async, no clocks; bytes in, typed
 //! values out, and back.
 //!
-//! - [`record_batch`]: the record batch, built by producers, checked once by
-//!   [`RecordBatchView::parse`], then stored and served as the same bytes; its accessors (base
-//!   offset, count, timestamps, producer stamp) are the only reader of its header.
+//! - [`record_batch`]: the record batch (Kafka's RecordBatch v2, with its four codecs), built
+//!   by producers, checked once by [`RecordBatchView::parse`], then stored and served as the
+//!   same bytes; [`record_batch::BatchHeader`] is the only reader of its header.
 //! - [`frame`]: `frame_len | version | header_len | header | payload` on a QUIC stream.
 //! - [`messages`]: the request and response headers and [`ErrorCode`].
 //! - [`limits`], [`topic`]: the size limits, shared deadlines and buffer sizes; topic name rules.

@@ -13,6 +13,10 @@ use super::record_batch::BATCH_HEADER_BYTES;
 pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 1024 * 1024;
 /// Default largest record batch, header included (4 MiB).
 pub const DEFAULT_MAX_RECORD_BATCH_BYTES: u64 = 4 * 1024 * 1024;
+/// Most bytes a consumer decompresses one batch's records into. Producers bound a batch by its
+/// compressed size, so this is generous (16 default batches), but a few kilobytes of zeros that
+/// claim gigabytes stop here.
+pub const MAX_DECOMPRESSED_BATCH_BYTES: u64 = 16 * DEFAULT_MAX_RECORD_BATCH_BYTES;
 /// Default largest frame on a client stream, its `frame_len` prefix included (16 MiB).
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 16 * 1024 * 1024;
 

@@ -342,6 +342,10 @@ pub enum ErrorCode {
     /// A bug on the broker (the request did not cause it); logged there.
     #[error("internal error")]
     Internal,
+    /// The batch asks for a feature of Kafka's batch format Keel does not implement
+    /// (transactions, control batches, LogAppendTime).
+    #[error("unsupported for message format")]
+    UnsupportedForMessageFormat,
 }
 
 impl ErrorCode {
@@ -371,7 +375,8 @@ impl ErrorCode {
             | ErrorCode::UnknownNode
             | ErrorCode::DiskFull
             | ErrorCode::NotAuthorized
-            | ErrorCode::Internal => false,
+            | ErrorCode::Internal
+            | ErrorCode::UnsupportedForMessageFormat => false,
         }
     }
 }

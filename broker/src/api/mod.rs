@@ -1,4 +1,4 @@
-//! The client API (docs/WIRE.md, docs/CLIENT.md): connections accepted on ALPN `keel/1`, one
+//! The client API (docs/WIRE.md, docs/CLIENT.md): connections accepted on ALPN `keel/2`, one
 //! request per bidirectional stream, each answered with one [`Response`] frame on the same stream.
 //!
 //! Every request is validated before it touches a group: frame size and version, topic name,
@@ -149,13 +149,6 @@ async fn read_request(
 
 /// The produced batch as a buffer the partition may stamp: the request's own allocation when
 /// nothing else shares it (always, from `serve_stream`), else a copy.
-fn into_stampable(batch: Bytes) -> BytesMut {
-    match batch.try_into_mut() {
-        Ok(batch) => batch,
-        Err(shared) => BytesMut::from(&shared[..]),
-    }
-}
-
 async fn handle(frame: Frame<Request>, context: &ApiContext) -> (Response, Bytes) {
     if let Err(error) = frame.header.validate_topic_names() {
         tracing::warn!(%error, "request with an invalid topic name");
@@ -276,12 +269,12 @@ async fn produce(
     }
     let started = std::time::Instant::now();
     let count = view.count();
-    let batch = into_stampable(view.into_bytes());
+    let payload = crate::partition::entry::unstamped(view.bytes());
     let (reply, answer) = oneshot::channel();
     handle
         .inbox
         .send(PartitionInput::Produce {
-            batch,
+            payload,
             count,
             reply,
         })
@@ -613,36 +606,4 @@ async fn cluster_status(context: &ApiContext) -> ClusterStatusResponse {
         });
     }
     ClusterStatusResponse { nodes, partitions }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_decoded_produce_batch_is_stamped_in_its_own_allocation() {
-        let batch = vec![5u8; 64 * 1024];
-        let mut request = BytesMut::new();
-        Frame::new(Request::ListTopics, Bytes::from(batch))
-            .encode(&mut request)
-            .unwrap();
-        // As serve_stream does: decode from the frozen buffer, then let the buffer go.
-        let mut buffer = request.freeze();
-        let frame = Frame::<Request>::decode(&mut buffer, u64::MAX).unwrap();
-        drop(buffer);
-        let payload_at = frame.payload.as_ptr();
-        let stampable = into_stampable(frame.payload);
-        assert_eq!(
-            stampable.as_ptr(),
-            payload_at,
-            "the batch must not be copied"
-        );
-        assert_eq!(&stampable[..], &[5u8; 64 * 1024][..]);
-
-        // Shared bytes are copied, never stamped under another owner.
-        let shared = Bytes::from(vec![1u8; 16]);
-        let keep = shared.clone();
-        let copied = into_stampable(shared);
-        assert_ne!(copied.as_ptr(), keep.as_ptr());
-    }
 }

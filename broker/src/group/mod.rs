@@ -26,7 +26,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use keel_wire::record_batch::BatchHeader;
 
 use crate::group::driver::{GroupDriver, Machine, Network};
 use crate::group::replace::{member_state, next_change, MemberState};
@@ -246,10 +245,10 @@ impl RaftGroup {
         group: GroupId,
         mut node: RaftNode<StorageLog>,
         host: Host,
-        record_offsets: bool,
+        offset_key: Option<keel_storage::OffsetKeyFn>,
         preferred_leader: Option<NodeId>,
     ) -> RaftGroup {
-        node.storage_mut().record_offsets(record_offsets);
+        node.storage_mut().record_offsets(offset_key);
         #[allow(unused_mut)] // mutated only to plant bugs
         let mut driver = GroupDriver::new(&node);
         #[cfg(feature = "fault-injection")]
@@ -492,11 +491,6 @@ fn fault_release_unsynced() -> bool {
     *SWITCH.get_or_init(|| {
         std::env::var("KEEL_FAULT_RELEASE_UNSYNCED").is_ok_and(|value| value == "1")
     })
-}
-
-/// A stored record batch's base offset (keel-wire reads the header).
-pub fn base_offset_of(batch: &[u8]) -> Option<u64> {
-    BatchHeader::read(batch).map(|header| header.base_offset)
 }
 
 #[cfg(test)]

@@ -16,11 +16,10 @@ use std::path::{Path, PathBuf};
 use keel_storage::atomic_file::{load_record, store_record};
 use keel_storage::hard_state::HardState as StoredHardState;
 use keel_storage::io::RealIo;
-use keel_storage::{Log, LogOptions, StorageError};
+use keel_storage::{Log, LogOptions, OffsetKeyFn, StorageError};
 
 use keel_raft::{Entry, EntryKind, HardState, Index, RaftLog, Snapshot, Term};
 use keel_storage::{Entry as StorageEntry, PendingSync};
-use keel_wire::record_batch::BatchHeader;
 use tokio::task::JoinHandle;
 
 use crate::group::driver::DriverLog;
@@ -36,8 +35,9 @@ pub struct StorageLog {
     pinnable_up_to: Cell<Index>,
     /// Where the hard state and the abstain marker live.
     dir: GroupDir,
-    /// Partition groups record each Data entry's base offset in the `.offsets` index.
-    record_offsets: bool,
+    /// Partition groups record each Data entry's base offset in the `.offsets` index; this reads
+    /// it (the partition module owns the entry layout).
+    offset_key: Option<OffsetKeyFn>,
     /// The fdatasync running on the blocking pool, if any.
     sync_task: Option<SyncTask>,
 }
@@ -51,14 +51,14 @@ impl StorageLog {
             log,
             pinnable_up_to: Cell::new(0),
             dir,
-            record_offsets: false,
+            offset_key: None,
             sync_task: None,
         }
     }
 
     /// Index each Data entry's base offset (partition groups), so fetches find offsets.
-    pub fn record_offsets(&mut self, record: bool) {
-        self.record_offsets = record;
+    pub fn record_offsets(&mut self, offset_key: Option<OffsetKeyFn>) {
+        self.offset_key = offset_key;
     }
 
     /// Waits for the running sync to end. Cancel-safe: the sync keeps running and a later call
@@ -131,7 +131,7 @@ impl DriverLog for StorageLog {
     }
 
     fn append(&mut self, entries: &[Entry]) {
-        let record_offsets = self.record_offsets;
+        let offset_key = self.offset_key;
         let entries: Vec<StorageEntry<'_>> = entries
             .iter()
             .map(|entry| StorageEntry {
@@ -139,11 +139,7 @@ impl DriverLog for StorageLog {
                 term: entry.term,
                 kind: entry.kind.as_u8(),
                 payload: &entry.payload,
-                offset_key: if record_offsets {
-                    offset_key(entry.kind.as_u8(), &entry.payload)
-                } else {
-                    None
-                },
+                offset_key: offset_key.and_then(|key| key(entry.kind.as_u8(), &entry.payload)),
             })
             .collect();
         // A positioned write into the page cache runs on this worker: cheaper than handing the
@@ -214,16 +210,6 @@ pub fn snapshots_not_wired(snapshot: &Snapshot) -> ! {
         "a snapshot through index {} arrived; installing snapshots is not wired yet",
         snapshot.meta.last_included_index
     ))
-}
-
-/// The storage option that rebuilds a lost `.offsets` file from the log: a Data entry's base
-/// offset (keel-wire reads the batch header).
-pub fn offset_key(kind: u8, payload: &[u8]) -> Option<u64> {
-    if kind == EntryKind::Data.as_u8() {
-        BatchHeader::read(payload).map(|header| header.base_offset)
-    } else {
-        None
-    }
 }
 
 impl RaftLog for StorageLog {

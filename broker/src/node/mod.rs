@@ -248,7 +248,7 @@ impl NodeContext {
                 placement.group,
                 node,
                 self.host(),
-                true,
+                Some(crate::partition::entry::offset_key),
                 placement.replicas.first().copied(),
             );
             let (inbox, receiver) = mpsc::channel(GROUP_INBOX_CAPACITY);
@@ -314,7 +314,7 @@ impl NodeContext {
 
     fn partition_log_options(&self) -> LogOptions {
         LogOptions {
-            offset_key: Some(crate::group::storage_log::offset_key),
+            offset_key: Some(crate::partition::entry::offset_key),
             ..self.shared.config.log_options()
         }
     }

@@ -9,13 +9,13 @@
 //! ([`Dedup::check`] takes those), and only once everything from earlier terms is applied, so a
 //! retry can never slip past an entry the table has not seen yet.
 //!
-//! Sequences are `u32` and a producer's batches must continue exactly where its last one
-//! ended; wrap-around is not supported (a producer reconnects with a new id long before 2^32
-//! records).
+//! Sequences are Kafka's non-negative `i32`s and a producer's batches must continue exactly where
+//! its last one ended, wrapping from `i32::MAX` to 0 as Kafka's do. Producers expire by the
+//! leader's append time of their last batch (the log's clock, the same on every replica).
 
 use std::collections::{BTreeMap, VecDeque};
 
-use keel_wire::record_batch::BatchHeader;
+use keel_wire::record_batch::{next_sequence, BatchHeader};
 use keel_wire::{ErrorCode, ProducerStamp};
 
 use serde::{Deserialize, Serialize};
@@ -35,7 +35,7 @@ pub struct BatchRange {
 struct ProducerEntry {
     epoch: u16,
     batches: VecDeque<BatchRange>,
-    last_timestamp_ms: i64,
+    last_append_time_ms: i64,
 }
 
 /// The idempotence fields and sizes of a stored or incoming batch.
@@ -43,7 +43,6 @@ struct ProducerEntry {
 pub struct BatchIdentity {
     pub stamp: ProducerStamp,
     pub count: u32,
-    pub max_timestamp_ms: i64,
 }
 
 impl BatchIdentity {
@@ -54,14 +53,14 @@ impl BatchIdentity {
         Some(BatchIdentity {
             stamp: header.producer,
             count: header.count,
-            max_timestamp_ms: header.max_timestamp_ms,
         })
     }
 
     fn last_sequence(&self) -> Option<u32> {
-        self.stamp
-            .base_sequence
-            .checked_add(self.count.checked_sub(1)?)
+        Some(next_sequence(
+            self.stamp.base_sequence,
+            self.count.checked_sub(1)?,
+        ))
     }
 }
 
@@ -89,8 +88,8 @@ pub struct Dedup {
 }
 
 impl Dedup {
-    /// Records a committed batch stored at `base_offset`.
-    pub fn apply(&mut self, identity: &BatchIdentity, base_offset: u64) {
+    /// Records a committed batch stored at `base_offset`, appended at `append_time_ms`.
+    pub fn apply(&mut self, identity: &BatchIdentity, base_offset: u64, append_time_ms: i64) {
         if !identity.stamp.is_idempotent() {
             return;
         }
@@ -109,7 +108,7 @@ impl Dedup {
             .or_insert_with(|| ProducerEntry {
                 epoch: identity.stamp.producer_epoch,
                 batches: VecDeque::new(),
-                last_timestamp_ms: identity.max_timestamp_ms,
+                last_append_time_ms: append_time_ms,
             });
         if identity.stamp.producer_epoch != entry.epoch {
             entry.epoch = identity.stamp.producer_epoch;
@@ -119,15 +118,15 @@ impl Dedup {
         while entry.batches.len() > RETAINED_BATCHES {
             entry.batches.pop_front();
         }
-        entry.last_timestamp_ms = entry.last_timestamp_ms.max(identity.max_timestamp_ms);
+        entry.last_append_time_ms = entry.last_append_time_ms.max(append_time_ms);
         self.applied_since_sweep += 1;
         if self.applied_since_sweep >= PRODUCER_SWEEP_EVERY_BATCHES {
             self.applied_since_sweep = 0;
-            // Expiry is judged by batch timestamps, which are in the log, so every replica
-            // forgets the same producers at the same point.
-            let now = identity.max_timestamp_ms;
+            // Expiry is judged by append times, which are in the log, so every replica forgets
+            // the same producers at the same point.
+            let now = append_time_ms;
             self.producers.retain(|_, entry| {
-                now.saturating_sub(entry.last_timestamp_ms) < PRODUCER_EXPIRY_MS
+                now.saturating_sub(entry.last_append_time_ms) < PRODUCER_EXPIRY_MS
             });
         }
     }
@@ -213,7 +212,7 @@ impl Dedup {
         }
         let expected = batches
             .last()
-            .map_or(0, |(_, range)| range.last_sequence.wrapping_add(1));
+            .map_or(0, |(_, range)| next_sequence(range.last_sequence, 1));
         if stamp.base_sequence == expected {
             Verdict::Append
         } else {
@@ -236,7 +235,6 @@ mod tests {
                 base_sequence,
             },
             count,
-            max_timestamp_ms: 0,
         }
     }
 
@@ -244,7 +242,7 @@ mod tests {
     fn sequences_continue_duplicates_answer_with_offsets_and_gaps_are_refused() {
         let mut dedup = Dedup::default();
         assert_eq!(dedup.check(&identity(7, 0, 0, 3), &[]), Verdict::Append);
-        dedup.apply(&identity(7, 0, 0, 3), 10);
+        dedup.apply(&identity(7, 0, 0, 3), 10, 0);
         assert_eq!(
             dedup.check(&identity(7, 0, 0, 3), &[]),
             Verdict::Duplicate {
@@ -278,7 +276,7 @@ mod tests {
             dedup.check(&identity(1, 0, 4, 1), &[]),
             Verdict::Reject(ErrorCode::UnknownProducerId)
         );
-        dedup.apply(&identity(1, 2, 0, 1), 0);
+        dedup.apply(&identity(1, 2, 0, 1), 0, 0);
         assert_eq!(
             dedup.check(&identity(1, 1, 1, 1), &[]),
             Verdict::Reject(ErrorCode::ProducerFenced)
@@ -290,7 +288,6 @@ mod tests {
                 &BatchIdentity {
                     stamp: ProducerStamp::NONE,
                     count: 1,
-                    max_timestamp_ms: 0
                 },
                 &[]
             ),
@@ -302,7 +299,7 @@ mod tests {
     fn only_the_last_batches_are_retained() {
         let mut dedup = Dedup::default();
         for batch in 0..(RETAINED_BATCHES as u32 + 2) {
-            dedup.apply(&identity(9, 0, batch, 1), u64::from(batch));
+            dedup.apply(&identity(9, 0, batch, 1), u64::from(batch), 0);
         }
         assert!(matches!(
             dedup.check(&identity(9, 0, 0, 1), &[]),
@@ -312,5 +309,44 @@ mod tests {
             dedup.check(&identity(9, 0, 6, 1), &[]),
             Verdict::Duplicate { .. }
         ));
+    }
+
+    #[test]
+    fn sequences_wrap_past_i32_max_and_producers_expire_by_append_time() {
+        let mut dedup = Dedup::default();
+        let near_wrap = i32::MAX as u32 - 1;
+        dedup.apply(&identity(3, 0, 0, 1), 0, 0);
+        // Pretend the producer got near the wrap: a batch of 4 from i32::MAX - 1 covers
+        // i32::MAX - 1, i32::MAX, 0 and 1.
+        dedup
+            .producers
+            .get_mut(&3)
+            .unwrap()
+            .batches
+            .back_mut()
+            .unwrap()
+            .last_sequence = near_wrap - 1;
+        assert_eq!(
+            dedup.check(&identity(3, 0, near_wrap, 4), &[]),
+            Verdict::Append
+        );
+        dedup.apply(&identity(3, 0, near_wrap, 4), 1, 0);
+        assert_eq!(dedup.check(&identity(3, 0, 2, 1), &[]), Verdict::Append);
+        assert!(matches!(
+            dedup.check(&identity(3, 0, near_wrap, 4), &[]),
+            Verdict::Duplicate { .. }
+        ));
+
+        // A sweep at an append time past the expiry forgets a producer idle since time 0,
+        // whatever timestamps its records carried.
+        for batch in 0..PRODUCER_SWEEP_EVERY_BATCHES {
+            dedup.apply(
+                &identity(4, 0, batch, 1),
+                10 + u64::from(batch),
+                PRODUCER_EXPIRY_MS,
+            );
+        }
+        assert!(!dedup.producers.contains_key(&3));
+        assert!(dedup.producers.contains_key(&4));
     }
 }

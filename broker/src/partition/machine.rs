@@ -5,17 +5,22 @@
 //!
 //! `end_offset` counts every batch in the log (committed or not): the next base offset a leader
 //! gives. `high_watermark` counts the applied ones, which is all a consumer sees.
+//! `last_append_time_ms` is the append time of the last Data entry in the log, so a leader's
+//! append times never go backwards, even after a clock step or a change of leader.
 
 use bytes::Bytes;
 use keel_raft::{Entry, EntryKind, Index, RaftLog};
-use keel_wire::record_batch::BatchHeader;
 use serde::{Deserialize, Serialize};
 
 use super::dedup::{BatchIdentity, Dedup, Verdict};
+use super::entry::DataEntry;
 
 #[derive(Debug, Default)]
 pub struct PartitionMachine {
     end_offset: u64,
+    /// Append time of the last Data entry in the log, and of the last one applied.
+    last_append_time_ms: i64,
+    applied_append_time_ms: i64,
     high_watermark: u64,
     /// Index of the last applied entry: fetches read up to here.
     applied_index: Index,
@@ -29,8 +34,10 @@ impl PartitionMachine {
     /// The state of a replica that opened `log` and has applied nothing yet (state is rebuilt
     /// by replaying the log).
     pub fn open(log: &impl RaftLog) -> PartitionMachine {
+        let (end_offset, last_append_time_ms) = last_batch_of(log, log.last_index());
         PartitionMachine {
-            end_offset: end_offset_of(log, log.last_index()),
+            end_offset,
+            last_append_time_ms,
             ..PartitionMachine::default()
         }
     }
@@ -41,6 +48,7 @@ impl PartitionMachine {
     pub fn snapshot(&self) -> Bytes {
         let snapshot = Snapshot {
             high_watermark: self.high_watermark,
+            last_append_time_ms: self.applied_append_time_ms,
             applied_index: self.applied_index,
             dedup: self.dedup.clone(),
         };
@@ -51,8 +59,11 @@ impl PartitionMachine {
     /// after it, if any). `None` if the bytes are not a snapshot.
     pub fn restore(log: &impl RaftLog, snapshot: &[u8]) -> Option<PartitionMachine> {
         let snapshot: Snapshot = postcard::from_bytes(snapshot).ok()?;
+        let (end_offset, last_append_time_ms) = last_batch_of(log, log.last_index());
         Some(PartitionMachine {
-            end_offset: end_offset_of(log, log.last_index()).max(snapshot.high_watermark),
+            end_offset: end_offset.max(snapshot.high_watermark),
+            last_append_time_ms: last_append_time_ms.max(snapshot.last_append_time_ms),
+            applied_append_time_ms: snapshot.last_append_time_ms,
             high_watermark: snapshot.high_watermark,
             applied_index: snapshot.applied_index,
             pending: Vec::new(),
@@ -72,20 +83,31 @@ impl PartitionMachine {
         self.applied_index
     }
 
+    /// The append time a leader gives its next entry, given its clock reads `now_ms`: never
+    /// earlier than the last entry's.
+    pub fn next_append_time_ms(&self, now_ms: i64) -> i64 {
+        now_ms.max(self.last_append_time_ms)
+    }
+
     /// Entries from `from` on were cut from `log`: the next offset follows what is left. A cut
     /// never reaches committed entries, so it never goes below the high watermark; that is also
     /// the answer when what is left holds no batch above a compaction point (the simulator found
     /// a leader stamping offset 0 there).
     pub fn truncated(&mut self, log: &impl RaftLog, from: Index) {
-        self.end_offset = end_offset_of(log, from.saturating_sub(1)).max(self.high_watermark);
+        let (end_offset, _) = last_batch_of(log, from.saturating_sub(1));
+        self.end_offset = end_offset.max(self.high_watermark);
     }
 
     /// Entries were appended (this leader's proposals or a leader's replication).
     pub fn appended(&mut self, entries: &[Entry]) {
         for entry in entries.iter().filter(|entry| entry.kind == EntryKind::Data) {
-            if let Some(end) = batch_end_offset(&entry.payload) {
+            let Some(data) = DataEntry::read(&entry.payload) else {
+                continue;
+            };
+            if let Some(end) = data.header().and_then(|header| header.end_offset()) {
                 self.end_offset = end;
             }
+            self.last_append_time_ms = self.last_append_time_ms.max(data.append_time_ms);
         }
     }
 
@@ -94,7 +116,8 @@ impl PartitionMachine {
         debug_assert!(entry.index > self.applied_index || self.applied_index == 0);
         self.applied_index = entry.index;
         if entry.kind == EntryKind::Data {
-            if let Some(header) = BatchHeader::read(&entry.payload) {
+            let data = DataEntry::read(&entry.payload);
+            if let Some((data, header)) = data.and_then(|data| Some((data, data.header()?))) {
                 if let Some(end) = header.end_offset() {
                     debug_assert!(end >= self.high_watermark, "offsets only grow");
                     self.high_watermark = end;
@@ -102,9 +125,10 @@ impl PartitionMachine {
                 let identity = BatchIdentity {
                     stamp: header.producer,
                     count: header.count,
-                    max_timestamp_ms: header.max_timestamp_ms,
                 };
-                self.dedup.apply(&identity, header.base_offset);
+                self.dedup
+                    .apply(&identity, header.base_offset, data.append_time_ms);
+                self.applied_append_time_ms = data.append_time_ms;
             }
         }
         let applied = self
@@ -140,37 +164,39 @@ impl PartitionMachine {
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
     high_watermark: u64,
+    last_append_time_ms: i64,
     applied_index: Index,
     dedup: Dedup,
 }
 
-/// Offset after the last batch at or below `last`, scanning back from it.
-fn end_offset_of(log: &impl RaftLog, last: Index) -> u64 {
+/// Offset after, and append time of, the last batch at or below `last`, scanning back from it.
+fn last_batch_of(log: &impl RaftLog, last: Index) -> (u64, i64) {
     let first = log.first_index();
     let mut index = last;
     while index >= first && index > 0 {
         let entries = log.entries(index, index + 1, u64::MAX);
         let Some(entry) = entries.first() else { break };
         if entry.kind == EntryKind::Data {
-            if let Some(end) = batch_end_offset(&entry.payload) {
-                return end;
+            if let Some(data) = DataEntry::read(&entry.payload) {
+                if let Some(end) = data.header().and_then(|header| header.end_offset()) {
+                    return (end, data.append_time_ms);
+                }
             }
         }
         index -= 1;
     }
-    0
+    (0, 0)
 }
 
-/// `base_offset + count` of a stored batch.
-pub fn batch_end_offset(batch: &[u8]) -> Option<u64> {
-    BatchHeader::read(batch)?.end_offset()
+/// `base_offset + count` of the batch in a Data entry's payload.
+pub fn entry_end_offset(payload: &[u8]) -> Option<u64> {
+    DataEntry::read(payload)?.header()?.end_offset()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use keel_raft::MemoryLog;
-    use keel_wire::record_batch::set_base_offset;
     use keel_wire::{Limits, ProducerStamp, Record, RecordBatchBuilder};
 
     /// A stamped batch of `count` records from `producer` (id 0: not idempotent).
@@ -190,14 +216,14 @@ mod tests {
                 .append(&Record {
                     timestamp_ms: 1_000,
                     key: None,
-                    value: b"v",
+                    value: Some(b"v"),
                     headers: &[],
                 })
                 .unwrap();
         }
-        let mut bytes = builder.finish().unwrap().to_vec();
-        set_base_offset(&mut bytes, base_offset).unwrap();
-        Bytes::from(bytes)
+        let mut payload = super::super::entry::unstamped(&builder.finish().unwrap());
+        super::super::entry::stamp(&mut payload, 1_000, base_offset, 1).unwrap();
+        payload.freeze()
     }
 
     fn data(index: Index, payload: Bytes) -> Entry {
@@ -210,7 +236,7 @@ mod tests {
     }
 
     fn identity_of(payload: &[u8]) -> BatchIdentity {
-        BatchIdentity::of(payload).unwrap()
+        BatchIdentity::of(super::super::entry::batch_of(payload)).unwrap()
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! A partition: a Raft group whose log is the partition's message log (docs/FORMAT.md
-//! "Node data directory"). Entries of kind `Data` hold one record batch each, stored exactly as
-//! the producer sent it except for the base offset the leader stamps (outside the batch CRC).
-//! Offsets are dense from 0.
+//! "Node data directory"). Entries of kind `Data` hold the leader's append time and one record
+//! batch ([`entry`]), stored exactly as the producer sent it except for the base offset and
+//! leader epoch the leader stamps (outside the batch CRC). Offsets are dense from 0.
 //!
 //! The actor ([`run`]) owns the group: it stamps and proposes produced batches (all requests
 //! waiting in its inbox become one Raft batch and one fdatasync: group commit), answers them once
@@ -12,23 +12,24 @@
 //! a leader gives); `high_watermark` counts the applied ones, which is all a consumer sees.
 
 pub mod dedup;
+pub mod entry;
 pub mod machine;
 
 use bytes::{Bytes, BytesMut};
 use keel_wire::messages::{FetchResponse, FollowerLag, ProduceResponse};
-use keel_wire::record_batch::set_base_offset;
 use keel_wire::ErrorCode;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::group::actor::{self, Control, GroupActor, Waiters};
 use crate::group::driver::Machine;
 use crate::group::storage_log::{fatal_storage_error, snapshots_not_wired, StorageLog};
-use crate::group::{base_offset_of, Host, PeerBatch, RaftGroup};
+use crate::group::{Host, PeerBatch, RaftGroup};
 use crate::limits::{EARLY_BATCH_WAIT, FETCH_READ_CHUNK_MIN_BYTES, MAX_EARLY_BATCHES};
 use crate::transport::NodeId;
 use dedup::{BatchIdentity, Verdict};
+use entry::DataEntry;
 use keel_raft::{Entry, EntryKind, Index, ProposeError, Role, Snapshot, Term};
-use machine::{batch_end_offset, PartitionMachine};
+use machine::{entry_end_offset, PartitionMachine};
 
 /// What a partition publishes for request handlers that wait (long polls) or route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -43,7 +44,9 @@ pub struct PartitionView {
 pub enum PartitionInput {
     Peer(PeerBatch),
     Produce {
-        batch: BytesMut,
+        /// A checked batch in a Data entry payload with its stamps still to write
+        /// ([`entry::unstamped`]).
+        payload: BytesMut,
         count: u32,
         reply: oneshot::Sender<Result<ProduceResponse, ErrorCode>>,
     },
@@ -71,7 +74,7 @@ pub struct PartitionHandle {
 /// flight sends each on its own stream, and streams (or retries after a leader change) may
 /// overtake each other. It waits for the predecessor instead of being refused as a gap.
 struct Early {
-    batch: BytesMut,
+    payload: BytesMut,
     count: u32,
     identity: BatchIdentity,
     reply: oneshot::Sender<Result<ProduceResponse, ErrorCode>>,
@@ -157,10 +160,11 @@ impl Machine<StorageLog> for PartitionState {
     }
 }
 
-/// The answer to the produce that became `batch` (as stamped and applied).
-fn produced(batch: &[u8]) -> Result<ProduceResponse, ErrorCode> {
-    match (base_offset_of(batch), batch_end_offset(batch)) {
-        (Some(base_offset), Some(end)) if end > base_offset => Ok(ProduceResponse {
+/// The answer to the produce that became the Data entry `payload` (as stamped and applied).
+fn produced(payload: &[u8]) -> Result<ProduceResponse, ErrorCode> {
+    let header = DataEntry::read(payload).and_then(|data| data.header());
+    match header.and_then(|header| Some((header.base_offset, header.end_offset()?))) {
+        Some((base_offset, end)) if end > base_offset => Ok(ProduceResponse {
             base_offset,
             last_offset: end - 1,
             log_start_offset: 0,
@@ -220,10 +224,10 @@ pub async fn run(
 fn handle(group: &mut RaftGroup, state: &mut PartitionState, input: PartitionInput) {
     match input {
         PartitionInput::Produce {
-            batch,
+            payload,
             count,
             reply,
-        } => produce(group, state, batch, count, reply, true),
+        } => produce(group, state, payload, count, reply, true),
         PartitionInput::Fetch {
             offset,
             max_bytes,
@@ -260,7 +264,7 @@ fn handle(group: &mut RaftGroup, state: &mut PartitionState, input: PartitionInp
 fn produce(
     group: &mut RaftGroup,
     state: &mut PartitionState,
-    mut batch: BytesMut,
+    mut payload: BytesMut,
     count: u32,
     reply: oneshot::Sender<Result<ProduceResponse, ErrorCode>>,
     may_wait: bool,
@@ -270,7 +274,7 @@ fn produce(
         let _ = reply.send(Err(state.not_leader(node.leader())));
         return;
     }
-    let Some(identity) = BatchIdentity::of(&batch) else {
+    let Some(identity) = BatchIdentity::of(entry::batch_of(&payload)) else {
         let _ = reply.send(Err(ErrorCode::CorruptBatch));
         return;
     };
@@ -315,7 +319,7 @@ fn produce(
                     && state.early.len() < MAX_EARLY_BATCHES =>
             {
                 state.early.push(Early {
-                    batch,
+                    payload,
                     count,
                     identity,
                     reply,
@@ -331,11 +335,13 @@ fn produce(
         }
     }
     let base_offset = state.machine.end_offset();
-    if set_base_offset(&mut batch, base_offset).is_err() {
-        let _ = reply.send(Err(ErrorCode::CorruptBatch));
+    let append_time_ms = state.machine.next_append_time_ms(wall_clock_ms());
+    if let Err(error) = entry::stamp(&mut payload, append_time_ms, base_offset, node.term()) {
+        tracing::warn!(group = group.group, base_offset, %error, "a batch the leader cannot stamp");
+        let _ = reply.send(Err(error.error_code()));
         return;
     }
-    match group.node.propose(batch.freeze()) {
+    match group.node.propose(payload.freeze()) {
         Ok((index, term)) => {
             state.machine.proposed(index, identity, base_offset);
             #[cfg(feature = "fault-injection")]
@@ -382,9 +388,8 @@ fn is_ahead(refusal: &ErrorCode, identity: &BatchIdentity) -> bool {
 /// Proposes the early batch that continues right after `identity`, if one is waiting (and so on
 /// down the chain, through `produce`).
 fn release_successor(group: &mut RaftGroup, state: &mut PartitionState, identity: &BatchIdentity) {
-    let Some(next_sequence) = identity.stamp.base_sequence.checked_add(identity.count) else {
-        return;
-    };
+    let next_sequence =
+        keel_wire::record_batch::next_sequence(identity.stamp.base_sequence, identity.count);
     let successor = state.early.iter().position(|early| {
         early.identity.stamp.producer_id == identity.stamp.producer_id
             && early.identity.stamp.producer_epoch == identity.stamp.producer_epoch
@@ -392,7 +397,7 @@ fn release_successor(group: &mut RaftGroup, state: &mut PartitionState, identity
     });
     if let Some(position) = successor {
         let early = state.early.swap_remove(position);
-        produce(group, state, early.batch, early.count, early.reply, true);
+        produce(group, state, early.payload, early.count, early.reply, true);
     }
 }
 
@@ -408,8 +413,18 @@ fn expire_early(group: &mut RaftGroup, state: &mut PartitionState) {
         .partition(|early| early.deadline <= now);
     state.early = waiting;
     for early in expired {
-        produce(group, state, early.batch, early.count, early.reply, false);
+        produce(group, state, early.payload, early.count, early.reply, false);
     }
+}
+
+/// The leader's clock for append times, in ms since the Unix epoch. A clock before 1970 reads as
+/// 0; the machine keeps append times from going backwards anyway.
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
 }
 
 /// `KEEL_FAULT_ACK_BEFORE_COMMIT=1` (read once; docs/ARCHITECTURE.md "Testing"): the leader
@@ -467,15 +482,18 @@ fn fetch(
             if entry.kind != EntryKind::Data.as_u8() {
                 continue;
             }
-            match batch_end_offset(&entry.payload) {
+            let Some(data) = DataEntry::read(&entry.payload) else {
+                continue;
+            };
+            match entry_end_offset(&entry.payload) {
                 Some(batch_end) if batch_end <= offset => continue,
                 Some(_) => {}
                 None => continue,
             }
-            if !payload.is_empty() && payload.len() + entry.payload.len() > max_bytes as usize {
+            if !payload.is_empty() && payload.len() + data.batch.len() > max_bytes as usize {
                 break 'scan;
             }
-            payload.extend_from_slice(&entry.payload);
+            payload.extend_from_slice(data.batch);
             if payload.len() >= max_bytes as usize {
                 break 'scan;
             }

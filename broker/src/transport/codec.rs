@@ -166,8 +166,10 @@ pub struct Hello {
 /// Marks a Keel peer hello (and lets a stray protocol fail fast).
 pub const HELLO_MAGIC: [u8; 4] = *b"KEEL";
 /// Version of the peer protocol this build speaks; bumped on incompatible changes. 2: one
-/// group's Raft messages carry entry payloads after a postcard head (group/raft_codec.rs).
-pub const PEER_PROTOCOL_VERSION: u16 = 2;
+/// group's Raft messages carry entry payloads after a postcard head (group/raft_codec.rs). 3: a
+/// partition's Data entries hold the leader's append time and a Kafka RecordBatch v2
+/// (partition/entry.rs), which a node of version 2 would misread.
+pub const PEER_PROTOCOL_VERSION: u16 = 3;
 /// Encoded size of a [`Hello`].
 pub const HELLO_BYTES: usize = 4 + 2 + 8;
 

@@ -1,5 +1,5 @@
 //! A node's endpoint (docs/TRANSPORT.md "One endpoint, two ALPNs"): one quinn endpoint on one UDP
-//! port serving `keel-peer/1` and `keel/1`, its accept loop, and the table of peers.
+//! port serving `keel-peer/1` and `keel/2`, its accept loop, and the table of peers.
 //!
 //! Every incoming connection gets its own task: TLS handshake (bounded by
 //! `handshake_timeout_ms`), then dispatch on the negotiated ALPN:
@@ -8,7 +8,7 @@
 //!   claim that same id, the id must be in the peer table and be one that dials this node
 //!   (lower ids dial). Then the connection goes to that peer's task. Otherwise it is closed
 //!   with a [`CloseCode`] and a log line.
-//! - `keel/1`: handed to the client API through a bounded channel (refused with `Busy` when
+//! - `keel/2`: handed to the client API through a bounded channel (refused with `Busy` when
 //!   full, so the accept loop never waits on the application).
 //! - anything else: refused with `UnknownAlpn` (rustls already fails a handshake whose ALPN
 //!   offer matches none of ours; this catches a handshake without ALPN).
@@ -55,7 +55,7 @@ pub enum TransportError {
     DuplicatePeer { node_id: NodeId },
 }
 
-/// A client connection accepted on `keel/1`, for the client API to serve.
+/// A client connection accepted on `keel/2`, for the client API to serve.
 #[derive(Debug)]
 pub struct ClientConnection {
     pub connection: quinn::Connection,

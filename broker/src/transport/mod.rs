@@ -1,5 +1,5 @@
 //! The QUIC transport of a Keel node (docs/TRANSPORT.md): one quinn endpoint (one UDP port)
-//! serving node-to-node traffic (ALPN `keel-peer/1`, mutual TLS) and clients (ALPN `keel/1`).
+//! serving node-to-node traffic (ALPN `keel-peer/1`, mutual TLS) and clients (ALPN `keel/2`).
 //!
 //! - [`codec`]: lane framing `len u32 | group u64 | payload` and the peer hello.
 //! - [`tls`]: certificate generation (`keel certs init`), loading, rustls configurations and the

@@ -29,8 +29,8 @@ use super::NodeId;
 
 /// ALPN of node-to-node connections (mutual TLS under the cluster CA).
 pub const PEER_ALPN: &[u8] = b"keel-peer/1";
-/// ALPN of client connections.
-pub const CLIENT_ALPN: &[u8] = b"keel/1";
+/// ALPN of client connections: keel-wire's, which names its protocol version.
+pub const CLIENT_ALPN: &[u8] = keel_wire::CLIENT_ALPN;
 
 /// Number of node certificates `keel certs init` makes without `--nodes`.
 pub const DEFAULT_NODE_COUNT: u64 = 3;
@@ -376,7 +376,7 @@ fn root_store(ca_certificates: &[CertificateDer<'static>]) -> Result<RootCertSto
 // Configurations
 // ---------------------------------------------------------------------------------------------
 
-/// Whether clients (ALPN `keel/1`) must present a certificate signed by the cluster CA.
+/// Whether clients (ALPN `keel/2`) must present a certificate signed by the cluster CA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ClientCertPolicy {
     /// A client may connect without a certificate; one it presents is still verified.
@@ -386,7 +386,7 @@ pub enum ClientCertPolicy {
     Required,
 }
 
-/// The server side of a node's endpoint: serves `keel-peer/1` and `keel/1`, TLS 1.3 only.
+/// The server side of a node's endpoint: serves `keel-peer/1` and `keel/2`, TLS 1.3 only.
 ///
 /// One rustls configuration carries one client-certificate verifier, and the ALPN is not known
 /// when it runs. So with [`ClientCertPolicy::Optional`] the verifier lets a client without a

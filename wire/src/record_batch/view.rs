@@ -1,40 +1,57 @@
-//! [`RecordBatchView`]: a validated batch over `Bytes`, read in place. `parse` checks the header,
-//! the CRC and the framing of every record once; after that, iterating records and headers only
-//! slices the buffer (no allocation, no copy) and cannot fail.
+//! Reading batches: [`RecordBatchView`] checks one batch's bytes once (header, CRC, attributes,
+//! and for an uncompressed batch every record's framing) and then answers questions about it
+//! without re-parsing; [`RecordBatchView::decode`] gives its records, decompressing first if
+//! needed; [`RecordBatches`] walks a run of concatenated batches (a fetch payload).
 
 use bytes::Bytes;
 
 use super::super::error::WireError;
-use super::super::limits::Limits;
+use super::super::limits::{Limits, MAX_DECOMPRESSED_BATCH_BYTES};
 use super::super::varint;
 use super::*;
 
-/// A record batch whose bytes have been checked. Cheap to clone (shares the `Bytes`).
+/// The fewest bytes a record takes: length, attributes, timestamp delta, offset delta, key
+/// length, value length and header count, one byte each.
+const MIN_RECORD_BYTES: u64 = 7;
+
+/// A batch whose bytes were checked by [`RecordBatchView::parse`]. Cheap to clone (the bytes are
+/// shared).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordBatchView {
     bytes: Bytes,
-    count: u32,
-    first_timestamp_ms: i64,
-    max_timestamp_ms: i64,
-    producer: ProducerStamp,
-    /// Encoded size of the largest record, for [`RecordBatchView::validate`] without a rescan.
+    header: BatchHeader,
+    compression: Compression,
+    /// Encoded size of the largest record, for [`RecordBatchView::validate`] without a rescan;
+    /// 0 for a compressed batch (its records are not looked at until decoded).
     largest_record_bytes: u64,
 }
 
 impl RecordBatchView {
-    /// Checks `bytes` as exactly one batch: header, magic, CRC, flags, then the framing of each
-    /// record (lengths inside their bounds, `count` records exactly filling the batch, every
-    /// timestamp representable, `max_timestamp_ms` equal to the largest). Total: any input gives
-    /// a view or a [`WireError`].
+    /// Checks `bytes` as exactly one batch: header, magic, CRC, attributes, counts, producer
+    /// fields; then, uncompressed, every record's framing (lengths inside their bounds, offset
+    /// deltas `0..count`, `count` records exactly filling the batch, `maxTimestamp` equal to the
+    /// largest), or, compressed, that the records area starts as its codec's stream does.
+    /// Total: any input gives a view or a [`WireError`].
     pub fn parse(bytes: Bytes) -> Result<Self, WireError> {
-        let header = check_header(&bytes)?;
-        let largest_record_bytes = check_records(&bytes[BATCH_HEADER_BYTES..], &header)?;
+        let (header, compression) = check_header(&bytes)?;
+        let records = &bytes[BATCH_HEADER_BYTES..];
+        let largest_record_bytes = if compression == Compression::None {
+            let walk = check_records(records, header.base_timestamp_ms, header.count)?;
+            if walk.max_timestamp_ms != header.max_timestamp_ms {
+                return Err(WireError::MaxTimestampMismatch {
+                    declared: header.max_timestamp_ms,
+                    found: walk.max_timestamp_ms,
+                });
+            }
+            walk.largest_record_bytes
+        } else {
+            compression.check_framing(records)?;
+            0
+        };
         Ok(RecordBatchView {
             bytes,
-            count: header.count,
-            first_timestamp_ms: header.first_timestamp_ms,
-            max_timestamp_ms: header.max_timestamp_ms,
-            producer: header.producer,
+            header,
+            compression,
             largest_record_bytes,
         })
     }
@@ -84,18 +101,31 @@ impl RecordBatchView {
         self.bytes.len() as u64
     }
 
+    /// Every header field, as read at parse time.
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+
     pub fn base_offset(&self) -> u64 {
-        // parse() checked the header is there; 0 is unreachable, not a silent default.
-        read_u64(&self.bytes, BASE_OFFSET_AT).unwrap_or(0)
+        self.header.base_offset
+    }
+
+    /// The epoch of the leader that appended the batch ([`NO_LEADER_EPOCH`] before that).
+    pub fn leader_epoch(&self) -> u32 {
+        self.header.leader_epoch
     }
 
     pub fn count(&self) -> u32 {
-        self.count
+        self.header.count
+    }
+
+    pub fn compression(&self) -> Compression {
+        self.compression
     }
 
     /// Offset of the last record minus `base_offset`: `count - 1` (count is at least 1).
     pub fn last_offset_delta(&self) -> u32 {
-        self.count - 1
+        self.header.count - 1
     }
 
     /// Offset of the last record, or [`WireError::OffsetOverflow`] if the stamped base offset
@@ -106,58 +136,92 @@ impl RecordBatchView {
             .checked_add(u64::from(self.last_offset_delta()))
             .ok_or(WireError::OffsetOverflow {
                 base_offset,
-                count: self.count,
+                count: self.header.count,
             })
     }
 
-    pub fn first_timestamp_ms(&self) -> i64 {
-        self.first_timestamp_ms
+    pub fn base_timestamp_ms(&self) -> i64 {
+        self.header.base_timestamp_ms
     }
 
     pub fn max_timestamp_ms(&self) -> i64 {
-        self.max_timestamp_ms
+        self.header.max_timestamp_ms
     }
 
     pub fn producer(&self) -> ProducerStamp {
-        self.producer
+        self.header.producer
     }
 
     pub fn crc(&self) -> u32 {
         read_u32(&self.bytes, CRC_AT).unwrap_or(0)
     }
 
-    /// The records in offset order, borrowed from the batch.
-    pub fn records(&self) -> RecordIter<'_> {
+    /// The records, decompressed if the batch is compressed (at most
+    /// [`MAX_DECOMPRESSED_BATCH_BYTES`], then checked record by record as `parse` checks an
+    /// uncompressed batch). Free for an uncompressed batch: `parse` already checked it.
+    pub fn decode(&self) -> Result<DecodedRecords, WireError> {
+        let records = self.bytes.slice(BATCH_HEADER_BYTES..);
+        if self.compression == Compression::None {
+            return Ok(DecodedRecords {
+                records,
+                base_timestamp_ms: self.header.base_timestamp_ms,
+                count: self.header.count,
+            });
+        }
+        let records = Bytes::from(
+            self.compression
+                .decompress(&records, MAX_DECOMPRESSED_BATCH_BYTES)?,
+        );
+        check_records(&records, self.header.base_timestamp_ms, self.header.count)?;
+        Ok(DecodedRecords {
+            records,
+            base_timestamp_ms: self.header.base_timestamp_ms,
+            count: self.header.count,
+        })
+    }
+}
+
+/// The uncompressed records of one batch, checked; iterate with [`DecodedRecords::iter`].
+#[derive(Debug, Clone)]
+pub struct DecodedRecords {
+    records: Bytes,
+    base_timestamp_ms: i64,
+    count: u32,
+}
+
+impl DecodedRecords {
+    /// The records in offset order, borrowed from this buffer.
+    pub fn iter(&self) -> RecordIter<'_> {
         RecordIter {
-            remaining: &self.bytes[BATCH_HEADER_BYTES..],
-            first_timestamp_ms: self.first_timestamp_ms,
+            remaining: &self.records,
+            base_timestamp_ms: self.base_timestamp_ms,
             next_index: 0,
             count: self.count,
         }
     }
 
-    /// A zero-copy `Bytes` of a slice borrowed from this batch (a record's key or value), for a
-    /// consumer that wants to keep it past the view's lifetime.
+    /// A zero-copy `Bytes` of a slice borrowed from these records (a key or a value), for a
+    /// consumer that wants to keep it past their lifetime.
     pub fn slice_ref(&self, subset: &[u8]) -> Bytes {
-        self.bytes.slice_ref(subset)
+        self.records.slice_ref(subset)
     }
 }
 
-/// One record of a parsed batch, borrowed from it.
+/// One record of a decoded batch, borrowed from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordView<'a> {
     /// Index in the batch: the record's offset is `base_offset + offset_delta`.
     pub offset_delta: u32,
     pub timestamp_ms: i64,
     pub key: Option<&'a [u8]>,
-    pub value: &'a [u8],
-    header_count: u64,
-    /// The encoded headers (`(key_len | key | value_len | value)*`), already checked.
+    pub value: Option<&'a [u8]>,
+    header_count: u32,
+    /// The encoded headers, already checked.
     headers: &'a [u8],
 }
 
 impl<'a> RecordView<'a> {
-    pub fn header_count(&self) -> u64 {
+    pub fn header_count(&self) -> u32 {
         self.header_count
     }
 
@@ -169,11 +233,11 @@ impl<'a> RecordView<'a> {
     }
 }
 
-/// The records of a [`RecordBatchView`], in offset order.
+/// The records of a [`DecodedRecords`], in offset order.
 #[derive(Debug, Clone)]
 pub struct RecordIter<'a> {
     remaining: &'a [u8],
-    first_timestamp_ms: i64,
+    base_timestamp_ms: i64,
     next_index: u32,
     count: u32,
 }
@@ -185,10 +249,10 @@ impl<'a> Iterator for RecordIter<'a> {
         if self.next_index == self.count {
             return None;
         }
-        // parse() decoded these exact bytes successfully; an error here is impossible, and if it
-        // ever happened the iterator ends rather than panicking in a decode path.
+        // These exact bytes were decoded successfully before; an error here is impossible, and
+        // if it ever happened the iterator ends rather than panicking in a decode path.
         let (record, record_bytes) =
-            decode_record(self.remaining, self.first_timestamp_ms, self.next_index).ok()?;
+            decode_record(self.remaining, self.base_timestamp_ms, self.next_index).ok()?;
         self.remaining = &self.remaining[record_bytes..];
         self.next_index += 1;
         Some(record)
@@ -206,7 +270,7 @@ impl ExactSizeIterator for RecordIter<'_> {}
 #[derive(Debug, Clone)]
 pub struct HeaderIter<'a> {
     remaining: &'a [u8],
-    left: u64,
+    left: u32,
 }
 
 impl<'a> Iterator for HeaderIter<'a> {
@@ -216,11 +280,11 @@ impl<'a> Iterator for HeaderIter<'a> {
         if self.left == 0 {
             return None;
         }
-        let (key, rest) = take_length_prefixed(self.remaining).ok()?;
-        let (value, rest) = take_length_prefixed(rest).ok()?;
+        let (key, rest) = take_nullable(self.remaining).ok()?;
+        let (value, rest) = take_nullable(rest).ok()?;
         self.remaining = rest;
         self.left -= 1;
-        Some(Header { key, value })
+        Some(Header { key: key?, value })
     }
 }
 
@@ -245,8 +309,8 @@ impl Iterator for RecordBatches {
             return None;
         }
         let available_bytes = self.remaining.len();
-        let batch_len = match peek_batch_len(&self.remaining) {
-            Some(batch_len) if batch_len as usize >= BATCH_HEADER_BYTES => batch_len as usize,
+        let batch_bytes = match peek_batch_bytes(&self.remaining) {
+            Some(batch_bytes) if batch_bytes >= BATCH_HEADER_BYTES => batch_bytes,
             _ => {
                 self.remaining.clear();
                 return Some(Err(WireError::BatchTooShort {
@@ -255,14 +319,14 @@ impl Iterator for RecordBatches {
                 }));
             }
         };
-        if batch_len > available_bytes {
+        if batch_bytes > available_bytes {
             self.remaining.clear();
             return Some(Err(WireError::BatchLenMismatch {
-                batch_len: batch_len as u64,
+                batch_len: batch_bytes as u64,
                 available_bytes,
             }));
         }
-        let batch = self.remaining.split_to(batch_len);
+        let batch = self.remaining.split_to(batch_bytes);
         let parsed = RecordBatchView::parse(batch);
         if parsed.is_err() {
             self.remaining.clear();
@@ -271,17 +335,9 @@ impl Iterator for RecordBatches {
     }
 }
 
-/// The header fields a view keeps.
-struct HeaderFields {
-    count: u32,
-    first_timestamp_ms: i64,
-    max_timestamp_ms: i64,
-    producer: ProducerStamp,
-}
-
-/// Checks everything in the header: size, `batch_len` against the bytes given, magic (first: a
-/// future format may checksum differently), CRC, flags, a non-zero count.
-fn check_header(bytes: &[u8]) -> Result<HeaderFields, WireError> {
+/// Checks everything in the header: size, `batchLength` against the bytes given, magic (first: a
+/// different format may checksum differently), CRC, attributes, counts, producer fields.
+fn check_header(bytes: &[u8]) -> Result<(BatchHeader, Compression), WireError> {
     let available_bytes = bytes.len();
     let too_short = || WireError::BatchTooShort {
         available_bytes,
@@ -290,133 +346,189 @@ fn check_header(bytes: &[u8]) -> Result<HeaderFields, WireError> {
     if available_bytes < BATCH_HEADER_BYTES {
         return Err(too_short());
     }
-    let batch_len = peek_batch_len(bytes).ok_or_else(too_short)?;
-    if batch_len as usize != available_bytes {
+    let batch_bytes = peek_batch_bytes(bytes).ok_or_else(too_short)?;
+    if batch_bytes != available_bytes {
         return Err(WireError::BatchLenMismatch {
-            batch_len: u64::from(batch_len),
+            batch_len: batch_bytes as u64,
             available_bytes,
         });
     }
-    let magic = bytes.get(MAGIC_AT).copied().ok_or_else(too_short)?;
+    let magic = bytes[MAGIC_AT];
     if magic != MAGIC {
         return Err(WireError::UnsupportedMagic(magic));
     }
     let stored = read_u32(bytes, CRC_AT).ok_or_else(too_short)?;
-    let computed = crc32fast::hash(bytes.get(CRC_COVERS_FROM..).ok_or_else(too_short)?);
+    let computed = crc32c::crc32c(&bytes[CRC_COVERS_FROM..]);
     if stored != computed {
         return Err(WireError::CrcMismatch { stored, computed });
     }
-    let flags = read_u16(bytes, FLAGS_AT).ok_or_else(too_short)?;
-    if flags & !KNOWN_FLAGS != 0 {
-        return Err(WireError::UnknownFlags(flags));
-    }
-    let header = read_header_fields(bytes).ok_or_else(too_short)?;
+    let header = BatchHeader::read(bytes).ok_or_else(too_short)?;
+    let compression = check_attributes(header.attributes)?;
     if header.count == 0 {
         return Err(WireError::EmptyBatch);
     }
-    Ok(header)
+    let last_offset_delta = read_u32(bytes, LAST_OFFSET_DELTA_AT).ok_or_else(too_short)?;
+    if header.count > i32::MAX as u32 || last_offset_delta != header.count - 1 {
+        return Err(WireError::LastOffsetDeltaMismatch {
+            last_offset_delta,
+            count: header.count,
+        });
+    }
+    if compression != Compression::None
+        && u64::from(header.count) * MIN_RECORD_BYTES > MAX_DECOMPRESSED_BATCH_BYTES
+    {
+        return Err(WireError::DecompressedTooLarge {
+            codec: compression.name(),
+            max_bytes: MAX_DECOMPRESSED_BATCH_BYTES,
+        });
+    }
+    check_producer(header.producer)?;
+    Ok((header, compression))
 }
 
-fn read_header_fields(bytes: &[u8]) -> Option<HeaderFields> {
-    Some(HeaderFields {
-        count: read_u32(bytes, COUNT_AT)?,
-        first_timestamp_ms: read_i64(bytes, FIRST_TIMESTAMP_AT)?,
-        max_timestamp_ms: read_i64(bytes, MAX_TIMESTAMP_AT)?,
-        producer: ProducerStamp {
-            producer_id: read_u64(bytes, PRODUCER_ID_AT)?,
-            producer_epoch: read_u16(bytes, PRODUCER_EPOCH_AT)?,
-            base_sequence: read_u32(bytes, BASE_SEQUENCE_AT)?,
-        },
-    })
+/// Keel stores only plain and compressed data batches; what the other bits ask for is not built
+/// yet, and storing a batch whose meaning it ignores would mislead its consumers.
+fn check_attributes(attributes: u16) -> Result<Compression, WireError> {
+    let compression = Compression::from_attributes(attributes).ok_or(
+        WireError::UnknownCompression(attributes & ATTR_COMPRESSION_MASK),
+    )?;
+    if attributes & ATTR_LOG_APPEND_TIME != 0 {
+        return Err(WireError::LogAppendTimeUnsupported);
+    }
+    if attributes & ATTR_TRANSACTIONAL != 0 {
+        return Err(WireError::TransactionalUnsupported);
+    }
+    if attributes & ATTR_CONTROL != 0 {
+        return Err(WireError::ControlBatchUnsupported);
+    }
+    let known = ATTR_COMPRESSION_MASK | ATTR_LOG_APPEND_TIME | ATTR_TRANSACTIONAL | ATTR_CONTROL;
+    if attributes & !known != 0 {
+        return Err(WireError::UnknownAttributes(attributes));
+    }
+    Ok(compression)
 }
 
-/// Walks the records area: exactly `count` well-framed records filling it, the largest
-/// timestamp equal to the header's. Returns the largest record's encoded size.
-fn check_records(records: &[u8], header: &HeaderFields) -> Result<u64, WireError> {
+/// Kafka's rule: without a producer id (-1) epoch and sequence are -1 too; with one, all three
+/// are non-negative in their signed types.
+fn check_producer(producer: ProducerStamp) -> Result<(), WireError> {
+    let valid = if producer.producer_id == ProducerStamp::NONE.producer_id {
+        producer == ProducerStamp::NONE
+    } else {
+        producer.producer_id <= i64::MAX as u64
+            && producer.producer_epoch <= i16::MAX as u16
+            && producer.base_sequence <= i32::MAX as u32
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(WireError::InvalidProducerStamp {
+            producer_id: producer.producer_id as i64,
+            producer_epoch: producer.producer_epoch as i16,
+            base_sequence: producer.base_sequence as i32,
+        })
+    }
+}
+
+/// What a walk over a records area found.
+struct RecordsWalk {
+    max_timestamp_ms: i64,
+    largest_record_bytes: u64,
+}
+
+/// Walks a records area: exactly `count` well-framed records filling it, offset deltas in order.
+fn check_records(
+    records: &[u8],
+    base_timestamp_ms: i64,
+    count: u32,
+) -> Result<RecordsWalk, WireError> {
     let mut position = 0;
-    let mut found_max_timestamp_ms = i64::MIN;
-    let mut largest_record_bytes = 0;
-    for index in 0..header.count {
+    let mut walk = RecordsWalk {
+        max_timestamp_ms: i64::MIN,
+        largest_record_bytes: 0,
+    };
+    for index in 0..count {
         let Some(remaining) = records
             .get(position..)
             .filter(|remaining| !remaining.is_empty())
         else {
             return Err(WireError::RecordCountMismatch {
-                declared: header.count,
+                declared: count,
                 found: index,
             });
         };
-        let (record, record_bytes) = decode_record(remaining, header.first_timestamp_ms, index)?;
+        let (record, record_bytes) = decode_record(remaining, base_timestamp_ms, index)?;
         position += record_bytes;
-        found_max_timestamp_ms = found_max_timestamp_ms.max(record.timestamp_ms);
-        largest_record_bytes = largest_record_bytes.max(record_bytes as u64);
+        walk.max_timestamp_ms = walk.max_timestamp_ms.max(record.timestamp_ms);
+        walk.largest_record_bytes = walk.largest_record_bytes.max(record_bytes as u64);
     }
     if position != records.len() {
         return Err(WireError::TrailingRecordBytes {
-            declared: header.count,
+            declared: count,
             trailing_bytes: (records.len() - position) as u64,
         });
     }
-    if found_max_timestamp_ms != header.max_timestamp_ms {
-        return Err(WireError::MaxTimestampMismatch {
-            declared: header.max_timestamp_ms,
-            found: found_max_timestamp_ms,
-        });
-    }
-    Ok(largest_record_bytes)
+    Ok(walk)
 }
 
-/// Decodes the record at the front of `input`; returns it and the bytes it took (its `len`
+/// Decodes the record at the front of `input`; returns it and the bytes it took (its `length`
 /// varint included). Checks every length against the bytes that remain.
 fn decode_record(
     input: &[u8],
-    first_timestamp_ms: i64,
+    base_timestamp_ms: i64,
     index: u32,
 ) -> Result<(RecordView<'_>, usize), WireError> {
     let overrun = WireError::RecordOverrun { index };
-    let (record_len, len_bytes) = varint::get_unsigned(input).map_err(|_| overrun.clone())?;
+    let (record_len, len_bytes) = varint::get_signed(input).map_err(|_| overrun.clone())?;
     let body_end = usize::try_from(record_len)
         .ok()
         .and_then(|record_len| len_bytes.checked_add(record_len))
         .filter(|&body_end| body_end <= input.len())
         .ok_or(overrun.clone())?;
     let body = &input[len_bytes..body_end];
-    // Inside the body, running out of bytes means the fields overflow the record's len.
+    let record_len = record_len as u64;
+    // Inside the body, running out of bytes means the fields overflow the record's length.
     let fields_overrun = || WireError::RecordLenMismatch {
         index,
         record_len,
         fields_bytes: record_len + 1,
     };
 
-    let (timestamp_delta_ms, used) = varint::get_signed(body).map_err(|_| fields_overrun())?;
-    let timestamp_ms = first_timestamp_ms
+    // The record's attributes byte: unused by Kafka's format, read and ignored as Kafka does.
+    let rest = body.get(1..).ok_or_else(fields_overrun)?;
+    let (timestamp_delta_ms, used) = varint::get_signed(rest).map_err(|_| fields_overrun())?;
+    let timestamp_ms = base_timestamp_ms
         .checked_add(timestamp_delta_ms)
         .ok_or(WireError::TimestampOverflow { index })?;
-    let rest = &body[used..];
-
-    let (key_len, used) = varint::get_signed(rest).map_err(|_| fields_overrun())?;
     let rest = &rest[used..];
-    let (key, rest) = match key_len {
-        ABSENT_KEY_LEN => (None, rest),
-        key_len if key_len >= 0 => {
-            let key_len = usize::try_from(key_len).map_err(|_| fields_overrun())?;
-            if key_len > rest.len() {
-                return Err(fields_overrun());
-            }
-            let (key, rest) = rest.split_at(key_len);
-            (Some(key), rest)
-        }
-        key_len => return Err(WireError::InvalidKeyLength { index, key_len }),
-    };
-
-    let (value, rest) = take_length_prefixed(rest).map_err(|_| fields_overrun())?;
-    let (header_count, used) = varint::get_unsigned(rest).map_err(|_| fields_overrun())?;
+    let (offset_delta, used) = varint::get_signed(rest).map_err(|_| fields_overrun())?;
+    if offset_delta != i64::from(index) {
+        return Err(WireError::OffsetDeltaMismatch {
+            index,
+            offset_delta,
+        });
+    }
+    let rest = &rest[used..];
+    let (key, rest) = take_field(rest, index, "key", fields_overrun)?;
+    let (value, rest) = take_field(rest, index, "value", fields_overrun)?;
+    let (header_count, used) = varint::get_signed(rest).map_err(|_| fields_overrun())?;
+    let header_count = u32::try_from(header_count).map_err(|_| WireError::InvalidLength {
+        index,
+        field: "header count",
+        length: header_count,
+    })?;
     let headers_start = &rest[used..];
     let mut headers_rest = headers_start;
     for _ in 0..header_count {
         // Each header takes at least two bytes, so a huge declared count fails fast here.
-        let (_, after_key) = take_length_prefixed(headers_rest).map_err(|_| fields_overrun())?;
-        let (_, after_value) = take_length_prefixed(after_key).map_err(|_| fields_overrun())?;
+        let (key, after_key) = take_field(headers_rest, index, "header key", fields_overrun)?;
+        if key.is_none() {
+            return Err(WireError::InvalidLength {
+                index,
+                field: "header key",
+                length: NULL_LENGTH,
+            });
+        }
+        let (_, after_value) = take_field(after_key, index, "header value", fields_overrun)?;
         headers_rest = after_value;
     }
     if !headers_rest.is_empty() {
@@ -427,25 +539,46 @@ fn decode_record(
             fields_bytes,
         });
     }
-    let headers = headers_start;
     let record = RecordView {
         offset_delta: index,
         timestamp_ms,
         key,
         value,
         header_count,
-        headers,
+        headers: headers_start,
     };
     Ok((record, body_end))
 }
 
-/// Splits `uvarint length | bytes` off the front of `input`.
-fn take_length_prefixed(input: &[u8]) -> Result<(&[u8], &[u8]), WireError> {
-    let (length, used) = varint::get_unsigned(input)?;
+/// Splits a nullable `length varint | bytes` field off the front of a record's body: a length
+/// below -1 is [`WireError::InvalidLength`], one past the body is `overrun()`.
+fn take_field<'a>(
+    input: &'a [u8],
+    index: u32,
+    field: &'static str,
+    overrun: impl Fn() -> WireError,
+) -> Result<(Option<&'a [u8]>, &'a [u8]), WireError> {
+    let (length, used) = varint::get_signed(input).map_err(|_| overrun())?;
     let rest = &input[used..];
-    let length = usize::try_from(length).map_err(|_| WireError::VarintOverflow)?;
-    if length > rest.len() {
-        return Err(WireError::VarintTruncated);
+    match length {
+        NULL_LENGTH => Ok((None, rest)),
+        length if length >= 0 => {
+            let length = usize::try_from(length).map_err(|_| overrun())?;
+            if length > rest.len() {
+                return Err(overrun());
+            }
+            let (bytes, rest) = rest.split_at(length);
+            Ok((Some(bytes), rest))
+        }
+        length => Err(WireError::InvalidLength {
+            index,
+            field,
+            length,
+        }),
     }
-    Ok(rest.split_at(length))
+}
+
+/// [`take_field`] for bytes already checked by it (the header iterator).
+fn take_nullable(input: &[u8]) -> Result<(Option<&[u8]>, &[u8]), WireError> {
+    take_field(input, 0, "header", || WireError::VarintTruncated)
 }
