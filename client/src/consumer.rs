@@ -11,8 +11,10 @@
 //! busy one. A fetch answer may begin with a batch that starts before the position (batches are
 //! never split): records below the position are skipped.
 //!
-//! Memory is bounded by `max_bytes` per partition (plus one oversized batch, which the broker
-//! returns whole so a consumer always progresses).
+//! Memory is bounded by `max_bytes` of fetched bytes per partition (plus one oversized batch,
+//! which the broker returns whole so a consumer always progresses), and, for compressed
+//! batches, by [`MAX_DECOMPRESSED_BATCH_BYTES`] of decompressed records per fetch answer plus
+//! the batch that crosses it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -27,8 +29,9 @@ use crate::limits::{
     DEFAULT_FETCH_MAX_BYTES, DEFAULT_FETCH_MAX_WAIT_MS, DEFAULT_FETCH_MIN_BYTES,
     POLL_BACKSTOP_REQUEST_TIMEOUTS,
 };
-use crate::wire::limits::REQUEST_OVERHEAD_BYTES;
+use crate::wire::limits::{MAX_DECOMPRESSED_BATCH_BYTES, REQUEST_OVERHEAD_BYTES};
 use crate::wire::messages::{FetchRequest, FetchResponse};
+use crate::wire::record_batch::Compression;
 use crate::wire::record_batch::RecordBatches;
 use crate::wire::{ErrorCode, Request, Response, WireError};
 
@@ -426,8 +429,13 @@ async fn fetch(
 }
 
 /// Appends the records of a fetch payload at or above `position` to `out` and returns the new
-/// position (after the last record returned, or `position` if none). Every batch is checked
-/// (CRC, framing) first; one bad batch fails the whole payload.
+/// position (after the last record returned, or `position` if none). Each batch is checked
+/// (CRC, framing, decompression) before any of its records is returned. A bad batch after good
+/// ones ends the payload there: their records are returned and the position stops before the
+/// bad batch, so the next fetch starts at it and reports it (returning the good records and
+/// the error together would deliver them twice). A bad first batch is the error. Decoding stops
+/// once [`MAX_DECOMPRESSED_BATCH_BYTES`] of records were decompressed for this payload: the
+/// rest is fetched again from the new position.
 ///
 /// Worked example: position 5, payload = one batch with base_offset 3 and 4 records (offsets
 /// 3..=6): records 3 and 4 are skipped, 5 and 6 returned, the new position is 7.
@@ -439,15 +447,37 @@ pub(crate) fn decode_records(
     out: &mut Vec<ConsumerRecord>,
 ) -> Result<u64, WireError> {
     let mut next = position;
+    let mut decompressed_bytes = 0u64;
     for batch in RecordBatches::new(payload) {
-        let batch = batch?;
+        let checked = batch.and_then(|batch| {
+            // Offsets stay within Kafka's i64 (a leader never stamps more), so `offset + 1`
+            // below cannot overflow.
+            let last_offset = batch.last_offset()?;
+            if last_offset >= i64::MAX as u64 {
+                return Err(WireError::OffsetOverflow {
+                    base_offset: batch.base_offset(),
+                    count: batch.count(),
+                });
+            }
+            Ok((batch, last_offset))
+        });
+        let (batch, last_offset) = match checked {
+            Ok(checked) => checked,
+            Err(_) if next > position => break,
+            Err(error) => return Err(error),
+        };
         let base_offset = batch.base_offset();
-        // Every offset of the batch fits in a u64, and one wholly before the position was
-        // already returned: skip it without decompressing it.
-        if batch.last_offset()? < next {
+        if last_offset < next {
             continue; // already returned: no need to decompress it
         }
-        let records = batch.decode()?;
+        let records = match batch.decode() {
+            Ok(records) => records,
+            Err(_) if next > position => break,
+            Err(error) => return Err(error),
+        };
+        if batch.compression() != Compression::None {
+            decompressed_bytes += records.size_bytes();
+        }
         for record in records.iter() {
             let offset = base_offset + u64::from(record.offset_delta);
             if offset < next {
@@ -469,6 +499,9 @@ pub(crate) fn decode_records(
                     .collect(),
             });
             next = offset + 1;
+        }
+        if decompressed_bytes >= MAX_DECOMPRESSED_BATCH_BYTES {
+            break;
         }
     }
     Ok(next)
@@ -568,5 +601,34 @@ mod tests {
             decode(0, overflowing),
             Err(WireError::OffsetOverflow { .. })
         ));
+    }
+
+    #[test]
+    fn a_bad_batch_after_good_ones_ends_the_payload_before_it() {
+        let mut payload = batch(0, &["a", "b"]);
+        let mut bad = batch(2, &["c"]);
+        let last = bad.len() - 1;
+        bad[last] ^= 0x01;
+        payload.extend_from_slice(&bad);
+        let (records, next) = decode(0, payload.clone()).unwrap();
+        assert_eq!(records, [(0, "a".to_string()), (1, "b".to_string())]);
+        assert_eq!(next, 2, "the next fetch starts at the bad batch");
+        assert!(matches!(
+            decode(next, bad),
+            Err(WireError::CrcMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn an_offset_past_kafkas_range_is_an_error_not_an_overflow() {
+        let mut single = batch(0, &["a"]);
+        single[..8].copy_from_slice(&u64::MAX.to_be_bytes());
+        assert!(matches!(
+            decode(0, single),
+            Err(WireError::OffsetOverflow { .. })
+        ));
+        let mut at_i64_max = batch(0, &["a"]);
+        at_i64_max[..8].copy_from_slice(&(i64::MAX as u64).to_be_bytes());
+        assert!(decode(0, at_i64_max).is_err());
     }
 }

@@ -320,7 +320,7 @@ impl Segment {
         self.capacity_bytes.saturating_sub(self.end_position)
     }
 
-    /// A corruption error for this file; logged where it is returned to a caller.
+    /// The error for a header of another format version, logged here: the node stops on it.
     pub fn unsupported_version(&self, found: u32) -> StorageError {
         let error = StorageError::UnsupportedFormat {
             path: self.path.clone(),
@@ -331,6 +331,7 @@ impl Segment {
         error
     }
 
+    /// A corruption error for this file; logged where it is returned to a caller.
     pub fn corruption(&self, position: u64, reason: impl Into<String>) -> StorageError {
         StorageError::Corruption {
             path: self.path.clone(),

@@ -297,8 +297,8 @@ struct SimNode {
     sync_due_at: Option<u64>,
     /// Each node's clock runs at its own rate: it ticks every `tick_interval_units`.
     tick_interval_units: u64,
-    /// And its wall clock is off by this much, which the append times a leader stamps must
-    /// survive (they never go backwards in the log).
+    /// And its wall clock is off by this much (plus a jitter per read), which the append times
+    /// a leader stamps must survive (they never go backwards in the log).
     clock_skew_ms: i64,
     /// The index and append time of the last Data entry this node applied.
     applied_append_time: Option<(Index, i64)>,
@@ -893,11 +893,14 @@ impl Cluster {
         };
         builder.append(&record).expect("a small record fits");
         let mut payload = data_entry::unstamped(&builder.finish().expect("one record"));
+        // Each read of a node's wall clock is off by its skew and a jitter, so clocks also step
+        // back between two reads (NTP does that to real ones).
+        let jitter_ms = self.rng.random_range(-2_000..=2_000);
         let node = &self.nodes[&id];
         let base_offset = node.partition.end_offset();
         let append_time_ms = node
             .partition
-            .next_append_time_ms(self.now as i64 + node.clock_skew_ms);
+            .next_append_time_ms(self.now as i64 + node.clock_skew_ms + jitter_ms);
         let term = self.node(id).term();
         data_entry::stamp(&mut payload, append_time_ms, base_offset, term).expect("a whole batch");
         let batch = payload.freeze();
@@ -907,7 +910,8 @@ impl Cluster {
             .line(self.now, || format!("produce at {id}: {result:?}"));
         if let Ok((index, _)) = result {
             let node = self.nodes.get_mut(&id).expect("known node");
-            node.partition.proposed(index, identity, base_offset);
+            node.partition
+                .proposed(index, identity, base_offset, append_time_ms);
         }
         self.handle_all_ready();
         result.map(|(index, term)| (index, term, batch))

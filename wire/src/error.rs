@@ -17,8 +17,9 @@ pub enum WireError {
         available_bytes: usize,
         header_bytes: usize,
     },
-    /// `batch_len` disagrees with the bytes given (a batch is parsed from exactly its bytes).
-    #[error("batch_len says {batch_len} bytes, {available_bytes} given")]
+    /// The batch's size (`12 + batchLength`) disagrees with the bytes given (a batch is parsed
+    /// from exactly its bytes).
+    #[error("batchLength makes the batch {batch_len} bytes, {available_bytes} given")]
     BatchLenMismatch {
         batch_len: u64,
         available_bytes: usize,

@@ -109,6 +109,11 @@ impl Limits {
                 "max_request_bytes must hold a max_record_batch_bytes batch and a request header",
             ));
         }
+        if self.max_record_batch_bytes > MAX_DECOMPRESSED_BATCH_BYTES {
+            return Err(WireError::InvalidLimits(
+                "max_record_batch_bytes must not exceed what a consumer decompresses (64 MiB)",
+            ));
+        }
         if self.max_request_bytes > u64::from(u32::MAX) {
             return Err(WireError::InvalidLimits(
                 "max_request_bytes must fit in a u32",

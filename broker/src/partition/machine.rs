@@ -144,10 +144,19 @@ impl PartitionMachine {
         self.dedup.check(identity, &self.pending)
     }
 
-    /// This leader proposed `identity`'s batch at `index` with `base_offset`: the next batch
-    /// starts after it, and a retry of it is answered from the proposal until it applies.
-    pub fn proposed(&mut self, index: Index, identity: BatchIdentity, base_offset: u64) {
+    /// This leader proposed `identity`'s batch at `index` with `base_offset`, appended at
+    /// `append_time_ms`: the next batch starts after it, no later proposal gets an earlier time
+    /// (even before this one reaches the log), and a retry of it is answered from the proposal
+    /// until it applies.
+    pub fn proposed(
+        &mut self,
+        index: Index,
+        identity: BatchIdentity,
+        base_offset: u64,
+        append_time_ms: i64,
+    ) {
         self.end_offset = base_offset + u64::from(identity.count);
+        self.last_append_time_ms = self.last_append_time_ms.max(append_time_ms);
         if identity.stamp.is_idempotent() {
             self.pending.push((index, identity, base_offset));
         }
@@ -309,7 +318,7 @@ mod tests {
         let first = batch(0, 2, 7, 0);
         let identity = identity_of(&first);
         assert_eq!(machine.judge(&identity), Verdict::Append);
-        machine.proposed(1, identity, 0);
+        machine.proposed(1, identity, 0, 1_000);
         assert_eq!(machine.end_offset(), 2);
         assert_eq!(machine.judge(&identity), Verdict::InFlight { index: 1 });
         machine.apply(&data(1, first));
@@ -358,8 +367,30 @@ mod tests {
     fn a_lost_leadership_forgets_its_proposals() {
         let mut machine = PartitionMachine::default();
         let identity = identity_of(&batch(0, 1, 9, 0));
-        machine.proposed(4, identity, 0);
+        machine.proposed(4, identity, 0, 1_000);
         machine.forget_proposals();
         assert_eq!(machine.judge(&identity), Verdict::Append);
+    }
+
+    #[test]
+    fn append_times_never_go_backwards_whatever_the_clock_says() {
+        let mut machine = PartitionMachine::default();
+        assert_eq!(machine.next_append_time_ms(500), 500);
+        // Two proposals in one round, the clock stepping back between them: the second must
+        // not be earlier, though the first has not reached the log yet.
+        let identity = identity_of(&batch(0, 1, ProducerStamp::NONE.producer_id, 0));
+        machine.proposed(1, identity, 0, 2_000);
+        assert_eq!(machine.next_append_time_ms(1_500), 2_000);
+        assert_eq!(machine.next_append_time_ms(2_500), 2_500);
+
+        // A replica reopening its log continues from the last entry's time (the batch helper
+        // stamps 1,000 ms).
+        let mut log = MemoryLog::new();
+        log.append(&[data(1, batch(0, 2, 0, 0))]);
+        let reopened = PartitionMachine::open(&log);
+        assert_eq!(reopened.next_append_time_ms(10), 1_000);
+        let mut follower = PartitionMachine::default();
+        follower.appended(&[data(1, batch(0, 2, 0, 0))]);
+        assert_eq!(follower.next_append_time_ms(10), 1_000);
     }
 }

@@ -343,7 +343,9 @@ fn produce(
     }
     match group.node.propose(payload.freeze()) {
         Ok((index, term)) => {
-            state.machine.proposed(index, identity, base_offset);
+            state
+                .machine
+                .proposed(index, identity, base_offset, append_time_ms);
             #[cfg(feature = "fault-injection")]
             if fault_ack_before_commit() {
                 // Planted bug: the answer leaves before the entry is committed, so a leader
@@ -374,15 +376,17 @@ fn produce(
 }
 
 /// Whether a refused batch could be waiting for a predecessor: it starts past the sequence the
-/// producer should continue at (0 for a producer the partition has not seen yet).
+/// producer should continue at (0 for a producer the partition has not seen yet), counting
+/// across the wrap from `i32::MAX` to 0: less than half the sequence space ahead.
 fn is_ahead(refusal: &ErrorCode, identity: &BatchIdentity) -> bool {
-    match *refusal {
-        ErrorCode::OutOfOrderSequence { expected_sequence } => {
-            identity.stamp.base_sequence > expected_sequence
-        }
-        ErrorCode::UnknownProducerId => identity.stamp.base_sequence > 0,
-        _ => false,
-    }
+    let expected = match *refusal {
+        ErrorCode::OutOfOrderSequence { expected_sequence } => expected_sequence,
+        ErrorCode::UnknownProducerId => 0,
+        _ => return false,
+    };
+    let space = i32::MAX as u64 + 1;
+    let distance = (u64::from(identity.stamp.base_sequence) + space - u64::from(expected)) % space;
+    distance > 0 && distance < space / 2
 }
 
 /// Proposes the early batch that continues right after `identity`, if one is waiting (and so on
@@ -500,4 +504,36 @@ fn fetch(
         }
     }
     Ok((header, payload.freeze()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_wire::ProducerStamp;
+
+    fn identity(base_sequence: u32) -> BatchIdentity {
+        BatchIdentity {
+            stamp: ProducerStamp {
+                producer_id: 1,
+                producer_epoch: 0,
+                base_sequence,
+            },
+            count: 1,
+        }
+    }
+
+    #[test]
+    fn a_batch_is_ahead_across_the_sequence_wrap_too() {
+        let gap = |expected_sequence| ErrorCode::OutOfOrderSequence { expected_sequence };
+        assert!(is_ahead(&gap(5), &identity(6)));
+        assert!(!is_ahead(&gap(5), &identity(5)));
+        assert!(!is_ahead(&gap(5), &identity(4)), "behind: a stale retry");
+        let max = i32::MAX as u32;
+        assert!(is_ahead(&gap(max), &identity(0)), "0 follows i32::MAX");
+        assert!(is_ahead(&gap(max - 1), &identity(2)));
+        assert!(!is_ahead(&gap(0), &identity(max)), "i32::MAX is before 0");
+        assert!(is_ahead(&ErrorCode::UnknownProducerId, &identity(3)));
+        assert!(!is_ahead(&ErrorCode::UnknownProducerId, &identity(0)));
+        assert!(!is_ahead(&ErrorCode::ProducerFenced, &identity(3)));
+    }
 }

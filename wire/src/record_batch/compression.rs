@@ -33,6 +33,11 @@ const LZ4_FRAME_MAGIC: &[u8] = &[0x04, 0x22, 0x4d, 0x18];
 const ZSTD_FRAME_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 /// zstd level for producers: its default, a good speed/ratio point for log data.
 const ZSTD_LEVEL: i32 = 3;
+/// Largest zstd window a consumer accepts: 64 MiB, the decompression bound
+/// (`limits::MAX_DECOMPRESSED_BATCH_BYTES`). Level 3 writes windows of a few MiB.
+const ZSTD_MAX_WINDOW_LOG: u32 = 26;
+const _: () =
+    assert!(1 << ZSTD_MAX_WINDOW_LOG >= super::super::limits::MAX_DECOMPRESSED_BATCH_BYTES);
 
 impl Compression {
     pub const ALL: [Compression; 5] = [
@@ -161,8 +166,14 @@ impl Compression {
                     .map_err(failed)?;
             }
             Compression::Zstd => {
-                zstd::stream::read::Decoder::with_buffer(compressed)
-                    .map_err(failed)?
+                let mut decoder =
+                    zstd::stream::read::Decoder::with_buffer(compressed).map_err(failed)?;
+                // A frame may ask for a window up to 2^31 bytes, allocated before any output:
+                // no window larger than the output bound is ever needed.
+                decoder
+                    .window_log_max(ZSTD_MAX_WINDOW_LOG)
+                    .map_err(failed)?;
+                decoder
                     .take(max_bytes.saturating_add(1))
                     .read_to_end(&mut out)
                     .map_err(failed)?;
@@ -206,7 +217,7 @@ fn decompress_snappy(compressed: &[u8], max_bytes: u64) -> Result<Vec<u8>, WireE
         }
         let (block, rest) = rest.split_at(length);
         let claimed = snap::raw::decompress_len(block).map_err(|e| failed(e.to_string()))?;
-        if (out.len() + claimed) as u64 > max_bytes {
+        if (out.len() as u64).saturating_add(claimed as u64) > max_bytes {
             return Err(too_large());
         }
         let start = out.len();

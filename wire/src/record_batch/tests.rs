@@ -274,11 +274,18 @@ fn raw_snappy_without_the_xerial_header_is_read_too() {
     assert_eq!(values, [Some(&b"abcabcabcabcabcabcabc"[..])]);
 }
 
+/// Decompression stops at the bound (gzip, lz4 and zstd stream into a buffer that never grows
+/// past it; snappy's claimed lengths are checked before anything is allocated).
 #[test]
-fn a_decompression_bomb_is_refused_before_it_is_allocated() {
+fn a_decompression_bomb_is_refused_at_the_bound() {
     let zeros = vec![0u8; (MAX_DECOMPRESSED + 1) as usize];
     let plain = build(&[record(b"")], Compression::None);
-    for codec in [Compression::Zstd, Compression::Lz4, Compression::Gzip] {
+    for codec in [
+        Compression::Zstd,
+        Compression::Lz4,
+        Compression::Gzip,
+        Compression::Snappy,
+    ] {
         let mut batch = plain[..BATCH_HEADER_BYTES].to_vec();
         batch.extend_from_slice(&codec.compress(&zeros).unwrap());
         let length = (batch.len() - BATCH_LENGTH_EXCLUDES) as u32;
@@ -555,4 +562,21 @@ fn sequences_wrap_at_i32_max_as_kafkas_do() {
     assert_eq!(next_sequence(0, 5), 5);
     assert_eq!(next_sequence(i32::MAX as u32, 1), 0);
     assert_eq!(next_sequence(i32::MAX as u32 - 1, 3), 1);
+}
+
+#[test]
+fn without_a_producer_id_epoch_and_sequence_are_not_looked_at() {
+    // Some Kafka clients send producer id -1 with sequence 0: Kafka's broker takes that.
+    let mut batch = WORKED_EXAMPLE_BYTES.to_vec();
+    set_producer_stamp(
+        &mut batch,
+        ProducerStamp {
+            base_sequence: 0,
+            producer_epoch: 0,
+            ..ProducerStamp::NONE
+        },
+    )
+    .unwrap();
+    let view = RecordBatchView::parse(Bytes::from(batch)).unwrap();
+    assert!(!view.producer().is_idempotent());
 }

@@ -200,6 +200,11 @@ impl DecodedRecords {
         }
     }
 
+    /// Bytes of the uncompressed records.
+    pub fn size_bytes(&self) -> u64 {
+        self.records.len() as u64
+    }
+
     /// A zero-copy `Bytes` of a slice borrowed from these records (a key or a value), for a
     /// consumer that wants to keep it past their lifetime.
     pub fn slice_ref(&self, subset: &[u8]) -> Bytes {
@@ -408,11 +413,12 @@ fn check_attributes(attributes: u16) -> Result<Compression, WireError> {
     Ok(compression)
 }
 
-/// Kafka's rule: without a producer id (-1) epoch and sequence are -1 too; with one, all three
-/// are non-negative in their signed types.
+/// Kafka's rule: with a producer id, id, epoch and sequence are non-negative in their signed
+/// types. Without one (-1) the other two mean nothing and are not looked at, as Kafka's broker
+/// does not (some clients send sequence 0 there).
 fn check_producer(producer: ProducerStamp) -> Result<(), WireError> {
     let valid = if producer.producer_id == ProducerStamp::NONE.producer_id {
-        producer == ProducerStamp::NONE
+        true
     } else {
         producer.producer_id <= i64::MAX as u64
             && producer.producer_epoch <= i16::MAX as u16
