@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use common::raw::connect;
+use common::raw::connect_client;
 use common::{runtime, TestCluster};
 use keel_broker::partition::entry::{self, DataEntry};
 use keel_client::wire::messages::{Acks, ProduceRequest};
@@ -214,15 +214,7 @@ fn a_kafka_encoded_batch_is_accepted_and_bad_batches_are_refused() {
             }
         };
         let address: SocketAddr = cluster.bootstrap()[leader as usize - 1].parse().unwrap();
-        let raw = connect(
-            &cluster,
-            address,
-            keel_client::wire::CLIENT_ALPN,
-            None,
-            None,
-        )
-        .await
-        .expect("connect");
+        let raw = connect_client(&cluster, address).await.expect("connect");
 
         let (response, _) = raw.request(raw_produce("kafka"), encoded.clone()).await;
         let Response::Produce(produced) = response else {
@@ -296,9 +288,10 @@ fn owned_record() -> impl Strategy<Value = Shape> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
-    /// The path of a batch inside a node, with the product's pieces: the leader's check
-    /// (`parse_within`), its stamps (`entry::stamp`), the segment log, the fetch (which strips
-    /// the append time and concatenates batches), the consumer's decode.
+    /// The path of a batch inside a node: the leader's check (`parse_within`), its stamps
+    /// (`entry::stamp`) and the segment log are the product's; the fetch's strip-and-concatenate
+    /// is redone here in three lines (the real one runs in the cluster test above), then
+    /// keel-wire's batch decode as the consumer runs it.
     #[test]
     fn batches_read_back_from_the_segment_log_as_produced(
         batches in prop::collection::vec(

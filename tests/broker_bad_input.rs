@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use common::raw::{connect, Raw};
+use common::raw::{connect, connect_client, Raw};
 use common::{runtime, TestCluster};
 use keel_client::wire::messages::{
     Acks, CreateTopicRequest, FetchRequest, MetadataRequest, ProduceRequest,
@@ -46,15 +46,7 @@ fn produce(topic: &str, partition: u32) -> Request {
 async fn setup() -> (TestCluster, Raw) {
     let cluster = TestCluster::start(1);
     let address: SocketAddr = cluster.bootstrap()[0].parse().unwrap();
-    let raw = connect(
-        &cluster,
-        address,
-        keel_client::wire::CLIENT_ALPN,
-        None,
-        None,
-    )
-    .await
-    .expect("connect");
+    let raw = connect_client(&cluster, address).await.expect("connect");
     let (response, _) = raw
         .request(
             Request::CreateTopic(CreateTopicRequest {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::acked::{check, consume_all, create_topic, produce, TOPIC};
-use common::raw::connect;
+use common::raw::connect_client;
 use common::{runtime, TestCluster, KEEL};
 use keel_client::wire::messages::ReplaceNodeRequest;
 use keel_client::wire::ErrorCode;
@@ -24,9 +24,7 @@ async fn meta_leader_seen_by(cluster: &TestCluster, id: u64) -> Option<u64> {
     let address: SocketAddr = format!("127.0.0.1:{}", cluster.node(id).port)
         .parse()
         .unwrap();
-    let raw = connect(cluster, address, keel_client::wire::CLIENT_ALPN, None, None)
-        .await
-        .ok()?;
+    let raw = connect_client(cluster, address).await.ok()?;
     match raw.request(Request::ClusterStatus, Bytes::new()).await.0 {
         Response::ClusterStatus(status) => status
             .partitions
@@ -228,15 +226,9 @@ fn replace_node_right_after_a_restart_waits_for_the_new_incarnation() {
         wait: ReplaceNodeWait::UntilReplaced,
     });
     let answer = rt.block_on(async {
-        let raw = connect(
-            &cluster,
-            address,
-            keel_client::wire::CLIENT_ALPN,
-            None,
-            None,
-        )
-        .await
-        .expect("connect to node 1");
+        let raw = connect_client(&cluster, address)
+            .await
+            .expect("connect to node 1");
         raw.request(request, Bytes::new()).await.0
     });
     assert_eq!(

@@ -17,6 +17,11 @@ pub struct Raw {
 }
 
 /// A QUIC connection to `address` with the given ALPN and optional client identity files.
+/// A client connection as the SDK makes it (ALPN `keel/N`, no client certificate).
+pub async fn connect_client(cluster: &TestCluster, address: SocketAddr) -> Result<Raw, String> {
+    connect(cluster, address, keel_client::wire::CLIENT_ALPN, None, None).await
+}
+
 pub async fn connect(
     cluster: &TestCluster,
     address: SocketAddr,
@@ -83,9 +88,7 @@ pub async fn ask_nodes<T>(
     loop {
         for address in cluster.bootstrap() {
             let address: SocketAddr = address.parse().expect("node address");
-            let Ok(raw) =
-                connect(cluster, address, keel_client::wire::CLIENT_ALPN, None, None).await
-            else {
+            let Ok(raw) = connect_client(cluster, address).await else {
                 continue;
             };
             let (response, answer_payload) = raw.request(request.clone(), payload.clone()).await;
