@@ -31,8 +31,8 @@
 //!   and simulations run many times faster without it.
 //!
 //! Faults besides power loss: [`FaultyIo::fail_next_sync`] (EIO, one shot),
-//! [`FaultyIo::fail_writes_after`] (EIO), [`FaultyIo::disk_full_on_create`] (ENOSPC, so
-//! `ErrorKind::StorageFull`) and [`FaultyIo::halt_after`] (every mutating call fails from then
+//! [`FaultyIo::fail_writes_after`] (EIO), [`FaultyIo::disk_full`] (ENOSPC on `create` and
+//! `allocate`, so `ErrorKind::StorageFull`) and [`FaultyIo::halt_after`] (every mutating call fails from then
 //! on: with a power loss or a reopen after it, a crash between any two steps).
 //!
 //! Paths are compared after canonicalising their parent directory, so `dir/./x` and `dir/x`
@@ -136,8 +136,8 @@ struct Faults {
     fail_next_sync: Option<PathPredicate>,
     /// `Some(n)`: n more `write_at` calls succeed, then every one fails with EIO.
     writes_before_failure: Option<u64>,
-    /// Every `create` fails with ENOSPC.
-    disk_full_on_create: bool,
+    /// Every `create` and `allocate` fails with ENOSPC: the disk has no free block.
+    disk_full: bool,
     /// `Some(n)`: n more mutating calls succeed, then every one fails with EIO.
     operations_before_halt: Option<u64>,
 }
@@ -147,7 +147,7 @@ impl std::fmt::Debug for Faults {
         f.debug_struct("Faults")
             .field("fail_next_sync", &self.fail_next_sync.is_some())
             .field("writes_before_failure", &self.writes_before_failure)
-            .field("disk_full_on_create", &self.disk_full_on_create)
+            .field("disk_full", &self.disk_full)
             .field("operations_before_halt", &self.operations_before_halt)
             .finish()
     }
@@ -234,10 +234,12 @@ impl FaultyIo {
         lock(&self.state).faults.writes_before_failure = Some(successful_writes);
     }
 
-    /// Every `create` fails with ENOSPC (`ErrorKind::StorageFull`) and creates nothing, until
-    /// [`FaultyIo::clear_faults`]. Faults stay armed across [`FaultyIo::power_loss`].
-    pub fn disk_full_on_create(&self) {
-        lock(&self.state).faults.disk_full_on_create = true;
+    /// The disk is full: every `create` and every `allocate` fails with ENOSPC
+    /// (`ErrorKind::StorageFull`) and reserves nothing, until [`FaultyIo::clear_faults`]. Writes
+    /// into space already reserved still succeed, as on a real full disk. Faults stay armed
+    /// across [`FaultyIo::power_loss`].
+    pub fn disk_full(&self) {
+        lock(&self.state).faults.disk_full = true;
     }
 
     /// After `operations` more mutating calls (create, rename, remove, sync_dir, write_at,
@@ -338,7 +340,7 @@ impl Io for FaultyIo {
         let key = canonical_file_path(path)?;
         let mut state = lock(&self.state);
         state.consume_operation()?;
-        if state.faults.disk_full_on_create {
+        if state.faults.disk_full {
             return Err(rustix::io::Errno::NOSPC.into());
         }
         let inner = self.real.create(path, len_bytes)?;
@@ -508,6 +510,17 @@ impl IoFile for FaultyFile {
             record.unsynced_ops.pop();
         }
         result
+    }
+
+    fn allocate(&self, offset: u64, len_bytes: u64) -> io::Result<()> {
+        // A reservation changes neither content nor length: nothing for a power loss to undo
+        // (a lost one is found again by the next allocate before a write).
+        let mut state = lock(&self.state);
+        state.consume_operation()?;
+        if state.faults.disk_full {
+            return Err(rustix::io::Errno::NOSPC.into());
+        }
+        self.inner.allocate(offset, len_bytes)
     }
 
     fn file(&self) -> &File {
@@ -1125,17 +1138,22 @@ mod tests {
     }
 
     #[test]
-    fn disk_full_on_create_is_storage_full_and_creates_nothing() {
+    fn a_full_disk_refuses_creates_and_reservations_but_not_reserved_writes() {
         let dir = tempfile::tempdir().unwrap();
         let io = FaultyIo::new();
-        io.disk_full_on_create();
+        let reserved = io.create(&dir.path().join("reserved"), 8192).unwrap();
+        io.disk_full();
         let path = dir.path().join("segment");
         let error = io.create(&path, 4096).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::StorageFull);
         assert!(!path.exists());
         assert!(crate::StorageError::io("create", &path, error).is_retriable());
+        let error = reserved.allocate(8192, 4096).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::StorageFull);
+        reserved.write_at(b"fits", 100).unwrap();
         io.clear_faults();
         io.create(&path, 4096).unwrap();
+        reserved.allocate(8192, 4096).unwrap();
     }
 
     #[test]

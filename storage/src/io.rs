@@ -60,8 +60,15 @@ pub trait IoFile: Send + Sync + std::fmt::Debug {
     /// The file's current length in bytes.
     fn len_bytes(&self) -> io::Result<u64>;
 
-    /// Truncates or extends the file to `len_bytes`. Durable after `sync_data`.
+    /// Truncates or extends the file to `len_bytes`. Durable after `sync_data`. Extending
+    /// reserves no disk: the new range is a hole until written or [`IoFile::allocate`]d.
     fn set_len(&self, len_bytes: u64) -> io::Result<()>;
+
+    /// Reserves disk blocks for `offset..offset + len_bytes` without changing the file's length
+    /// or content, so writes there cannot run out of space. A full disk is
+    /// `ErrorKind::StorageFull` and reserves nothing the caller relies on. Durable with the next
+    /// `sync_data` (as the block allocation a later write there needs).
+    fn allocate(&self, offset: u64, len_bytes: u64) -> io::Result<()>;
 
     /// The underlying OS file, for memory-mapping. Writes must never go through it.
     fn file(&self) -> &File;
@@ -157,6 +164,10 @@ impl IoFile for RealFile {
         self.file.set_len(len_bytes)
     }
 
+    fn allocate(&self, offset: u64, len_bytes: u64) -> io::Result<()> {
+        reserve(&self.file, offset, len_bytes)
+    }
+
     fn file(&self) -> &File {
         &self.file
     }
@@ -169,6 +180,16 @@ impl IoFile for RealFile {
 /// Reserves real disk blocks (not a sparse hole), so running out of space is reported now.
 /// Filesystems without fallocate (tmpfs on old kernels, some network mounts) fall back to
 /// `set_len`, which only extends the file.
+/// File systems without fallocate (tmpfs before 2.6.x, some FUSE ones) get no reservation: a
+/// write there may then fail for space, which the log treats as fatal.
+fn reserve(file: &File, offset: u64, len_bytes: u64) -> io::Result<()> {
+    use rustix::fs::{fallocate, FallocateFlags};
+    match fallocate(file, FallocateFlags::KEEP_SIZE, offset, len_bytes) {
+        Ok(()) | Err(rustix::io::Errno::OPNOTSUPP) | Err(rustix::io::Errno::NOSYS) => Ok(()),
+        Err(errno) => Err(errno.into()),
+    }
+}
+
 fn allocate(file: &File, len_bytes: u64) -> io::Result<()> {
     use rustix::fs::{fallocate, FallocateFlags};
     match fallocate(file, FallocateFlags::empty(), 0, len_bytes) {

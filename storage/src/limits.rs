@@ -5,8 +5,18 @@
 use crate::frame::FRAME_HEADER_BYTES;
 use crate::segment::SEGMENT_HEADER_BYTES;
 
-/// Default size of one segment file (preallocated on creation).
+/// Default size of one segment file: its length from creation on, but a sparse file whose disk
+/// blocks are reserved in [`SEGMENT_EXTENT_BYTES`] steps as frames approach them.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 128 << 20;
+/// How much disk a segment reserves (fallocate) at a time ahead of its writes. Reserving before
+/// writing keeps "no space" an error of the reservation, which leaves the log unchanged, and
+/// never of a write (after which the page cache state is unknown). Small enough that a node with
+/// thousands of mostly idle partitions holds megabytes per partition, not whole segments; large
+/// enough that a busy partition reserves a few hundred times per gigabyte.
+pub const SEGMENT_EXTENT_BYTES: u64 = 1 << 20;
+/// What a segment created empty reserves: the page its header is in. An idle partition costs
+/// this much disk, not an extent.
+pub const EMPTY_SEGMENT_RESERVED_BYTES: u64 = 4096;
 /// Default payload limit: a full record batch (`max_record_batch_bytes`, 4 MiB, docs/WIRE.md
 /// "Limits") plus room for the broker's entry envelope.
 pub const DEFAULT_MAX_ENTRY_BYTES: u32 = 8 << 20;

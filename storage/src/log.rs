@@ -17,13 +17,21 @@ use bytes::Bytes;
 use crate::error::{Result, StorageError};
 use crate::frame::{self, encoded_frame_bytes};
 use crate::io::{Io, IoFile, RealIo};
-use crate::limits::MAX_INDEX;
+use crate::limits::{EMPTY_SEGMENT_RESERVED_BYTES, MAX_INDEX};
 use crate::options::{FsyncPolicy, LogOptions};
 use crate::recovery;
 use crate::segment::{
-    create_segment_file, file_path, remove_segment_files, sync_dir, FileKind, Segment,
-    SEGMENT_HEADER_BYTES,
+    create_segment_file, file_path, remove_segment_files, reservation_end, sync_dir, FileKind,
+    Segment, SEGMENT_HEADER_BYTES,
 };
+
+/// Bytes `entries` take as frames.
+fn frames_bytes(entries: &[Entry<'_>]) -> u64 {
+    entries
+        .iter()
+        .map(|entry| encoded_frame_bytes(entry.payload.len()) as u64)
+        .sum()
+}
 
 /// One entry to append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,15 +257,14 @@ impl Log {
             .expect("a log always has a segment")
     }
 
-    /// Whether `entries` go into the active segment with room to spare: then `append` is one
-    /// positioned write, with no segment to create or seal (each of which fsyncs). A caller on
-    /// an async runtime writes inline only then.
+    /// Whether `entries` go into the active segment's reserved space with room to spare: then
+    /// `append` is one positioned write, with no disk to reserve and no segment to create or
+    /// seal (each of which may wait on the file system's journal or fsync). A caller on an async
+    /// runtime writes inline only then.
     pub fn fits_in_active(&self, entries: &[Entry<'_>]) -> bool {
-        let bytes: u64 = entries
-            .iter()
-            .map(|entry| encoded_frame_bytes(entry.payload.len()) as u64)
-            .sum();
-        bytes < self.active().remaining_bytes()
+        let bytes = frames_bytes(entries);
+        let active = self.active();
+        bytes < active.remaining_bytes() && active.end_position + bytes <= active.reserved_end
     }
 
     /// Appends `entries`, visible to `read` on return (durable after a sync). All checks
@@ -271,7 +278,12 @@ impl Log {
         self.check_batch(entries)?;
         self.make_room_in_empty_active(entries[0].payload.len())?;
         let chunks = self.plan_chunks(entries);
-        let new_segments = self.create_segments_for(&chunks)?;
+        // Disk for every byte about to be written is reserved first, so a full disk fails the
+        // append here, with nothing written (retriable), and never a write.
+        let active_through = self.active().end_position + frames_bytes(&entries[..chunks[0]]);
+        let reserved = self.active_mut().reserve_through(active_through);
+        self.fail_unless_retriable(reserved)?;
+        let new_segments = self.create_segments_for(&chunks, entries)?;
         let mut next = 0;
         for (chunk_number, (&count, new_segment)) in chunks
             .iter()
@@ -295,6 +307,18 @@ impl Log {
         match &self.poisoned {
             Some(reason) => Err(StorageError::Poisoned(reason.clone())),
             None => Ok(()),
+        }
+    }
+
+    /// Passes a retriable error (a full disk) back with the log unchanged and usable; poisons
+    /// the log on any other.
+    fn fail_unless_retriable<T>(&mut self, result: Result<T>) -> Result<T> {
+        match result {
+            Err(error) if error.is_retriable() => {
+                tracing::warn!(dir = %self.dir.display(), %error, "cannot reserve disk for an append");
+                Err(error)
+            }
+            other => self.poison(other),
         }
     }
 
@@ -381,15 +405,22 @@ impl Log {
     /// Creates the new segments a batch needs before anything is written, so a full disk
     /// leaves the log unchanged. A crash after this leaves empty trailing segments, which
     /// recovery removes.
-    fn create_segments_for(&mut self, chunks: &[usize]) -> Result<Vec<Segment>> {
+    fn create_segments_for(
+        &mut self,
+        chunks: &[usize],
+        entries: &[Entry<'_>],
+    ) -> Result<Vec<Segment>> {
         let mut created: Vec<Segment> = Vec::new();
         let mut base_index = self.last_index() + 1 + chunks[0] as u64;
+        let mut next = chunks[0];
         for &count in &chunks[1..] {
+            let through = SEGMENT_HEADER_BYTES as u64 + frames_bytes(&entries[next..next + count]);
             let made = Segment::create(
                 self.io.as_ref(),
                 &self.dir,
                 base_index,
                 self.options.segment_bytes,
+                reservation_end(0, through, self.options.segment_bytes),
                 0,
             );
             match made {
@@ -397,6 +428,7 @@ impl Log {
                 Err(error) => return self.undo_created_segments(created, error),
             }
             base_index += count as u64;
+            next += count;
         }
         Ok(created)
     }
@@ -838,6 +870,7 @@ impl Log {
             &reset_path,
             next_index,
             self.options.segment_bytes,
+            EMPTY_SEGMENT_RESERVED_BYTES.min(self.options.segment_bytes),
         ) {
             Ok(file) => file,
             Err(error) if error.is_retriable() => return Err(error),

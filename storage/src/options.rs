@@ -65,7 +65,8 @@ impl FromStr for FsyncPolicy {
 /// Options of one [`crate::Log`]. Check them with [`LogOptions::validate`] (`Log::open` does).
 #[derive(Debug, Clone)]
 pub struct LogOptions {
-    /// Size of each segment file, preallocated when the segment is created.
+    /// Length of each segment file; disk is reserved as frames fill it (limits.rs
+    /// `SEGMENT_EXTENT_BYTES`).
     pub segment_bytes: u64,
     /// Largest payload one entry may carry.
     pub max_entry_bytes: u32,

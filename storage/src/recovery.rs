@@ -29,6 +29,7 @@ use crate::error::{Result, StorageError};
 use crate::frame::{self, FrameError, FRAME_HEADER_BYTES};
 use crate::index::{IndexSlot, OffsetSlot, Slot, SparseIndex};
 use crate::io::Io;
+use crate::limits::EMPTY_SEGMENT_RESERVED_BYTES;
 use crate::log::{finish_reset, Cut, CutReason};
 use crate::options::{LogOptions, OffsetKeyFn};
 use crate::segment::{
@@ -84,7 +85,14 @@ pub(crate) fn recover(
     remove_orphan_indexes(io, dir, &listing)?;
     if listing.log_bases.is_empty() {
         return Ok((
-            vec![Segment::create(io, dir, 1, options.segment_bytes, 0)?],
+            vec![Segment::create(
+                io,
+                dir,
+                1,
+                options.segment_bytes,
+                EMPTY_SEGMENT_RESERVED_BYTES.min(options.segment_bytes),
+                0,
+            )?],
             None,
         ));
     }
@@ -199,7 +207,14 @@ fn drop_unwritten_tail(
         sync_dir(io, dir)?;
         bases.pop_last();
         if bases.is_empty() {
-            Segment::create(io, dir, base, options.segment_bytes, 0)?;
+            Segment::create(
+                io,
+                dir,
+                base,
+                options.segment_bytes,
+                EMPTY_SEGMENT_RESERVED_BYTES.min(options.segment_bytes),
+                0,
+            )?;
             bases.insert(base);
         }
     }

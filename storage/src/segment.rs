@@ -1,5 +1,6 @@
-//! One segment: a preallocated `<base:020>.log` file holding a header and the frames of a run
-//! of consecutive entries, its read-only map, and its two sparse indexes.
+//! One segment: a `<base:020>.log` file of `segment_bytes` holding a header and the frames of a
+//! run of consecutive entries, its read-only map, and its two sparse indexes. The file is sparse:
+//! disk is reserved in extents ahead of the frames ([`Segment::reserve_through`]).
 //!
 //! Layout (docs/FORMAT.md "Segment log"):
 //!
@@ -25,7 +26,9 @@ use crate::error::{Result, StorageError};
 use crate::frame::{self, Frame, FRAME_HEADER_BYTES};
 use crate::index::{IndexSlot, OffsetSlot, Slot, SparseIndex};
 use crate::io::{Io, IoFile};
-use crate::limits::{MAX_INDEX, NONZERO_SCAN_BLOCK_BYTES, ZERO_FILL_CHUNK_BYTES};
+use crate::limits::{
+    MAX_INDEX, NONZERO_SCAN_BLOCK_BYTES, SEGMENT_EXTENT_BYTES, ZERO_FILL_CHUNK_BYTES,
+};
 use crate::log::StoredEntry;
 use crate::mmap::map_read_only;
 
@@ -165,20 +168,27 @@ pub(crate) fn sync_dir(io: &dyn Io, dir: &Path) -> Result<()> {
         .map_err(|source| StorageError::io("fsync dir", dir, source))
 }
 
-/// Creates a preallocated file at `path` holding only a durable header for `base_index`.
-/// A full disk is [`StorageError::DiskFull`]. On any error no file is left behind (best
-/// effort: a leftover would be an unwritten segment, which open removes).
+/// Creates a file of `capacity_bytes` at `path` holding only a durable header for `base_index`,
+/// with disk reserved for its first `reserved_bytes` (the rest is a hole until
+/// [`Segment::reserve_through`] reserves it). A full disk is [`StorageError::DiskFull`]. On any
+/// error no file is left behind (best effort: a leftover would be an unwritten segment, which
+/// open removes).
 pub(crate) fn create_segment_file(
     io: &dyn Io,
     path: &Path,
     base_index: u64,
     capacity_bytes: u64,
+    reserved_bytes: u64,
 ) -> Result<Arc<dyn IoFile>> {
+    debug_assert!(
+        reserved_bytes >= SEGMENT_HEADER_BYTES as u64 && reserved_bytes <= capacity_bytes
+    );
     let file = io
-        .create(path, capacity_bytes)
+        .create(path, reserved_bytes)
         .map_err(|source| StorageError::io("create", path, source))?;
     let written = file
-        .write_at(&encode_header(base_index), 0)
+        .set_len(capacity_bytes)
+        .and_then(|()| file.write_at(&encode_header(base_index), 0))
         .and_then(|()| file.sync_data());
     if let Err(source) = written {
         drop(file);
@@ -186,6 +196,18 @@ pub(crate) fn create_segment_file(
         return Err(StorageError::io("write header", path, source));
     }
     Ok(file)
+}
+
+/// Where a reservation that must cover `needed_end` ends: whole extents from `start`, but never
+/// past the segment's capacity.
+pub(crate) fn reservation_end(start: u64, needed_end: u64, capacity_bytes: u64) -> u64 {
+    let extents = needed_end
+        .saturating_sub(start)
+        .div_ceil(SEGMENT_EXTENT_BYTES)
+        .max(1);
+    start
+        .saturating_add(extents.saturating_mul(SEGMENT_EXTENT_BYTES))
+        .min(capacity_bytes)
 }
 
 /// A segment open for reading (all) and appending (the last one).
@@ -197,6 +219,9 @@ pub(crate) struct Segment {
     /// Read-only map of the whole file; payloads are slices of it.
     pub map: Bytes,
     pub capacity_bytes: u64,
+    /// Disk is reserved for bytes `0..reserved_end` (at least; a segment opened from disk starts
+    /// at 0 and reserves from its end on). Writes never go past it.
+    pub reserved_end: u64,
     /// Byte position just after the last frame (24 when empty).
     pub end_position: u64,
     /// `base_index - 1` when empty.
@@ -223,6 +248,7 @@ impl Segment {
         dir: &Path,
         base_index: u64,
         capacity_bytes: u64,
+        reserved_bytes: u64,
         last_term: u64,
     ) -> Result<Segment> {
         // Leftover index files of an earlier segment with this base would block creation.
@@ -235,8 +261,12 @@ impl Segment {
             }
         }
         let path = file_path(dir, base_index, FileKind::Log);
-        let file = create_segment_file(io, &path, base_index, capacity_bytes)?;
-        let created = Segment::finish_create(io, dir, base_index, capacity_bytes, file, last_term);
+        let file = create_segment_file(io, &path, base_index, capacity_bytes, reserved_bytes)?;
+        let created = Segment::finish_create(io, dir, base_index, capacity_bytes, file, last_term)
+            .map(|mut segment| {
+                segment.reserved_end = reserved_bytes;
+                segment
+            });
         if created.is_err() {
             // All three files are ours: the .log was just created (create_new).
             let _ = remove_segment_files(io, dir, base_index);
@@ -303,6 +333,7 @@ impl Segment {
             file,
             map,
             capacity_bytes,
+            reserved_end: 0,
             end_position: SEGMENT_HEADER_BYTES as u64,
             last_index: base_index - 1,
             last_term,
@@ -318,6 +349,29 @@ impl Segment {
 
     pub fn remaining_bytes(&self) -> u64 {
         self.capacity_bytes.saturating_sub(self.end_position)
+    }
+
+    /// Reserves disk through byte `end` (in whole extents, within the capacity) unless it is
+    /// already, so a write ending there cannot run out of space. A full disk is
+    /// [`StorageError::DiskFull`], and nothing was written.
+    pub fn reserve_through(&mut self, through: u64) -> Result<()> {
+        if through <= self.reserved_end {
+            return Ok(());
+        }
+        debug_assert!(
+            through <= self.capacity_bytes,
+            "frames never pass the capacity"
+        );
+        // What is written is reserved already; a segment opened from disk starts there.
+        let start = self.reserved_end.max(self.end_position);
+        let end = reservation_end(start, through, self.capacity_bytes);
+        if end > start {
+            self.file
+                .allocate(start, end - start)
+                .map_err(|source| StorageError::io("allocate", &self.path, source))?;
+        }
+        self.reserved_end = end;
+        Ok(())
     }
 
     /// The error for a header of another format version, logged here: the node stops on it.
@@ -594,7 +648,7 @@ mod tests {
     #[test]
     fn nonzero_end_sees_data_in_a_preallocated_hole() {
         let dir = tempfile::tempdir().unwrap();
-        let segment = Segment::create(&RealIo, dir.path(), 1, 1 << 20, 0).unwrap();
+        let segment = Segment::create(&RealIo, dir.path(), 1, 1 << 20, 4096, 0).unwrap();
         assert_eq!(segment.nonzero_end(24), None);
         segment.file.write_at(b"x", 700_000).unwrap();
         assert_eq!(segment.nonzero_end(24), Some(700_001));
@@ -683,7 +737,7 @@ mod tests {
     #[test]
     fn worked_example_positions_and_first_slot() {
         let dir = tempfile::tempdir().unwrap();
-        let mut segment = Segment::create(&RealIo, dir.path(), 101, 64 << 10, 0).unwrap();
+        let mut segment = Segment::create(&RealIo, dir.path(), 101, 64 << 10, 64 << 10, 0).unwrap();
         let mut buffer = Vec::new();
         let payload = [7u8; 1000];
         let mut position = SEGMENT_HEADER_BYTES as u64;

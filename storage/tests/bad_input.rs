@@ -234,7 +234,7 @@ fn stray_files_are_ignored_and_left_alone() {
 /// Real I/O with switches to make calls fail.
 #[derive(Debug, Default)]
 struct SwitchedIo {
-    disk_full: AtomicBool,
+    disk_full: Arc<AtomicBool>,
     fail_sync: Arc<AtomicBool>,
     fail_list: AtomicBool,
     fail_index_writes: Arc<AtomicBool>,
@@ -243,6 +243,7 @@ struct SwitchedIo {
 #[derive(Debug)]
 struct SwitchedFile {
     inner: Arc<dyn IoFile>,
+    disk_full: Arc<AtomicBool>,
     fail_sync: Arc<AtomicBool>,
     fail_index_writes: Arc<AtomicBool>,
 }
@@ -281,6 +282,7 @@ impl SwitchedIo {
     fn wrap(&self, file: io::Result<Arc<dyn IoFile>>) -> io::Result<Arc<dyn IoFile>> {
         Ok(Arc::new(SwitchedFile {
             inner: file?,
+            disk_full: self.disk_full.clone(),
             fail_sync: self.fail_sync.clone(),
             fail_index_writes: self.fail_index_writes.clone(),
         }))
@@ -312,6 +314,12 @@ impl IoFile for SwitchedFile {
     }
     fn set_len(&self, len_bytes: u64) -> io::Result<()> {
         self.inner.set_len(len_bytes)
+    }
+    fn allocate(&self, offset: u64, len_bytes: u64) -> io::Result<()> {
+        if self.disk_full.load(Ordering::SeqCst) {
+            return Err(io::ErrorKind::StorageFull.into());
+        }
+        self.inner.allocate(offset, len_bytes)
     }
     fn file(&self) -> &std::fs::File {
         self.inner.file()

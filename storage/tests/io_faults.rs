@@ -3,8 +3,9 @@
 //!
 //! - a failed fdatasync or write is fatal: the call returns the I/O error, every later write
 //!   is refused as `Poisoned`, and what was durable before stays durable;
-//! - a full disk when a segment must be created is the typed, retriable `DiskFull`: nothing is
-//!   written, the log stays usable, and the same append succeeds once space is back.
+//! - a full disk when a segment must be created, or when a segment must reserve its next
+//!   extent, is the typed, retriable `DiskFull`: nothing is written, the log stays usable, and
+//!   the same append succeeds once space is back. Writes into space already reserved go on.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -134,7 +135,7 @@ fn disk_full_when_a_segment_is_needed_is_retriable_and_changes_nothing() {
     // Enough for an index slot.
     append(&mut log, 1..=4).unwrap();
     log.sync_now().unwrap();
-    io.disk_full_on_create();
+    io.disk_full();
     // Append one entry at a time, without syncing, until the log needs a new segment.
     let mut next = 5;
     let error = loop {
@@ -176,7 +177,7 @@ fn disk_full_while_sync_creates_an_index_file_does_not_poison_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let io = FaultyIo::new();
     let mut log = open(&io, dir.path());
-    io.disk_full_on_create();
+    io.disk_full();
     append(&mut log, 1..=4).unwrap(); // more than index_interval_bytes: one slot to persist
     let result = log.sync_now();
     io.clear_faults();
@@ -196,11 +197,81 @@ fn disk_full_on_reset_is_retriable() {
     let mut log = open(&io, dir.path());
     append(&mut log, 1..=3).unwrap();
     log.sync().unwrap();
-    io.disk_full_on_create();
+    io.disk_full();
     let error = log.reset(100).unwrap_err();
     assert!(error.is_retriable(), "{error:?}");
     assert_entries(&log, 3);
     io.clear_faults();
     log.reset(100).unwrap();
     assert_eq!((log.first_index(), log.last_index()), (100, 99));
+}
+
+/// Segments grow by reserving extents ahead of their writes: on a full disk the appends that
+/// fit the reserved space still land, the first that needs another extent is `DiskFull` with
+/// nothing written, and everything resumes (and survives a power loss) once space is back.
+#[test]
+fn disk_full_when_a_segment_needs_its_next_extent_is_retriable_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = FaultyIo::new();
+    let options = LogOptions {
+        segment_bytes: 8 << 20,
+        max_entry_bytes: 64 << 10,
+        ..options()
+    };
+    let dyn_io: Arc<dyn Io> = io.clone();
+    let mut log = Log::open_with_io(dir.path(), options.clone(), dyn_io.clone())
+        .unwrap()
+        .0;
+    let big = |index: u64| vec![(index % 251) as u8; 60 << 10];
+    let append_big = |log: &mut Log, index: u64| {
+        let payload = big(index);
+        log.append(&[Entry {
+            index,
+            term: 1,
+            kind: 0,
+            payload: &payload,
+            offset_key: None,
+        }])
+    };
+    append_big(&mut log, 1).unwrap();
+    log.sync_now().unwrap();
+    io.disk_full();
+    // The first append reserved one 1 MiB extent past the header page: 60 KiB entries keep
+    // landing in it on a full disk, until one would cross its end.
+    let mut next = 2;
+    let error = loop {
+        match append_big(&mut log, next) {
+            Ok(()) => next += 1,
+            Err(error) => break error,
+        }
+        assert!(next < 100, "never needed another extent");
+    };
+    assert!(next > 10, "the reserved extent took entries on a full disk");
+    assert!(matches!(error, StorageError::DiskFull { .. }), "{error:?}");
+    assert_eq!(
+        log.last_index(),
+        next - 1,
+        "nothing of the failed append was kept"
+    );
+    log.sync_now().expect("a full disk does not poison the log");
+
+    io.clear_faults();
+    for index in next..next + 40 {
+        append_big(&mut log, index).unwrap();
+    }
+    log.sync_now().unwrap();
+    let last = next + 39;
+    drop(log);
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    io.power_loss(PowerLossMode::DropAll, &mut rng).unwrap();
+    let log = Log::open_with_io(dir.path(), options, dyn_io).unwrap().0;
+    assert_eq!(log.last_index(), last);
+    for entry in log.read(1, last + 1, u64::MAX).unwrap() {
+        assert_eq!(
+            &entry.payload[..],
+            &big(entry.index)[..],
+            "entry {}",
+            entry.index
+        );
+    }
 }

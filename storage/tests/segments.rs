@@ -192,3 +192,37 @@ fn a_log_of_the_previous_format_version_is_refused_untouched() {
         "the segment is left as it was"
     );
 }
+
+/// Bytes of disk a file occupies (its allocated blocks), as opposed to its length.
+fn disk_bytes(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+/// A segment is as long as `segment_bytes` from its creation but takes disk only as it fills:
+/// an idle log holds a page, a written one what it holds plus at most one extent ahead.
+#[test]
+fn segments_take_disk_as_they_fill_not_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment_bytes = 64 << 20;
+    let (mut log, _) = Log::open(dir.path(), options(segment_bytes, 64 << 10)).unwrap();
+    let segment = dir.path().join("00000000000000000001.log");
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), segment_bytes);
+    assert!(
+        disk_bytes(&segment) <= 8 << 10,
+        "an empty segment holds {} bytes of disk",
+        disk_bytes(&segment)
+    );
+    // 3 MiB of frames: reserved in 1 MiB extents as they come.
+    append(&mut log, 96, 32 << 10, 1);
+    log.sync().unwrap();
+    let held = disk_bytes(&segment);
+    assert!(
+        (3 << 20..=(4 << 20) + (8 << 10)).contains(&held),
+        "3 MiB written, {held} bytes of disk held"
+    );
+    drop(log);
+    let (log, report) = Log::open(dir.path(), options(segment_bytes, 64 << 10)).unwrap();
+    assert_eq!(report.cut, None);
+    assert_eq!(log.last_index(), 96);
+}
