@@ -212,3 +212,79 @@ fn a_wiped_node_waits_to_be_replaced_instead_of_founding_a_cluster() {
         client.close().await;
     });
 }
+
+/// A replica whose log cannot be opened (here its group directory is a plain file) is held
+/// offline: the node keeps running and serving, a restart that re-applies the topic's creation
+/// comes up again instead of stopping, the other two replicas take the writes, and once the
+/// obstacle is gone the node opens the replica on its own and it catches up.
+#[test]
+fn a_replica_that_cannot_be_opened_is_held_offline_and_retried() {
+    let mut cluster = TestCluster::start(3);
+    // The first topic's partition is group 1.
+    let blocker = cluster
+        .node(3)
+        .data_dir
+        .join("groups")
+        .join(format!("{:020}", 1));
+    std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let rt = runtime();
+    let lag_of_node_3 = |rt: &tokio::runtime::Runtime, cluster: &TestCluster| {
+        rt.block_on(async {
+            let client = cluster.client().await;
+            let status = Admin::new(client.clone()).cluster_status().await;
+            client.close().await;
+            let status = status.ok()?;
+            let partition = status
+                .partitions
+                .iter()
+                .find(|p| p.topic.as_deref() == Some("held"))?;
+            match partition.leader? {
+                3 => Some(0),
+                _ => partition
+                    .followers
+                    .iter()
+                    .find(|f| f.node_id == 3)
+                    .map(|f| f.lag_entries),
+            }
+        })
+    };
+    rt.block_on(async {
+        let client = cluster.client().await;
+        Admin::new(client.clone())
+            .create_topic("held", 1, Some(3))
+            .await
+            .expect("create");
+        let producer = Producer::new(client.clone());
+        for i in 0..20 {
+            producer
+                .send("held", None, Bytes::from(format!("v{i}")))
+                .await
+                .expect("two replicas of three take writes");
+        }
+        client.close().await;
+    });
+    assert!(cluster.is_running(3), "{}", cluster.logs());
+    let log = std::fs::read_to_string(&cluster.node(3).log).unwrap();
+    assert!(log.contains("held offline"), "{log}");
+    assert!(lag_of_node_3(&rt, &cluster).is_some_and(|lag| lag >= 20));
+
+    cluster.kill(3);
+    cluster.spawn(3);
+    cluster.wait_ready(3);
+    assert!(
+        cluster.is_running(3),
+        "a restart must not stop on the same replica"
+    );
+
+    std::fs::remove_file(&blocker).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while lag_of_node_3(&rt, &cluster) != Some(0) {
+        assert!(
+            Instant::now() < deadline,
+            "node 3 never caught up after the retry:\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

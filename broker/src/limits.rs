@@ -128,6 +128,9 @@ pub const MAX_INPUTS_PER_ROUND: usize = 1024;
 pub const GROUP_INBOX_CAPACITY: usize = 4096;
 /// Control messages (peer hellos, announcements) waiting for the node: they are small and rare.
 pub const CONTROL_CHANNEL_CAPACITY: usize = 1024;
+/// How often a node tries again to open a replica it holds offline (node/mod.rs).
+pub const OFFLINE_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Ticks between two membership reconciliations (and member-state reports): 200 ms at the
 /// default tick. Changes wait for commits anyway; polling faster only burns CPU.
 pub const RECONCILE_EVERY_TICKS: u64 = 10;

@@ -16,7 +16,8 @@ use crate::group::{
     decode_coalesced, decode_messages, PeerBatch, Peers, RaftGroup, COALESCED_BASE,
 };
 use crate::limits::{
-    CONTROL_CHANNEL_CAPACITY, GROUP_INBOX_CAPACITY, GROUP_SHUTDOWN_TIMEOUT, TRANSPORT_DRAIN_TIMEOUT,
+    CONTROL_CHANNEL_CAPACITY, GROUP_INBOX_CAPACITY, GROUP_SHUTDOWN_TIMEOUT, OFFLINE_RETRY_INTERVAL,
+    TRANSPORT_DRAIN_TIMEOUT,
 };
 use crate::meta::actor::{MetaHandle, MetaInput};
 use crate::meta::{MetaState, NodeInfo, META_GROUP};
@@ -147,6 +148,7 @@ impl RunningNode {
             state,
             leader,
         };
+        tasks.push(tokio::spawn(retry_offline_replicas(context.clone())));
         tasks.push(tokio::spawn(crate::api::serve(
             channels.client_connections,
             crate::api::ApiContext {
@@ -202,6 +204,7 @@ impl RunningNode {
                     .send(PartitionInput::Shutdown { done })
                     .await
                     .is_ok(),
+                Route::Offline { .. } => false,
             };
             if sent {
                 stopped.push(receiver);
@@ -273,6 +276,19 @@ async fn route_peer_messages(
 }
 
 /// Once per tick, every group's pending heartbeats leave together.
+/// Every [`OFFLINE_RETRY_INTERVAL`], tries to open the replicas held offline (a full disk may
+/// have been freed).
+async fn retry_offline_replicas(context: NodeContext) {
+    let mut ticker = tokio::time::interval(OFFLINE_RETRY_INTERVAL);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        if !context.offline_replicas().is_empty() {
+            context.retry_offline_replicas();
+        }
+    }
+}
+
 async fn flush_heartbeats(peers: Arc<Peers>, tick: Duration) {
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -298,6 +314,8 @@ fn deliver(shared: &Shared, group: GroupId, batch: PeerBatch) {
         Route::Partition { handle, .. } => {
             handle.inbox.try_send(PartitionInput::Peer(batch)).is_ok()
         }
+        // Its peers' messages have nowhere to go until it opens; to them it is down.
+        Route::Offline { .. } => true,
     };
     if !delivered {
         tracing::debug!(group, "group inbox full; peer message dropped");

@@ -17,9 +17,11 @@ use keel_wire::Limits;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::group::replace::{Announcement, MemberState, Reports};
-use crate::group::storage_log::{fatal_storage_error, GroupDir};
+use crate::group::storage_log::GroupDir;
 use crate::group::{Peers, RaftGroup};
-use crate::limits::{DEFAULT_TICK, ENTRY_ENVELOPE_BYTES, GROUP_INBOX_CAPACITY};
+use crate::limits::{
+    DEFAULT_TICK, ENTRY_ENVELOPE_BYTES, GROUP_INBOX_CAPACITY, OFFLINE_RETRY_INTERVAL,
+};
 use crate::meta::actor::MetaInput;
 use crate::meta::{MetaEffect, MetaState, NodeInfo, TopicInfo, META_GROUP};
 use crate::partition::{PartitionHandle, PartitionInput, PartitionView};
@@ -106,6 +108,14 @@ pub(crate) enum Route {
         handle: PartitionHandle,
         topic: String,
         partition: u32,
+    },
+    /// A replica this node could not open (a full disk, a damaged log): held offline while the
+    /// node serves everything else, and retried ([`NodeContext::retry_offline_replicas`]). Its
+    /// peers see it as down; clients are sent to the other replicas.
+    Offline {
+        topic: TopicInfo,
+        partition: u32,
+        reason: String,
     },
 }
 
@@ -201,7 +211,7 @@ impl NodeContext {
                     topic,
                     partition,
                 } => Some((topic.clone(), *partition, handle.clone())),
-                Route::Meta(_) => None,
+                Route::Meta(_) | Route::Offline { .. } => None,
             })
             .collect();
         partitions.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
@@ -240,8 +250,32 @@ impl NodeContext {
                 continue;
             }
             let dir = GroupDir::new(group_dir(&self.shared.config, placement.group));
-            let opened = tokio::task::block_in_place(|| dir.open(self.partition_log_options()))
-                .unwrap_or_else(|error| fatal_storage_error("opening a partition", &error));
+            let opened =
+                match tokio::task::block_in_place(|| dir.open(self.partition_log_options())) {
+                    Ok(opened) => opened,
+                    Err(error) => {
+                        // Stopping here would stop every other group too, and a restart would
+                        // re-apply the same create and stop again: the replica waits offline.
+                        tracing::error!(
+                            group = placement.group,
+                            topic = %topic.name,
+                            partition,
+                            %error,
+                            "partition replica cannot be opened; held offline, retried every {} s",
+                            OFFLINE_RETRY_INTERVAL.as_secs()
+                        );
+                        self.shared.routes.lock().expect("routes lock").insert(
+                            placement.group,
+                            Route::Offline {
+                                topic: topic.clone(),
+                                partition: partition as u32,
+                                reason: error.to_string(),
+                            },
+                        );
+                        self.publish_offline_count();
+                        continue;
+                    }
+                };
             let fresh = opened.log.log().last_index() == 0 && opened.hard_state.term == 0;
             let node = self.raft_node(placement.group, placement.membership(), opened);
             let group = RaftGroup::new(
@@ -281,6 +315,53 @@ impl NodeContext {
         }
     }
 
+    /// Tries again to open every replica held offline; one that opens starts as usual.
+    pub fn retry_offline_replicas(&self) {
+        let offline: Vec<TopicInfo> = {
+            let mut routes = self.shared.routes.lock().expect("routes lock");
+            let groups: Vec<GroupId> = routes
+                .iter()
+                .filter(|(_, route)| matches!(route, Route::Offline { .. }))
+                .map(|(&group, _)| group)
+                .collect();
+            groups
+                .into_iter()
+                .filter_map(|group| match routes.remove(&group) {
+                    Some(Route::Offline { topic, .. }) => Some(topic),
+                    _ => None,
+                })
+                .collect()
+        };
+        for topic in offline {
+            // Skips replicas that are up (routed); reopens the ones just taken off the table.
+            self.start_partitions(&topic);
+        }
+        self.publish_offline_count();
+    }
+
+    /// Replicas held offline on this node: (topic, partition, why).
+    pub fn offline_replicas(&self) -> Vec<(String, u32, String)> {
+        let routes = self.shared.routes.lock().expect("routes lock");
+        let mut offline: Vec<_> = routes
+            .values()
+            .filter_map(|route| match route {
+                Route::Offline {
+                    topic,
+                    partition,
+                    reason,
+                } => Some((topic.name.clone(), *partition, reason.clone())),
+                _ => None,
+            })
+            .collect();
+        offline.sort();
+        offline
+    }
+
+    fn publish_offline_count(&self) {
+        let count = self.offline_replicas().len();
+        metrics::gauge!("keel_partition_replicas_offline").set(count as f64);
+    }
+
     /// Stops this node's replicas of a deleted topic and removes their data.
     pub fn stop_partitions(&self, topic: &TopicInfo) {
         for placement in &topic.partitions {
@@ -290,8 +371,17 @@ impl NodeContext {
                 .lock()
                 .expect("routes lock")
                 .remove(&placement.group);
-            let Some(Route::Partition { handle, .. }) = route else {
-                continue;
+            let handle = match route {
+                Some(Route::Partition { handle, .. }) => handle,
+                Some(Route::Offline { .. }) => {
+                    self.publish_offline_count();
+                    let dir = group_dir(&self.shared.config, placement.group);
+                    if let Err(error) = std::fs::remove_dir_all(&dir) {
+                        tracing::warn!(dir = %dir.display(), %error, "removing an offline replica of a deleted topic");
+                    }
+                    continue;
+                }
+                _ => continue,
             };
             self.shared.reports.set_local(placement.group, None);
             let dir = group_dir(&self.shared.config, placement.group);

@@ -18,6 +18,8 @@ use keel_wire::WireError;
 
 /// Bytes before the batch.
 pub const APPEND_TIME_BYTES: usize = 8;
+// The storage entry limit leaves this much room beyond the largest batch (node/mod.rs).
+const _: () = assert!(APPEND_TIME_BYTES as u64 <= crate::limits::ENTRY_ENVELOPE_BYTES);
 
 /// A Data entry's parts, borrowed from its payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
