@@ -1,6 +1,6 @@
 //! Small files replaced atomically: write a temp file, fsync it, rename it over the old one,
 //! fsync the directory. After a power loss at any point the name holds the old bytes or the new
-//! ones, never a mix. Hard state uses [`replace`] directly; the node driver's own small files
+//! ones, never a mix. Hard state uses [`replace`] to create its file (then writes slots in place); the node driver's own small files
 //! (identity, founders, abstain marker) use [`store_record`] / [`load_record`], which add a
 //! magic, a length and a CRC so a damaged file is a typed error instead of a silent default.
 //!
