@@ -35,6 +35,8 @@ pub struct RunningNode {
     pub local_address: SocketAddr,
     transport: Option<Transport>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Stopped first on shutdown, so no replica starts while the others stop.
+    offline_retry: tokio::task::JoinHandle<()>,
 }
 
 impl RunningNode {
@@ -148,7 +150,7 @@ impl RunningNode {
             state,
             leader,
         };
-        tasks.push(tokio::spawn(retry_offline_replicas(context.clone())));
+        let offline_retry = tokio::spawn(retry_offline_replicas(context.clone()));
         tasks.push(tokio::spawn(crate::api::serve(
             channels.client_connections,
             crate::api::ApiContext {
@@ -162,6 +164,7 @@ impl RunningNode {
             local_address,
             transport: Some(transport),
             tasks,
+            offline_retry,
         })
     }
 
@@ -182,6 +185,7 @@ impl RunningNode {
 
     /// Clean shutdown: every group syncs and stops, then the transport closes.
     pub async fn shutdown(mut self) {
+        self.offline_retry.abort();
         // Routes stay in place until every group has stopped: a leader handing over still needs
         // its peers' answers.
         let routes: Vec<Route> = self
@@ -204,7 +208,7 @@ impl RunningNode {
                     .send(PartitionInput::Shutdown { done })
                     .await
                     .is_ok(),
-                Route::Offline { .. } => false,
+                Route::Offline { .. } | Route::Opening => false,
             };
             if sent {
                 stopped.push(receiver);
@@ -275,7 +279,6 @@ async fn route_peer_messages(
     }
 }
 
-/// Once per tick, every group's pending heartbeats leave together.
 /// Every [`OFFLINE_RETRY_INTERVAL`], tries to open the replicas held offline (a full disk may
 /// have been freed).
 async fn retry_offline_replicas(context: NodeContext) {
@@ -289,6 +292,7 @@ async fn retry_offline_replicas(context: NodeContext) {
     }
 }
 
+/// Once per tick, every group's pending heartbeats leave together.
 async fn flush_heartbeats(peers: Arc<Peers>, tick: Duration) {
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -315,7 +319,7 @@ fn deliver(shared: &Shared, group: GroupId, batch: PeerBatch) {
             handle.inbox.try_send(PartitionInput::Peer(batch)).is_ok()
         }
         // Its peers' messages have nowhere to go until it opens; to them it is down.
-        Route::Offline { .. } => true,
+        Route::Offline { .. } | Route::Opening => true,
     };
     if !delivered {
         tracing::debug!(group, "group inbox full; peer message dropped");

@@ -2,11 +2,14 @@
 //!
 //! It owns the file `hard_state` in a group's directory and nothing else. The file is created
 //! once, whole, by temp file + fsync + rename + directory fsync; after that every store writes
-//! the older of its two slots in place, with a sequence number one above the newer, and
-//! fdatasyncs. The slots sit in different 4 KiB pages, so a store torn by a power loss can only
-//! damage the slot it was writing: the other still holds the previous value, and a load takes the
-//! valid slot with the highest sequence. A store after creation needs no new disk block, so a
-//! node on a full disk can still persist a vote. The commit index is not persisted
+//! the new value, with a sequence number one above the last, into slot 0, fdatasyncs, then into
+//! slot 1, and fdatasyncs again. The slots sit in different 4 KiB pages. A power loss during a
+//! store can damage only the slot being written, and the other holds the value from before the
+//! store or the new one; after a completed store both hold it, so one slot damaged later (a bad
+//! sector, a lost write) still leaves the newest durable value in the other. A load takes the
+//! valid slot with the highest sequence; no valid slot is corruption. A store after creation
+//! needs no new disk block (on a file system that overwrites in place), so a node on a full disk
+//! can still persist a vote. The commit index is not persisted
 //! (docs/FORMAT.md "Hard state"): it is recomputed from the quorum.
 //!
 //! Slot layout (docs/FORMAT.md "Hard state"), 36 bytes, little-endian, at bytes 0 and 4096 of
@@ -116,27 +119,49 @@ impl HardState {
     /// and the caller must treat the node as failed: it may not know which one a restart sees.
     ///
     /// The first store (or the first after a version-1 file) creates the file; every later one
-    /// writes the older slot in place and so needs no new disk block.
+    /// writes both slots in place, one after the other, and so needs no new disk block. A file
+    /// it cannot read is refused ([`StorageError::Corruption`]), never overwritten.
     pub fn store(&self, io: &dyn Io, dir: &Path) -> Result<()> {
         let path = dir.join(HARD_STATE_FILE_NAME);
+        let corruption = |error: HardStateDecodeError| StorageError::Corruption {
+            path: path.clone(),
+            offset: error.offset,
+            reason: error.reason,
+        };
         if let Some(file) = crate::atomic_file::open_if_exists(io, &path)? {
-            if let Layout::Slots(slots) = read_slots(file.as_ref(), &path)? {
-                let (newest_slot, sequence, _) =
-                    newest(&slots).map_err(|error| StorageError::Corruption {
-                        path: path.clone(),
-                        offset: error.offset,
-                        reason: error.reason,
+            match read_slots(file.as_ref(), &path)? {
+                Layout::Slots(slots) => {
+                    let (_, sequence, _) = newest(&slots).map_err(corruption)?;
+                    let sequence = sequence.checked_add(1).ok_or_else(|| {
+                        corruption(HardStateDecodeError {
+                            offset: 8,
+                            reason: "sequence at its maximum".into(),
+                        })
                     })?;
-                let slot = 1 - newest_slot;
-                let bytes = self.encode(sequence + 1);
-                file.write_at(&bytes, (slot * HARD_STATE_SLOT_STRIDE) as u64)
-                    .and_then(|()| file.sync_data())
-                    .map_err(|error| StorageError::io("write", &path, error))?;
-                return Ok(());
+                    let bytes = self.encode(sequence);
+                    for slot in 0..2 {
+                        file.write_at(&bytes, (slot * HARD_STATE_SLOT_STRIDE) as u64)
+                            .and_then(|()| file.sync_data())
+                            .map_err(|error| StorageError::io("write", &path, error))?;
+                    }
+                    return Ok(());
+                }
+                Layout::Version1(_) => {}
+                Layout::Other { len_bytes } => {
+                    return Err(corruption(HardStateDecodeError {
+                        offset: len_bytes.min(HARD_STATE_FILE_BYTES as u64),
+                        reason: format!(
+                            "hard state file is {len_bytes} bytes; refusing to overwrite it"
+                        ),
+                    }))
+                }
             }
         }
+        // Created whole: both slots hold the value.
         let mut whole = vec![0u8; HARD_STATE_FILE_BYTES];
         whole[..HARD_STATE_SLOT_BYTES].copy_from_slice(&self.encode(1));
+        whole[HARD_STATE_SLOT_STRIDE..HARD_STATE_SLOT_STRIDE + HARD_STATE_SLOT_BYTES]
+            .copy_from_slice(&self.encode(1));
         crate::atomic_file::replace(
             io,
             dir,
@@ -289,9 +314,10 @@ fn read_slots(file: &dyn IoFile, path: &Path) -> Result<Layout> {
     Ok(Layout::Slots([read_slot(0)?, read_slot(1)?]))
 }
 
-/// The valid slot with the highest sequence: (slot, sequence, state). A damaged slot beside a
-/// valid one is a store a power loss tore (it never returned, so nothing acted on it); no valid
-/// slot at all is corruption.
+/// The valid slot with the highest sequence: (slot, sequence, state). Beside a damaged slot the
+/// valid one holds the newest durable value (both slots get every completed store), or the
+/// value of a store a power loss cut short (it never returned, so nothing acted on it); no
+/// valid slot at all is corruption.
 fn newest(slots: &[Slot; 2]) -> Result<(usize, u64, HardState), HardStateDecodeError> {
     let valid = slots
         .iter()
@@ -352,14 +378,15 @@ mod tests {
                 HardState::load(&RealIo, dir.path()).unwrap(),
                 Some(hard_state)
             );
-            // Stores alternate between the slots, each one sequence number on.
+            // Both slots hold every completed store, one sequence number on each time.
             let bytes = file_bytes(dir.path());
             assert_eq!(bytes.len(), HARD_STATE_FILE_BYTES);
-            let slot = store % 2;
-            let at = slot * HARD_STATE_SLOT_STRIDE;
-            let (sequence, state) =
-                HardState::decode(&bytes[at..at + HARD_STATE_SLOT_BYTES]).unwrap();
-            assert_eq!((sequence, state), (store as u64 + 1, hard_state));
+            for slot in 0..2 {
+                let at = slot * HARD_STATE_SLOT_STRIDE;
+                let (sequence, state) =
+                    HardState::decode(&bytes[at..at + HARD_STATE_SLOT_BYTES]).unwrap();
+                assert_eq!((sequence, state), (store as u64 + 1, hard_state));
+            }
         }
     }
 
@@ -462,25 +489,60 @@ mod tests {
         }
     }
 
+    /// One damaged slot never hides the newest durable value, and a store cut short between its
+    /// two writes gives the old value or the new one.
     #[test]
-    fn a_torn_newer_slot_gives_the_older_value() {
+    fn one_damaged_slot_leaves_the_newest_durable_value() {
         let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(HARD_STATE_FILE_NAME);
         let old = HardState {
             term: 4,
             vote: Some(1),
         };
-        old.store(&RealIo, dir.path()).unwrap();
-        HardState {
+        let new = HardState {
             term: 5,
             vote: Some(2),
+        };
+        old.store(&RealIo, dir.path()).unwrap();
+        new.store(&RealIo, dir.path()).unwrap();
+        let stored = file_bytes(dir.path());
+        for slot in 0..2 {
+            // A bad sector (or a lost write) in either slot after the store completed.
+            let mut bytes = stored.clone();
+            bytes[slot * HARD_STATE_SLOT_STRIDE + 20] ^= 0xff;
+            std::fs::write(&path, &bytes).unwrap();
+            assert_eq!(HardState::load(&RealIo, dir.path()).unwrap(), Some(new));
         }
-        .store(&RealIo, dir.path())
-        .unwrap();
-        let mut bytes = file_bytes(dir.path());
-        // The second store went to slot 1: tear its last bytes.
-        bytes[HARD_STATE_SLOT_STRIDE + 30] ^= 0xff;
-        std::fs::write(dir.path().join(HARD_STATE_FILE_NAME), &bytes).unwrap();
-        assert_eq!(HardState::load(&RealIo, dir.path()).unwrap(), Some(old));
+        // Cut between the writes: slot 0 new (sequence 3), slot 1 still old (sequence 2).
+        let mut bytes = stored.clone();
+        bytes[..HARD_STATE_SLOT_BYTES].copy_from_slice(
+            &HardState {
+                term: 6,
+                vote: None,
+            }
+            .encode(3),
+        );
+        bytes[HARD_STATE_SLOT_STRIDE..HARD_STATE_SLOT_STRIDE + HARD_STATE_SLOT_BYTES]
+            .copy_from_slice(&new.encode(2));
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(
+            HardState::load(&RealIo, dir.path()).unwrap(),
+            Some(HardState {
+                term: 6,
+                vote: None
+            })
+        );
+        // Cut during the first write: slot 0 torn, slot 1 old.
+        bytes[30] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(HardState::load(&RealIo, dir.path()).unwrap(), Some(new));
+        // A file it cannot read is refused, not overwritten.
+        std::fs::write(&path, b"short").unwrap();
+        assert!(matches!(
+            new.store(&RealIo, dir.path()),
+            Err(StorageError::Corruption { .. })
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), b"short");
     }
 
     #[test]
@@ -494,8 +556,10 @@ mod tests {
         .store(&RealIo, dir.path())
         .unwrap();
         let good = file_bytes(dir.path());
+        // Both slots damaged: nothing to fall back on.
         let mut flipped = good.clone();
         flipped[17] ^= 0x01;
+        flipped[HARD_STATE_SLOT_STRIDE + 17] ^= 0x01;
         let mut too_long = good.clone();
         too_long.push(0);
         for (bytes, expected_offset) in [

@@ -177,11 +177,10 @@ impl IoFile for RealFile {
     }
 }
 
-/// Reserves real disk blocks (not a sparse hole), so running out of space is reported now.
-/// Filesystems without fallocate (tmpfs on old kernels, some network mounts) fall back to
-/// `set_len`, which only extends the file.
-/// File systems without fallocate (tmpfs before 2.6.x, some FUSE ones) get no reservation: a
-/// write there may then fail for space, which the log treats as fatal.
+/// Reserves disk blocks for a range of an existing file without changing its length. File
+/// systems without fallocate (some FUSE and network mounts) get no reservation: a write there
+/// may then fail for space, which the log treats as fatal. Copy-on-write file systems (btrfs,
+/// ZFS) may need new blocks for a write even into reserved space.
 fn reserve(file: &File, offset: u64, len_bytes: u64) -> io::Result<()> {
     use rustix::fs::{fallocate, FallocateFlags};
     match fallocate(file, FallocateFlags::KEEP_SIZE, offset, len_bytes) {
@@ -190,6 +189,9 @@ fn reserve(file: &File, offset: u64, len_bytes: u64) -> io::Result<()> {
     }
 }
 
+/// Reserves real disk blocks (not a sparse hole), so running out of space is reported now.
+/// Filesystems without fallocate (tmpfs on old kernels, some network mounts) fall back to
+/// `set_len`, which only extends the file.
 fn allocate(file: &File, len_bytes: u64) -> io::Result<()> {
     use rustix::fs::{fallocate, FallocateFlags};
     match fallocate(file, FallocateFlags::empty(), 0, len_bytes) {

@@ -355,7 +355,8 @@ impl Segment {
     /// already, so a write ending there cannot run out of space. A full disk is
     /// [`StorageError::DiskFull`], and nothing was written.
     pub fn reserve_through(&mut self, through: u64) -> Result<()> {
-        if through <= self.reserved_end {
+        // Written bytes hold their blocks; nothing to write needs none.
+        if through <= self.reserved_end || through <= self.end_position {
             return Ok(());
         }
         debug_assert!(

@@ -117,6 +117,9 @@ pub(crate) enum Route {
         partition: u32,
         reason: String,
     },
+    /// Claimed by a caller that is opening the replica (`NodeContext::open_replica`): nobody
+    /// else may open it meanwhile. Like `Offline` to everyone else.
+    Opening,
 }
 
 pub(crate) struct Shared {
@@ -211,7 +214,7 @@ impl NodeContext {
                     topic,
                     partition,
                 } => Some((topic.clone(), *partition, handle.clone())),
-                Route::Meta(_) | Route::Offline { .. } => None,
+                Route::Meta(_) | Route::Offline { .. } | Route::Opening => None,
             })
             .collect();
         partitions.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
@@ -240,101 +243,132 @@ impl NodeContext {
             if !placement.replicas.contains(&self.node_id()) {
                 continue;
             }
-            if self
-                .shared
-                .routes
-                .lock()
-                .expect("routes lock")
-                .contains_key(&placement.group)
-            {
-                continue;
-            }
-            let dir = GroupDir::new(group_dir(&self.shared.config, placement.group));
-            let opened =
-                match tokio::task::block_in_place(|| dir.open(self.partition_log_options())) {
-                    Ok(opened) => opened,
-                    Err(error) => {
-                        // Stopping here would stop every other group too, and a restart would
-                        // re-apply the same create and stop again: the replica waits offline.
-                        tracing::error!(
-                            group = placement.group,
-                            topic = %topic.name,
-                            partition,
-                            %error,
-                            "partition replica cannot be opened; held offline, retried every {} s",
-                            OFFLINE_RETRY_INTERVAL.as_secs()
-                        );
-                        self.shared.routes.lock().expect("routes lock").insert(
-                            placement.group,
-                            Route::Offline {
-                                topic: topic.clone(),
-                                partition: partition as u32,
-                                reason: error.to_string(),
-                            },
-                        );
-                        self.publish_offline_count();
-                        continue;
+            let claimed = {
+                let mut routes = self.shared.routes.lock().expect("routes lock");
+                match routes.entry(placement.group) {
+                    std::collections::hash_map::Entry::Occupied(_) => false,
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(Route::Opening);
+                        true
                     }
+                }
+            };
+            if claimed {
+                self.open_replica(topic, partition as u32);
+            }
+        }
+    }
+
+    /// Opens and starts one replica whose group this caller claimed (`Route::Opening`), or
+    /// holds it offline. The claim makes every opener exclusive (the metadata actor and the
+    /// retry task both start replicas): two logs on one directory would corrupt it.
+    fn open_replica(&self, topic: &TopicInfo, partition: u32) {
+        let placement = &topic.partitions[partition as usize];
+        let group = placement.group;
+        let dir = GroupDir::new(group_dir(&self.shared.config, group));
+        let opened = match tokio::task::block_in_place(|| dir.open(self.partition_log_options())) {
+            Ok(opened) => opened,
+            Err(error) => {
+                // Stopping here would stop every other group too, and a restart would re-apply
+                // the same create and stop again: the replica waits offline.
+                tracing::error!(
+                    group,
+                    topic = %topic.name,
+                    partition,
+                    %error,
+                    "partition replica cannot be opened; held offline, retried every {} s",
+                    OFFLINE_RETRY_INTERVAL.as_secs()
+                );
+                let offline = Route::Offline {
+                    topic: topic.clone(),
+                    partition,
+                    reason: error.to_string(),
                 };
-            let fresh = opened.log.log().last_index() == 0 && opened.hard_state.term == 0;
-            let node = self.raft_node(placement.group, placement.membership(), opened);
-            let group = RaftGroup::new(
-                placement.group,
-                node,
-                self.host(),
-                Some(crate::partition::entry::offset_key),
-                placement.replicas.first().copied(),
-            );
-            let (inbox, receiver) = mpsc::channel(GROUP_INBOX_CAPACITY);
-            let (view_sender, view) = watch::channel(PartitionView::default());
-            let handle = PartitionHandle { inbox, view };
-            self.shared.routes.lock().expect("routes lock").insert(
-                placement.group,
-                Route::Partition {
-                    handle,
-                    topic: topic.name.clone(),
-                    partition: partition as u32,
-                },
-            );
-            // The preferred leader of a new partition campaigns at once, so leaders spread
-            // over the nodes as placed instead of going to whoever times out first.
-            let campaign = fresh && placement.replicas.first() == Some(&self.node_id());
-            tracing::info!(
-                group = placement.group,
-                topic = %topic.name,
-                partition,
-                "partition replica started"
-            );
-            tokio::spawn(crate::partition::run(
-                group,
-                receiver,
-                view_sender,
-                self.host(),
-                campaign,
-            ));
+                if !self.replace_claim(group, offline) {
+                    self.remove_deleted_replica(group);
+                }
+                self.publish_offline_count();
+                return;
+            }
+        };
+        let fresh = opened.log.log().last_index() == 0 && opened.hard_state.term == 0;
+        let node = self.raft_node(group, placement.membership(), opened);
+        let raft_group = RaftGroup::new(
+            group,
+            node,
+            self.host(),
+            Some(crate::partition::entry::offset_key),
+            placement.replicas.first().copied(),
+        );
+        let (inbox, receiver) = mpsc::channel(GROUP_INBOX_CAPACITY);
+        let (view_sender, view) = watch::channel(PartitionView::default());
+        let handle = PartitionHandle { inbox, view };
+        let route = Route::Partition {
+            handle,
+            topic: topic.name.clone(),
+            partition,
+        };
+        if !self.replace_claim(group, route) {
+            // The topic was deleted while the log opened: never start it.
+            drop(raft_group);
+            self.remove_deleted_replica(group);
+            return;
+        }
+        self.publish_offline_count();
+        // The preferred leader of a new partition campaigns at once, so leaders spread over the
+        // nodes as placed instead of going to whoever times out first.
+        let campaign = fresh && placement.replicas.first() == Some(&self.node_id());
+        tracing::info!(group, topic = %topic.name, partition, "partition replica started");
+        tokio::spawn(crate::partition::run(
+            raft_group,
+            receiver,
+            view_sender,
+            self.host(),
+            campaign,
+        ));
+    }
+
+    /// Puts `route` where this caller's `Opening` claim on `group` is; `false` (and nothing
+    /// changed) if the claim is gone: the topic was deleted meanwhile.
+    fn replace_claim(&self, group: GroupId, route: Route) -> bool {
+        let mut routes = self.shared.routes.lock().expect("routes lock");
+        match routes.get_mut(&group) {
+            Some(claim @ Route::Opening) => {
+                *claim = route;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn remove_deleted_replica(&self, group: GroupId) {
+        let dir = group_dir(&self.shared.config, group);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                tracing::warn!(dir = %dir.display(), %error, "removing a replica of a deleted topic")
+            }
         }
     }
 
     /// Tries again to open every replica held offline; one that opens starts as usual.
     pub fn retry_offline_replicas(&self) {
-        let offline: Vec<TopicInfo> = {
+        let claimed: Vec<(TopicInfo, u32)> = {
             let mut routes = self.shared.routes.lock().expect("routes lock");
-            let groups: Vec<GroupId> = routes
-                .iter()
-                .filter(|(_, route)| matches!(route, Route::Offline { .. }))
-                .map(|(&group, _)| group)
-                .collect();
-            groups
-                .into_iter()
-                .filter_map(|group| match routes.remove(&group) {
-                    Some(Route::Offline { topic, .. }) => Some(topic),
+            routes
+                .values_mut()
+                .filter(|route| matches!(route, Route::Offline { .. }))
+                .filter_map(|route| match std::mem::replace(route, Route::Opening) {
+                    Route::Offline {
+                        topic, partition, ..
+                    } => Some((topic, partition)),
                     _ => None,
                 })
                 .collect()
         };
-        for topic in offline {
-            // Skips replicas that are up (routed); reopens the ones just taken off the table.
-            self.start_partitions(&topic);
+        for (topic, partition) in claimed {
+            self.open_replica(&topic, partition);
         }
         self.publish_offline_count();
     }
@@ -375,13 +409,11 @@ impl NodeContext {
                 Some(Route::Partition { handle, .. }) => handle,
                 Some(Route::Offline { .. }) => {
                     self.publish_offline_count();
-                    let dir = group_dir(&self.shared.config, placement.group);
-                    if let Err(error) = std::fs::remove_dir_all(&dir) {
-                        tracing::warn!(dir = %dir.display(), %error, "removing an offline replica of a deleted topic");
-                    }
+                    self.remove_deleted_replica(placement.group);
                     continue;
                 }
-                _ => continue,
+                // Its opener finds the claim gone and removes what it opened.
+                Some(Route::Opening) | Some(Route::Meta(_)) | None => continue,
             };
             self.shared.reports.set_local(placement.group, None);
             let dir = group_dir(&self.shared.config, placement.group);
