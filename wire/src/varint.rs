@@ -76,6 +76,26 @@ pub fn get_signed(input: &[u8]) -> Result<(i64, usize), WireError> {
     Ok((zigzag_decode(raw), used_bytes))
 }
 
+/// Most bytes a 32-bit varint takes (`ceil(32 / 7)`).
+pub const MAX_VARINT32_BYTES: usize = 5;
+
+/// Reads a zigzag varint of Kafka's 32-bit kind (lengths, offset deltas, counts): at most five
+/// bytes and 32 bits, as Kafka's readers require; a longer or wider one is
+/// [`WireError::VarintOverflow`] even where a 64-bit reader would take it.
+pub fn get_signed32(input: &[u8]) -> Result<(i32, usize), WireError> {
+    let (raw, used_bytes) = get_unsigned(&input[..input.len().min(MAX_VARINT32_BYTES)]).map_err(
+        |error| match error {
+            // Five bytes all saying "more follows": longer than a 32-bit varint may be.
+            WireError::VarintTruncated if input.len() > MAX_VARINT32_BYTES => {
+                WireError::VarintOverflow
+            }
+            other => other,
+        },
+    )?;
+    let raw = u32::try_from(raw).map_err(|_| WireError::VarintOverflow)?;
+    Ok((((raw >> 1) as i32) ^ -((raw & 1) as i32), used_bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +110,36 @@ mod tests {
         let mut out = Vec::new();
         put_signed(&mut out, value);
         out
+    }
+
+    #[test]
+    fn thirty_two_bit_varints_stop_at_five_bytes_and_32_bits() {
+        for value in [
+            0i64,
+            -1,
+            1,
+            300,
+            -200,
+            i64::from(i32::MAX),
+            i64::from(i32::MIN),
+        ] {
+            let bytes = signed_bytes(value);
+            assert_eq!(
+                get_signed32(&bytes),
+                Ok((value as i32, bytes.len())),
+                "{value}"
+            );
+        }
+        // Past i32, or six bytes for a small value: Kafka refuses both.
+        assert_eq!(
+            get_signed32(&signed_bytes(i64::from(i32::MAX) + 1)),
+            Err(WireError::VarintOverflow)
+        );
+        assert_eq!(
+            get_signed32(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x00]),
+            Err(WireError::VarintOverflow)
+        );
+        assert_eq!(get_signed32(&[0x80, 0x80]), Err(WireError::VarintTruncated));
     }
 
     #[test]

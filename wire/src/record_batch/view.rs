@@ -484,7 +484,7 @@ fn decode_record(
     index: u32,
 ) -> Result<(RecordView<'_>, usize), WireError> {
     let overrun = WireError::RecordOverrun { index };
-    let (record_len, len_bytes) = varint::get_signed(input).map_err(|_| overrun.clone())?;
+    let (record_len, len_bytes) = varint::get_signed32(input).map_err(|_| overrun.clone())?;
     let body_end = usize::try_from(record_len)
         .ok()
         .and_then(|record_len| len_bytes.checked_add(record_len))
@@ -506,21 +506,21 @@ fn decode_record(
         .checked_add(timestamp_delta_ms)
         .ok_or(WireError::TimestampOverflow { index })?;
     let rest = &rest[used..];
-    let (offset_delta, used) = varint::get_signed(rest).map_err(|_| fields_overrun())?;
-    if offset_delta != i64::from(index) {
+    let (offset_delta, used) = varint::get_signed32(rest).map_err(|_| fields_overrun())?;
+    if i64::from(offset_delta) != i64::from(index) {
         return Err(WireError::OffsetDeltaMismatch {
             index,
-            offset_delta,
+            offset_delta: i64::from(offset_delta),
         });
     }
     let rest = &rest[used..];
     let (key, rest) = take_field(rest, index, "key", fields_overrun)?;
     let (value, rest) = take_field(rest, index, "value", fields_overrun)?;
-    let (header_count, used) = varint::get_signed(rest).map_err(|_| fields_overrun())?;
+    let (header_count, used) = varint::get_signed32(rest).map_err(|_| fields_overrun())?;
     let header_count = u32::try_from(header_count).map_err(|_| WireError::InvalidLength {
         index,
         field: "header count",
-        length: header_count,
+        length: i64::from(header_count),
     })?;
     let headers_start = &rest[used..];
     let mut headers_rest = headers_start;
@@ -564,7 +564,8 @@ fn take_field<'a>(
     field: &'static str,
     overrun: impl Fn() -> WireError,
 ) -> Result<(Option<&'a [u8]>, &'a [u8]), WireError> {
-    let (length, used) = varint::get_signed(input).map_err(|_| overrun())?;
+    let (length, used) = varint::get_signed32(input).map_err(|_| overrun())?;
+    let length = i64::from(length);
     let rest = &input[used..];
     match length {
         NULL_LENGTH => Ok((None, rest)),
