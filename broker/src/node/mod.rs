@@ -314,7 +314,6 @@ impl NodeContext {
             self.remove_deleted_replica(group);
             return;
         }
-        self.publish_offline_count();
         // The preferred leader of a new partition campaigns at once, so leaders spread over the
         // nodes as placed instead of going to whoever times out first.
         let campaign = fresh && placement.replicas.first() == Some(&self.node_id());
@@ -368,9 +367,25 @@ impl NodeContext {
                 .collect()
         };
         for (topic, partition) in claimed {
-            self.open_replica(&topic, partition);
+            // The placement as the map holds it now (a replica may have been replaced meanwhile);
+            // the one recorded when it went offline if the map no longer shows that group.
+            let group = topic.partitions[partition as usize].group;
+            let current = self.topic(&topic.name).filter(|current| {
+                current
+                    .partitions
+                    .get(partition as usize)
+                    .is_some_and(|placement| placement.group == group)
+            });
+            self.open_replica(current.as_ref().unwrap_or(&topic), partition);
         }
         self.publish_offline_count();
+    }
+
+    /// `name` as this node's applied copy of the metadata map holds it.
+    fn topic(&self, name: &str) -> Option<TopicInfo> {
+        let state = self.shared.meta_state.lock().expect("meta state lock");
+        let topic = state.as_ref()?.borrow().topics.get(name).cloned();
+        topic
     }
 
     /// Replicas held offline on this node: (topic, partition, why).
@@ -392,7 +407,9 @@ impl NodeContext {
     }
 
     fn publish_offline_count(&self) {
-        let count = self.offline_replicas().len();
+        let count = (self.shared.routes.lock().expect("routes lock").values())
+            .filter(|route| matches!(route, Route::Offline { .. }))
+            .count();
         metrics::gauge!("keel_partition_replicas_offline").set(count as f64);
     }
 

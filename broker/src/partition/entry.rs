@@ -12,7 +12,7 @@
 //! `append_time_ms` is little-endian like the rest of Keel's storage formats; the batch keeps
 //! Kafka's big-endian fields.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use keel_wire::record_batch::{stamp_leader, BatchHeader};
 use keel_wire::WireError;
 
@@ -80,13 +80,6 @@ pub fn stamp(
     Ok(())
 }
 
-/// A whole Data entry payload, for tests and the simulator.
-pub fn encode(append_time_ms: i64, batch: &[u8]) -> Bytes {
-    let mut payload = unstamped(batch);
-    payload[..APPEND_TIME_BYTES].copy_from_slice(&append_time_ms.to_le_bytes());
-    payload.freeze()
-}
-
 /// The storage option that rebuilds a lost `.offsets` file from the log: a Data entry's base
 /// offset.
 pub fn offset_key(kind: u8, payload: &[u8]) -> Option<u64> {
@@ -102,6 +95,7 @@ pub fn offset_key(kind: u8, payload: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use keel_wire::{Limits, ProducerStamp, Record, RecordBatchBuilder, RecordBatchView};
 
     /// The worked example of docs/FORMAT.md "Partition entries": docs/WIRE.md's example batch

@@ -197,11 +197,6 @@ fn last_batch_of(log: &impl RaftLog, last: Index) -> (u64, i64) {
     (0, 0)
 }
 
-/// `base_offset + count` of the batch in a Data entry's payload.
-pub fn entry_end_offset(payload: &[u8]) -> Option<u64> {
-    DataEntry::read(payload)?.header()?.end_offset()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,7 +29,7 @@ use crate::transport::NodeId;
 use dedup::{BatchIdentity, Verdict};
 use entry::DataEntry;
 use keel_raft::{Entry, EntryKind, Index, ProposeError, Role, Snapshot, Term};
-use machine::{entry_end_offset, PartitionMachine};
+use machine::PartitionMachine;
 
 /// What a partition publishes for request handlers that wait (long polls) or route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -489,7 +489,7 @@ fn fetch(
             let Some(data) = DataEntry::read(&entry.payload) else {
                 continue;
             };
-            match entry_end_offset(&entry.payload) {
+            match data.header().and_then(|header| header.end_offset()) {
                 Some(batch_end) if batch_end <= offset => continue,
                 Some(_) => {}
                 None => continue,
