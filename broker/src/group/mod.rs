@@ -215,6 +215,9 @@ pub trait GroupHost: Send + Sync + 'static {
     fn desired_incarnations(&self) -> std::collections::BTreeMap<NodeId, Incarnation>;
     /// Whether the link to `node` is up (this node counts as connected).
     fn peer_connected(&self, node: NodeId) -> bool;
+    /// Topic `topic`'s settings as this node's copy of group 0's map holds them (partitions read
+    /// their retention here); `None` once the topic is gone.
+    fn topic_config(&self, topic: &str) -> Option<crate::meta::TopicConfig>;
 }
 
 /// The host, shared by every group of a node.

@@ -61,6 +61,38 @@ pub struct TopicInfo {
     pub name: String,
     pub replication_factor: u16,
     pub partitions: Vec<PartitionPlacement>,
+    pub config: TopicConfig,
+}
+
+/// A topic's retention settings (docs/OPERATIONS.md "Retention"). `None` is unlimited. Each
+/// partition's leader reads them when it picks a new log start (partition/retention.rs), so a
+/// change applies from the next check on, with no restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicConfig {
+    /// Per partition: the bytes of whole segments kept, at least (Kafka's `retention.bytes`).
+    pub retention_bytes: Option<u64>,
+    /// Segments whose newest entry's append time (the leader's clock) is older than this go
+    /// (Kafka's `retention.ms`).
+    pub retention_ms: Option<u64>,
+    /// A non-empty active segment older than this rolls, so a quiet partition still expires
+    /// (Kafka's `segment.ms`).
+    pub segment_ms: Option<u64>,
+}
+
+impl TopicConfig {
+    /// Topics created before retention existed: nothing is ever deleted.
+    pub const UNLIMITED: TopicConfig = TopicConfig {
+        retention_bytes: None,
+        retention_ms: None,
+        segment_ms: None,
+    };
+
+    /// A new topic's defaults, Kafka's: 7 days, bytes unlimited, segments roll weekly.
+    pub const NEW_TOPIC_DEFAULT: TopicConfig = TopicConfig {
+        retention_bytes: None,
+        retention_ms: Some(7 * 24 * 3600 * 1000),
+        segment_ms: Some(7 * 24 * 3600 * 1000),
+    };
 }
 
 /// A change to the map, proposed to group 0.
@@ -194,6 +226,9 @@ impl MetaState {
                     name: name.clone(),
                     replication_factor,
                     partitions,
+                    // Topics created by this command predate retention (docs/OPERATIONS.md
+                    // "Retention"): they keep everything.
+                    config: TopicConfig::UNLIMITED,
                 };
                 self.topics.insert(name, topic.clone());
                 Ok(MetaOutcome::TopicCreated(topic))

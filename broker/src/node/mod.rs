@@ -516,6 +516,12 @@ impl crate::group::GroupHost for NodeContext {
     fn peer_connected(&self, node: NodeId) -> bool {
         NodeContext::peer_connected(self, node)
     }
+
+    fn topic_config(&self, topic: &str) -> Option<crate::meta::TopicConfig> {
+        let state = self.shared.meta_state.lock().expect("meta state lock");
+        let config = state.as_ref()?.borrow().topics.get(topic).map(|topic| topic.config);
+        config
+    }
 }
 
 impl crate::meta::actor::MetaHost for NodeContext {
