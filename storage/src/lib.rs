@@ -21,5 +21,7 @@ pub mod segment;
 pub mod snapshot;
 
 pub use error::{Result, StorageError};
-pub use log::{Cut, CutReason, Entry, Log, PendingSync, RecoveryReport, StoredEntry};
+pub use log::{
+    Cut, CutReason, Entry, Log, PendingSync, RecoveryReport, SegmentSpan, StoredEntry,
+};
 pub use options::{FsyncPolicy, LogOptions, OffsetKeyFn};

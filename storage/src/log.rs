@@ -139,6 +139,15 @@ pub struct Log {
     generation: u64,
 }
 
+/// One segment as [`Log::segment_spans`] shows it. An empty segment has
+/// `last_index == base_index - 1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentSpan {
+    pub base_index: u64,
+    pub last_index: u64,
+    pub bytes: u64,
+}
+
 /// An fdatasync of everything the log had written when [`Log::begin_sync`] made it, to run on
 /// another thread while the log takes more appends (a pipelined group commit: the writer does
 /// not stop for the disk). Its result goes back through [`Log::finish_sync`].
@@ -824,6 +833,52 @@ impl Log {
         segment.last_term = term_before;
         // Truncated entries must never come back once this returns.
         self.sync_now()
+    }
+
+    /// Each segment's span and size, oldest first; the last is the active one. What retention
+    /// judges (a segment goes whole or not at all).
+    pub fn segment_spans(&self) -> Vec<SegmentSpan> {
+        self.segments
+            .iter()
+            .map(|segment| SegmentSpan {
+                base_index: segment.base_index,
+                last_index: segment.last_index,
+                bytes: segment.end_position,
+            })
+            .collect()
+    }
+
+    /// Bytes the segments hold (headers and frames; not the reserved space past them).
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|segment| segment.end_position).sum()
+    }
+
+    /// Seals the active segment and starts an empty one after it, so everything written so far
+    /// can be deleted as whole segments (Kafka's `segment.ms` roll, and a compaction point at the
+    /// end of the active segment). Nothing happens to an empty active segment. On a retriable
+    /// error (a full disk) the log is unchanged and usable.
+    pub fn roll(&mut self) -> Result<()> {
+        self.check_writable()?;
+        if self.active().is_empty() {
+            return Ok(());
+        }
+        let made = Segment::create(
+            self.io.as_ref(),
+            &self.dir,
+            self.last_index() + 1,
+            self.options.segment_bytes,
+            EMPTY_SEGMENT_RESERVED_BYTES.min(self.options.segment_bytes),
+            // An empty active segment answers `last_term` for the whole log.
+            self.last_term(),
+        );
+        let segment = match made {
+            Ok(segment) => segment,
+            Err(error) => return self.undo_created_segments(Vec::new(), error).map(drop),
+        };
+        self.seal_active()?;
+        self.segments.push(segment);
+        self.debug_check();
+        Ok(())
     }
 
     /// Deletes whole segments whose entries are all `<= up_to_index`, oldest first (directory

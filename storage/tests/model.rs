@@ -77,6 +77,8 @@ enum Op {
         max_bytes: u64,
     },
     Sync,
+    /// Seal the active segment and start an empty one (segment.ms, retention's roll).
+    Roll,
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -101,6 +103,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         3 => fsync.prop_map(|fsync| Op::Reopen { fsync }),
         2 => (any::<u8>(), any::<u8>(), 0u64..8000).prop_map(|(start, len, max_bytes)| Op::Read { start, len, max_bytes }),
         2 => Just(Op::Sync),
+        1 => Just(Op::Roll),
     ]
 }
 
@@ -314,6 +317,20 @@ fn run(ops: Vec<Op>, dir: &Path) {
             Op::Sync => {
                 log.sync_now().unwrap();
                 assert_eq!(log.durable_index(), log.last_index());
+            }
+            Op::Roll => {
+                let (last_index, last_term) = (log.last_index(), log.last_term());
+                log.roll().unwrap();
+                let spans = log.segment_spans();
+                let active = spans.last().unwrap();
+                assert_eq!(active.base_index, last_index + 1, "the active segment is new");
+                assert_eq!((log.last_index(), log.last_term()), (last_index, last_term));
+                // Everything written so far now sits in sealed segments: a compaction through
+                // the last index can delete all of it.
+                log.compact_prefix(last_index).unwrap();
+                assert_eq!(log.first_index(), last_index + 1);
+                model.entries.clear();
+                model.first_index = last_index + 1;
             }
         }
         check(&log, &model);
