@@ -154,6 +154,15 @@ pub const MAX_EARLY_BATCHES: usize = 64;
 /// How long an early batch waits for its predecessor: a retry crossing a leader change takes
 /// an election timeout and a backoff or two.
 pub const EARLY_BATCH_WAIT: Duration = Duration::from_secs(2);
+/// Applied entries between two snapshots of the metadata map: a restart replays at most this
+/// many commands after reading the map.
+pub const META_SNAPSHOT_EVERY_ENTRIES: u64 = 10_000;
+/// Ticks between two retention checks of a partition (1 s at the default tick): segment.ms
+/// rolls on every replica, and the leader's choice of a new log start.
+pub const RETENTION_CHECK_EVERY_TICKS: u64 = 50;
+/// Bytes read from the log per call while folding the entries below a new log start into the
+/// snapshot (they are read in place, so this bounds only the entry list).
+pub const FOLD_READ_BYTES: u64 = 4 << 20;
 /// Smallest read from the log when serving a fetch: a small `max_bytes` still reads a useful
 /// chunk of entries per call, as the batches it skips cost a read each.
 pub const FETCH_READ_CHUNK_MIN_BYTES: u64 = 64 * 1024;

@@ -21,7 +21,5 @@ pub mod segment;
 pub mod snapshot;
 
 pub use error::{Result, StorageError};
-pub use log::{
-    Cut, CutReason, Entry, Log, PendingSync, RecoveryReport, SegmentSpan, StoredEntry,
-};
+pub use log::{Cut, CutReason, Entry, Log, PendingSync, RecoveryReport, SegmentSpan, StoredEntry};
 pub use options::{FsyncPolicy, LogOptions, OffsetKeyFn};

@@ -850,7 +850,10 @@ impl Log {
 
     /// Bytes the segments hold (headers and frames; not the reserved space past them).
     pub fn size_bytes(&self) -> u64 {
-        self.segments.iter().map(|segment| segment.end_position).sum()
+        self.segments
+            .iter()
+            .map(|segment| segment.end_position)
+            .sum()
     }
 
     /// Seals the active segment and starts an empty one after it, so everything written so far

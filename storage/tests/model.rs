@@ -323,7 +323,11 @@ fn run(ops: Vec<Op>, dir: &Path) {
                 log.roll().unwrap();
                 let spans = log.segment_spans();
                 let active = spans.last().unwrap();
-                assert_eq!(active.base_index, last_index + 1, "the active segment is new");
+                assert_eq!(
+                    active.base_index,
+                    last_index + 1,
+                    "the active segment is new"
+                );
                 assert_eq!((log.last_index(), log.last_term()), (last_index, last_term));
                 // Everything written so far now sits in sealed segments: a compaction through
                 // the last index can delete all of it.

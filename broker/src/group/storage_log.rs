@@ -197,19 +197,39 @@ impl DriverLog for StorageLog {
             .unwrap_or_else(|error| fatal_storage_error("clearing abstain marker", &error));
     }
 
+    /// A snapshot from the leader: durable first, then the log keeps only what follows it (the
+    /// entries after it if the log agrees at its index, else nothing: a reset to the index
+    /// after it). A crash in between is finished by [`GroupDir::open`].
     fn write_snapshot(&mut self, snapshot: &Snapshot) {
-        snapshots_not_wired(snapshot);
+        tokio::task::block_in_place(|| {
+            self.dir.write_snapshot(snapshot)?;
+            let through = snapshot.meta.last_included_index;
+            if self.term(through) == Some(snapshot.meta.last_included_term) {
+                self.drop_through(through)
+            } else {
+                self.log.reset(through + 1)
+            }
+        })
+        .unwrap_or_else(|error| fatal_storage_error("installing a snapshot", &error));
     }
 }
 
-/// No product path sends snapshots yet: a leader never compacts its log, so a follower is always
-/// caught up by entries (the core and the simulator have the snapshot path; the node gets it with
-/// retention). Should one arrive anyway, stopping beats silently diverging.
-pub fn snapshots_not_wired(snapshot: &Snapshot) -> ! {
-    fatal_message(&format!(
-        "a snapshot through index {} arrived; installing snapshots is not wired yet",
-        snapshot.meta.last_included_index
-    ))
+impl StorageLog {
+    /// Writes a snapshot this replica took (`RaftNode::compact` made it from the state machine
+    /// folded up to its index), durably; the entries it covers go with
+    /// [`StorageLog::drop_through`] afterwards. An error leaves the previous snapshot in place.
+    pub fn write_snapshot_file(&self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        self.dir.write_snapshot(snapshot)
+    }
+
+    /// Deletes every segment whose entries are all at or below `through`. An active segment that
+    /// ends at or below it is rolled first, so a quiet partition's last segment can go too.
+    pub fn drop_through(&mut self, through: Index) -> Result<(), StorageError> {
+        if self.log.last_index() <= through {
+            self.log.roll()?;
+        }
+        self.log.compact_prefix(through)
+    }
 }
 
 impl RaftLog for StorageLog {
@@ -299,6 +319,9 @@ pub struct GroupDir {
 pub struct OpenedGroup {
     pub log: StorageLog,
     pub hard_state: HardState,
+    /// The latest snapshot: the state machine restarts from it and the log from the entry
+    /// after it.
+    pub snapshot: Option<Snapshot>,
     /// Stored and freshly reported abstain index, the larger of the two (docs/DECISIONS.md).
     pub abstain_until_index: Option<Index>,
 }
@@ -318,7 +341,21 @@ impl GroupDir {
     pub fn open(&self, options: LogOptions) -> Result<OpenedGroup, StorageError> {
         std::fs::create_dir_all(self.log_dir())
             .map_err(|error| StorageError::io("create dir", self.log_dir(), error))?;
-        let (log, report) = Log::open(&self.log_dir(), options)?;
+        let (mut log, report) = Log::open(&self.log_dir(), options)?;
+        keel_storage::snapshot::remove_temp_files(&RealIo, &self.dir)?;
+        let snapshot = self.load_snapshot()?;
+        if let Some(snapshot) = &snapshot {
+            // An install that stopped between its snapshot and its log reset left a log that
+            // disagrees with the snapshot (or ends before it): finish it.
+            let through = snapshot.meta.last_included_index;
+            let agrees = log.last_index() >= through
+                && (through < log.first_index()
+                    || log.term_at(through).ok() == Some(snapshot.meta.last_included_term));
+            if !agrees {
+                tracing::warn!(dir = %self.dir.display(), through, "finishing an interrupted snapshot install");
+                log.reset(through + 1)?;
+            }
+        }
         let hard_state = StoredHardState::load(&RealIo, &self.dir)?.unwrap_or_default();
         let stored_abstain = load_abstain(&self.dir)?;
         let reported = report.cut.and_then(|cut| cut.highest_index_beyond_cut);
@@ -342,8 +379,57 @@ impl GroupDir {
                 term: hard_state.term,
                 vote: hard_state.vote,
             },
+            snapshot,
             abstain_until_index: abstain,
         })
+    }
+
+    /// The newest snapshot file, decoded for the core (its configuration is postcard).
+    fn load_snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
+        let Some(file) = keel_storage::snapshot::latest_snapshot(&RealIo, &self.dir)? else {
+            return Ok(None);
+        };
+        let membership = postcard::from_bytes(&file.meta().configuration).map_err(|error| {
+            StorageError::Corruption {
+                path: file.path().to_path_buf(),
+                offset: 32,
+                reason: format!("snapshot configuration does not decode: {error}"),
+            }
+        })?;
+        let data = file.read_all_data()?;
+        Ok(Some(Snapshot {
+            meta: keel_raft::SnapshotMeta {
+                last_included_index: file.meta().last_included_index,
+                last_included_term: file.meta().last_included_term,
+                membership,
+            },
+            data: bytes::Bytes::from(data),
+        }))
+    }
+
+    /// Writes `snapshot` durably under its final name, then removes older ones (docs/FORMAT.md
+    /// "Snapshot files").
+    pub fn write_snapshot(&self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        let configuration =
+            postcard::to_allocvec(&snapshot.meta.membership).expect("a membership always encodes");
+        let meta = keel_storage::snapshot::SnapshotMeta {
+            last_included_index: snapshot.meta.last_included_index,
+            last_included_term: snapshot.meta.last_included_term,
+            configuration,
+        };
+        let io: std::sync::Arc<dyn keel_storage::io::Io> = std::sync::Arc::new(RealIo);
+        let mut writer = keel_storage::snapshot::SnapshotWriter::create(io, &self.dir, meta)?;
+        if let Err(error) = writer.write_chunk(&snapshot.data) {
+            let _ = writer.abort();
+            return Err(error);
+        }
+        writer.finish()?;
+        keel_storage::snapshot::remove_older_than(
+            &RealIo,
+            &self.dir,
+            snapshot.meta.last_included_index,
+        )?;
+        Ok(())
     }
 
     pub fn store_hard_state(&self, hard_state: HardState) -> Result<(), StorageError> {

@@ -10,8 +10,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::{MetaCommand, MetaEffect, MetaOutcome, MetaState, NodeInfo};
 use crate::group::actor::{self, Control, GroupActor, Waiters};
 use crate::group::driver::Machine;
-use crate::group::storage_log::{snapshots_not_wired, StorageLog};
+use crate::group::storage_log::{fatal_message, fatal_storage_error, StorageLog};
 use crate::group::{GroupHost, PeerBatch, RaftGroup};
+use crate::limits::META_SNAPSHOT_EVERY_ENTRIES;
 use crate::transport::NodeId;
 use keel_raft::{Entry, EntryKind, ProposeError, Role, Snapshot, Term};
 
@@ -74,8 +75,10 @@ impl Machine<StorageLog> for MetaMachine {
         Bytes::from(postcard::to_allocvec(&*self.state.borrow()).expect("the map encodes"))
     }
 
+    /// A snapshot from the leader: the map jumps ahead, and this node starts and stops the
+    /// replicas of the topics created and deleted in between, as applying them would have.
     fn restore(&mut self, _log: &StorageLog, snapshot: &Snapshot) {
-        snapshots_not_wired(snapshot);
+        self.restore_map(snapshot);
     }
 
     fn on_role_change(&mut self, role: Role, leader: Option<NodeId>, _term: Term) {
@@ -87,6 +90,24 @@ impl Machine<StorageLog> for MetaMachine {
 }
 
 impl MetaMachine {
+    fn restore_map(&mut self, snapshot: &Snapshot) {
+        let restored: MetaState = postcard::from_bytes(&snapshot.data).unwrap_or_else(|error| {
+            fatal_message(&format!(
+                "the metadata snapshot through {} does not decode: {error}",
+                snapshot.meta.last_included_index
+            ))
+        });
+        let before = self.state.send_replace(restored.clone());
+        for effect in MetaState::effects_between(&before, &restored) {
+            self.host.carry_out(effect);
+        }
+        tracing::info!(
+            through = snapshot.meta.last_included_index,
+            topics = restored.topics.len(),
+            "metadata map restored from a snapshot"
+        );
+    }
+
     fn apply_command(&mut self, command: MetaCommand) -> Result<MetaOutcome, ErrorCode> {
         let (mut result, mut effect) = (Ok(MetaOutcome::Done), None);
         self.state
@@ -122,6 +143,7 @@ impl GroupActor for MetaMachine {
 
     fn after_round(&mut self, group: &mut RaftGroup) {
         propose_founding_if_needed(group, self);
+        compact_if_due(group, self);
     }
 
     fn on_stop(&mut self) {
@@ -139,7 +161,7 @@ pub async fn run(
     founders: Vec<NodeInfo>,
     campaign_at_start: bool,
 ) {
-    let machine = MetaMachine {
+    let mut machine = MetaMachine {
         state,
         leader,
         waiters: Waiters::default(),
@@ -147,6 +169,10 @@ pub async fn run(
         founders,
         founding_proposed_in: None,
     };
+    // A restart from a snapshot: the map as of it, and the replicas it places here.
+    if let Some(snapshot) = group.node.snapshot().cloned() {
+        machine.restore_map(&snapshot);
+    }
     actor::run(group, inbox, machine, host.tick(), campaign_at_start).await;
 }
 
@@ -198,4 +224,45 @@ fn propose_founding_if_needed(group: &mut RaftGroup, machine: &mut MetaMachine) 
     };
     propose(group, machine, command, reply);
     group.process(machine);
+}
+
+/// Every `META_SNAPSHOT_EVERY_ENTRIES` applied entries, the map as applied becomes a snapshot at
+/// the applied index and the log below it goes, so a restart reads the map and a short tail
+/// (docs/ARCHITECTURE.md "Snapshots"). Unlike a partition's, this snapshot is the live state:
+/// the map is all there is to the group, and it is taken exactly at the index it is labelled.
+fn compact_if_due(group: &mut RaftGroup, machine: &MetaMachine) {
+    let node = &group.node;
+    let applied = node.applied_index();
+    let snapshot_index = node
+        .snapshot()
+        .map_or(0, |snapshot| snapshot.meta.last_included_index);
+    if applied < snapshot_index + META_SNAPSHOT_EVERY_ENTRIES {
+        return;
+    }
+    let data = match postcard::to_allocvec(&*machine.state.borrow()) {
+        Ok(bytes) => Bytes::from(bytes),
+        Err(error) => {
+            tracing::error!(%error, "encoding the metadata map");
+            return;
+        }
+    };
+    let snapshot = match group.node.compact(applied, data) {
+        Ok(snapshot) => snapshot,
+        Err(error) => {
+            tracing::debug!(%error, "no metadata snapshot");
+            return;
+        }
+    };
+    let storage = group.node.storage_mut();
+    if let Err(error) = tokio::task::block_in_place(|| storage.write_snapshot_file(&snapshot)) {
+        tracing::warn!(through = applied, %error, "cannot write the metadata snapshot; log kept");
+        return;
+    }
+    match tokio::task::block_in_place(|| storage.drop_through(applied)) {
+        Ok(()) => tracing::info!(through = applied, "metadata snapshot taken"),
+        Err(error) if error.is_retriable() => {
+            tracing::warn!(through = applied, %error, "cannot roll to delete metadata segments")
+        }
+        Err(error) => fatal_storage_error("deleting metadata segments", &error),
+    }
 }

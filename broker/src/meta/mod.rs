@@ -178,6 +178,34 @@ impl MetaState {
         (result, effect)
     }
 
+    /// What moving the map from `before` to `after` in one step (a snapshot from the leader)
+    /// asks of the node: the replicas of topics gone (or recreated under the same name with new
+    /// groups) stop, those of new topics start. Settings changes ask nothing.
+    pub fn effects_between(before: &MetaState, after: &MetaState) -> Vec<MetaEffect> {
+        let same_groups = |a: &TopicInfo, b: &TopicInfo| {
+            a.partitions
+                .iter()
+                .map(|p| p.group)
+                .eq(b.partitions.iter().map(|p| p.group))
+        };
+        let stopped = before.topics.values().filter(|old| {
+            !after
+                .topics
+                .get(&old.name)
+                .is_some_and(|new| same_groups(old, new))
+        });
+        let started = after.topics.values().filter(|new| {
+            !before
+                .topics
+                .get(&new.name)
+                .is_some_and(|old| same_groups(old, new))
+        });
+        stopped
+            .map(|topic| MetaEffect::StopPartitions(topic.clone()))
+            .chain(started.map(|topic| MetaEffect::StartPartitions(topic.clone())))
+            .collect()
+    }
+
     /// Applies one committed command.
     pub fn apply(&mut self, command: MetaCommand) -> Result<MetaOutcome, ErrorCode> {
         match command {

@@ -323,6 +323,7 @@ impl NodeContext {
             receiver,
             view_sender,
             self.host(),
+            topic.name.clone(),
             campaign,
         ));
     }
@@ -475,16 +476,23 @@ impl NodeContext {
         config.incarnation = self.shared.incarnation;
         let recovered = RecoveredState {
             hard_state: opened.hard_state,
-            applied_index: 0,
+            // The state machine starts from the snapshot (restored by the group's actor from
+            // the core's copy), then replays the log after it.
+            applied_index: opened
+                .snapshot
+                .as_ref()
+                .map_or(0, |snapshot| snapshot.meta.last_included_index),
             abstain_until_index: opened.abstain_until_index,
         };
-        RaftNode::with_membership(config, membership, opened.log, recovered).unwrap_or_else(
-            |error| {
-                crate::group::storage_log::fatal_message(&format!(
-                    "group {group} configuration: {error}"
-                ))
-            },
-        )
+        let node = match opened.snapshot {
+            Some(snapshot) => RaftNode::with_snapshot(config, snapshot, opened.log, recovered),
+            None => RaftNode::with_membership(config, membership, opened.log, recovered),
+        };
+        node.unwrap_or_else(|error| {
+            crate::group::storage_log::fatal_message(&format!(
+                "group {group} configuration: {error}"
+            ))
+        })
     }
 }
 
@@ -519,7 +527,12 @@ impl crate::group::GroupHost for NodeContext {
 
     fn topic_config(&self, topic: &str) -> Option<crate::meta::TopicConfig> {
         let state = self.shared.meta_state.lock().expect("meta state lock");
-        let config = state.as_ref()?.borrow().topics.get(topic).map(|topic| topic.config);
+        let config = state
+            .as_ref()?
+            .borrow()
+            .topics
+            .get(topic)
+            .map(|topic| topic.config);
         config
     }
 }

@@ -15,19 +15,131 @@ use serde::{Deserialize, Serialize};
 use super::dedup::{BatchIdentity, Dedup, Verdict};
 use super::entry::DataEntry;
 
+/// A partition's own Raft commands, postcard-encoded in entries of kind `Meta` (docs/FORMAT.md
+/// "Partition entries"). New variants go at the end: the tag is positional.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PartitionCommand {
+    /// The leader's retention decision: entries up to and including `through` go (a snapshot
+    /// at `through` replaces them). Ignored unless it moves the log start forward, so the log
+    /// start never moves backwards, whoever proposed what.
+    SetLogStart { through: Index },
+}
+
+impl PartitionCommand {
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(postcard::to_allocvec(self).expect("a command always encodes"))
+    }
+
+    pub fn decode(payload: &[u8]) -> Option<PartitionCommand> {
+        postcard::from_bytes(payload).ok()
+    }
+}
+
+/// What applying the log up to `applied_index` made: everything a replica needs to continue
+/// from there, and exactly what a snapshot holds. Folding entries into it is the one way it
+/// changes, whether a replica applies committed entries or builds the snapshot at a new log
+/// start from the previous snapshot and the entries being deleted ([`Applied::fold`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub high_watermark: u64,
+    /// Append time of the last Data entry applied.
+    pub last_append_time_ms: i64,
+    pub applied_index: Index,
+    /// Entries up to here are replaced by a snapshot; offsets below `log_start_offset` are gone.
+    pub log_start_index: Index,
+    pub log_start_offset: u64,
+    pub dedup: Dedup,
+}
+
+impl Applied {
+    /// One committed entry, in index order. Returns the log start a `SetLogStart` asks for when
+    /// it moves the log start forward (the caller compacts; [`Applied::compacted`] records it).
+    pub fn apply(&mut self, entry: &Entry) -> Option<Index> {
+        debug_assert!(entry.index > self.applied_index || self.applied_index == 0);
+        self.applied_index = entry.index;
+        match entry.kind {
+            EntryKind::Data => {
+                let data = DataEntry::read(&entry.payload);
+                if let Some((data, header)) = data.and_then(|data| Some((data, data.header()?))) {
+                    if let Some(end) = header.end_offset() {
+                        debug_assert!(end >= self.high_watermark, "offsets only grow");
+                        self.high_watermark = end;
+                    }
+                    let identity = BatchIdentity {
+                        stamp: header.producer,
+                        count: header.count,
+                    };
+                    self.dedup
+                        .apply(&identity, header.base_offset, data.append_time_ms);
+                    self.last_append_time_ms = data.append_time_ms;
+                }
+                None
+            }
+            EntryKind::Meta => match PartitionCommand::decode(&entry.payload) {
+                // Only a committed, applied prefix can be compacted: `through` is below this
+                // entry's index by construction (the leader picks at most its applied index).
+                Some(PartitionCommand::SetLogStart { through })
+                    if through > self.log_start_index && through < entry.index =>
+                {
+                    Some(through)
+                }
+                Some(PartitionCommand::SetLogStart { .. }) => None,
+                None => {
+                    tracing::error!(
+                        index = entry.index,
+                        "an undecodable partition command; ignored on every replica alike"
+                    );
+                    None
+                }
+            },
+            EntryKind::NoOp | EntryKind::Config => None,
+        }
+    }
+
+    /// Folds the entries after this state into it, in index order (entries it already covers
+    /// are skipped). How the snapshot at a new log start S is built: the previous snapshot with
+    /// the entries up to S folded in, read from the log before they go; never a later state
+    /// relabelled as S's, which would count the entries after S twice once they are replayed
+    /// over it. A `SetLogStart` among them asks nothing of a fold: the caller records the log
+    /// start it folds to ([`Applied::compacted`]).
+    pub fn fold(&mut self, entries: &[Entry]) {
+        for entry in entries {
+            if entry.index <= self.applied_index {
+                continue;
+            }
+            debug_assert_eq!(entry.index, self.applied_index + 1, "a fold skips no entry");
+            self.apply(entry);
+        }
+    }
+
+    /// The log now starts after `through`, at offset `offset` (the high watermark there).
+    pub fn compacted(&mut self, through: Index, offset: u64) {
+        if through > self.log_start_index {
+            self.log_start_index = through;
+            self.log_start_offset = self.log_start_offset.max(offset);
+        }
+    }
+
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(postcard::to_allocvec(self).expect("a snapshot always encodes"))
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Applied> {
+        postcard::from_bytes(bytes).ok()
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct PartitionMachine {
+    applied: Applied,
     end_offset: u64,
-    /// Append time of the last Data entry in the log, and of the last one applied.
+    /// Append time of the last Data entry in the log (applied or not).
     last_append_time_ms: i64,
-    applied_append_time_ms: i64,
-    high_watermark: u64,
-    /// Index of the last applied entry: fetches read up to here.
-    applied_index: Index,
     /// Idempotent batches this leader proposed and has not applied yet, in index order:
     /// (index, identity, base offset). The dedup table does not know them yet.
     pending: Vec<(Index, BatchIdentity, u64)>,
-    dedup: Dedup,
+    /// A log start an applied `SetLogStart` asked for, until the actor compacts to it.
+    compact_to: Option<Index>,
 }
 
 impl PartitionMachine {
@@ -42,32 +154,29 @@ impl PartitionMachine {
         }
     }
 
-    /// The applied state as of [`PartitionMachine::applied_index`], for a snapshot: what a
-    /// replica needs to continue from there (the proposals in flight are a leader's, not the
-    /// log's, and the next offset follows from the log).
-    pub fn snapshot(&self) -> Bytes {
-        let snapshot = Snapshot {
-            high_watermark: self.high_watermark,
-            last_append_time_ms: self.applied_append_time_ms,
-            applied_index: self.applied_index,
-            dedup: self.dedup.clone(),
-        };
-        Bytes::from(postcard::to_allocvec(&snapshot).expect("a snapshot always encodes"))
+    /// The applied state as of [`PartitionMachine::applied_index`]: what a replica needs to
+    /// continue from there (the proposals in flight are a leader's, not the log's, and the next
+    /// offset follows from the log).
+    pub fn applied(&self) -> &Applied {
+        &self.applied
     }
 
-    /// The state a [`PartitionMachine::snapshot`] recorded, over `log` (which holds the entries
-    /// after it, if any). `None` if the bytes are not a snapshot.
+    /// The applied state, encoded: what [`PartitionMachine::restore`] takes back.
+    pub fn snapshot(&self) -> Bytes {
+        self.applied.encode()
+    }
+
+    /// The state a snapshot recorded, over `log` (which holds the entries after it, if any).
+    /// `None` if the bytes are not a snapshot.
     pub fn restore(log: &impl RaftLog, snapshot: &[u8]) -> Option<PartitionMachine> {
-        let snapshot: Snapshot = postcard::from_bytes(snapshot).ok()?;
+        let applied = Applied::decode(snapshot)?;
         let (end_offset, last_append_time_ms) = last_batch_of(log, log.last_index());
         Some(PartitionMachine {
-            end_offset: end_offset.max(snapshot.high_watermark),
-            last_append_time_ms: last_append_time_ms.max(snapshot.last_append_time_ms),
-            applied_append_time_ms: snapshot.last_append_time_ms,
-            high_watermark: snapshot.high_watermark,
-            applied_index: snapshot.applied_index,
+            end_offset: end_offset.max(applied.high_watermark),
+            last_append_time_ms: last_append_time_ms.max(applied.last_append_time_ms),
+            applied,
             pending: Vec::new(),
-            dedup: snapshot.dedup,
+            compact_to: None,
         })
     }
 
@@ -76,11 +185,19 @@ impl PartitionMachine {
     }
 
     pub fn high_watermark(&self) -> u64 {
-        self.high_watermark
+        self.applied.high_watermark
     }
 
     pub fn applied_index(&self) -> Index {
-        self.applied_index
+        self.applied.applied_index
+    }
+
+    pub fn log_start_offset(&self) -> u64 {
+        self.applied.log_start_offset
+    }
+
+    pub fn log_start_index(&self) -> Index {
+        self.applied.log_start_index
     }
 
     /// The append time a leader gives its next entry, given its clock reads `now_ms`: never
@@ -95,7 +212,7 @@ impl PartitionMachine {
     /// a leader stamping offset 0 there).
     pub fn truncated(&mut self, log: &impl RaftLog, from: Index) {
         let (end_offset, _) = last_batch_of(log, from.saturating_sub(1));
-        self.end_offset = end_offset.max(self.high_watermark);
+        self.end_offset = end_offset.max(self.applied.high_watermark);
     }
 
     /// Entries were appended (this leader's proposals or a leader's replication).
@@ -113,23 +230,8 @@ impl PartitionMachine {
 
     /// A committed entry, in index order.
     pub fn apply(&mut self, entry: &Entry) {
-        debug_assert!(entry.index > self.applied_index || self.applied_index == 0);
-        self.applied_index = entry.index;
-        if entry.kind == EntryKind::Data {
-            let data = DataEntry::read(&entry.payload);
-            if let Some((data, header)) = data.and_then(|data| Some((data, data.header()?))) {
-                if let Some(end) = header.end_offset() {
-                    debug_assert!(end >= self.high_watermark, "offsets only grow");
-                    self.high_watermark = end;
-                }
-                let identity = BatchIdentity {
-                    stamp: header.producer,
-                    count: header.count,
-                };
-                self.dedup
-                    .apply(&identity, header.base_offset, data.append_time_ms);
-                self.applied_append_time_ms = data.append_time_ms;
-            }
+        if let Some(through) = self.applied.apply(entry) {
+            self.compact_to = Some(self.compact_to.map_or(through, |to| to.max(through)));
         }
         let applied = self
             .pending
@@ -139,9 +241,20 @@ impl PartitionMachine {
         self.pending.drain(..applied);
     }
 
+    /// The log start an applied `SetLogStart` asks this replica to compact to, once.
+    pub fn take_compaction(&mut self) -> Option<Index> {
+        self.compact_to.take()
+    }
+
+    /// This replica compacted its log through `through` (its snapshot there holds `offset` as
+    /// the log start offset).
+    pub fn compacted(&mut self, through: Index, offset: u64) {
+        self.applied.compacted(through, offset);
+    }
+
     /// What a leader should do with an incoming batch of `identity`.
     pub fn judge(&self, identity: &BatchIdentity) -> Verdict {
-        self.dedup.check(identity, &self.pending)
+        self.applied.dedup.check(identity, &self.pending)
     }
 
     /// This leader proposed `identity`'s batch at `index` with `base_offset`, appended at
@@ -167,15 +280,6 @@ impl PartitionMachine {
     pub fn forget_proposals(&mut self) {
         self.pending.clear();
     }
-}
-
-/// What [`PartitionMachine::snapshot`] encodes (postcard).
-#[derive(Serialize, Deserialize)]
-struct Snapshot {
-    high_watermark: u64,
-    last_append_time_ms: i64,
-    applied_index: Index,
-    dedup: Dedup,
 }
 
 /// Offset after, and append time of, the last batch at or below `last`, scanning back from it.
@@ -387,5 +491,129 @@ mod tests {
         let mut follower = PartitionMachine::default();
         follower.appended(&[data(1, batch(0, 2, 0, 0))]);
         assert_eq!(follower.next_append_time_ms(10), 1_000);
+    }
+
+    /// One step of a partition's log in the property test below.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// A batch of `count` records from producer `producer` (0: not idempotent), appended
+        /// `after_ms` after the previous entry.
+        Batch {
+            producer: u64,
+            count: u32,
+            after_ms: i64,
+        },
+        /// A `SetLogStart` through an earlier index (`back` entries before this one).
+        SetLogStart {
+            back: u64,
+        },
+        NoOp,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            8 => (0u64..4, 1u32..4, prop_oneof![0i64..5_000, 0i64..(3 * 24 * 3600 * 1000)])
+                .prop_map(|(producer, count, after_ms)| Step::Batch { producer, count, after_ms }),
+            2 => (1u64..40).prop_map(|back| Step::SetLogStart { back }),
+            1 => Just(Step::NoOp),
+        ]
+    }
+
+    /// The log the steps make, each batch stamped as a leader would (offsets dense, sequences
+    /// continuing per producer, append times never decreasing).
+    fn log_of(steps: &[Step]) -> Vec<Entry> {
+        let mut entries = Vec::new();
+        let (mut end_offset, mut now_ms) = (0u64, 1_000i64);
+        let mut sequences = std::collections::HashMap::new();
+        for step in steps {
+            let index = entries.len() as Index + 1;
+            let entry = match *step {
+                Step::Batch {
+                    producer,
+                    count,
+                    after_ms,
+                } => {
+                    now_ms += after_ms;
+                    let sequence = sequences.entry(producer).or_insert(0u32);
+                    let raw = batch(end_offset, count, producer, *sequence);
+                    *sequence += count;
+                    let mut payload = raw.to_vec();
+                    super::super::entry::stamp(&mut payload, now_ms, end_offset, 1).unwrap();
+                    end_offset += u64::from(count);
+                    data(index, Bytes::from(payload))
+                }
+                Step::SetLogStart { back } => Entry {
+                    index,
+                    term: 1,
+                    kind: EntryKind::Meta,
+                    payload: PartitionCommand::SetLogStart {
+                        through: index.saturating_sub(back),
+                    }
+                    .encode(),
+                },
+                Step::NoOp => Entry {
+                    index,
+                    term: 1,
+                    kind: EntryKind::NoOp,
+                    payload: Bytes::new(),
+                },
+            };
+            entries.push(entry);
+        }
+        entries
+    }
+
+    /// Applies `entries` (the log from `start.applied_index + 1` on) as a replica does: every
+    /// compaction an applied `SetLogStart` asks for folds the previous snapshot with the entries
+    /// up to the new log start, as partition/mod.rs does. Returns the state and the snapshots
+    /// taken, by their index.
+    fn replay(
+        log: &[Entry],
+        mut snapshot: Applied,
+        upto: Index,
+    ) -> (PartitionMachine, Vec<(Index, Bytes)>) {
+        let mut machine = PartitionMachine {
+            applied: snapshot.clone(),
+            ..PartitionMachine::default()
+        };
+        let mut taken = Vec::new();
+        let from = machine.applied_index() as usize;
+        for entry in &log[from..upto as usize] {
+            machine.apply(entry);
+            if let Some(through) = machine.take_compaction() {
+                let covered = snapshot.applied_index as usize;
+                snapshot.fold(&log[covered..through as usize]);
+                snapshot.compacted(through, snapshot.high_watermark);
+                machine.compacted(through, snapshot.log_start_offset);
+                taken.push((through, snapshot.encode()));
+            }
+        }
+        (machine, taken)
+    }
+
+    proptest::proptest! {
+        /// restore(S) + replay(S+1..N) is the live state at N, for every snapshot S a replica
+        /// took on the way: the snapshot at a log start is exactly the state there, built by
+        /// folding, whatever came after it.
+        #[test]
+        fn a_snapshot_at_the_log_start_plus_the_rest_of_the_log_is_the_live_state(
+            steps in proptest::collection::vec(step(), 1..120)
+        ) {
+            let log = log_of(&steps);
+            let last = log.len() as Index;
+            let (live, snapshots) = replay(&log, Applied::default(), last);
+            for (through, bytes) in snapshots {
+                let restored = Applied::decode(&bytes).unwrap();
+                proptest::prop_assert_eq!(restored.applied_index, through);
+                proptest::prop_assert_eq!(restored.log_start_index, through);
+                // The offsets below the log start are exactly those of the entries it covers.
+                let (at_s, _) = replay(&log, Applied::default(), through);
+                proptest::prop_assert_eq!(restored.high_watermark, at_s.high_watermark());
+                proptest::prop_assert_eq!(restored.log_start_offset, at_s.high_watermark());
+                let (continued, _) = replay(&log, restored, last);
+                proptest::prop_assert_eq!(continued.applied(), live.applied());
+            }
+        }
     }
 }

@@ -14,6 +14,7 @@
 pub mod dedup;
 pub mod entry;
 pub mod machine;
+pub mod retention;
 
 use bytes::{Bytes, BytesMut};
 use keel_wire::messages::{FetchResponse, FollowerLag, ProduceResponse};
@@ -22,14 +23,17 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::group::actor::{self, Control, GroupActor, Waiters};
 use crate::group::driver::Machine;
-use crate::group::storage_log::{fatal_storage_error, snapshots_not_wired, StorageLog};
+use crate::group::storage_log::{fatal_message, fatal_storage_error, StorageLog};
 use crate::group::{Host, PeerBatch, RaftGroup};
-use crate::limits::{EARLY_BATCH_WAIT, FETCH_READ_CHUNK_MIN_BYTES, MAX_EARLY_BATCHES};
+use crate::limits::{
+    EARLY_BATCH_WAIT, FETCH_READ_CHUNK_MIN_BYTES, FOLD_READ_BYTES, MAX_EARLY_BATCHES,
+    RETENTION_CHECK_EVERY_TICKS,
+};
 use crate::transport::NodeId;
 use dedup::{BatchIdentity, Verdict};
 use entry::DataEntry;
 use keel_raft::{Entry, EntryKind, Index, ProposeError, Role, Snapshot, Term};
-use machine::PartitionMachine;
+use machine::{Applied, PartitionCommand, PartitionMachine};
 
 /// What a partition publishes for request handlers that wait (long polls) or route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -92,6 +96,12 @@ pub struct PartitionState {
     group_label: String,
     view: watch::Sender<PartitionView>,
     host: Host,
+    /// The topic, to read its retention settings.
+    topic: String,
+    ticks: u64,
+    /// The log start this leader last proposed, until leadership changes: no second proposal
+    /// while it is in flight.
+    proposed_log_start: Option<Index>,
 }
 
 impl PartitionState {
@@ -102,7 +112,7 @@ impl PartitionState {
         }
         self.view.send_replace(PartitionView {
             high_watermark: self.machine.high_watermark(),
-            log_start_offset: 0,
+            log_start_offset: self.machine.log_start_offset(),
             leader,
             is_leader: role == Role::Leader,
         });
@@ -137,19 +147,40 @@ impl Machine<StorageLog> for PartitionState {
         // Another leader's entry at a proposal's index means the batch was lost with the old
         // term: the producer retries at the new leader.
         let lost = ErrorCode::NotLeader { leader_addr: None };
-        self.waiters
-            .answer(entry.index, entry.term, || produced(&entry.payload), lost);
+        let log_start_offset = self.machine.log_start_offset();
+        self.waiters.answer(
+            entry.index,
+            entry.term,
+            || produced(&entry.payload, log_start_offset),
+            lost,
+        );
     }
 
     fn snapshot(&self) -> Bytes {
         self.machine.snapshot()
     }
 
-    fn restore(&mut self, _log: &StorageLog, snapshot: &Snapshot) {
-        snapshots_not_wired(snapshot);
+    fn restore(&mut self, log: &StorageLog, snapshot: &Snapshot) {
+        // Only a leader running this code sends a partition snapshot; one that does not decode
+        // cannot be continued from.
+        self.machine = PartitionMachine::restore(log, &snapshot.data).unwrap_or_else(|| {
+            fatal_message(&format!(
+                "group {}: a snapshot through {} that does not decode",
+                self.group_label, snapshot.meta.last_included_index
+            ))
+        });
+        metrics::counter!("keel_partition_snapshots_installed_total", "group" => self.group_label.clone())
+            .increment(1);
+        tracing::info!(
+            group = %self.group_label,
+            through = snapshot.meta.last_included_index,
+            log_start_offset = self.machine.log_start_offset(),
+            "snapshot installed"
+        );
     }
 
     fn on_role_change(&mut self, role: Role, leader: Option<NodeId>, _term: Term) {
+        self.proposed_log_start = None;
         if role != Role::Leader && (!self.waiters.is_empty() || !self.early.is_empty()) {
             // Their fate is unknown (they may still commit under the next leader): the producer
             // retries, and the next leader answers a retry of one that did commit with its
@@ -161,13 +192,13 @@ impl Machine<StorageLog> for PartitionState {
 }
 
 /// The answer to the produce that became the Data entry `payload` (as stamped and applied).
-fn produced(payload: &[u8]) -> Result<ProduceResponse, ErrorCode> {
+fn produced(payload: &[u8], log_start_offset: u64) -> Result<ProduceResponse, ErrorCode> {
     let header = DataEntry::read(payload).and_then(|data| data.header());
     match header.and_then(|header| Some((header.base_offset, header.end_offset()?))) {
         Some((base_offset, end)) if end > base_offset => Ok(ProduceResponse {
             base_offset,
             last_offset: end - 1,
-            log_start_offset: 0,
+            log_start_offset,
         }),
         // The leader stamped and checked this batch before proposing it.
         _ => Err(ErrorCode::CorruptBatch),
@@ -191,9 +222,16 @@ impl GroupActor for PartitionState {
 
     fn on_tick(&mut self, group: &mut RaftGroup) {
         expire_early(group, self);
+        self.ticks += 1;
+        if self.ticks % RETENTION_CHECK_EVERY_TICKS == 0 {
+            apply_retention(group, self);
+        }
     }
 
     fn after_round(&mut self, group: &mut RaftGroup) {
+        if let Some(through) = self.machine.take_compaction() {
+            compact(group, self, through);
+        }
         self.publish(group.node.role(), group.node.leader());
     }
 
@@ -208,15 +246,30 @@ pub async fn run(
     inbox: mpsc::Receiver<PartitionInput>,
     view: watch::Sender<PartitionView>,
     host: Host,
+    topic: String,
     campaign_at_start: bool,
 ) {
+    // A replica with a snapshot starts from it; the log after it replays as it commits.
+    let machine = match group.node.snapshot() {
+        Some(snapshot) => PartitionMachine::restore(group.node.storage(), &snapshot.data)
+            .unwrap_or_else(|| {
+                fatal_message(&format!(
+                    "group {}: the snapshot through {} does not decode",
+                    group.group, snapshot.meta.last_included_index
+                ))
+            }),
+        None => PartitionMachine::open(group.node.storage()),
+    };
     let state = PartitionState {
-        machine: PartitionMachine::open(group.node.storage()),
+        machine,
         waiters: Waiters::default(),
         early: Vec::new(),
         group_label: group.group.to_string(),
         view,
         host: host.clone(),
+        topic,
+        ticks: 0,
+        proposed_log_start: None,
     };
     actor::run(group, inbox, state, host.tick(), campaign_at_start).await;
 }
@@ -299,7 +352,7 @@ fn produce(
                 let _ = reply.send(Ok(ProduceResponse {
                     base_offset,
                     last_offset,
-                    log_start_offset: 0,
+                    log_start_offset: state.machine.log_start_offset(),
                 }));
                 release_successor(group, state, &identity);
                 return;
@@ -446,6 +499,198 @@ fn fault_ack_before_commit() -> bool {
     })
 }
 
+/// Once a second: every replica rolls an active segment older than `segment.ms`; the leader
+/// picks a new log start by the topic's retention (retention.rs) and proposes it.
+fn apply_retention(group: &mut RaftGroup, state: &mut PartitionState) {
+    let Some(config) = state.host.topic_config(&state.topic) else {
+        return; // the topic is being deleted
+    };
+    let now_ms = wall_clock_ms();
+    let commit_index = group.node.commit_index();
+    let log = group.node.storage().log();
+    let spans = log.segment_spans();
+    if let Some(active) = spans.last() {
+        let oldest = || first_append_time_ms(log, active, commit_index);
+        if config.segment_ms.is_some()
+            && retention::should_roll(active, oldest(), &config, now_ms)
+            && !roll(group)
+        {
+            return;
+        }
+    }
+    let node = &group.node;
+    if node.role() != Role::Leader || node.term_at(node.applied_index()) != Some(node.term()) {
+        return;
+    }
+    let log = node.storage().log();
+    let spans = log.segment_spans();
+    let decision = retention::pick_log_start(
+        &spans,
+        |span| newest_append_time_ms(log, span),
+        node.applied_index(),
+        state.machine.log_start_index(),
+        &config,
+        now_ms,
+    );
+    let Some(decision) = decision else { return };
+    if state
+        .proposed_log_start
+        .is_some_and(|proposed| proposed >= decision.through)
+    {
+        return; // in flight
+    }
+    if decision.roll_active && !roll(group) {
+        return;
+    }
+    let command = PartitionCommand::SetLogStart {
+        through: decision.through,
+    };
+    match group.node.propose_meta(command.encode()) {
+        Ok(_) => {
+            tracing::debug!(
+                group = group.group,
+                through = decision.through,
+                "new log start proposed"
+            );
+            state.proposed_log_start = Some(decision.through);
+        }
+        Err(error) => tracing::debug!(group = group.group, %error, "log start not proposed"),
+    }
+}
+
+/// Rolls the active segment; false (logged) if the disk has no room for a new one.
+fn roll(group: &mut RaftGroup) -> bool {
+    let log = group.node.storage_mut().log_mut();
+    match tokio::task::block_in_place(|| log.roll()) {
+        Ok(()) => true,
+        Err(error) if error.is_retriable() => {
+            tracing::warn!(group = group.group, %error, "cannot roll the active segment");
+            false
+        }
+        Err(error) => fatal_storage_error("rolling a segment", &error),
+    }
+}
+
+/// One entry of the log; committed entries are read in place, the rest copied (a zero-copy read
+/// would stop the log from ever truncating it).
+fn read_entry(
+    log: &keel_storage::Log,
+    index: Index,
+    commit_index: Index,
+) -> Option<keel_storage::StoredEntry> {
+    let read = if index <= commit_index {
+        log.read(index, index + 1, u64::MAX)
+    } else {
+        log.read_copied(index, index + 1, u64::MAX)
+    };
+    read.unwrap_or_else(|error| fatal_storage_error("reading for retention", &error))
+        .pop()
+}
+
+/// Append time of the first Data entry of `span` (within its first few entries: a segment
+/// opens with data, or a no-op and then data).
+fn first_append_time_ms(
+    log: &keel_storage::Log,
+    span: &keel_storage::SegmentSpan,
+    commit_index: Index,
+) -> Option<i64> {
+    (span.base_index..=span.last_index.min(span.base_index + 16))
+        .filter_map(|index| read_entry(log, index, commit_index))
+        .find(|entry| entry.kind == EntryKind::Data.as_u8())
+        .and_then(|entry| DataEntry::read(&entry.payload).map(|data| data.append_time_ms))
+}
+
+/// Append time of the last Data entry of `span` (committed: retention judges no other): the
+/// newest, since append times never decrease along the log.
+fn newest_append_time_ms(log: &keel_storage::Log, span: &keel_storage::SegmentSpan) -> Option<i64> {
+    (span.base_index..=span.last_index)
+        .rev()
+        .filter_map(|index| read_entry(log, index, span.last_index))
+        .find(|entry| entry.kind == EntryKind::Data.as_u8())
+        .and_then(|entry| DataEntry::read(&entry.payload).map(|data| data.append_time_ms))
+}
+
+/// An applied `SetLogStart` asked this replica to compact through `through`: the snapshot there
+/// is the previous one with the entries up to `through` folded in (read from the log before they
+/// go), then the whole segments it covers are deleted.
+fn compact(group: &mut RaftGroup, state: &mut PartitionState, through: Index) {
+    let previous = match group.node.snapshot() {
+        Some(snapshot) => Applied::decode(&snapshot.data).unwrap_or_else(|| {
+            fatal_message(&format!(
+                "group {}: the snapshot through {} does not decode",
+                group.group, snapshot.meta.last_included_index
+            ))
+        }),
+        None => Applied::default(),
+    };
+    if previous.applied_index >= through {
+        return; // an installed snapshot covers it already
+    }
+    let folded = fold_log(group.node.storage().log(), previous, through);
+    let log_start_offset = folded.log_start_offset;
+    let snapshot = match group.node.compact(through, folded.encode()) {
+        Ok(snapshot) => snapshot,
+        Err(error) => {
+            tracing::debug!(group = group.group, through, %error, "no compaction");
+            return;
+        }
+    };
+    let storage = group.node.storage_mut();
+    let written = tokio::task::block_in_place(|| storage.write_snapshot_file(&snapshot));
+    if let Err(error) = written {
+        // The core keeps the snapshot in memory (a later compaction folds from it) and the log
+        // keeps every entry: nothing is lost, the disk is only not freed yet.
+        tracing::warn!(group = group.group, through, %error, "cannot write a snapshot; segments kept");
+        return;
+    }
+    let segments_before = storage.log().segment_spans().len();
+    match tokio::task::block_in_place(|| storage.drop_through(through)) {
+        Ok(()) => {}
+        Err(error) if error.is_retriable() => {
+            tracing::warn!(group = group.group, through, %error, "cannot roll to delete segments")
+        }
+        Err(error) => fatal_storage_error("deleting segments", &error),
+    }
+    let deleted = segments_before.saturating_sub(storage.log().segment_spans().len());
+    state.machine.compacted(through, log_start_offset);
+    metrics::counter!("keel_partition_retention_deleted_segments_total", "group" => state.group_label.clone())
+        .increment(deleted as u64);
+    tracing::debug!(
+        group = group.group,
+        through,
+        log_start_offset,
+        deleted,
+        "log compacted"
+    );
+}
+
+/// `previous` with the log's entries after it, up to `through`, folded in.
+fn fold_log(log: &keel_storage::Log, previous: Applied, through: Index) -> Applied {
+    let mut folded = previous;
+    let mut next = folded.applied_index + 1;
+    while next <= through {
+        let stored = log
+            .read(next, through + 1, FOLD_READ_BYTES)
+            .unwrap_or_else(|error| fatal_storage_error("reading entries to fold", &error));
+        let entries: Vec<Entry> = stored
+            .into_iter()
+            .map(|stored| Entry {
+                index: stored.index,
+                term: stored.term,
+                kind: EntryKind::from_u8(stored.kind).unwrap_or(EntryKind::NoOp),
+                payload: stored.payload,
+            })
+            .collect();
+        let Some(last) = entries.last().map(|entry| entry.index) else {
+            fatal_message(&format!("entries {next}..={through} to fold are missing"));
+        };
+        folded.fold(&entries);
+        next = last + 1;
+    }
+    folded.compacted(through, folded.high_watermark);
+    folded
+}
+
 /// Committed batches from the one holding `offset`, up to `max_bytes` (the first batch whole).
 fn fetch(
     group: &RaftGroup,
@@ -464,8 +709,15 @@ fn fetch(
     }
     let header = FetchResponse {
         high_watermark: state.machine.high_watermark(),
-        log_start_offset: 0,
+        log_start_offset: state.machine.log_start_offset(),
     };
+    if offset < header.log_start_offset {
+        // Deleted by retention (or never there): the consumer restarts from the log start.
+        return Err(ErrorCode::OffsetOutOfRange {
+            log_start_offset: header.log_start_offset,
+            high_watermark: header.high_watermark,
+        });
+    }
     if offset >= state.machine.high_watermark() {
         return Ok((header, Bytes::new()));
     }
