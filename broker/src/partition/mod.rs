@@ -502,6 +502,7 @@ fn fault_ack_before_commit() -> bool {
 /// Once a second: every replica rolls an active segment older than `segment.ms`; the leader
 /// picks a new log start by the topic's retention (retention.rs) and proposes it.
 fn apply_retention(group: &mut RaftGroup, state: &mut PartitionState) {
+    publish_log_gauges(group, state);
     let Some(config) = state.host.topic_config(&state.topic) else {
         return; // the topic is being deleted
     };
@@ -556,6 +557,17 @@ fn apply_retention(group: &mut RaftGroup, state: &mut PartitionState) {
         }
         Err(error) => tracing::debug!(group = group.group, %error, "log start not proposed"),
     }
+}
+
+/// This replica's log as an operator watches it (docs/OPERATIONS.md "Metrics"), once a second.
+fn publish_log_gauges(group: &RaftGroup, state: &PartitionState) {
+    let log = group.node.storage().log();
+    let label = state.group_label.clone();
+    metrics::gauge!("keel_partition_log_start_offset", "group" => label.clone())
+        .set(state.machine.log_start_offset() as f64);
+    metrics::gauge!("keel_partition_segments", "group" => label.clone())
+        .set(log.segment_spans().len() as f64);
+    metrics::gauge!("keel_partition_log_bytes", "group" => label).set(log.size_bytes() as f64);
 }
 
 /// Rolls the active segment; false (logged) if the disk has no room for a new one.
