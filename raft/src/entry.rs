@@ -27,9 +27,10 @@ pub enum EntryKind {
     NoOp = 0,
     /// An opaque payload: for a partition, one record batch.
     Data = 1,
-    /// A membership configuration (next issue).
+    /// A membership configuration.
     Config = 2,
-    /// A metadata-group command (metadata group issue).
+    /// A command for the group's own state machine (group 0's metadata commands, a
+    /// partition's `SetLogStart`).
     Meta = 3,
 }
 

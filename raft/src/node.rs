@@ -335,8 +335,9 @@ impl<L: RaftLog> RaftNode<L> {
         self.propose_entry(EntryKind::Data, payload)
     }
 
-    /// Appends `payload` as a `Meta` entry (the metadata group's commands) if this node leads.
-    /// Kept apart from [`RaftNode::propose`] so a partition's log never holds one.
+    /// Appends `payload` as a `Meta` entry (a group's own command: group 0's metadata
+    /// commands, a partition's retention decision) if this node leads. Kept apart from
+    /// [`RaftNode::propose`] so a command is never mistaken for data.
     pub fn propose_meta(&mut self, payload: Bytes) -> Result<(Index, Term), ProposeError> {
         self.propose_entry(EntryKind::Meta, payload)
     }
