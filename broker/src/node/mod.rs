@@ -519,7 +519,12 @@ impl crate::group::GroupHost for NodeContext {
 
     fn topic_config(&self, topic: &str) -> Option<crate::meta::TopicConfig> {
         let state = self.shared.meta_state.lock().expect("meta state lock");
-        let config = state.as_ref()?.borrow().topics.get(topic).map(|topic| topic.config);
+        let config = state
+            .as_ref()?
+            .borrow()
+            .topics
+            .get(topic)
+            .map(|topic| topic.config);
         config
     }
 }
