@@ -12,6 +12,7 @@ pub mod actor;
 
 use std::collections::BTreeMap;
 
+use keel_wire::messages::{TopicConfigView, TopicSettings, UNLIMITED};
 use keel_wire::ErrorCode;
 use serde::{Deserialize, Serialize};
 
@@ -101,6 +102,38 @@ impl TopicConfig {
             .into_iter()
             .flatten()
             .all(|limit| limit > 0 && i64::try_from(limit).is_ok())
+    }
+
+    /// This config with a request's settings laid over it: `None` keeps the setting, -1 removes
+    /// the limit, a positive value sets it. The settings must have passed
+    /// [`TopicSettings::check`]; a value that did not is kept as it is here.
+    pub fn overlaid(self, settings: &TopicSettings) -> TopicConfig {
+        let merge = |current: Option<u64>, requested: Option<i64>| match requested {
+            None => current,
+            Some(UNLIMITED) => None,
+            Some(value) => u64::try_from(value)
+                .ok()
+                .filter(|&limit| limit > 0)
+                .map_or(current, Some),
+        };
+        TopicConfig {
+            retention_bytes: merge(self.retention_bytes, settings.retention_bytes),
+            retention_ms: merge(self.retention_ms, settings.retention_ms),
+            segment_ms: merge(self.segment_ms, settings.segment_ms),
+        }
+    }
+
+    /// As clients see it (docs/WIRE.md): -1 for unlimited.
+    pub fn view(&self) -> TopicConfigView {
+        // is_valid keeps limits within i64 in the map; saturating is only for the impossible.
+        let show = |limit: Option<u64>| {
+            limit.map_or(UNLIMITED, |limit| i64::try_from(limit).unwrap_or(i64::MAX))
+        };
+        TopicConfigView {
+            retention_bytes: show(self.retention_bytes),
+            retention_ms: show(self.retention_ms),
+            segment_ms: show(self.segment_ms),
+        }
     }
 }
 
@@ -625,6 +658,36 @@ mod tests {
         let decoded: MetaCommand =
             postcard::from_bytes(&postcard::to_stdvec(&alter).unwrap()).unwrap();
         assert_eq!(decoded, alter);
+    }
+
+    #[test]
+    fn settings_overlay_a_config_and_show_minus_one_for_unlimited() {
+        let settings = TopicSettings {
+            retention_bytes: Some(1000),
+            retention_ms: Some(UNLIMITED),
+            segment_ms: None,
+        };
+        let config = TopicConfig::NEW_TOPIC_DEFAULT.overlaid(&settings);
+        assert_eq!(
+            config,
+            TopicConfig {
+                retention_bytes: Some(1000),
+                retention_ms: None,
+                segment_ms: TopicConfig::NEW_TOPIC_DEFAULT.segment_ms,
+            }
+        );
+        assert_eq!(
+            config.view(),
+            TopicConfigView {
+                retention_bytes: 1000,
+                retention_ms: UNLIMITED,
+                segment_ms: 7 * 24 * 3600 * 1000,
+            }
+        );
+        assert_eq!(
+            TopicConfig::UNLIMITED.overlaid(&TopicSettings::default()),
+            TopicConfig::UNLIMITED
+        );
     }
 
     #[test]
