@@ -53,6 +53,9 @@ async fn setup() -> (TestCluster, Raw) {
                 name: TOPIC.into(),
                 partitions: 1,
                 replication_factor: None,
+                retention_bytes: None,
+                retention_ms: None,
+                segment_ms: None,
             }),
             Bytes::new(),
         )
@@ -162,6 +165,9 @@ fn a_bad_topic_name_is_a_typed_error() {
                     name: "..".into(),
                     partitions: 1,
                     replication_factor: None,
+                    retention_bytes: None,
+                    retention_ms: None,
+                    segment_ms: None,
                 }),
                 Bytes::new(),
             )

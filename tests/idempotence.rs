@@ -65,6 +65,9 @@ async fn create_topic(cluster: &TestCluster) {
         name: TOPIC.into(),
         partitions: 1,
         replication_factor: Some(3),
+        retention_bytes: None,
+        retention_ms: None,
+        segment_ms: None,
     });
     ask_nodes(
         cluster,

@@ -156,6 +156,7 @@ impl RunningNode {
             crate::api::ApiContext {
                 node: context.clone(),
                 meta: meta.clone(),
+                alter_lock: Default::default(),
             },
         )));
         Ok(RunningNode {

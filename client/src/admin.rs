@@ -1,5 +1,5 @@
-//! [`Admin`]: topic and cluster management (docs/CLIENT.md "Admin"): create, delete, list and
-//! describe topics, cluster status, node replacement. Each call is one request to any node (the
+//! [`Admin`]: topic and cluster management (docs/CLIENT.md "Admin"): create, delete, list,
+//! describe and alter topics, cluster status, node replacement. Each call is one request to any node (the
 //! client follows `NotLeader` redirects to the metadata leader) with the client's retries.
 //!
 //! Retrying a create or delete after a lost answer can meet its own earlier success
@@ -11,8 +11,9 @@ use crate::client::{check_topic_name, unexpected, Client};
 use crate::error::ClientError;
 use crate::wire::messages::NodeId;
 use crate::wire::messages::{
-    ClusterStatusResponse, CreateTopicRequest, DeleteTopicRequest, DescribeTopicRequest,
-    ReplaceNodeRequest, ReplaceNodeResponse, ReplaceNodeWait, TopicDescription, TopicSummary,
+    AlterTopicRequest, AlterTopicResponse, ClusterStatusResponse, CreateTopicRequest,
+    DeleteTopicRequest, DescribeTopicRequest, ReplaceNodeRequest, ReplaceNodeResponse,
+    ReplaceNodeWait, TopicDescription, TopicSettings, TopicSummary,
 };
 use crate::wire::{Request, Response};
 
@@ -29,13 +30,34 @@ impl Admin {
         Admin { client }
     }
 
-    /// Creates a topic. `replication_factor: None` lets the cluster choose (`min(3, nodes)`).
-    /// An existing topic is `ClientError::Server(ErrorCode::TopicAlreadyExists)`.
+    /// Creates a topic with the cluster's default retention (docs/OPERATIONS.md "Retention").
+    /// `replication_factor: None` lets the cluster choose (`min(3, nodes)`). An existing topic
+    /// is `ClientError::Server(ErrorCode::TopicAlreadyExists)`.
     pub async fn create_topic(
         &self,
         name: &str,
         partitions: u32,
         replication_factor: Option<u16>,
+    ) -> Result<TopicSummary, ClientError> {
+        self.create_topic_with_settings(
+            name,
+            partitions,
+            replication_factor,
+            TopicSettings::default(),
+        )
+        .await
+    }
+
+    /// [`Admin::create_topic`] with retention settings: a `None` setting takes the cluster's
+    /// default for new topics, -1 ([`crate::wire::messages::UNLIMITED`]) is no limit. Any
+    /// other value that is not positive is `ClientError::InvalidArgument`, before anything is
+    /// sent.
+    pub async fn create_topic_with_settings(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: Option<u16>,
+        settings: TopicSettings,
     ) -> Result<TopicSummary, ClientError> {
         check_topic_name(name)?;
         if partitions == 0 || replication_factor == Some(0) {
@@ -43,10 +65,14 @@ impl Admin {
                 "partitions and replication factor must be at least 1".into(),
             ));
         }
+        check_settings(&settings)?;
         let request = Request::CreateTopic(CreateTopicRequest {
             name: name.to_string(),
             partitions,
             replication_factor,
+            retention_bytes: settings.retention_bytes,
+            retention_ms: settings.retention_ms,
+            segment_ms: settings.segment_ms,
         });
         let answer = self.client.request(&request).await;
         // Created now, or already there: either way an earlier "unknown" no longer holds.
@@ -81,7 +107,35 @@ impl Admin {
         }
     }
 
-    /// Partitions with leaders, replicas, log start and high watermark, sorted by partition.
+    /// Changes a topic's retention settings: a `None` setting stays as it is, -1 removes the
+    /// limit. Settings that are all `None`, or a value neither -1 nor positive, are
+    /// `ClientError::InvalidArgument`. Answers the topic's whole config after the change.
+    pub async fn alter_topic(
+        &self,
+        name: &str,
+        settings: TopicSettings,
+    ) -> Result<AlterTopicResponse, ClientError> {
+        check_topic_name(name)?;
+        if settings.is_empty() {
+            return Err(ClientError::InvalidArgument(
+                "alter topic: no setting to change".into(),
+            ));
+        }
+        check_settings(&settings)?;
+        let request = Request::AlterTopic(AlterTopicRequest {
+            name: name.to_string(),
+            retention_bytes: settings.retention_bytes,
+            retention_ms: settings.retention_ms,
+            segment_ms: settings.segment_ms,
+        });
+        match self.client.request(&request).await?.header {
+            Response::AlterTopic(response) => Ok(response),
+            other => Err(unexpected(&request, &other)),
+        }
+    }
+
+    /// Partitions with leaders, replicas, log start and high watermark, sorted by partition,
+    /// and the topic's retention settings.
     pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, ClientError> {
         check_topic_name(name)?;
         let request = Request::DescribeTopic(DescribeTopicRequest {
@@ -126,4 +180,10 @@ impl Admin {
             other => Err(unexpected(&request, &other)),
         }
     }
+}
+
+fn check_settings(settings: &TopicSettings) -> Result<(), ClientError> {
+    settings
+        .check()
+        .map_err(|error| ClientError::InvalidArgument(error.to_string()))
 }

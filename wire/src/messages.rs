@@ -35,6 +35,7 @@ pub enum Request {
     ClusterStatus,
     InitProducerId,
     ReplaceNode(ReplaceNodeRequest),
+    AlterTopic(AlterTopicRequest),
 }
 
 impl Request {
@@ -53,6 +54,7 @@ impl Request {
             Request::CreateTopic(create) => check(&create.name),
             Request::DeleteTopic(delete) => check(&delete.name),
             Request::DescribeTopic(describe) => check(&describe.name),
+            Request::AlterTopic(alter) => check(&alter.name),
             Request::ListTopics
             | Request::ClusterStatus
             | Request::InitProducerId
@@ -77,6 +79,7 @@ pub enum Response {
     ReplaceNode(ReplaceNodeResponse),
     /// The request failed as a whole.
     Error(ErrorCode),
+    AlterTopic(AlterTopicResponse),
 }
 
 /// When the leader answers a produce request.
@@ -170,12 +173,111 @@ pub struct PartitionMetadata {
 
 /// Create a topic. An existing topic is [`ErrorCode::TopicAlreadyExists`]; `keel topic create
 /// --if-not-exists` treats that as success.
+///
+/// The retention settings (docs/OPERATIONS.md "Retention"): `None` takes the cluster's default
+/// for new topics, [`UNLIMITED`] (-1) is no limit, a positive value is the limit; anything else
+/// is [`ErrorCode::InvalidTopicConfig`] ([`TopicSettings::check`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateTopicRequest {
     pub name: String,
     pub partitions: u32,
     /// `None`: the cluster default, `min(3, nodes)`.
     pub replication_factor: Option<u16>,
+    /// Kafka's `retention.bytes`, per partition.
+    pub retention_bytes: Option<i64>,
+    /// Kafka's `retention.ms`, by the leader's append time.
+    pub retention_ms: Option<i64>,
+    /// Kafka's `segment.ms`.
+    pub segment_ms: Option<i64>,
+}
+
+impl CreateTopicRequest {
+    pub fn settings(&self) -> TopicSettings {
+        TopicSettings {
+            retention_bytes: self.retention_bytes,
+            retention_ms: self.retention_ms,
+            segment_ms: self.segment_ms,
+        }
+    }
+}
+
+/// Change a topic's retention settings: `None` leaves a setting as it is, [`UNLIMITED`] (-1)
+/// removes the limit, a positive value sets it; anything else is
+/// [`ErrorCode::InvalidTopicConfig`]. An unknown topic is [`ErrorCode::UnknownTopic`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterTopicRequest {
+    pub name: String,
+    pub retention_bytes: Option<i64>,
+    pub retention_ms: Option<i64>,
+    pub segment_ms: Option<i64>,
+}
+
+impl AlterTopicRequest {
+    pub fn settings(&self) -> TopicSettings {
+        TopicSettings {
+            retention_bytes: self.retention_bytes,
+            retention_ms: self.retention_ms,
+            segment_ms: self.segment_ms,
+        }
+    }
+}
+
+/// The topic's settings after the change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterTopicResponse {
+    pub name: String,
+    pub config: TopicConfigView,
+}
+
+/// A retention setting's "no limit", in requests and in [`TopicConfigView`].
+pub const UNLIMITED: i64 = -1;
+
+/// The three settings of a create or alter request, as one value to check and pass around (not
+/// itself on the wire: the requests carry the fields flat). `None` means "the default" in a
+/// create and "unchanged" in an alter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct TopicSettings {
+    pub retention_bytes: Option<i64>,
+    pub retention_ms: Option<i64>,
+    pub segment_ms: Option<i64>,
+}
+
+/// A setting that is neither [`UNLIMITED`] nor positive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{setting} must be -1 (unlimited) or a positive number, got {value}")]
+pub struct InvalidTopicSetting {
+    /// Kafka's name for it: `retention.bytes`, `retention.ms` or `segment.ms`.
+    pub setting: &'static str,
+    pub value: i64,
+}
+
+impl TopicSettings {
+    /// Each setting with its Kafka name.
+    pub fn named(&self) -> [(&'static str, Option<i64>); 3] {
+        [
+            ("retention.bytes", self.retention_bytes),
+            ("retention.ms", self.retention_ms),
+            ("segment.ms", self.segment_ms),
+        ]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.named().iter().all(|(_, value)| value.is_none())
+    }
+
+    /// Zero is refused along with the other negatives: a zero limit would delete (or roll) on
+    /// every check, which is never what an operator typing it meant.
+    pub fn check(&self) -> Result<(), InvalidTopicSetting> {
+        for (setting, value) in self.named() {
+            match value {
+                Some(value) if value != UNLIMITED && value <= 0 => {
+                    return Err(InvalidTopicSetting { setting, value })
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,6 +307,16 @@ pub struct TopicDescription {
     pub name: String,
     pub replication_factor: u16,
     pub partitions: Vec<PartitionDescription>,
+    pub config: TopicConfigView,
+}
+
+/// A topic's retention settings as clients see them: [`UNLIMITED`] (-1) for no limit, else a
+/// positive value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicConfigView {
+    pub retention_bytes: i64,
+    pub retention_ms: i64,
+    pub segment_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -285,7 +397,9 @@ pub enum ErrorCode {
     InvalidTopicName,
     #[error("partition out of range")]
     PartitionOutOfRange,
-    #[error("invalid partition count or replication factor")]
+    /// A partition count, replication factor or retention setting out of range; the broker
+    /// logs which.
+    #[error("invalid topic config (partitions, replication factor or retention setting)")]
     InvalidTopicConfig,
     /// A record over `max_message_bytes` or a batch over `max_record_batch_bytes`.
     #[error("message too large")]
@@ -452,6 +566,66 @@ mod tests {
             .validate_topic_names()
             .map_err(|error| error.error_code()),
             Err(ErrorCode::InvalidTopicName)
+        );
+    }
+
+    #[test]
+    fn topic_settings_take_minus_one_or_positive_only() {
+        let ok = TopicSettings {
+            retention_bytes: Some(UNLIMITED),
+            retention_ms: Some(1),
+            segment_ms: None,
+        };
+        assert_eq!(ok.check(), Ok(()));
+        assert!(!ok.is_empty());
+        assert!(TopicSettings::default().is_empty());
+        for value in [0, -2, -5, i64::MIN] {
+            let bad = TopicSettings {
+                segment_ms: Some(value),
+                ..ok
+            };
+            let error = bad.check().unwrap_err();
+            assert_eq!(
+                error,
+                InvalidTopicSetting {
+                    setting: "segment.ms",
+                    value
+                }
+            );
+            assert_eq!(
+                error.to_string(),
+                format!("segment.ms must be -1 (unlimited) or a positive number, got {value}")
+            );
+        }
+    }
+
+    #[test]
+    fn alter_topic_names_are_checked_and_new_variants_come_last() {
+        let alter = Request::AlterTopic(AlterTopicRequest {
+            name: "a/b".into(),
+            retention_bytes: None,
+            retention_ms: Some(1),
+            segment_ms: None,
+        });
+        assert_eq!(
+            alter
+                .validate_topic_names()
+                .map_err(|error| error.error_code()),
+            Err(ErrorCode::InvalidTopicName)
+        );
+        assert_eq!(postcard::to_stdvec(&alter).unwrap()[0], 10);
+        let answer = Response::AlterTopic(AlterTopicResponse {
+            name: "t".into(),
+            config: TopicConfigView {
+                retention_bytes: UNLIMITED,
+                retention_ms: 1,
+                segment_ms: 2,
+            },
+        });
+        // -1 is zigzag 1.
+        assert_eq!(
+            postcard::to_stdvec(&answer).unwrap(),
+            [11, 1, b't', 1, 2, 4]
         );
     }
 

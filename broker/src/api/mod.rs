@@ -12,10 +12,11 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use keel_wire::limits::{DEFAULT_REQUEST_TIMEOUT_MS, REPLACE_NODE_TIMEOUT_MS};
 use keel_wire::messages::{
-    ClusterStatusResponse, CreateTopicRequest, FetchRequest, InitProducerIdResponse,
-    ListTopicsResponse, MetadataRequest, MetadataResponse, NodeAddress, NodeStatus,
-    PartitionDescription, PartitionMetadata, PartitionStatus, ProduceRequest, ReplaceNodeRequest,
-    ReplaceNodeResponse, ReplaceNodeWait, TopicDescription, TopicMetadata, TopicSummary,
+    AlterTopicRequest, AlterTopicResponse, ClusterStatusResponse, CreateTopicRequest, FetchRequest,
+    InitProducerIdResponse, ListTopicsResponse, MetadataRequest, MetadataResponse, NodeAddress,
+    NodeStatus, PartitionDescription, PartitionMetadata, PartitionStatus, ProduceRequest,
+    ReplaceNodeRequest, ReplaceNodeResponse, ReplaceNodeWait, TopicDescription, TopicMetadata,
+    TopicSettings, TopicSummary,
 };
 use keel_wire::{ErrorCode, Frame, RecordBatchView, Request, Response};
 use tokio::sync::{mpsc, oneshot};
@@ -26,7 +27,7 @@ use crate::limits::{
     MAX_PRODUCE_TIMEOUT, MAX_UP_FRONT_BYTES, REPLACE_ANSWER_MARGIN, REPLACE_POLL,
 };
 use crate::meta::actor::{MetaHandle, MetaInput};
-use crate::meta::{MetaCommand, MetaOutcome, MetaState, TopicInfo, META_GROUP};
+use crate::meta::{MetaCommand, MetaOutcome, MetaState, TopicConfig, TopicInfo, META_GROUP};
 use crate::node::NodeContext;
 use crate::partition::{PartitionHandle, PartitionInput};
 use crate::transport::{ClientConnection, GroupId};
@@ -35,6 +36,10 @@ use crate::transport::{ClientConnection, GroupId};
 pub struct ApiContext {
     pub node: NodeContext,
     pub meta: MetaHandle,
+    /// Held from reading a topic's config to its alter being applied: two alters of different
+    /// settings through this node would otherwise both merge into the same old config, and the
+    /// second would undo the first.
+    pub alter_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Accepts client connections until the transport closes.
@@ -207,6 +212,9 @@ async fn handle(frame: Frame<Request>, context: &ApiContext) -> (Response, Bytes
         Request::ReplaceNode(request) => replace_node(request, context)
             .await
             .map(|response| (Response::ReplaceNode(response), Bytes::new())),
+        Request::AlterTopic(request) => alter_topic(request, context)
+            .await
+            .map(|response| (Response::AlterTopic(response), Bytes::new())),
     };
     match result {
         Ok(answer) => answer,
@@ -382,10 +390,21 @@ fn leader_of(context: &ApiContext, group: u64) -> Option<u64> {
         .and_then(|handle| handle.view.borrow().leader)
 }
 
+/// Refuses settings that are neither -1 nor positive, with the reason in the log.
+fn check_settings(topic: &str, settings: &TopicSettings, action: &str) -> Result<(), ErrorCode> {
+    settings.check().map_err(|error| {
+        tracing::warn!(%topic, %error, "{action} refused: invalid retention setting");
+        ErrorCode::InvalidTopicConfig
+    })
+}
+
 async fn create_topic(
     request: CreateTopicRequest,
     context: &ApiContext,
 ) -> Result<TopicSummary, ErrorCode> {
+    let settings = request.settings();
+    check_settings(&request.name, &settings, "create topic")?;
+    let config = TopicConfig::NEW_TOPIC_DEFAULT.overlaid(&settings);
     let (placement, replication_factor) = {
         let state: &MetaState = &context.meta.state.borrow();
         let nodes = state.nodes.len();
@@ -416,15 +435,63 @@ async fn create_topic(
     };
     let outcome = propose(
         context,
-        MetaCommand::CreateTopic {
+        MetaCommand::CreateTopicWithConfig {
             name: request.name,
             replication_factor,
             placement,
+            config,
         },
     )
     .await?;
     match outcome {
         MetaOutcome::TopicCreated(topic) => Ok(summary(&topic)),
+        _ => Err(ErrorCode::Internal),
+    }
+}
+
+/// Merges the request into the topic's config as the metadata leader's map has it and proposes
+/// the result. A follower's map may lag (an alter or create it has not applied yet), so it
+/// merges nothing and sends the client to the leader.
+async fn alter_topic(
+    request: AlterTopicRequest,
+    context: &ApiContext,
+) -> Result<AlterTopicResponse, ErrorCode> {
+    let settings = request.settings();
+    check_settings(&request.name, &settings, "alter topic")?;
+    let _serialized = context.alter_lock.lock().await;
+    let leader = *context.meta.leader.borrow();
+    if leader != Some(context.node.node_id()) {
+        return Err(ErrorCode::NotLeader {
+            leader_addr: leader.and_then(|id| context.node.client_address(id)),
+        });
+    }
+    let current = context
+        .meta
+        .state
+        .borrow()
+        .topics
+        .get(&request.name)
+        .map(|topic| topic.config);
+    let Some(current) = current else {
+        return Err(ErrorCode::UnknownTopic);
+    };
+    let config = current.overlaid(&settings);
+    let outcome = propose(
+        context,
+        MetaCommand::AlterTopicConfig {
+            name: request.name,
+            config,
+        },
+    )
+    .await?;
+    match outcome {
+        MetaOutcome::TopicAltered(topic) => {
+            tracing::info!(topic = %topic.name, config = ?topic.config, "topic config altered");
+            Ok(AlterTopicResponse {
+                name: topic.name,
+                config: topic.config.view(),
+            })
+        }
         _ => Err(ErrorCode::Internal),
     }
 }
@@ -565,6 +632,7 @@ async fn describe(name: &str, context: &ApiContext) -> Result<TopicDescription, 
         name: info.name,
         replication_factor: info.replication_factor,
         partitions,
+        config: info.config.view(),
     })
 }
 

@@ -12,6 +12,7 @@ pub mod actor;
 
 use std::collections::BTreeMap;
 
+use keel_wire::messages::{TopicConfigView, TopicSettings, UNLIMITED};
 use keel_wire::ErrorCode;
 use serde::{Deserialize, Serialize};
 
@@ -93,6 +94,47 @@ impl TopicConfig {
         retention_ms: Some(7 * 24 * 3600 * 1000),
         segment_ms: Some(7 * 24 * 3600 * 1000),
     };
+
+    /// Whether every limit is one a partition can act on: a zero would delete or roll on every
+    /// check, and anything over `i64::MAX` cannot be shown to clients (docs/WIRE.md).
+    pub fn is_valid(&self) -> bool {
+        [self.retention_bytes, self.retention_ms, self.segment_ms]
+            .into_iter()
+            .flatten()
+            .all(|limit| limit > 0 && i64::try_from(limit).is_ok())
+    }
+
+    /// This config with a request's settings laid over it: `None` keeps the setting, -1 removes
+    /// the limit, a positive value sets it. The settings must have passed
+    /// [`TopicSettings::check`]; a value that did not is kept as it is here.
+    pub fn overlaid(self, settings: &TopicSettings) -> TopicConfig {
+        let merge = |current: Option<u64>, requested: Option<i64>| match requested {
+            None => current,
+            Some(UNLIMITED) => None,
+            Some(value) => u64::try_from(value)
+                .ok()
+                .filter(|&limit| limit > 0)
+                .map_or(current, Some),
+        };
+        TopicConfig {
+            retention_bytes: merge(self.retention_bytes, settings.retention_bytes),
+            retention_ms: merge(self.retention_ms, settings.retention_ms),
+            segment_ms: merge(self.segment_ms, settings.segment_ms),
+        }
+    }
+
+    /// As clients see it (docs/WIRE.md): -1 for unlimited.
+    pub fn view(&self) -> TopicConfigView {
+        // is_valid keeps limits within i64 in the map; saturating is only for the impossible.
+        let show = |limit: Option<u64>| {
+            limit.map_or(UNLIMITED, |limit| i64::try_from(limit).unwrap_or(i64::MAX))
+        };
+        TopicConfigView {
+            retention_bytes: show(self.retention_bytes),
+            retention_ms: show(self.retention_ms),
+            segment_ms: show(self.segment_ms),
+        }
+    }
 }
 
 /// A change to the map, proposed to group 0.
@@ -120,6 +162,20 @@ pub enum MetaCommand {
         node_id: NodeId,
         incarnation: u64,
     },
+    /// `CreateTopic` with retention settings: what leaders of this release propose. A new
+    /// variant rather than a new field, since older `CreateTopic` entries must still decode.
+    CreateTopicWithConfig {
+        name: String,
+        replication_factor: u16,
+        placement: Vec<Vec<NodeId>>,
+        config: TopicConfig,
+    },
+    /// Replaces a topic's whole config. The proposer merges a partial change into the config
+    /// it read, so applying never depends on anything but the log.
+    AlterTopicConfig {
+        name: String,
+        config: TopicConfig,
+    },
 }
 
 /// What applying a command produced, for the proposer.
@@ -127,6 +183,8 @@ pub enum MetaCommand {
 pub enum MetaOutcome {
     Done,
     TopicCreated(TopicInfo),
+    /// The topic with its new config.
+    TopicAltered(TopicInfo),
     ProducerId(u64),
 }
 
@@ -218,49 +276,27 @@ impl MetaState {
                 }
                 Ok(MetaOutcome::Done)
             }
+            // Topics created by this command predate retention (docs/OPERATIONS.md
+            // "Retention"): they keep everything.
             MetaCommand::CreateTopic {
                 name,
                 replication_factor,
                 placement,
-            } => {
-                if self.topics.contains_key(&name) {
-                    return Err(ErrorCode::TopicAlreadyExists);
+            } => self.create_topic(name, replication_factor, placement, TopicConfig::UNLIMITED),
+            MetaCommand::CreateTopicWithConfig {
+                name,
+                replication_factor,
+                placement,
+                config,
+            } => self.create_topic(name, replication_factor, placement, config),
+            MetaCommand::AlterTopicConfig { name, config } => match self.topics.get_mut(&name) {
+                Some(_) if !config.is_valid() => Err(ErrorCode::InvalidTopicConfig),
+                Some(topic) => {
+                    topic.config = config;
+                    Ok(MetaOutcome::TopicAltered(topic.clone()))
                 }
-                let valid = !placement.is_empty()
-                    && placement.iter().all(|replicas| {
-                        replicas.len() == usize::from(replication_factor)
-                            && replicas.iter().all(|id| self.nodes.contains_key(id))
-                    });
-                if !valid {
-                    return Err(ErrorCode::InvalidTopicConfig);
-                }
-                let partitions = placement
-                    .into_iter()
-                    .map(|replicas| {
-                        let group = self.next_group;
-                        self.next_group += 1;
-                        let incarnations = replicas
-                            .iter()
-                            .map(|id| self.nodes[id].incarnation)
-                            .collect();
-                        PartitionPlacement {
-                            group,
-                            replicas,
-                            incarnations,
-                        }
-                    })
-                    .collect();
-                let topic = TopicInfo {
-                    name: name.clone(),
-                    replication_factor,
-                    partitions,
-                    // Topics created by this command predate retention (docs/OPERATIONS.md
-                    // "Retention"): they keep everything.
-                    config: TopicConfig::UNLIMITED,
-                };
-                self.topics.insert(name, topic.clone());
-                Ok(MetaOutcome::TopicCreated(topic))
-            }
+                None => Err(ErrorCode::UnknownTopic),
+            },
             MetaCommand::DeleteTopic { name } => match self.topics.remove(&name) {
                 Some(_) => Ok(MetaOutcome::Done),
                 None => Err(ErrorCode::UnknownTopic),
@@ -281,6 +317,56 @@ impl MetaState {
                 None => Err(ErrorCode::UnknownNode),
             },
         }
+    }
+
+    /// Both create commands: the same checks, only the config differs.
+    fn create_topic(
+        &mut self,
+        name: String,
+        replication_factor: u16,
+        placement: Vec<Vec<NodeId>>,
+        config: TopicConfig,
+    ) -> Result<MetaOutcome, ErrorCode> {
+        if self.topics.contains_key(&name) {
+            return Err(ErrorCode::TopicAlreadyExists);
+        }
+        // The API checks the config before proposing; this keeps a bad one out of the map
+        // whoever proposed it.
+        if !config.is_valid() {
+            return Err(ErrorCode::InvalidTopicConfig);
+        }
+        let valid = !placement.is_empty()
+            && placement.iter().all(|replicas| {
+                replicas.len() == usize::from(replication_factor)
+                    && replicas.iter().all(|id| self.nodes.contains_key(id))
+            });
+        if !valid {
+            return Err(ErrorCode::InvalidTopicConfig);
+        }
+        let partitions = placement
+            .into_iter()
+            .map(|replicas| {
+                let group = self.next_group;
+                self.next_group += 1;
+                let incarnations = replicas
+                    .iter()
+                    .map(|id| self.nodes[id].incarnation)
+                    .collect();
+                PartitionPlacement {
+                    group,
+                    replicas,
+                    incarnations,
+                }
+            })
+            .collect();
+        let topic = TopicInfo {
+            name: name.clone(),
+            replication_factor,
+            partitions,
+            config,
+        };
+        self.topics.insert(name, topic.clone());
+        Ok(MetaOutcome::TopicCreated(topic))
     }
 
     /// Replica lists for a new topic: consecutive nodes (in id order) starting at a rotating
@@ -440,6 +526,196 @@ mod tests {
         let (again, effect) = state.execute(MetaCommand::DeleteTopic { name: "t".into() });
         assert_eq!(again, Err(ErrorCode::UnknownTopic));
         assert_eq!(effect, None, "an unknown topic stops nothing");
+    }
+
+    fn create(state: &mut MetaState, name: &str, config: Option<TopicConfig>) -> TopicInfo {
+        let placement = state.place(2, 3);
+        let command = match config {
+            None => MetaCommand::CreateTopic {
+                name: name.into(),
+                replication_factor: 3,
+                placement,
+            },
+            Some(config) => MetaCommand::CreateTopicWithConfig {
+                name: name.into(),
+                replication_factor: 3,
+                placement,
+                config,
+            },
+        };
+        match state.execute(command) {
+            (Ok(MetaOutcome::TopicCreated(topic)), Some(MetaEffect::StartPartitions(started))) => {
+                assert_eq!(topic, started);
+                topic
+            }
+            other => panic!("create {name}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_old_create_command_makes_an_unlimited_topic() {
+        let mut state = state_with_nodes(3);
+        let topic = create(&mut state, "old", None);
+        assert_eq!(topic.config, TopicConfig::UNLIMITED);
+        assert_eq!(state.topics["old"].config, TopicConfig::UNLIMITED);
+    }
+
+    #[test]
+    fn create_with_config_keeps_the_config_and_shares_the_create_checks() {
+        let mut state = state_with_nodes(3);
+        let config = TopicConfig {
+            retention_bytes: Some(1 << 30),
+            ..TopicConfig::NEW_TOPIC_DEFAULT
+        };
+        let topic = create(&mut state, "t", Some(config));
+        assert_eq!(topic.config, config);
+        assert_eq!(topic.partitions.len(), 2);
+        let before = state.clone();
+        let again = MetaCommand::CreateTopicWithConfig {
+            name: "t".into(),
+            replication_factor: 3,
+            placement: state.place(1, 3),
+            config,
+        };
+        assert_eq!(state.apply(again), Err(ErrorCode::TopicAlreadyExists));
+        let unknown_node = MetaCommand::CreateTopicWithConfig {
+            name: "u".into(),
+            replication_factor: 1,
+            placement: vec![vec![9]],
+            config,
+        };
+        assert_eq!(
+            state.apply(unknown_node),
+            Err(ErrorCode::InvalidTopicConfig)
+        );
+        let zero = MetaCommand::CreateTopicWithConfig {
+            name: "z".into(),
+            replication_factor: 1,
+            placement: vec![vec![1]],
+            config: TopicConfig {
+                retention_ms: Some(0),
+                ..config
+            },
+        };
+        assert_eq!(state.apply(zero), Err(ErrorCode::InvalidTopicConfig));
+        assert_eq!(state, before);
+    }
+
+    #[test]
+    fn alter_replaces_only_the_config() {
+        let mut state = state_with_nodes(3);
+        create(&mut state, "old", None);
+        let other = create(&mut state, "other", Some(TopicConfig::NEW_TOPIC_DEFAULT));
+        let before = state.topics["old"].clone();
+        let config = TopicConfig {
+            retention_bytes: Some(4096),
+            retention_ms: None,
+            segment_ms: Some(60_000),
+        };
+        let (result, effect) = state.execute(MetaCommand::AlterTopicConfig {
+            name: "old".into(),
+            config,
+        });
+        let expected = TopicInfo {
+            config,
+            ..before.clone()
+        };
+        assert_eq!(result, Ok(MetaOutcome::TopicAltered(expected.clone())));
+        assert_eq!(effect, None, "partitions read the config from the map");
+        assert_eq!(state.topics["old"], expected);
+        assert_eq!(state.topics["other"], other);
+        // The whole config is replaced: the proposer already merged.
+        state
+            .apply(MetaCommand::AlterTopicConfig {
+                name: "old".into(),
+                config: TopicConfig::UNLIMITED,
+            })
+            .unwrap();
+        assert_eq!(state.topics["old"], before);
+    }
+
+    #[test]
+    fn altering_an_unknown_topic_or_to_a_zero_limit_is_refused_and_changes_nothing() {
+        let mut state = state_with_nodes(3);
+        create(&mut state, "t", Some(TopicConfig::NEW_TOPIC_DEFAULT));
+        let before = state.clone();
+        let (result, effect) = state.execute(MetaCommand::AlterTopicConfig {
+            name: "missing".into(),
+            config: TopicConfig::UNLIMITED,
+        });
+        assert_eq!((result, effect), (Err(ErrorCode::UnknownTopic), None));
+        let zero = MetaCommand::AlterTopicConfig {
+            name: "t".into(),
+            config: TopicConfig {
+                segment_ms: Some(0),
+                ..TopicConfig::UNLIMITED
+            },
+        };
+        assert_eq!(state.apply(zero), Err(ErrorCode::InvalidTopicConfig));
+        let huge = MetaCommand::AlterTopicConfig {
+            name: "t".into(),
+            config: TopicConfig {
+                retention_bytes: Some(u64::MAX),
+                ..TopicConfig::UNLIMITED
+            },
+        };
+        assert_eq!(state.apply(huge), Err(ErrorCode::InvalidTopicConfig));
+        assert_eq!(state, before);
+    }
+
+    /// Raft logs on disk hold postcard-encoded commands: the old variants keep their tags, the
+    /// new ones come after them.
+    #[test]
+    fn old_command_tags_are_unchanged() {
+        let tag = |command: &MetaCommand| postcard::to_stdvec(command).unwrap()[0];
+        assert_eq!(tag(&MetaCommand::AllocateProducerId), 3);
+        let create = MetaCommand::CreateTopic {
+            name: "t".into(),
+            replication_factor: 1,
+            placement: vec![vec![1]],
+        };
+        assert_eq!(
+            postcard::to_stdvec(&create).unwrap(),
+            [1, 1, b't', 1, 1, 1, 1]
+        );
+        let alter = MetaCommand::AlterTopicConfig {
+            name: "t".into(),
+            config: TopicConfig::UNLIMITED,
+        };
+        assert_eq!(tag(&alter), 6);
+        let decoded: MetaCommand =
+            postcard::from_bytes(&postcard::to_stdvec(&alter).unwrap()).unwrap();
+        assert_eq!(decoded, alter);
+    }
+
+    #[test]
+    fn settings_overlay_a_config_and_show_minus_one_for_unlimited() {
+        let settings = TopicSettings {
+            retention_bytes: Some(1000),
+            retention_ms: Some(UNLIMITED),
+            segment_ms: None,
+        };
+        let config = TopicConfig::NEW_TOPIC_DEFAULT.overlaid(&settings);
+        assert_eq!(
+            config,
+            TopicConfig {
+                retention_bytes: Some(1000),
+                retention_ms: None,
+                segment_ms: TopicConfig::NEW_TOPIC_DEFAULT.segment_ms,
+            }
+        );
+        assert_eq!(
+            config.view(),
+            TopicConfigView {
+                retention_bytes: 1000,
+                retention_ms: UNLIMITED,
+                segment_ms: 7 * 24 * 3600 * 1000,
+            }
+        );
+        assert_eq!(
+            TopicConfig::UNLIMITED.overlaid(&TopicSettings::default()),
+            TopicConfig::UNLIMITED
+        );
     }
 
     #[test]
