@@ -4,11 +4,317 @@
 
 mod common;
 
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use keel_wire::messages::{Request, Response};
+use bytes::Bytes;
+use keel_client::{Admin, Client, ConsumeError, Consumer, Producer, SeekTo};
+use keel_storage::{Log, LogOptions};
+use keel_wire::messages::{Request, Response, TopicSettings};
 
+use common::raw::ask_nodes;
 use common::{runtime, TestCluster};
+
+const MIB: u64 = 1 << 20;
+/// Small segments so that retention has whole segments to delete after a few MiB.
+const SEGMENT_BYTES: u64 = MIB;
+const MESSAGE_BYTES: usize = 1024;
+
+/// A cluster of `count` nodes with 1 MiB segments (and batch limits that fit them).
+fn small_segment_cluster(count: u64) -> TestCluster {
+    let mut cluster = TestCluster::new(count);
+    let config = cluster.dir.path().join("keel.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "segment_bytes = {SEGMENT_BYTES}\nmax_message_bytes = 65536\n\
+             max_record_batch_bytes = 262144\nmax_request_bytes = 1048576\n"
+        ),
+    )
+    .unwrap();
+    cluster.extra_args = vec!["--config".into(), config.display().to_string()];
+    for id in 1..=count {
+        cluster.spawn(id);
+    }
+    for id in 1..=count {
+        cluster.wait_ready(id);
+    }
+    cluster
+}
+
+async fn create(client: &Client, topic: &str, retention_bytes: u64) {
+    let settings = TopicSettings {
+        retention_bytes: Some(retention_bytes as i64),
+        ..TopicSettings::default()
+    };
+    let admin = Admin::new(client.clone());
+    admin
+        .create_topic_with_settings(topic, 1, Some(3), settings)
+        .await
+        .expect("create");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while admin
+        .describe_topic(topic)
+        .await
+        .expect("describe")
+        .partitions[0]
+        .leader
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "no leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Message `seq`: "m<seq>:" padded to [`MESSAGE_BYTES`].
+fn message(seq: u64) -> Bytes {
+    let mut text = format!("m{seq}:").into_bytes();
+    text.resize(MESSAGE_BYTES, b'.');
+    Bytes::from(text)
+}
+
+fn seq_of(value: &[u8]) -> u64 {
+    let text = std::str::from_utf8(value).expect("utf-8");
+    let end = text.find(':').expect("numbered message");
+    text[1..end].parse().expect("a number")
+}
+
+/// Produces `count` numbered messages, pipelined; returns offset -> seq for every ack.
+async fn produce(client: &Client, topic: &str, count: u64) -> BTreeMap<u64, u64> {
+    let producer = Producer::new(client.clone());
+    let mut acked = BTreeMap::new();
+    for window in (0..count).collect::<Vec<_>>().chunks(512) {
+        let sends: Vec<_> = window
+            .iter()
+            .map(|&seq| (seq, producer.send(topic, None, message(seq))))
+            .collect();
+        for (seq, delivery) in sends {
+            let (_, offset) = delivery.await.expect("acknowledged");
+            acked.insert(offset, seq);
+        }
+    }
+    acked
+}
+
+/// Disk blocks held by a group's segment files on one node (segments are sparse files that
+/// grow by fallocate, so their length says nothing: their blocks do).
+fn segment_blocks_bytes(cluster: &TestCluster, node: u64, group: u64) -> u64 {
+    let dir = group_dir(cluster, node, group).join("log");
+    std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap())
+        .filter(|entry| entry.file_name().to_string_lossy().ends_with(".log"))
+        .map(|entry| entry.metadata().unwrap().blocks() * 512)
+        .sum()
+}
+
+fn group_dir(cluster: &TestCluster, node: u64, group: u64) -> std::path::PathBuf {
+    cluster
+        .node(node)
+        .data_dir
+        .join("groups")
+        .join(format!("{group:020}"))
+}
+
+async fn log_start_offset(client: &Client, topic: &str) -> u64 {
+    let description = Admin::new(client.clone())
+        .describe_topic(topic)
+        .await
+        .expect("describe");
+    description.partitions[0].log_start_offset
+}
+
+/// Reads partition 0 from the beginning to `high_watermark`: (offset, seq) in order.
+async fn read_from_beginning(client: &Client, topic: &str, high_watermark: u64) -> Vec<(u64, u64)> {
+    let mut consumer = Consumer::new(client.clone());
+    consumer.assign(topic, &[0]).await.expect("assign");
+    consumer.seek_all(SeekTo::Beginning);
+    let mut read = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read
+        .last()
+        .is_none_or(|&(offset, _)| offset + 1 < high_watermark)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "read only {} records",
+            read.len()
+        );
+        let records = match consumer.poll().await {
+            Ok(records) => records,
+            Err(error) if error.is_retriable() => continue,
+            Err(error) => panic!("consume failed: {error}"),
+        };
+        for record in records {
+            read.push((record.offset, seq_of(record.value.as_deref().unwrap())));
+        }
+    }
+    read
+}
+
+/// Retention by bytes on three nodes: after 40 MiB, each node holds at most the retention plus
+/// two segments, the log start is above 0, `--from-beginning` starts there and reads every
+/// acknowledged message above it in order, and a fetch below it is `OffsetOutOfRange`.
+#[test]
+fn retention_deletes_whole_segments_and_consumers_start_at_the_log_start() {
+    const RETENTION: u64 = 4 * MIB;
+    let cluster = small_segment_cluster(3);
+    let rt = runtime();
+    rt.block_on(async {
+        let client = cluster.client().await;
+        create(&client, "logs", RETENTION).await;
+        let acked = produce(&client, "logs", 40 * MIB / MESSAGE_BYTES as u64).await;
+        let high_watermark = acked.keys().last().unwrap() + 1;
+        // Every node compacts once it applies the leader's log start (checked once a second).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let bound = RETENTION + 2 * SEGMENT_BYTES;
+        loop {
+            let held: Vec<u64> = (1..=3)
+                .map(|node| segment_blocks_bytes(&cluster, node, 1))
+                .collect();
+            if held.iter().all(|&bytes| bytes <= bound) {
+                eprintln!("segment bytes held per node: {held:?} (bound {bound})");
+                break;
+            }
+            assert!(Instant::now() < deadline, "still held {held:?} > {bound}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let log_start = log_start_offset(&client, "logs").await;
+        assert!(log_start > 0, "the log start moved");
+        let read = read_from_beginning(&client, "logs", high_watermark).await;
+        assert!(
+            read[0].0 >= log_start,
+            "read from {} below the log start {log_start}",
+            read[0].0
+        );
+        for (expected, &(offset, _)) in (read[0].0..).zip(&read) {
+            assert_eq!(offset, expected, "offsets dense from the log start");
+        }
+        let read: BTreeMap<u64, u64> = read.into_iter().collect();
+        let first_read = *read.keys().next().unwrap();
+        for (offset, seq) in acked.range(first_read..) {
+            assert_eq!(read.get(offset), Some(seq), "acked m{seq} at {offset}");
+        }
+        // The acks above the log start are all there; below it, retention took them.
+        assert!(first_read <= log_start.max(first_read));
+
+        let mut consumer = Consumer::new(client.clone());
+        consumer.assign("logs", &[0]).await.unwrap();
+        consumer.seek_all(SeekTo::Offset(0));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match consumer.poll().await {
+                Err(ConsumeError::OffsetOutOfRange {
+                    offset,
+                    log_start_offset,
+                    ..
+                }) => {
+                    assert_eq!(offset, 0);
+                    assert!(log_start_offset >= log_start);
+                    break;
+                }
+                Err(error) if error.is_retriable() => {}
+                other => panic!("a fetch below the log start answered {other:?}"),
+            }
+            assert!(Instant::now() < deadline);
+        }
+    });
+}
+
+/// A follower stopped while the leader compacts past its position catches up by snapshot
+/// after its restart: its log from there holds exactly the leader's entries, and it restarts
+/// from its snapshot afterwards.
+#[test]
+fn a_follower_behind_the_log_start_catches_up_by_snapshot() {
+    const RETENTION: u64 = 2 * MIB;
+    let mut cluster = small_segment_cluster(3);
+    let rt = runtime();
+    let leader = rt.block_on(async {
+        let client = cluster.client().await;
+        create(&client, "behind", RETENTION).await;
+        let description = Admin::new(client.clone())
+            .describe_topic("behind")
+            .await
+            .unwrap();
+        description.partitions[0].leader.unwrap()
+    });
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    cluster.kill(follower);
+    rt.block_on(async {
+        let client = cluster.client().await;
+        produce(&client, "behind", 12 * MIB / MESSAGE_BYTES as u64).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while log_start_offset(&client, "behind").await == 0 {
+            assert!(Instant::now() < deadline, "the leader never compacted");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    cluster.spawn(follower);
+    cluster.wait_ready(follower);
+    // Caught up: the leader sees no lag.
+    rt.block_on(ask_nodes(
+        &cluster,
+        &Request::ClusterStatus,
+        &Bytes::new(),
+        |response, _| {
+            let Response::ClusterStatus(status) = response else {
+                return None;
+            };
+            let partition = status
+                .partitions
+                .into_iter()
+                .find(|p| p.topic.as_deref() == Some("behind"))?;
+            if partition.leader == Some(follower) {
+                return Some(()); // it took over as preferred leader: it had caught up
+            }
+            let lag = partition
+                .followers
+                .iter()
+                .find(|f| f.node_id == follower)?
+                .lag_entries;
+            (lag == 0).then_some(())
+        },
+    ));
+    let logs = std::fs::read_to_string(&cluster.node(follower).log).unwrap();
+    assert!(logs.contains("snapshot installed"), "{logs}");
+    // It restarts from its snapshot too.
+    cluster.kill(follower);
+    cluster.spawn(follower);
+    cluster.wait_ready(follower);
+    for id in 1..=3 {
+        cluster.kill(id);
+    }
+    let leader_log = open_log(&group_dir(&cluster, leader, 1));
+    let follower_log = open_log(&group_dir(&cluster, follower, 1));
+    assert!(
+        follower_log.first_index() > 1,
+        "the follower's old entries are gone"
+    );
+    // A retention decision may have reached one log and not the other before the stop.
+    let last = leader_log.last_index().min(follower_log.last_index());
+    assert!(last + 2 >= leader_log.last_index().max(follower_log.last_index()));
+    let from = leader_log.first_index().max(follower_log.first_index());
+    let to = last + 1;
+    assert!(from < to, "entries to compare");
+    let ours = leader_log.read(from, to, u64::MAX).unwrap();
+    let theirs = follower_log.read(from, to, u64::MAX).unwrap();
+    assert_eq!(ours.len(), theirs.len());
+    for (a, b) in ours.iter().zip(&theirs) {
+        assert_eq!((a.index, a.term, a.kind), (b.index, b.term, b.kind));
+        assert_eq!(a.payload, b.payload, "entry {} differs", a.index);
+    }
+}
+
+fn open_log(group_dir: &Path) -> Log {
+    let options = LogOptions {
+        segment_bytes: SEGMENT_BYTES,
+        max_entry_bytes: 262_144 + 4096,
+        ..LogOptions::default()
+    };
+    Log::open(&group_dir.join("log"), options).unwrap().0
+}
 
 /// Group 0 with more applied commands than one snapshot interval restarts from its snapshot:
 /// the map comes back whole (producer ids continue), the log holds only the tail, and the
