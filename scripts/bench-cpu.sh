@@ -7,6 +7,8 @@
 #   scripts/bench-cpu.sh [MESSAGES] [SIZE] [extra keel bench args...]
 #   KEEL_BIN=/tmp/keel-before scripts/bench-cpu.sh 400000    # another build, for before/after
 #   scripts/bench-cpu.sh 400000 1024 --compression lz4      # extra args go to `keel bench produce`
+#   KEEL_SEGMENT_BYTES=16777216 KEEL_RETENTION_BYTES=67108864 scripts/bench-cpu.sh 400000
+#                     # the bench topic made first with that retention: segments go while it runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib-cluster.sh
@@ -16,6 +18,10 @@ size=${2:-1024}
 shift $(( $# < 2 ? $# : 2 ))
 
 cluster_start bench-cluster >/dev/null 2>&1
+if [[ -n ${KEEL_RETENTION_BYTES:-} ]]; then
+  "$keel" topic create bench --bootstrap "$bootstrap" --ca "$ca" \
+    --retention-bytes "$KEEL_RETENTION_BYTES" >/dev/null
+fi
 cpu_seconds() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$1/stat"; }
 declare -A before=()
 for id in 1 2 3; do before[$id]=$(cpu_seconds "${node_pids[$id]}"); done
@@ -43,7 +49,10 @@ total = 0
 for segment in pathlib.Path(sys.argv[1]).glob("*/log/*.log"):
     if segment.parts[-3] == "00000000000000000000":
         continue  # group 0: the metadata log
-    data = segment.read_bytes()
+    try:
+        data = segment.read_bytes()
+    except FileNotFoundError:
+        continue  # deleted by retention meanwhile
     total += len(data.rstrip(b"\0"))
 print(total)
 PY

@@ -7,6 +7,7 @@
 #
 # KEEL_FSYNC=never|interval:<ms> measures without a sync per write (diagnosis only).
 # KEEL_BIN=path runs another build of `keel` (e.g. a copy of an earlier one, for before/after).
+# KEEL_SEGMENT_BYTES=N gives the servers N-byte segments (retention deletes whole segments).
 #
 # The caller runs `set -euo pipefail` and `cd`s to the repository root first.
 
@@ -41,11 +42,15 @@ cluster_start() {
   base=$(( 10000 + RANDOM % 20000 ))
   bootstrap=127.0.0.1:$base
   local peers="1=127.0.0.1:$base,2=127.0.0.1:$((base + 1)),3=127.0.0.1:$((base + 2))"
-  local id
+  local id config=()
+  if [[ -n ${KEEL_SEGMENT_BYTES:-} ]]; then
+    echo "segment_bytes = $KEEL_SEGMENT_BYTES" >"$root/keel.toml"
+    config=(--config "$root/keel.toml")
+  fi
   for id in 1 2 3; do
     RUST_LOG=warn,keel=info "$keel" server --id "$id" --data-dir "$root/node-$id" \
       --listen "127.0.0.1:$((base + id - 1))" --tls-dir "$root/tls" --peers "$peers" \
-      --fsync "${KEEL_FSYNC:-always}" 2>"$root/node-$id.log" &
+      --fsync "${KEEL_FSYNC:-always}" "${config[@]}" 2>"$root/node-$id.log" &
     node_pids[$id]=$!
     cluster_track $!
   done
