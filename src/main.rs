@@ -30,7 +30,7 @@ enum Command {
     Server(server::ServerArgs),
     /// Run a local cluster in one process: node i on 127.0.0.1:(7069+i), data in ./keel-data.
     Dev(server::DevArgs),
-    /// Create, list, describe and delete topics.
+    /// Create, list, describe, alter and delete topics.
     #[command(subcommand)]
     Topic(cli::topic::TopicCommand),
     /// Send one message per stdin line; print "<partition>\t<offset>" per line.
