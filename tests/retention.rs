@@ -49,6 +49,10 @@ async fn create(client: &Client, topic: &str, retention_bytes: u64) {
         retention_bytes: Some(retention_bytes as i64),
         ..TopicSettings::default()
     };
+    create_with(client, topic, settings).await;
+}
+
+async fn create_with(client: &Client, topic: &str, settings: TopicSettings) {
     let admin = Admin::new(client.clone());
     admin
         .create_topic_with_settings(topic, 1, Some(3), settings)
@@ -219,6 +223,45 @@ fn retention_deletes_whole_segments_and_consumers_start_at_the_log_start() {
                 other => panic!("a fetch below the log start answered {other:?}"),
             }
             assert!(Instant::now() < deadline);
+        }
+    });
+}
+
+/// Retention by age on a partition that went quiet: once its data is older than
+/// `retention.ms`, every replica deletes all of it (the leader rolls its active segment; the
+/// followers, whose segments end elsewhere, drop theirs up to the commands after the log
+/// start), and the log start reaches the high watermark.
+#[test]
+fn a_quiet_partition_expires_on_every_replica() {
+    let cluster = small_segment_cluster(3);
+    let rt = runtime();
+    rt.block_on(async {
+        let client = cluster.client().await;
+        let settings = TopicSettings {
+            retention_ms: Some(2_000),
+            segment_ms: Some(1_000),
+            ..TopicSettings::default()
+        };
+        create_with(&client, "quiet", settings).await;
+        let acked = produce(&client, "quiet", 3 * MIB / MESSAGE_BYTES as u64).await;
+        let high_watermark = acked.keys().last().unwrap() + 1;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let held: Vec<u64> = (1..=3)
+                .map(|node| segment_blocks_bytes(&cluster, node, 1))
+                .collect();
+            let log_start = log_start_offset(&client, "quiet").await;
+            // What is left is at most the empty active segment and the small one holding the
+            // last commands.
+            if log_start == high_watermark && held.iter().all(|&bytes| bytes <= 256 * 1024) {
+                eprintln!("after expiry: segment bytes held per node {held:?}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "log start {log_start} of {high_watermark}, held {held:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     });
 }

@@ -348,6 +348,16 @@ impl GroupDir {
             // An install that stopped between its snapshot and its log reset left a log that
             // disagrees with the snapshot (or ends before it): finish it.
             let through = snapshot.meta.last_included_index;
+            if log.first_index() > through + 1 {
+                return Err(StorageError::Corruption {
+                    path: self.log_dir(),
+                    offset: 0,
+                    reason: format!(
+                        "the log starts at {} after a snapshot through {through}: entries are missing",
+                        log.first_index()
+                    ),
+                });
+            }
             let agrees = log.last_index() >= through
                 && (through < log.first_index()
                     || log.term_at(through).ok() == Some(snapshot.meta.last_included_term));

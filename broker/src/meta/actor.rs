@@ -39,6 +39,10 @@ pub struct MetaHandle {
 /// of it (the node implements it).
 pub trait MetaHost: GroupHost {
     fn carry_out(&self, effect: MetaEffect);
+    /// After a restart from a snapshot: removes the data of groups the map no longer places on
+    /// this node (a topic deleted before the snapshot whose removal a crash interrupted: the
+    /// delete is not in the log any more to be replayed).
+    fn remove_unplaced_groups(&self, map: &MetaState);
 }
 
 struct MetaMachine {
@@ -172,6 +176,7 @@ pub async fn run(
     // A restart from a snapshot: the map as of it, and the replicas it places here.
     if let Some(snapshot) = group.node.snapshot().cloned() {
         machine.restore_map(&snapshot);
+        host.remove_unplaced_groups(&machine.state.borrow());
     }
     actor::run(group, inbox, machine, host.tick(), campaign_at_start).await;
 }

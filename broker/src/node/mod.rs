@@ -544,6 +544,38 @@ impl crate::meta::actor::MetaHost for NodeContext {
             MetaEffect::StopPartitions(topic) => self.stop_partitions(&topic),
         }
     }
+
+    fn remove_unplaced_groups(&self, map: &crate::meta::MetaState) {
+        let me = self.node_id();
+        let placed: std::collections::BTreeSet<GroupId> = map
+            .groups_of(me)
+            .into_iter()
+            .map(|(group, ..)| group)
+            .collect();
+        let groups = self.shared.config.data_dir.join("groups");
+        let Ok(entries) = std::fs::read_dir(&groups) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(group) = name.to_str().and_then(|name| name.parse::<GroupId>().ok()) else {
+                continue;
+            };
+            // Group 0 is this group; ids from `next_group` on may be created by the log after
+            // the snapshot, whose replay has not happened yet.
+            if group == crate::meta::META_GROUP
+                || group >= map.next_group
+                || placed.contains(&group)
+            {
+                continue;
+            }
+            tracing::info!(
+                group,
+                "removing the data of a group the map no longer places here"
+            );
+            self.remove_deleted_replica(group);
+        }
+    }
 }
 
 pub(crate) fn group_dir(config: &NodeConfig, group: GroupId) -> PathBuf {

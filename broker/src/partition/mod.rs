@@ -503,6 +503,7 @@ fn fault_ack_before_commit() -> bool {
 /// picks a new log start by the topic's retention (retention.rs) and proposes it.
 fn apply_retention(group: &mut RaftGroup, state: &mut PartitionState) {
     publish_log_gauges(group, state);
+    persist_compaction(group, state);
     let Some(config) = state.host.topic_config(&state.topic) else {
         return; // the topic is being deleted
     };
@@ -624,35 +625,87 @@ fn newest_append_time_ms(log: &keel_storage::Log, span: &keel_storage::SegmentSp
 
 /// An applied `SetLogStart` asked this replica to compact through `through`: the snapshot there
 /// is the previous one with the entries up to `through` folded in (read from the log before they
-/// go), then the whole segments it covers are deleted.
+/// go), then the whole segments it covers are deleted ([`persist_compaction`]).
+///
+/// When this replica's segment holding `through` holds nothing but commands and no-ops after
+/// it (a quiet partition: the `SetLogStart` itself, a no-op), the snapshot goes to that
+/// segment's end instead, so the segment can go too: the log start offset is the same (no batch
+/// lies between), and without it a follower, whose segments end elsewhere than the leader's,
+/// would keep expired data for as long as the partition stays quiet.
 fn compact(group: &mut RaftGroup, state: &mut PartitionState, through: Index) {
-    let previous = match group.node.snapshot() {
-        Some(snapshot) => Applied::decode(&snapshot.data).unwrap_or_else(|| {
-            fatal_message(&format!(
-                "group {}: the snapshot through {} does not decode",
-                group.group, snapshot.meta.last_included_index
-            ))
-        }),
-        None => Applied::default(),
-    };
-    if previous.applied_index >= through {
-        return; // an installed snapshot covers it already
-    }
-    let folded = fold_log(group.node.storage().log(), previous, through);
-    let log_start_offset = folded.log_start_offset;
-    let snapshot = match group.node.compact(through, folded.encode()) {
-        Ok(snapshot) => snapshot,
-        Err(error) => {
+    let previous = core_snapshot(group).unwrap_or_default();
+    if previous.applied_index < through {
+        let log = group.node.storage().log();
+        let through = through_segment_end(log, through, group.node.applied_index());
+        let folded = tokio::task::block_in_place(|| fold_log(log, previous, through));
+        if let Err(error) = group.node.compact(through, folded.encode()) {
+            // An install in progress: its snapshot replaces the state instead.
             tracing::debug!(group = group.group, through, %error, "no compaction");
-            return;
         }
+    }
+    persist_compaction(group, state);
+}
+
+/// The core's latest snapshot (taken or installed), decoded.
+fn core_snapshot(group: &RaftGroup) -> Option<Applied> {
+    let snapshot = group.node.snapshot()?;
+    let applied = Applied::decode(&snapshot.data).unwrap_or_else(|| {
+        fatal_message(&format!(
+            "group {}: the snapshot through {} does not decode",
+            group.group, snapshot.meta.last_included_index
+        ))
+    });
+    Some(applied)
+}
+
+/// `through`, or the last index of this replica's segment holding it when everything after
+/// `through` there is applied and is no Data entry.
+fn through_segment_end(log: &keel_storage::Log, through: Index, applied_index: Index) -> Index {
+    let Some(span) = log
+        .segment_spans()
+        .into_iter()
+        .find(|span| span.base_index <= through && through <= span.last_index)
+    else {
+        return through;
+    };
+    if span.last_index == through || span.last_index > applied_index {
+        return through;
+    }
+    let only_commands = log
+        .read(through + 1, span.last_index + 1, u64::MAX)
+        .unwrap_or_else(|error| fatal_storage_error("reading for retention", &error))
+        .iter()
+        .all(|entry| entry.kind != EntryKind::Data.as_u8());
+    if only_commands {
+        span.last_index
+    } else {
+        through
+    }
+}
+
+/// Makes the core's latest snapshot this replica's log start, if it is not yet: writes it
+/// durably, deletes the whole segments it covers, and only then moves the log start. A failure
+/// to write it (a full disk) keeps every segment and the old log start, and is retried once a
+/// second (`apply_retention`); so the log start a replica reports is always one a restart
+/// finds on disk, and never moves backwards.
+fn persist_compaction(group: &mut RaftGroup, state: &mut PartitionState) {
+    let Some(snapshot) = group.node.snapshot().cloned() else {
+        return;
+    };
+    let through = snapshot.meta.last_included_index;
+    if through <= state.machine.log_start_index() {
+        return; // persisted already, or installed (the restore moved the log start)
+    }
+    let Some(applied) = Applied::decode(&snapshot.data) else {
+        fatal_message(&format!(
+            "group {}: the snapshot through {through} does not decode",
+            group.group
+        ));
     };
     let storage = group.node.storage_mut();
     let written = tokio::task::block_in_place(|| storage.write_snapshot_file(&snapshot));
     if let Err(error) = written {
-        // The core keeps the snapshot in memory (a later compaction folds from it) and the log
-        // keeps every entry: nothing is lost, the disk is only not freed yet.
-        tracing::warn!(group = group.group, through, %error, "cannot write a snapshot; segments kept");
+        tracing::warn!(group = group.group, through, %error, "cannot write a snapshot; segments kept, retried");
         return;
     }
     let segments_before = storage.log().segment_spans().len();
@@ -664,13 +717,13 @@ fn compact(group: &mut RaftGroup, state: &mut PartitionState, through: Index) {
         Err(error) => fatal_storage_error("deleting segments", &error),
     }
     let deleted = segments_before.saturating_sub(storage.log().segment_spans().len());
-    state.machine.compacted(through, log_start_offset);
+    state.machine.compacted(through, applied.log_start_offset);
     metrics::counter!("keel_partition_retention_deleted_segments_total", "group" => state.group_label.clone())
         .increment(deleted as u64);
     tracing::debug!(
         group = group.group,
         through,
-        log_start_offset,
+        log_start_offset = applied.log_start_offset,
         deleted,
         "log compacted"
     );
@@ -689,7 +742,12 @@ fn fold_log(log: &keel_storage::Log, previous: Applied, through: Index) -> Appli
             .map(|stored| Entry {
                 index: stored.index,
                 term: stored.term,
-                kind: EntryKind::from_u8(stored.kind).unwrap_or(EntryKind::NoOp),
+                kind: EntryKind::from_u8(stored.kind).unwrap_or_else(|| {
+                    fatal_message(&format!(
+                        "entry {} has kind {}, which no version of Keel writes",
+                        stored.index, stored.kind
+                    ))
+                }),
                 payload: stored.payload,
             })
             .collect();

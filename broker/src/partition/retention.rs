@@ -60,20 +60,30 @@ pub fn pick_log_start(
         let over_size = config.retention_bytes.is_some_and(|retention_bytes| {
             remaining_bytes.saturating_sub(span.bytes) >= retention_bytes
         });
-        let expired = !over_size
-            && config.retention_ms.is_some_and(|retention_ms| {
-                newest_append_time_ms(span).is_none_or(|newest| {
+        // A segment without data (commands, no-ops: a quiet partition's last `SetLogStart`)
+        // goes by age only together with a later one that holds data: alone, deleting it would
+        // only append another command to delete, once a second, forever.
+        let (deletable, counts) = if over_size {
+            (true, true)
+        } else {
+            let newest = newest_append_time_ms(span);
+            let expired = config.retention_ms.is_some_and(|retention_ms| {
+                newest.is_none_or(|newest| {
                     now_ms.saturating_sub(newest) > i64::try_from(retention_ms).unwrap_or(i64::MAX)
                 })
             });
-        if !expired && !over_size {
+            (expired, newest.is_some())
+        };
+        if !deletable {
             break;
         }
         remaining_bytes -= span.bytes;
-        decision = Some(LogStartDecision {
-            through: span.last_index,
-            roll_active: Some(*span) == active,
-        });
+        if counts {
+            decision = Some(LogStartDecision {
+                through: span.last_index,
+                roll_active: Some(*span) == active,
+            });
+        }
     }
     debug_assert!(decision.is_none_or(|decision| decision.through <= applied_index));
     decision
@@ -191,6 +201,29 @@ mod tests {
         // Not applied to its end: the active segment stays, whole.
         let decision = pick(1049, 0, &config(None, Some(1)), 1_000_000);
         assert_eq!(decision.map(|decision| decision.through), Some(1000));
+    }
+
+    #[test]
+    fn a_segment_without_data_is_never_the_last_one_deleted() {
+        let spans = [
+            SegmentSpan {
+                base_index: 1,
+                last_index: 10,
+                bytes: MB,
+            },
+            SegmentSpan {
+                base_index: 11,
+                last_index: 11,
+                bytes: 100,
+            },
+        ];
+        let newest = |span: &SegmentSpan| (span.base_index == 1).then_some(0);
+        let by_age = config(None, Some(1));
+        // The data segment goes; the command segment after it stays, though "expired".
+        let decision = pick_log_start(&spans, newest, 11, 0, &by_age, 1_000);
+        assert_eq!(decision.map(|decision| decision.through), Some(10));
+        // Once the data is gone, the command segment alone is no reason to compact.
+        assert_eq!(pick_log_start(&spans, newest, 11, 10, &by_age, 1_000), None);
     }
 
     #[test]
