@@ -635,9 +635,13 @@ fn newest_append_time_ms(log: &keel_storage::Log, span: &keel_storage::SegmentSp
 fn compact(group: &mut RaftGroup, state: &mut PartitionState, through: Index) {
     let previous = core_snapshot(group).unwrap_or_default();
     if previous.applied_index < through {
-        let log = group.node.storage().log();
-        let through = through_segment_end(log, through, group.node.applied_index());
-        let folded = tokio::task::block_in_place(|| fold_log(log, previous, through));
+        let through = through_segment_end(
+            group.node.storage().log(),
+            through,
+            group.node.applied_index(),
+        );
+        let storage = group.node.storage();
+        let folded = tokio::task::block_in_place(|| fold_log(storage, previous, through));
         if let Err(error) = group.node.compact(through, folded.encode()) {
             // An install in progress: its snapshot replaces the state instead.
             tracing::debug!(group = group.group, through, %error, "no compaction");
@@ -729,28 +733,13 @@ fn persist_compaction(group: &mut RaftGroup, state: &mut PartitionState) {
     );
 }
 
-/// `previous` with the log's entries after it, up to `through`, folded in.
-fn fold_log(log: &keel_storage::Log, previous: Applied, through: Index) -> Applied {
+/// `previous` with the log's entries after it, up to `through`, folded in. They are committed,
+/// so the log hands them out in place.
+fn fold_log(log: &StorageLog, previous: Applied, through: Index) -> Applied {
     let mut folded = previous;
     let mut next = folded.applied_index + 1;
     while next <= through {
-        let stored = log
-            .read(next, through + 1, FOLD_READ_BYTES)
-            .unwrap_or_else(|error| fatal_storage_error("reading entries to fold", &error));
-        let entries: Vec<Entry> = stored
-            .into_iter()
-            .map(|stored| Entry {
-                index: stored.index,
-                term: stored.term,
-                kind: EntryKind::from_u8(stored.kind).unwrap_or_else(|| {
-                    fatal_message(&format!(
-                        "entry {} has kind {}, which no version of Keel writes",
-                        stored.index, stored.kind
-                    ))
-                }),
-                payload: stored.payload,
-            })
-            .collect();
+        let entries = keel_raft::RaftLog::entries(log, next, through + 1, FOLD_READ_BYTES);
         let Some(last) = entries.last().map(|entry| entry.index) else {
             fatal_message(&format!("entries {next}..={through} to fold are missing"));
         };
