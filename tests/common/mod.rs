@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod acked;
+pub mod loopfs;
 pub mod raw;
 
 use std::net::UdpSocket;
