@@ -46,7 +46,7 @@ pub struct ServerArgs {
     #[arg(long)]
     require_client_cert: bool,
     /// A TOML file with settings (flags win): fsync, segment_bytes, max_message_bytes,
-    /// max_record_batch_bytes, max_request_bytes.
+    /// max_record_batch_bytes, max_request_bytes, min_free_bytes.
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -84,6 +84,7 @@ struct FileConfig {
     max_message_bytes: Option<u64>,
     max_record_batch_bytes: Option<u64>,
     max_request_bytes: Option<u64>,
+    min_free_bytes: Option<u64>,
 }
 
 pub fn run_server(args: &ServerArgs) -> anyhow::Result<()> {
@@ -114,6 +115,7 @@ pub fn run_server(args: &ServerArgs) -> anyhow::Result<()> {
     if let Some(bytes) = file.segment_bytes {
         config.segment_bytes = bytes;
     }
+    config.min_free_bytes = file.min_free_bytes;
     if let Some(bytes) = file.max_message_bytes {
         config.limits.max_message_bytes = bytes;
     }

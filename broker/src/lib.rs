@@ -10,11 +10,13 @@
 //!   fdatasync ordering rules (`pipeline.rs`), the actor loop (`actor.rs`), the segment log as the
 //!   driver's disk (`storage_log.rs`), membership reconciliation (`replace.rs`).
 //! - [`transport`]: the QUIC endpoint, peer links and TLS material.
+//! - [`disk`]: the data directory's free space and the line below which new data is refused.
 //! - [`limits`]: every capacity, deadline and cap, with its reason.
 //!
 //! The broker uses keel-raft, keel-storage and keel-wire; nothing here is used by the SDK.
 
 pub mod api;
+pub mod disk;
 pub mod group;
 pub mod limits;
 pub mod meta;

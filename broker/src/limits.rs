@@ -130,6 +130,9 @@ pub const GROUP_INBOX_CAPACITY: usize = 4096;
 pub const CONTROL_CHANNEL_CAPACITY: usize = 1024;
 /// How often a node tries again to open a replica it holds offline (node/mod.rs).
 pub const OFFLINE_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often a node samples the free space under its data directory (disk.rs): a producer
+/// filling the disk at a few hundred MB/s crosses at most that much of the reserve unnoticed.
+pub const DISK_SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Ticks between two membership reconciliations (and member-state reports): 200 ms at the
 /// default tick. Changes wait for commits anyway; polling faster only burns CPU.
@@ -138,6 +141,9 @@ pub const RECONCILE_EVERY_TICKS: u64 = 10;
 /// tick), and between two attempts: a freshly restarted preferred replica gets time to catch up,
 /// and a transfer that keeps failing (a paused node) costs little availability.
 pub const REBALANCE_EVERY_TICKS: u64 = 250;
+/// Ticks between a leader's handovers because its node cannot take data (1 s): long enough for a
+/// transfer to finish or be abandoned, short enough that produce moves off a full disk at once.
+pub const FULL_DISK_HANDOVER_EVERY_TICKS: u64 = 50;
 /// Ticks a shutdown waits for a handover beyond the election timeout: the core abandons a
 /// transfer after an election timeout, so waiting longer gains nothing.
 pub const HANDOVER_SLACK_TICKS: u32 = 2;

@@ -16,8 +16,8 @@ use crate::group::{
     decode_coalesced, decode_messages, PeerBatch, Peers, RaftGroup, COALESCED_BASE,
 };
 use crate::limits::{
-    CONTROL_CHANNEL_CAPACITY, GROUP_INBOX_CAPACITY, GROUP_SHUTDOWN_TIMEOUT, OFFLINE_RETRY_INTERVAL,
-    TRANSPORT_DRAIN_TIMEOUT,
+    CONTROL_CHANNEL_CAPACITY, DISK_SAMPLE_INTERVAL, GROUP_INBOX_CAPACITY, GROUP_SHUTDOWN_TIMEOUT,
+    OFFLINE_RETRY_INTERVAL, TRANSPORT_DRAIN_TIMEOUT,
 };
 use crate::meta::actor::{MetaHandle, MetaInput};
 use crate::meta::{MetaState, NodeInfo, META_GROUP};
@@ -68,6 +68,15 @@ impl RunningNode {
             }
         }
         let peers = Arc::new(peers);
+        let disk = crate::disk::DiskSpace::new(&config.data_dir, config.min_free_bytes).map_err(
+            |error| NodeError::Invalid(format!("data dir {}: {error}", config.data_dir.display())),
+        )?;
+        tracing::info!(
+            available_bytes = disk.available_bytes(),
+            min_free_bytes = disk.min_free_bytes(),
+            "free space under the data directory"
+        );
+        let disk = Arc::new(disk);
         let shared = Arc::new(Shared {
             node_id: config.node_id,
             incarnation: identity.incarnation,
@@ -76,6 +85,7 @@ impl RunningNode {
             routes: Mutex::new(HashMap::new()),
             meta_state: Mutex::new(None),
             reports: Arc::new(Reports::default()),
+            disk: disk.clone(),
         });
         let context = NodeContext {
             shared: shared.clone(),
@@ -103,6 +113,7 @@ impl RunningNode {
             control_sender,
         ))];
         tasks.push(tokio::spawn(flush_heartbeats(peers.clone(), config.tick)));
+        tasks.push(tokio::spawn(sample_free_space(disk)));
         let founding = Founding::new(&config.data_dir, me.clone(), config.founders.clone());
         let founders = founding
             .run(
@@ -290,6 +301,16 @@ async fn retry_offline_replicas(context: NodeContext) {
         if !context.offline_replicas().is_empty() {
             context.retry_offline_replicas();
         }
+    }
+}
+
+/// Every [`DISK_SAMPLE_INTERVAL`], the free space under the data directory (disk.rs).
+async fn sample_free_space(disk: Arc<crate::disk::DiskSpace>) {
+    let mut ticker = tokio::time::interval(DISK_SAMPLE_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        tokio::task::block_in_place(|| disk.refresh());
     }
 }
 

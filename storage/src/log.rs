@@ -324,7 +324,9 @@ impl Log {
     fn fail_unless_retriable<T>(&mut self, result: Result<T>) -> Result<T> {
         match result {
             Err(error) if error.is_retriable() => {
-                tracing::warn!(dir = %self.dir.display(), %error, "cannot reserve disk for an append");
+                // Debug: a caller retrying on a full disk would repeat this many times a second;
+                // the broker logs when its writes stall and when they land again.
+                tracing::debug!(dir = %self.dir.display(), %error, "cannot reserve disk for an append");
                 Err(error)
             }
             other => self.poison(other),

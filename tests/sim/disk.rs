@@ -10,7 +10,7 @@
 //! entries (an append rewrites the partly filled page they share): the node then lost entries
 //! it acknowledged, which the surviving later entry makes detectable.
 
-use keel_broker::group::driver::DriverLog;
+use keel_broker::group::driver::{DriverLog, WriteRefused};
 use keel_raft::{Entry, HardState, Index, MemoryLog, RaftLog, Snapshot, Term};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -132,8 +132,9 @@ impl SimDisk {
 impl DriverLog for SimDisk {
     type SyncDone = ();
 
-    fn store_hard_state(&mut self, hard_state: HardState) {
+    fn store_hard_state(&mut self, hard_state: HardState) -> Result<(), WriteRefused> {
         self.hard_state = hard_state;
+        Ok(())
     }
 
     fn truncate_suffix(&mut self, from: Index) {
@@ -149,7 +150,7 @@ impl DriverLog for SimDisk {
         }
     }
 
-    fn append(&mut self, entries: &[Entry]) {
+    fn append(&mut self, entries: &[Entry]) -> Result<(), WriteRefused> {
         // Entries a snapshot taken meanwhile already covers are not written; the rest must
         // continue the log (asserted).
         let first_new = entries
@@ -161,6 +162,7 @@ impl DriverLog for SimDisk {
             .all(|entry| entry.index < self.log.first_index()
                 || self.log.term(entry.index) == Some(entry.term)));
         self.log.append(&entries[first_new..]);
+        Ok(())
     }
 
     fn begin_sync(&mut self) -> bool {

@@ -447,9 +447,10 @@ pub enum ErrorCode {
     UnsupportedVersion,
     #[error("unknown node")]
     UnknownNode,
-    /// The leader's disk is full. Not retriable: it does not clear by itself until retention
-    /// (later) or an operator frees space.
-    #[error("disk full")]
+    /// The leader's node is below its free-space line and takes no new data. Retriable: it clears
+    /// when retention or an operator frees space, or when leadership moves to a replica whose
+    /// disk has room.
+    #[error("disk full: the partition's leader has no room for new data")]
     DiskFull,
     #[error("not authorized")]
     NotAuthorized,
@@ -470,7 +471,8 @@ impl ErrorCode {
             ErrorCode::NotLeader { .. }
             | ErrorCode::Overloaded
             | ErrorCode::Unavailable
-            | ErrorCode::Timeout => true,
+            | ErrorCode::Timeout
+            | ErrorCode::DiskFull => true,
             ErrorCode::UnknownTopic
             | ErrorCode::TopicAlreadyExists
             | ErrorCode::InvalidTopicName
@@ -487,7 +489,6 @@ impl ErrorCode {
             | ErrorCode::Malformed
             | ErrorCode::UnsupportedVersion
             | ErrorCode::UnknownNode
-            | ErrorCode::DiskFull
             | ErrorCode::NotAuthorized
             | ErrorCode::Internal
             | ErrorCode::UnsupportedForMessageFormat => false,
@@ -509,6 +510,7 @@ mod tests {
             ErrorCode::Overloaded,
             ErrorCode::Unavailable,
             ErrorCode::Timeout,
+            ErrorCode::DiskFull,
         ];
         for code in retriable {
             assert!(code.is_retriable(), "{code:?}");
@@ -529,7 +531,6 @@ mod tests {
                 expected_sequence: 3,
             },
             ErrorCode::CorruptBatch,
-            ErrorCode::DiskFull,
         ];
         for code in fatal {
             assert!(!code.is_retriable(), "{code:?}");

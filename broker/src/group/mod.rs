@@ -30,7 +30,10 @@ use bytes::Bytes;
 use crate::group::driver::{GroupDriver, Machine, Network};
 use crate::group::replace::{member_state, next_change, MemberState};
 use crate::group::storage_log::{fatal_storage_error, StorageLog, SyncDone};
-use crate::limits::{HANDOVER_SLACK_TICKS, REBALANCE_EVERY_TICKS, RECONCILE_EVERY_TICKS};
+use crate::limits::{
+    FULL_DISK_HANDOVER_EVERY_TICKS, HANDOVER_SLACK_TICKS, REBALANCE_EVERY_TICKS,
+    RECONCILE_EVERY_TICKS,
+};
 use crate::transport::{GroupId, NodeId, PeerSender};
 use keel_raft::{Incarnation, Message, MessageBody, PeerMessages, RaftNode, Role};
 
@@ -218,6 +221,8 @@ pub trait GroupHost: Send + Sync + 'static {
     /// Topic `topic`'s settings as this node's copy of group 0's map holds them (partitions read
     /// their retention here); `None` once the topic is gone.
     fn topic_config(&self, topic: &str) -> Option<crate::meta::TopicConfig>;
+    /// The free space under the data directory: below its line partitions take no new data.
+    fn disk(&self) -> Arc<crate::disk::DiskSpace>;
 }
 
 /// The host, shared by every group of a node.
@@ -241,6 +246,12 @@ pub struct RaftGroup {
     leader_since: u64,
     was_leader: bool,
     reported: Option<MemberState>,
+    /// A tick passed: writes the disk refused are offered again in the next `process`.
+    retry_due: bool,
+    /// Whether the driver held writes the disk refused, as last logged.
+    stalled: bool,
+    /// The tick of the last handover because this node cannot take data.
+    full_disk_handover_at: Option<u64>,
 }
 
 impl RaftGroup {
@@ -272,6 +283,9 @@ impl RaftGroup {
             ticks: 0,
             leader_since: 0,
             reported: None,
+            retry_due: false,
+            stalled: false,
+            full_disk_handover_at: None,
         };
         group.report_member_state();
         group
@@ -290,8 +304,17 @@ impl RaftGroup {
             peers: &self.peers,
             group: self.group,
         };
+        if std::mem::take(&mut self.retry_due) && self.driver.is_stalled() {
+            self.driver
+                .retry_writes(&mut self.node, &mut network, machine);
+        }
         self.driver.process(&mut self.node, &mut network, machine);
         self.notice_leadership();
+    }
+
+    /// Whether writes the disk refused are waiting: such a replica acknowledges nothing new.
+    pub fn is_stalled(&self) -> bool {
+        self.driver.is_stalled()
     }
 
     /// Whether a sync is running (the actor loop then also waits on [`RaftGroup::sync_finished`]).
@@ -323,6 +346,45 @@ impl RaftGroup {
             self.leader_since = self.ticks;
         }
         self.was_leader = is_leader;
+        self.node.storage_mut().set_leading(is_leader);
+        let stalled = self.driver.is_stalled();
+        if stalled != self.stalled {
+            self.stalled = stalled;
+            if stalled {
+                tracing::warn!(
+                    group = self.group,
+                    "the disk refused a write: this replica acknowledges nothing new until it has room"
+                );
+            } else {
+                tracing::info!(group = self.group, "writes landed again");
+            }
+            metrics::gauge!("keel_raft_writes_stalled", "group" => self.group_label.clone())
+                .set(if stalled { 1.0 } else { 0.0 });
+        }
+    }
+
+    /// A leader on a node that cannot take data (below its free-space line, or with writes the
+    /// disk refused) hands leadership to the most caught-up voter, so the others keep the
+    /// partition writable; at most once per [`FULL_DISK_HANDOVER_EVERY_TICKS`], so a cluster
+    /// whose disks are all full does not pass leadership round for nothing.
+    fn hand_over_if_disk_full(&mut self) {
+        if self.node.role() != Role::Leader
+            || self.node.transfer_target().is_some()
+            || !(self.driver.is_stalled() || self.node.storage().below_free_space_line())
+            || self.ticks.saturating_sub(self.leader_since) < FULL_DISK_HANDOVER_EVERY_TICKS
+            || self
+                .full_disk_handover_at
+                .is_some_and(|at| self.ticks.saturating_sub(at) < FULL_DISK_HANDOVER_EVERY_TICKS)
+        {
+            return;
+        }
+        self.full_disk_handover_at = Some(self.ticks);
+        if self.hand_over_leadership() {
+            tracing::warn!(
+                group = self.group,
+                "this node cannot take data: handing leadership to a replica that may"
+            );
+        }
     }
 
     /// One tick of logical time. Under `interval` fsync an idle log also gets its last writes
@@ -330,7 +392,9 @@ impl RaftGroup {
     pub fn tick(&mut self) {
         self.node.tick();
         self.ticks += 1;
+        self.retry_due = true;
         self.report_member_state();
+        self.hand_over_if_disk_full();
         if self.ticks % RECONCILE_EVERY_TICKS == 0 {
             self.reconcile_membership();
         }

@@ -22,7 +22,8 @@ use keel_raft::{Entry, EntryKind, HardState, Index, RaftLog, Snapshot, Term};
 use keel_storage::{Entry as StorageEntry, PendingSync};
 use tokio::task::JoinHandle;
 
-use crate::group::driver::DriverLog;
+use crate::disk::DiskSpace;
+use crate::group::driver::{DriverLog, WriteRefused};
 
 const ABSTAIN_FILE_NAME: &str = "abstain";
 const ABSTAIN_MAGIC: [u8; 4] = *b"KABS";
@@ -40,6 +41,18 @@ pub struct StorageLog {
     offset_key: Option<OffsetKeyFn>,
     /// The fdatasync running on the blocking pool, if any.
     sync_task: Option<SyncTask>,
+    /// Partition groups: the node's free space, below whose line a follower refuses data
+    /// entries (disk.rs). `None` for group 0, which writes into the reserve.
+    data_guard: Option<DataGuard>,
+}
+
+/// What a partition's log checks before taking data entries.
+struct DataGuard {
+    disk: std::sync::Arc<DiskSpace>,
+    /// A leader takes what it proposed (its produce path refuses new data below the line, and
+    /// what it already proposed is bounded by its uncommitted limit), so its control entries
+    /// never queue behind refused data of its own.
+    leading: bool,
 }
 
 /// An fdatasync on the blocking pool; it hands the sync back with its result.
@@ -53,6 +66,45 @@ impl StorageLog {
             dir,
             offset_key: None,
             sync_task: None,
+            data_guard: None,
+        }
+    }
+
+    /// A partition's log: data entries wait while the node is below its free-space line, unless
+    /// this replica leads (see [`DataGuard`]).
+    pub fn guard_data(&mut self, disk: std::sync::Arc<DiskSpace>) {
+        self.data_guard = Some(DataGuard {
+            disk,
+            leading: false,
+        });
+    }
+
+    /// Whether this replica leads its group (the data guard lets a leader's entries through).
+    pub fn set_leading(&mut self, leading: bool) {
+        if let Some(guard) = &mut self.data_guard {
+            guard.leading = leading;
+        }
+    }
+
+    fn refuses_data(&self, entries: &[Entry]) -> bool {
+        self.data_guard.as_ref().is_some_and(|guard| {
+            !guard.leading
+                && !guard.disk.accepts_data()
+                && entries.iter().any(|entry| entry.kind == EntryKind::Data)
+        })
+    }
+
+    /// Whether this is a partition's log on a node below its free-space line: its leader should
+    /// hand over to a replica that can take data.
+    pub fn below_free_space_line(&self) -> bool {
+        self.data_guard
+            .as_ref()
+            .is_some_and(|guard| !guard.disk.accepts_data())
+    }
+
+    fn note_full(&self) {
+        if let Some(guard) = &self.data_guard {
+            guard.disk.note_full();
         }
     }
 
@@ -117,9 +169,15 @@ impl DriverLog for StorageLog {
         self.set_committed(index);
     }
 
-    fn store_hard_state(&mut self, hard_state: HardState) {
-        tokio::task::block_in_place(|| self.dir.store_hard_state(hard_state))
-            .unwrap_or_else(|error| fatal_storage_error("storing hard state", &error));
+    fn store_hard_state(&mut self, hard_state: HardState) -> Result<(), WriteRefused> {
+        match tokio::task::block_in_place(|| self.dir.store_hard_state(hard_state)) {
+            Ok(()) => Ok(()),
+            Err(error) if error.is_retriable() => {
+                tracing::warn!(%error, "hard state not stored: the disk is full");
+                Err(WriteRefused)
+            }
+            Err(error) => fatal_storage_error("storing hard state", &error),
+        }
     }
 
     fn truncate_suffix(&mut self, from: Index) {
@@ -130,7 +188,10 @@ impl DriverLog for StorageLog {
         }
     }
 
-    fn append(&mut self, entries: &[Entry]) {
+    fn append(&mut self, entries: &[Entry]) -> Result<(), WriteRefused> {
+        if self.refuses_data(entries) {
+            return Err(WriteRefused);
+        }
         let offset_key = self.offset_key;
         let entries: Vec<StorageEntry<'_>> = entries
             .iter()
@@ -150,7 +211,15 @@ impl DriverLog for StorageLog {
         } else {
             tokio::task::block_in_place(|| self.log.append(&entries))
         };
-        appended.unwrap_or_else(|error| fatal_storage_error("appending to the log", &error));
+        match appended {
+            Ok(()) => Ok(()),
+            // Nothing was written (the disk is reserved before every write): offered again later.
+            Err(error) if error.is_retriable() => {
+                self.note_full();
+                Err(WriteRefused)
+            }
+            Err(error) => fatal_storage_error("appending to the log", &error),
+        }
     }
 
     fn begin_sync(&mut self) -> bool {

@@ -47,6 +47,9 @@ pub struct NodeConfig {
     pub limits: Limits,
     pub tick: Duration,
     pub segment_bytes: u64,
+    /// Free bytes below which the node takes no new data (disk.rs); `None`: 5% of the file
+    /// system, between 16 MiB and 1 GiB.
+    pub min_free_bytes: Option<u64>,
     /// `keel dev` knows every founder in advance and founds without discovery.
     pub founders: Option<Vec<NodeInfo>>,
 }
@@ -65,6 +68,7 @@ impl NodeConfig {
             limits: Limits::default(),
             tick: DEFAULT_TICK,
             segment_bytes: keel_storage::limits::DEFAULT_SEGMENT_BYTES,
+            min_free_bytes: None,
             founders: None,
         }
     }
@@ -130,6 +134,7 @@ pub(crate) struct Shared {
     pub(crate) routes: Mutex<HashMap<GroupId, Route>>,
     pub(crate) meta_state: Mutex<Option<watch::Receiver<MetaState>>>,
     pub(crate) reports: Arc<Reports>,
+    pub(crate) disk: Arc<crate::disk::DiskSpace>,
 }
 
 /// What groups need of their node; cheap to clone.
@@ -523,6 +528,10 @@ impl crate::group::GroupHost for NodeContext {
 
     fn peer_connected(&self, node: NodeId) -> bool {
         NodeContext::peer_connected(self, node)
+    }
+
+    fn disk(&self) -> Arc<crate::disk::DiskSpace> {
+        self.shared.disk.clone()
     }
 
     fn topic_config(&self, topic: &str) -> Option<crate::meta::TopicConfig> {

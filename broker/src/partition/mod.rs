@@ -242,13 +242,15 @@ impl GroupActor for PartitionState {
 
 /// Runs a partition group until it is shut down (group/actor.rs has the loop).
 pub async fn run(
-    group: RaftGroup,
+    mut group: RaftGroup,
     inbox: mpsc::Receiver<PartitionInput>,
     view: watch::Sender<PartitionView>,
     host: Host,
     topic: String,
     campaign_at_start: bool,
 ) {
+    // Below the node's free-space line this replica takes no new data (disk.rs).
+    group.node.storage_mut().guard_data(host.disk());
     // A replica with a snapshot starts from it; the log after it replays as it commits.
     let machine = match group.node.snapshot() {
         Some(snapshot) => PartitionMachine::restore(group.node.storage(), &snapshot.data)
@@ -325,6 +327,14 @@ fn produce(
     let node = &group.node;
     if node.role() != Role::Leader {
         let _ = reply.send(Err(state.not_leader(node.leader())));
+        return;
+    }
+    // Checked before proposing, so the space under the line stays for control entries and
+    // group 0, and this log never queues its own control entries behind data it cannot write.
+    // Retriable: retention or an operator frees space, or leadership moves to a replica with
+    // room (group/mod.rs).
+    if !state.host.disk().accepts_data() || group.is_stalled() {
+        let _ = reply.send(Err(ErrorCode::DiskFull));
         return;
     }
     let Some(identity) = BatchIdentity::of(entry::batch_of(&payload)) else {
