@@ -6,8 +6,10 @@
 //! group, the partitions' control entries (a new log start from retention), snapshots. So the
 //! space under the line is a reserve that keeps the node able to free space and to take part in
 //! consensus, and a full disk degrades instead of stopping the node. The free space is sampled
-//! once a second ([`DiskSpace::refresh`]); an append that meets ENOSPC anyway marks the disk
-//! full at once ([`DiskSpace::note_full`]).
+//! once a second ([`DiskSpace::refresh`]) and, in between, every append takes what it wrote off
+//! the sample ([`DiskSpace::note_written`]), so a fast producer cannot run through the reserve
+//! between two samples; an append that meets ENOSPC anyway marks the disk full at once
+//! ([`DiskSpace::note_full`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -78,6 +80,21 @@ impl DiskSpace {
         }
     }
 
+    /// An append wrote `bytes`: the free space is that much smaller until the next sample says
+    /// otherwise (segments take their disk in whole extents, so the sample may show less).
+    pub fn note_written(&self, bytes: u64) {
+        let before = self
+            .available_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |available| {
+                Some(available.saturating_sub(bytes))
+            })
+            .unwrap_or_else(|available| available);
+        let after = before.saturating_sub(bytes);
+        if after < self.min_free_bytes && before >= self.min_free_bytes {
+            self.cross_line(after);
+        }
+    }
+
     /// An append met ENOSPC: refuse data until a sample shows space again.
     pub fn note_full(&self) {
         if !self.refusing.swap(true, Ordering::Relaxed) {
@@ -89,21 +106,24 @@ impl DiskSpace {
     fn update(&self, available: u64) {
         self.available_bytes.store(available, Ordering::Relaxed);
         metrics::gauge!("keel_disk_available_bytes").set(available as f64);
-        let refusing = available < self.min_free_bytes;
-        let was = self.refusing.swap(refusing, Ordering::Relaxed);
-        if refusing != was {
-            if refusing {
-                tracing::warn!(
-                    path = %self.path.display(),
-                    available,
-                    min_free_bytes = self.min_free_bytes,
-                    "free space below the line: new data is refused until retention or an operator frees space"
-                );
-            } else {
-                tracing::info!(path = %self.path.display(), available, "free space back above the line: data is taken again");
-            }
+        if available < self.min_free_bytes {
+            self.cross_line(available);
+        } else if self.refusing.swap(false, Ordering::Relaxed) {
+            tracing::info!(path = %self.path.display(), available, "free space back above the line: data is taken again");
+            metrics::gauge!("keel_disk_full").set(0.0);
         }
-        metrics::gauge!("keel_disk_full").set(if refusing { 1.0 } else { 0.0 });
+    }
+
+    fn cross_line(&self, available: u64) {
+        if !self.refusing.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                path = %self.path.display(),
+                available,
+                min_free_bytes = self.min_free_bytes,
+                "free space below the line: new data is refused until retention or an operator frees space"
+            );
+            metrics::gauge!("keel_disk_full").set(1.0);
+        }
     }
 }
 
@@ -136,6 +156,15 @@ mod tests {
         assert!(!space.accepts_data(), "an ENOSPC refuses at once");
         space.refresh();
         assert!(space.accepts_data(), "a sample with space takes data again");
+        let line = space.available_bytes() / 2;
+        let space = DiskSpace::new(dir.path(), Some(line)).unwrap();
+        space.note_written(line / 2);
+        assert!(space.accepts_data(), "still above the line");
+        space.note_written(line);
+        assert!(
+            !space.accepts_data(),
+            "writes took it below the line before a sample"
+        );
         let huge = DiskSpace::new(dir.path(), Some(u64::MAX)).unwrap();
         assert!(!huge.accepts_data());
         assert!(huge.available_bytes() > 0);

@@ -459,7 +459,8 @@ impl Log {
             self.poison(synced)?;
         }
         if retriable {
-            tracing::warn!(dir = %self.dir.display(), %error, "cannot create a segment");
+            // Debug, as for a refused reservation: a caller retrying would repeat it.
+            tracing::debug!(dir = %self.dir.display(), %error, "cannot create a segment");
             Err(error)
         } else {
             self.poison(Err(error))

@@ -212,7 +212,13 @@ impl DriverLog for StorageLog {
             tokio::task::block_in_place(|| self.log.append(&entries))
         };
         match appended {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if let Some(guard) = &self.data_guard {
+                    let bytes = entries.iter().map(|entry| entry.payload.len() as u64).sum();
+                    guard.disk.note_written(bytes);
+                }
+                Ok(())
+            }
             // Nothing was written (the disk is reserved before every write): offered again later.
             Err(error) if error.is_retriable() => {
                 self.note_full();
