@@ -5,12 +5,14 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use keel_client::{Admin, Client, ConsumeError, Consumer, Producer, SeekTo};
+use keel_client::{Admin, Client, ConsumeError, Consumer, ConsumerConfig, Producer, SeekTo};
 use keel_storage::{Log, LogOptions};
 use keel_wire::messages::{Request, Response, TopicSettings};
 
@@ -53,9 +55,13 @@ async fn create(client: &Client, topic: &str, retention_bytes: u64) {
 }
 
 async fn create_with(client: &Client, topic: &str, settings: TopicSettings) {
+    create_replicated(client, topic, 3, settings).await;
+}
+
+async fn create_replicated(client: &Client, topic: &str, replicas: u16, settings: TopicSettings) {
     let admin = Admin::new(client.clone());
     admin
-        .create_topic_with_settings(topic, 1, Some(3), settings)
+        .create_topic_with_settings(topic, 1, Some(replicas), settings)
         .await
         .expect("create");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -224,6 +230,97 @@ fn retention_deletes_whole_segments_and_consumers_start_at_the_log_start() {
             }
             assert!(Instant::now() < deadline);
         }
+    });
+}
+
+/// A poll applies every fetch answer it collects, also those after one that failed: here one
+/// partition's `OffsetOutOfRange` and another partition's record arrive for the same poll, the
+/// error first. The record must still come back and that partition must still be fetched.
+/// keel-chaos seed 1104 lost two whole partitions from its final read this way: the consumer
+/// returned the error and dropped the answers behind it, leaving their partitions marked in
+/// flight, so they were never fetched again.
+#[test]
+fn an_out_of_range_answer_does_not_drop_the_other_answers_of_its_poll() {
+    let cluster = small_segment_cluster(1);
+    let rt = runtime();
+    rt.block_on(async {
+        let client = cluster.client().await;
+        let expiring = TopicSettings {
+            retention_ms: Some(2_000),
+            segment_ms: Some(1_000),
+            ..TopicSettings::default()
+        };
+        create_replicated(&client, "expired", 1, expiring).await;
+        create_replicated(&client, "live", 1, TopicSettings::default()).await;
+        produce(&client, "expired", 10).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while log_start_offset(&client, "expired").await == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "retention never moved the log start"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+
+        // A long poll wait, so that the fetch of "live" is still waiting for data when its
+        // record is produced, and so that a partition never fetched again shows as a timeout.
+        let mut consumer = Consumer::with_config(
+            client.clone(),
+            ConsumerConfig {
+                max_wait_ms: 5_000,
+                ..ConsumerConfig::default()
+            },
+        );
+        for topic in ["expired", "live"] {
+            consumer.assign(topic, &[0]).await.expect("assign");
+            consumer.seek(topic, 0, SeekTo::Offset(0));
+        }
+        // A poll dropped after its first step (poll is cancel-safe) leaves both fetches in
+        // flight: the one below the log start is answered at once, the other once "live" has
+        // a record. Both answers then wait for the next poll, the error first.
+        {
+            let mut poll = std::pin::pin!(consumer.poll());
+            let once = std::future::poll_fn(|cx| Poll::Ready(poll.as_mut().poll(cx))).await;
+            assert!(
+                once.is_pending(),
+                "a poll answered before any fetch could: {once:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let acked = produce(&client, "live", 1).await;
+        assert_eq!(acked.keys().copied().collect::<Vec<_>>(), [0]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        let mut live = Vec::new();
+        let mut out_of_range = false;
+        let deadline = Instant::now() + Duration::from_secs(12);
+        while live.is_empty() || !out_of_range {
+            assert!(
+                Instant::now() < deadline,
+                "out of range reported: {out_of_range}; \"live\" read: {live:?}"
+            );
+            match consumer.poll().await {
+                Ok(records) => live.extend(
+                    records
+                        .iter()
+                        .filter(|record| &*record.topic == "live")
+                        .map(|record| (record.offset, seq_of(record.value.as_deref().unwrap()))),
+                ),
+                Err(ConsumeError::OffsetOutOfRange {
+                    topic,
+                    partition,
+                    offset,
+                    log_start_offset,
+                }) => {
+                    assert_eq!((topic.as_str(), offset), ("expired", 0));
+                    out_of_range = true;
+                    consumer.seek(&topic, partition, SeekTo::Offset(log_start_offset));
+                }
+                Err(error) if error.is_retriable() => {}
+                Err(error) => panic!("consume failed: {error}"),
+            }
+        }
+        assert_eq!(live, [(0, 0)], "the record of \"live\", once");
     });
 }
 

@@ -280,16 +280,24 @@ impl Consumer {
                 ClientError::protocol("consumer", format!("fetch task failed: {reason}")).into();
             self.deferred_error.get_or_insert(error);
         }
+        // Every answer is applied before any error is returned: an answer left behind would
+        // keep its partition marked in flight, so it would never be fetched again and its
+        // records would be lost to this consumer.
         let mut records = Vec::new();
+        let mut first_error = None;
         for outcome in outcomes {
             if let Err(error) = self.take_outcome(outcome, &mut records) {
-                if records.is_empty() {
-                    return Err(error);
-                }
-                self.deferred_error.get_or_insert(error);
+                first_error.get_or_insert(error);
             }
         }
-        Ok(records)
+        match first_error {
+            Some(error) if records.is_empty() => Err(error),
+            Some(error) => {
+                self.deferred_error.get_or_insert(error);
+                Ok(records)
+            }
+            None => Ok(records),
+        }
     }
 
     /// Resolves Beginning/End positions from each partition's leader: a fetch that cannot wait

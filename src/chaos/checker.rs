@@ -41,6 +41,9 @@ pub struct Report {
     pub sent: u64,
     pub failed: u64,
     pub reads: u64,
+    /// Acknowledged messages below their partition's final log start: deleted by retention, so
+    /// neither lost nor checked.
+    pub expired: u64,
     /// Whether the final read reached every partition's high watermark.
     pub final_complete: bool,
     /// Faults started, per kind.
@@ -84,6 +87,9 @@ pub fn check(lines: &[Line]) -> Report {
     let mut acks: BTreeMap<MessageId, (TopicPartition, u64)> = BTreeMap::new();
     let mut reads: HashSet<(TopicPartition, u64, Stored)> = HashSet::new();
     let mut final_log: BTreeMap<TopicPartition, BTreeMap<u64, Stored>> = BTreeMap::new();
+    // Where each partition's log started when the final read reached it (0 unless retention
+    // deleted a prefix): offsets below it are gone by design and not judged.
+    let mut log_start: HashMap<TopicPartition, u64> = HashMap::new();
     for line in lines {
         match &line.event {
             Event::Send { id, .. } => {
@@ -121,6 +127,14 @@ pub fn check(lines: &[Line]) -> Report {
                     .insert(*offset, stored.clone());
             }
             Event::FinalDone { complete } => report.final_complete = *complete,
+            Event::LogStart {
+                topic,
+                partition,
+                offset,
+            } => {
+                let start = log_start.entry((topic.clone(), *partition)).or_default();
+                *start = (*start).max(*offset);
+            }
             Event::Start {
                 seed,
                 nodes,
@@ -139,9 +153,16 @@ pub fn check(lines: &[Line]) -> Report {
 
     // Where each message sits in the final log (every copy), and the log's shape.
     let mut copies: HashMap<MessageId, Vec<(TopicPartition, u64)>> = HashMap::new();
+    let floor = |tp: &TopicPartition| log_start.get(tp).copied().unwrap_or(0);
+    for (tp, log) in final_log.iter_mut() {
+        // A final read that met a moving log start may hold a few offsets below the last one
+        // it met; they are not judged either.
+        let start = floor(tp);
+        log.retain(|&offset, _| offset >= start);
+    }
     for (tp, log) in &final_log {
-        for (expected, (&offset, stored)) in log.iter().enumerate() {
-            if offset != expected as u64 {
+        for (expected, (&offset, stored)) in (floor(tp)..).zip(log.iter()) {
+            if offset != expected {
                 report.offset_gaps += 1;
                 report.example(format!(
                     "{}/{}: final log has offset {offset} where {expected} was expected",
@@ -179,6 +200,10 @@ pub fn check(lines: &[Line]) -> Report {
     }
 
     for (id, (tp, offset)) in &acks {
+        if *offset < floor(tp) {
+            report.expired += 1;
+            continue;
+        }
         let at_offset = final_log.get(tp).and_then(|log| log.get(offset));
         if at_offset == Some(&Stored::Message(*id)) {
             continue;
@@ -225,6 +250,9 @@ pub fn check(lines: &[Line]) -> Report {
     }
 
     for (tp, offset, stored) in &reads {
+        if *offset < floor(tp) {
+            continue; // deleted by retention before the final read: nothing to compare with
+        }
         let at_offset = final_log.get(tp).and_then(|log| log.get(offset));
         if at_offset != Some(stored) {
             report.dirty_reads += 1;
@@ -304,6 +332,44 @@ mod tests {
         let report = check(&history);
         assert_eq!(report.violations(), 0, "{report:?}");
         assert_eq!(report.acked, 2);
+    }
+
+    fn log_start(offset: u64) -> Line {
+        line(Event::LogStart {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+        })
+    }
+
+    #[test]
+    fn below_the_log_start_nothing_is_judged_and_above_it_everything_is() {
+        // Retention deleted offsets 0 and 1; 2 and 3 were read back.
+        let mut history = vec![
+            send(id(0, 0)),
+            send(id(0, 1)),
+            send(id(0, 2)),
+            send(id(0, 3)),
+            ack(id(0, 0), 0),
+            ack(id(0, 1), 1),
+            ack(id(0, 2), 2),
+            ack(id(0, 3), 3),
+            read(0, id(0, 0)),
+            log_start(2),
+            stored_at(2, id(0, 2)),
+            stored_at(3, id(0, 3)),
+            done(),
+        ];
+        let report = check(&history);
+        assert_eq!(report.violations(), 0, "{report:?}");
+        assert_eq!((report.expired, report.offset_gaps), (2, 0));
+        // An acknowledged message above the log start that is missing is still lost.
+        history.retain(|line| !matches!(line.event, Event::Final { offset: 3, .. }));
+        let report = check(&history);
+        assert_eq!((report.lost, report.expired), (1, 2));
+        // And a final log with a hole above the log start still has a gap.
+        history.push(stored_at(4, id(0, 3)));
+        assert_eq!(check(&history).offset_gaps, 1);
     }
 
     #[test]

@@ -107,6 +107,13 @@ pub enum Event {
     },
     /// The final read finished: every partition was read up to its high watermark.
     FinalDone { complete: bool },
+    /// The final read found the partition's log starting at `offset` (retention deleted what
+    /// was below it): the checker judges only offsets from there on.
+    LogStart {
+        topic: String,
+        partition: u32,
+        offset: u64,
+    },
 }
 
 /// A line of the history file: the event and when it happened (ms since the run started).

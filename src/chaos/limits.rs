@@ -26,6 +26,14 @@ pub const START_FAILURE_LOG_LINES: usize = 30;
 /// Violations of each kind quoted in the report: a few are enough for the post-mortem.
 pub const MAX_EXAMPLES: usize = 20;
 
+/// The topic with retention: a small `retention.bytes` and segments rolled every few seconds,
+/// so that whole segments go, followers compact, and replicas behind the log start get the
+/// leader's snapshot while the faults run. Size, not age: the log start then stays put once
+/// the producers stop, and the final read checks everything above it.
+pub const RETAINED_TOPIC: &str = "chaos-retained";
+pub const RETAINED_TOPIC_RETENTION_BYTES: i64 = 64 * 1024;
+pub const RETAINED_TOPIC_SEGMENT_MS: i64 = 1_000;
+
 // The nodes.
 
 /// Segment size the nodes run with (`--config`): big enough for a 4 MiB record batch.

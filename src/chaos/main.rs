@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use keel_client::wire::messages::TopicSettings;
 use keel_client::{Admin, Client};
 use tokio::sync::watch;
 
@@ -36,6 +37,7 @@ use crate::cluster::Cluster;
 use crate::history::{Event, History};
 use crate::limits::{
     CREATE_TOPIC_RETRIES, CREATE_TOPIC_RETRY_INTERVAL, FINAL_READ_TIMEOUT, HEAL_TIMEOUT,
+    RETAINED_TOPIC, RETAINED_TOPIC_RETENTION_BYTES, RETAINED_TOPIC_SEGMENT_MS,
     RUNTIME_SHUTDOWN_TIMEOUT, RUNTIME_WORKER_THREADS, START_FAILURE_LOG_LINES, START_TIMEOUT,
 };
 use crate::nemesis::{FaultKind, Nemesis};
@@ -161,12 +163,13 @@ fn summary_line(report: &Report) -> String {
 
 fn print_examples(report: &Report) {
     eprintln!(
-        "keel-chaos: sent={} acked={} failed_or_unknown={} unacked_landed={} reads={} lost_elsewhere={} phantoms={} offset_gaps={} final_read_complete={}",
+        "keel-chaos: sent={} acked={} failed_or_unknown={} unacked_landed={} reads={} expired_by_retention={} lost_elsewhere={} phantoms={} offset_gaps={} final_read_complete={}",
         report.sent,
         report.acked,
         report.failed,
         report.unacked_landed,
         report.reads,
+        report.expired,
         report.lost_elsewhere,
         report.phantoms,
         report.offset_gaps,
@@ -250,6 +253,7 @@ async fn drive(
     let topics = vec![
         ("chaos-a".to_string(), args.partitions),
         ("chaos-b".to_string(), 1),
+        (RETAINED_TOPIC.to_string(), 1),
     ];
     history.record(Event::Start {
         seed: args.seed,
@@ -366,8 +370,20 @@ async fn create_topics(
     for (topic, partitions) in topics {
         let mut attempts = 0;
         loop {
+            // One topic keeps only a little, so compaction, snapshot install (a wiped or
+            // long-stopped replica behind the log start) and the log start's moves all happen
+            // under the faults.
+            let settings = if topic == RETAINED_TOPIC {
+                TopicSettings {
+                    retention_bytes: Some(RETAINED_TOPIC_RETENTION_BYTES),
+                    segment_ms: Some(RETAINED_TOPIC_SEGMENT_MS),
+                    ..TopicSettings::default()
+                }
+            } else {
+                TopicSettings::default()
+            };
             match admin
-                .create_topic(topic, *partitions, Some(replication as u16))
+                .create_topic_with_settings(topic, *partitions, Some(replication as u16), settings)
                 .await
             {
                 Ok(_) => break,

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use keel_client::{
-    Client, ClientConfig, ClientTls, Consumer, ConsumerConfig, Producer, ProducerConfig,
-    ProducerRecord, SeekTo,
+    Client, ClientConfig, ClientTls, ConsumeError, Consumer, ConsumerConfig, Producer,
+    ProducerConfig, ProducerRecord, SeekTo,
 };
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -197,6 +197,16 @@ pub async fn run_consumer(
                     });
                 }
             }
+            // Retention deleted what this consumer had not read yet: go on from the log start,
+            // as a Kafka consumer with `auto.offset.reset=earliest` does.
+            Err(ConsumeError::OffsetOutOfRange {
+                topic,
+                partition,
+                log_start_offset,
+                ..
+            }) => {
+                consumer.seek(&topic, partition, SeekTo::Offset(log_start_offset));
+            }
             Err(error) => {
                 if last_error_note.elapsed() > CONSUMER_ERROR_NOTE_INTERVAL {
                     history.note(format!("consumer {index}: {error}"));
@@ -255,6 +265,24 @@ pub async fn read_final(
                         stored: Stored::from_value(record.value.as_deref().unwrap_or_default()),
                     });
                 }
+            }
+            // The log starts later (retention): read from there, and tell the checker, which
+            // judges only offsets from there on.
+            Err(ConsumeError::OffsetOutOfRange {
+                topic,
+                partition,
+                log_start_offset,
+                ..
+            }) => {
+                history.record(Event::LogStart {
+                    topic: topic.clone(),
+                    partition,
+                    offset: log_start_offset,
+                });
+                let expected = next.entry((topic.clone(), partition)).or_default();
+                *expected = (*expected).max(log_start_offset);
+                consumer.seek(&topic, partition, SeekTo::Offset(log_start_offset));
+                continue;
             }
             Err(error) => {
                 history.note(format!("final read: {error}"));
