@@ -167,7 +167,6 @@ impl RunningNode {
             crate::api::ApiContext {
                 node: context.clone(),
                 meta: meta.clone(),
-                alter_lock: Default::default(),
             },
         )));
         Ok(RunningNode {

@@ -36,10 +36,6 @@ use crate::transport::{ClientConnection, GroupId};
 pub struct ApiContext {
     pub node: NodeContext,
     pub meta: MetaHandle,
-    /// Held from reading a topic's config to its alter being applied: two alters of different
-    /// settings through this node would otherwise both merge into the same old config, and the
-    /// second would undo the first.
-    pub alter_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Accepts client connections until the transport closes.
@@ -449,38 +445,27 @@ async fn create_topic(
     }
 }
 
-/// Merges the request into the topic's config as the metadata leader's map has it and proposes
-/// the result. A follower's map may lag (an alter or create it has not applied yet), so it
-/// merges nothing and sends the client to the leader.
+/// Proposes the settings; applying lays them over the topic's config as the log left it, so
+/// concurrent alters of different settings both hold, whichever node or term proposed them.
 async fn alter_topic(
     request: AlterTopicRequest,
     context: &ApiContext,
 ) -> Result<AlterTopicResponse, ErrorCode> {
     let settings = request.settings();
     check_settings(&request.name, &settings, "alter topic")?;
-    let _serialized = context.alter_lock.lock().await;
     let leader = *context.meta.leader.borrow();
     if leader != Some(context.node.node_id()) {
         return Err(ErrorCode::NotLeader {
             leader_addr: leader.and_then(|id| context.node.client_address(id)),
         });
     }
-    let current = context
-        .meta
-        .state
-        .borrow()
-        .topics
-        .get(&request.name)
-        .map(|topic| topic.config);
-    let Some(current) = current else {
-        return Err(ErrorCode::UnknownTopic);
-    };
-    let config = current.overlaid(&settings);
     let outcome = propose(
         context,
-        MetaCommand::AlterTopicConfig {
+        MetaCommand::AlterTopicSettings {
             name: request.name,
-            config,
+            retention_bytes: settings.retention_bytes,
+            retention_ms: settings.retention_ms,
+            segment_ms: settings.segment_ms,
         },
     )
     .await?;

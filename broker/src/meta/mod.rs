@@ -170,11 +170,21 @@ pub enum MetaCommand {
         placement: Vec<Vec<NodeId>>,
         config: TopicConfig,
     },
-    /// Replaces a topic's whole config. The proposer merges a partial change into the config
-    /// it read, so applying never depends on anything but the log.
+    /// Replaces a topic's whole config (merged by its proposer from the config it read). No
+    /// longer proposed: a new metadata leader may not yet have applied an alter committed in
+    /// the previous term, and merging into that stale config undid it. Kept so logs that hold
+    /// it still apply.
     AlterTopicConfig {
         name: String,
         config: TopicConfig,
+    },
+    /// Lays settings over a topic's config when applied, so every alter merges into the config
+    /// every alter before it in the log left (`None` keeps a setting, -1 removes the limit).
+    AlterTopicSettings {
+        name: String,
+        retention_bytes: Option<i64>,
+        retention_ms: Option<i64>,
+        segment_ms: Option<i64>,
     },
 }
 
@@ -297,6 +307,31 @@ impl MetaState {
                 }
                 None => Err(ErrorCode::UnknownTopic),
             },
+            MetaCommand::AlterTopicSettings {
+                name,
+                retention_bytes,
+                retention_ms,
+                segment_ms,
+            } => {
+                let settings = TopicSettings {
+                    retention_bytes,
+                    retention_ms,
+                    segment_ms,
+                };
+                match self.topics.get_mut(&name) {
+                    None => Err(ErrorCode::UnknownTopic),
+                    Some(_) if settings.check().is_err() => Err(ErrorCode::InvalidTopicConfig),
+                    Some(topic) => {
+                        let config = topic.config.overlaid(&settings);
+                        if config.is_valid() {
+                            topic.config = config;
+                            Ok(MetaOutcome::TopicAltered(topic.clone()))
+                        } else {
+                            Err(ErrorCode::InvalidTopicConfig)
+                        }
+                    }
+                }
+            }
             MetaCommand::DeleteTopic { name } => match self.topics.remove(&name) {
                 Some(_) => Ok(MetaOutcome::Done),
                 None => Err(ErrorCode::UnknownTopic),
@@ -632,6 +667,50 @@ mod tests {
             })
             .unwrap();
         assert_eq!(state.topics["old"], before);
+    }
+
+    /// Two alters of different settings, proposed from the same old config (say by a new
+    /// metadata leader that had not applied the first yet), both hold: each merges at apply.
+    #[test]
+    fn alters_merge_when_applied_so_concurrent_alters_of_different_settings_both_hold() {
+        let mut state = state_with_nodes(3);
+        create(&mut state, "t", Some(TopicConfig::NEW_TOPIC_DEFAULT));
+        let alter = |retention_bytes, segment_ms| MetaCommand::AlterTopicSettings {
+            name: "t".into(),
+            retention_bytes,
+            retention_ms: None,
+            segment_ms,
+        };
+        state.apply(alter(Some(4096), None)).unwrap();
+        state.apply(alter(None, Some(60_000))).unwrap();
+        assert_eq!(
+            state.topics["t"].config,
+            TopicConfig {
+                retention_bytes: Some(4096),
+                segment_ms: Some(60_000),
+                ..TopicConfig::NEW_TOPIC_DEFAULT
+            }
+        );
+        state.apply(alter(Some(UNLIMITED), None)).unwrap();
+        assert_eq!(
+            state.topics["t"].config.retention_bytes, None,
+            "-1 removes the limit"
+        );
+        let before = state.clone();
+        assert_eq!(
+            state.apply(alter(Some(0), None)),
+            Err(ErrorCode::InvalidTopicConfig)
+        );
+        assert_eq!(
+            state.apply(MetaCommand::AlterTopicSettings {
+                name: "missing".into(),
+                retention_bytes: Some(1),
+                retention_ms: None,
+                segment_ms: None,
+            }),
+            Err(ErrorCode::UnknownTopic)
+        );
+        assert_eq!(state, before, "refused alters change nothing");
     }
 
     #[test]
