@@ -255,9 +255,9 @@ impl Machine<SimDisk> for Recorder<'_> {
 struct MetaStep {
     /// The map's hash after a metadata entry (folded into the digest), `None` after others.
     hash: Option<u64>,
-    /// The entry was a command the machine executed, and asked the node to start or stop
-    /// partitions.
+    /// The entry was a command the machine executed (counted for coverage)...
     executed: bool,
+    /// ...and it asked the node to start or stop partitions.
     effect: bool,
 }
 
@@ -377,8 +377,8 @@ impl StateMachine {
         self.digest = digest;
     }
 
-    /// A snapshot's data: this state, then the machines' own snapshot (`Machine::snapshot`:
-    /// the partition machine's snapshot and the map).
+    /// A snapshot's data: this state, then the machines' part ([`machines_data`]: the
+    /// partition machine's snapshot and the map).
     pub fn encode_with(&self, machines: &[u8]) -> Bytes {
         let mut bytes = self.encode().to_vec();
         bytes.extend_from_slice(machines);
