@@ -617,7 +617,7 @@ fn follower_far_behind_the_compaction_point_catches_up_through_install_snapshot(
     cluster.settle();
     cluster.isolate(3);
     let last = propose_many(&mut cluster, 1, 30, "behind");
-    cluster.snapshot_node(1);
+    cluster.snapshot_node_at(1, last);
     let snapshot_index = cluster.node(1).first_index() - 1;
     assert_eq!(
         snapshot_index, last,
@@ -648,6 +648,83 @@ fn follower_far_behind_the_compaction_point_catches_up_through_install_snapshot(
     );
     let after = propose_many(&mut cluster, 1, 1, "after");
     assert!(cluster.run_until(20, |cluster| cluster.node(3).applied_index() >= after));
+    assert_no_violation(&cluster);
+}
+
+#[test]
+fn a_snapshot_below_the_applied_index_installs_and_restarts_to_the_live_state() {
+    // A partition's log start trails what it applied: node 1 compacts at 20 of its 31 applied
+    // entries while node 3 is cut off, then again at 36 of 41 (folding 21..=36 into the
+    // snapshot at 20). Node 3 installs a snapshot behind the leader's applied index, applies
+    // the rest, and after a restart from its snapshot reaches the leader's state again; so
+    // does the leader, restarting from its second snapshot. Every snapshot is checked against
+    // the replicas' state at its index and restored and replayed to the live state.
+    let mut cluster = quiet_cluster(3, 11);
+    cluster.campaign(1);
+    cluster.settle();
+    cluster.isolate(3);
+    for number in 0..30 {
+        cluster
+            .produce(1, format!("record-{number}").as_bytes())
+            .expect("leader");
+        cluster.settle();
+    }
+    let applied = cluster.node(1).applied_index();
+    assert_eq!(applied, 31, "the no-op and 30 batches");
+    cluster.snapshot_node_at(1, 20);
+    assert_no_violation(&cluster);
+    assert_eq!(cluster.node(1).first_index(), 21, "the log starts after 20");
+    assert_eq!(
+        cluster.partition_machine(1).log_start_index(),
+        20,
+        "the partition's log start moved with the snapshot"
+    );
+    assert_eq!(
+        cluster.partition_machine(1).log_start_offset(),
+        19,
+        "the 19 one-record batches up to index 20 are gone"
+    );
+    assert_eq!(cluster.partition_machine(1).high_watermark(), 30);
+
+    cluster.heal();
+    assert!(cluster.run_until(100, |cluster| cluster.node(3).applied_index() >= applied));
+    assert_eq!(
+        cluster.coverage.snapshots_installed, 1,
+        "node 3 installed it"
+    );
+    assert_eq!(cluster.node(3).first_index(), 21);
+    assert_eq!(
+        cluster.partition_machine(3).applied(),
+        cluster.partition_machine(1).applied()
+    );
+    assert_eq!(cluster.state_machine(3), cluster.state_machine(1));
+
+    for number in 30..40 {
+        cluster
+            .produce(1, format!("record-{number}").as_bytes())
+            .expect("leader");
+        cluster.settle();
+    }
+    cluster.snapshot_node_at(1, 36);
+    assert_no_violation(&cluster);
+    assert_eq!(cluster.partition_machine(1).log_start_offset(), 35);
+    for id in [3, 1] {
+        cluster.reboot(id);
+    }
+    assert_eq!(cluster.coverage.restarts_from_snapshot, 2);
+    cluster.campaign(1);
+    cluster.settle();
+    let last = cluster.node(1).applied_index();
+    assert!(cluster.run_until(100, |cluster| cluster.node(3).applied_index() >= last));
+    assert_eq!(cluster.partition_machine(1).high_watermark(), 40);
+    assert_eq!(cluster.partition_machine(3).high_watermark(), 40);
+    assert_eq!(cluster.partition_machine(1).log_start_offset(), 35);
+    assert_eq!(
+        cluster.partition_machine(3).log_start_offset(),
+        19,
+        "node 3 took no snapshot of its own since the install"
+    );
+    assert_eq!(cluster.state_machine(3), cluster.state_machine(1));
     assert_no_violation(&cluster);
 }
 

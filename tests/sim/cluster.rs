@@ -16,7 +16,7 @@ use keel_broker::group::driver::{DriverBugs, GroupDriver, Machine, Network as Dr
 use keel_broker::meta::{MetaCommand, MetaState, NodeInfo};
 use keel_broker::partition::dedup::BatchIdentity;
 use keel_broker::partition::entry::{self as data_entry, DataEntry};
-use keel_broker::partition::machine::PartitionMachine;
+use keel_broker::partition::machine::{Applied, PartitionMachine};
 use keel_raft::{
     Config, Entry, Incarnation, Index, Membership, MembershipChange, MembershipError, Message,
     NodeId, PeerMessages, ProposeError, RaftLog, RaftNode, ReadMode, ReadState, RecoveredState,
@@ -62,6 +62,9 @@ pub struct Coverage {
     pub membership_changes_committed: u64,
     pub leaders_removed_themselves: u64,
     pub snapshots_taken: u64,
+    /// Snapshots taken at a log start below the applied index: built by folding, not by
+    /// recording the live state.
+    pub snapshots_below_applied: u64,
     pub snapshots_installed: u64,
     pub restarts_from_snapshot: u64,
     pub reads_released: u64,
@@ -93,6 +96,10 @@ pub struct ClusterOptions {
     pub max_tick_skew_units: u64,
     /// Bugs planted in every node's driver (none outside the tests that prove they are caught).
     pub driver_bugs: DriverBugs,
+    /// A planted bug in the simulator's own compaction: the partition's live state at the
+    /// applied index goes into the snapshot labelled as the log start, as a partition must never
+    /// do (only the test that proves the snapshot checks can fail sets it).
+    pub label_live_state_as_log_start: bool,
 }
 
 impl ClusterOptions {
@@ -109,6 +116,7 @@ impl ClusterOptions {
             producer_count: 0,
             max_tick_skew_units: 0,
             driver_bugs: DriverBugs::default(),
+            label_live_state_as_log_start: false,
         }
     }
 }
@@ -124,10 +132,12 @@ enum MachineEvent {
         previous_term: Term,
     },
     /// An applied entry, with a hash of the metadata map after it when it was a metadata
-    /// command (folded into the digest, so replicas whose maps differ are caught).
+    /// command (folded into the digest, so replicas whose maps differ are caught), and the
+    /// partition machine's applied state after it (what a snapshot there must hold).
     Applied {
         entry: Entry,
         meta_hash: Option<u64>,
+        partition: Box<Applied>,
     },
     /// A committed batch whose base offset is not the partition's high watermark before it.
     OffsetGap {
@@ -209,25 +219,20 @@ impl Machine<SimDisk> for Recorder<'_> {
             }
         }
         self.partition.apply(entry);
-        let mut meta_hash = None;
-        if entry.kind == keel_raft::EntryKind::Meta {
-            // The product's metadata machine, as group 0 runs it (meta/actor.rs `apply`).
-            if let Ok(command) = postcard::from_bytes::<MetaCommand>(&entry.payload) {
-                let (_, effect) = self.meta.execute(command);
-                self.meta_commands += 1;
-                self.meta_effects += u64::from(effect.is_some());
-            }
-            meta_hash = Some(meta_hash_of(self.meta));
-        }
+        let meta = apply_meta(self.meta, entry);
+        self.meta_commands += u64::from(meta.executed);
+        self.meta_effects += u64::from(meta.effect);
         self.events.push(MachineEvent::Applied {
             entry: entry.clone(),
-            meta_hash,
+            meta_hash: meta.hash,
+            partition: Box::new(self.partition.applied().clone()),
         });
     }
 
+    /// The machines' live state. The simulator does not snapshot it: a snapshot is taken at a
+    /// log start, usually below the applied index, by folding ([`Machines::fold_log`]).
     fn snapshot(&self) -> Bytes {
-        let machines = postcard::to_allocvec(&(self.partition.snapshot().to_vec(), &*self.meta));
-        Bytes::from(machines.expect("machines encode"))
+        machines_data(&self.partition.snapshot(), self.meta)
     }
 
     fn restore(&mut self, log: &SimDisk, snapshot: &Snapshot) {
@@ -244,6 +249,35 @@ impl Machine<SimDisk> for Recorder<'_> {
     fn on_read_states(&mut self, reads: &[ReadState]) {
         self.events.push(MachineEvent::Reads(reads.to_vec()));
     }
+}
+
+/// What one applied entry did to the metadata map.
+struct MetaStep {
+    /// The map's hash after a metadata entry (folded into the digest), `None` after others.
+    hash: Option<u64>,
+    /// The entry was a command the machine executed (counted for coverage)...
+    executed: bool,
+    /// ...and it asked the node to start or stop partitions.
+    effect: bool,
+}
+
+/// The product's metadata machine applying `entry`, as group 0 runs it (meta/actor.rs `apply`):
+/// the one step both a replica applying and a snapshot fold take.
+fn apply_meta(meta: &mut MetaState, entry: &Entry) -> MetaStep {
+    let mut step = MetaStep {
+        hash: None,
+        executed: false,
+        effect: false,
+    };
+    if entry.kind == keel_raft::EntryKind::Meta {
+        if let Ok(command) = postcard::from_bytes::<MetaCommand>(&entry.payload) {
+            let (_, effect) = meta.execute(command);
+            step.executed = true;
+            step.effect = effect.is_some();
+        }
+        step.hash = Some(meta_hash_of(meta));
+    }
+    step
 }
 
 /// A hash of the metadata map, folded into the digest after each metadata command.
@@ -325,7 +359,9 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    fn apply(&mut self, entry: &Entry) {
+    /// `meta_hash`: the metadata map's hash after the entry, when it was a metadata command
+    /// (the replica's derived state, folded into the digest).
+    fn apply(&mut self, entry: &Entry, meta_hash: Option<u64>) {
         debug_assert_eq!(entry.index, self.applied_index + 1);
         let mut digest = self.digest;
         for word in [entry.index, entry.term, entry.kind.as_u8() as u64]
@@ -334,17 +370,15 @@ impl StateMachine {
         {
             digest = (digest ^ word).wrapping_mul(0x0000_0100_0000_01b3);
         }
+        if let Some(word) = meta_hash {
+            digest = (digest ^ word).wrapping_mul(0x0000_0100_0000_01b3);
+        }
         self.applied_index = entry.index;
         self.digest = digest;
     }
 
-    /// Folds a replica's derived state (the metadata map) into the digest.
-    fn fold(&mut self, word: u64) {
-        self.digest = (self.digest ^ word).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-
-    /// A snapshot's data: this state, then the machines' own snapshot (`Machine::snapshot`:
-    /// the partition machine's snapshot and the map).
+    /// A snapshot's data: this state, then the machines' part ([`machines_data`]: the
+    /// partition machine's snapshot and the map).
     pub fn encode_with(&self, machines: &[u8]) -> Bytes {
         let mut bytes = self.encode().to_vec();
         bytes.extend_from_slice(machines);
@@ -373,6 +407,84 @@ impl StateMachine {
         let (partition, meta): (Vec<u8>, MetaState) =
             postcard::from_bytes(&bytes[own.len()..]).ok()?;
         Some((state, Bytes::from(partition), meta))
+    }
+}
+
+/// The machines' part of a snapshot's data ([`StateMachine::encode_with`] puts the digest first):
+/// the partition machine's snapshot and the map.
+fn machines_data(partition: &[u8], meta: &MetaState) -> Bytes {
+    let machines = postcard::to_allocvec(&(partition, meta));
+    Bytes::from(machines.expect("machines encode"))
+}
+
+/// A replica's machines as of one applied index, as its snapshot there holds them: the digest,
+/// the product's partition state and the product's metadata map.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Machines {
+    pub state: StateMachine,
+    pub partition: Applied,
+    pub meta: MetaState,
+}
+
+impl Machines {
+    /// Every replica's state before the first entry.
+    fn founding(node_count: u64) -> Machines {
+        Machines {
+            state: StateMachine::default(),
+            partition: Applied::default(),
+            meta: founded_meta(node_count),
+        }
+    }
+
+    pub fn decode(data: &[u8]) -> Option<Machines> {
+        let (state, partition, meta) = StateMachine::decode(data)?;
+        Some(Machines {
+            state,
+            partition: Applied::decode(&partition)?,
+            meta,
+        })
+    }
+
+    fn encode(&self) -> Bytes {
+        let machines = machines_data(&self.partition.encode(), &self.meta);
+        self.state.encode_with(&machines)
+    }
+
+    /// The snapshot at log start `through`: these machines (the previous snapshot's) with the
+    /// entries of `log` after them, up to `through`, folded in, never the live state at the
+    /// applied index relabelled. The partition part is the product's fold
+    /// ([`Applied::fold_log`]), reading `read_bytes` at a time; the digest and the map take the
+    /// steps applying takes.
+    fn fold_log(self, log: &SimDisk, through: Index, read_bytes: u64) -> Result<Machines, String> {
+        let Machines {
+            mut state,
+            partition,
+            mut meta,
+        } = self;
+        let partition = partition
+            .fold_log(log, through, read_bytes)
+            .map_err(|missing| missing.to_string())?;
+        let from = state.applied_index + 1;
+        if from <= through {
+            if from < log.first_index() || through > log.last_index() {
+                return Err(format!("entries {from}..={through} to fold are missing"));
+            }
+            for entry in log.entries(from, through + 1, u64::MAX) {
+                let step = apply_meta(&mut meta, &entry);
+                state.apply(&entry, step.hash);
+            }
+        }
+        if state.applied_index != through {
+            return Err(format!(
+                "the digest folded to {} for a snapshot at {through}",
+                state.applied_index
+            ));
+        }
+        Ok(Machines {
+            state,
+            partition,
+            meta,
+        })
     }
 }
 
@@ -494,36 +606,139 @@ impl Cluster {
         Box::new(raft.expect("valid config"))
     }
 
-    /// Node `id` snapshots its state machine at its applied index and compacts its log (the
-    /// snapshot is written at once; the core must not care when the driver drops entries).
+    /// Node `id` compacts its log at a log start drawn anywhere from its first index to its
+    /// applied index: below the applied index unless the draw lands on it, as a partition's
+    /// retention picks a log start behind what it applied.
     pub fn snapshot_node(&mut self, id: NodeId) {
         if !self.is_up(id) {
             return;
         }
-        let state = self.nodes[&id].state_machine;
-        if state.applied_index <= self.node(id).first_index() {
+        let first = self.node(id).first_index();
+        let applied = self.nodes[&id].state_machine.applied_index;
+        if applied < first {
             return;
         }
-        // The machines' snapshot through the driver's interface, as compaction will take it.
-        let node = self.nodes.get_mut(&id).expect("known node");
-        debug_assert_eq!(node.partition.applied_index(), state.applied_index);
-        let recorder = Recorder::new(&mut node.partition, &mut node.meta);
-        let data = state.encode_with(&recorder.snapshot());
-        let Ok(snapshot) = self.node_mut(id).compact(state.applied_index, data) else {
+        let through = self.rng.random_range(first..=applied);
+        self.snapshot_node_at(id, through);
+    }
+
+    /// Node `id` compacts its log through `through` as a partition replica does
+    /// (partition/mod.rs `compact` and `persist_compaction`): the snapshot there is its previous
+    /// one with the entries up to `through` folded in, it is written, the entries it covers are
+    /// dropped, and only then does the partition machine's log start move. The snapshot must be
+    /// the state at `through` and, restored and replayed to the applied index, the live state
+    /// (invariants/snapshot_fold.rs).
+    pub fn snapshot_node_at(&mut self, id: NodeId, through: Index) {
+        if !self.is_up(id) {
             return;
+        }
+        let node = &self.nodes[&id];
+        let applied = node.state_machine.applied_index;
+        debug_assert_eq!(node.partition.applied_index(), applied);
+        if through < self.node(id).first_index() || through > applied {
+            return;
+        }
+        let previous = match self.node(id).snapshot() {
+            Some(snapshot) => match Machines::decode(&snapshot.data) {
+                Some(machines) => machines,
+                None => {
+                    let index = snapshot.meta.last_included_index;
+                    self.record(crate::history::violation(
+                        "snapshot at a log start",
+                        format!("node {id}: its snapshot at {index} does not decode"),
+                    ));
+                    return;
+                }
+            },
+            None => Machines::founding(self.options.node_count),
+        };
+        // Reads of one entry, of a few, or of all at once: the fold continues across reads.
+        let read_bytes = [1, 512, u64::MAX][self.rng.random_range(0..3)];
+        let folded = match previous.fold_log(self.node(id).storage(), through, read_bytes) {
+            Ok(folded) => folded,
+            Err(error) => {
+                self.record(crate::history::violation(
+                    "snapshot at a log start",
+                    format!("node {id}: no snapshot at {through}: {error}"),
+                ));
+                return;
+            }
+        };
+        let data = if self.options.label_live_state_as_log_start {
+            // The partition's live state with the log start moved, as a replica that skipped the
+            // fold would write it; the digest and the map stay folded, so only the partition
+            // checks can catch it.
+            let mut partition = self.nodes[&id].partition.applied().clone();
+            partition.compacted(through, partition.high_watermark);
+            Machines {
+                partition,
+                ..folded
+            }
+            .encode()
+        } else {
+            folded.encode()
+        };
+        let Ok(snapshot) = self.node_mut(id).compact(through, data) else {
+            return; // an install in progress replaces the state instead
         };
         self.coverage.snapshots_taken += 1;
+        self.coverage.snapshots_below_applied += u64::from(through < applied);
         self.trace.line(self.now, || {
-            format!("snapshot {id} at {}", snapshot.meta.last_included_index)
+            format!("snapshot {id} at {through} (applied {applied})")
         });
-        self.trace
-            .hash_event(self.now, 5, id, snapshot.meta.last_included_index);
+        self.trace.hash_event(self.now, 5, id, through);
+        let data = snapshot.data.clone();
+        let taken = Machines::decode(&data).expect("encoded above");
         self.node_mut(id).storage_mut().persist_snapshot(snapshot);
+        let node = self.nodes.get_mut(&id).expect("known node");
+        node.partition
+            .compacted(through, taken.partition.log_start_offset);
+        let live = Machines {
+            state: node.state_machine,
+            partition: node.partition.applied().clone(),
+            meta: node.meta.clone(),
+        };
+        let replayed = self.restore_and_replay(id, &data, through, applied);
+        let check = invariants::snapshot_fold::observe_taken(
+            &mut self.history,
+            id,
+            through,
+            &taken,
+            &replayed,
+            &live,
+        );
+        self.record(check);
         self.check_invariants();
+    }
+
+    /// Node `id`'s machines restored from its snapshot `data` at `through`, with the entries
+    /// after `through` in its log replayed up to `to`, the partition through the product's
+    /// machine: what a restart or a follower installing the snapshot would reach.
+    fn restore_and_replay(&self, id: NodeId, data: &[u8], through: Index, to: Index) -> Machines {
+        let disk = self.node(id).storage();
+        let (mut state, partition, mut meta) = StateMachine::decode(data).expect("decoded");
+        let mut partition = PartitionMachine::restore(disk, &partition).expect("decoded");
+        if through < to {
+            for entry in disk.entries(through + 1, to + 1, u64::MAX) {
+                partition.apply(&entry);
+                let step = apply_meta(&mut meta, &entry);
+                state.apply(&entry, step.hash);
+            }
+        }
+        Machines {
+            state,
+            partition: partition.applied().clone(),
+            meta,
+        }
     }
 
     pub fn state_machine(&self, id: NodeId) -> StateMachine {
         self.nodes[&id].state_machine
+    }
+
+    /// Node `id`'s partition machine (the product's).
+    pub fn partition_machine(&self, id: NodeId) -> &PartitionMachine {
+        &self.nodes[&id].partition
     }
 
     pub fn incarnation(&self, id: NodeId) -> Incarnation {
@@ -1111,7 +1326,11 @@ impl Cluster {
                     );
                     self.record(check);
                 }
-                MachineEvent::Applied { entry, meta_hash } => self.apply(id, &entry, meta_hash),
+                MachineEvent::Applied {
+                    entry,
+                    meta_hash,
+                    partition,
+                } => self.apply(id, &entry, meta_hash, *partition),
                 MachineEvent::OffsetGap {
                     index,
                     base_offset,
@@ -1192,6 +1411,15 @@ impl Cluster {
                 .map(|(state, _, _)| (state.applied_index, state.digest)),
         );
         self.record(check);
+        if let Some(machines) = Machines::decode(&snapshot.data) {
+            let check = invariants::snapshot_fold::observe_snapshot_partition(
+                &self.history,
+                id,
+                index,
+                &machines.partition,
+            );
+            self.record(check);
+        }
         if let Some((state, _, _)) = StateMachine::decode(&snapshot.data) {
             self.nodes
                 .get_mut(&id)
@@ -1200,8 +1428,15 @@ impl Cluster {
         }
     }
 
-    fn apply(&mut self, id: NodeId, entry: &Entry, meta_hash: Option<u64>) {
+    fn apply(&mut self, id: NodeId, entry: &Entry, meta_hash: Option<u64>, partition: Applied) {
         let check = invariants::state_machine_safety::observe_applied(&mut self.history, id, entry);
+        self.record(check);
+        let check = invariants::snapshot_fold::observe_partition(
+            &mut self.history,
+            id,
+            entry.index,
+            partition,
+        );
         self.record(check);
         let node = self.nodes.get_mut(&id).expect("known node");
         let data = (entry.kind == keel_raft::EntryKind::Data)
@@ -1225,10 +1460,7 @@ impl Cluster {
             }
         }
         let node = self.nodes.get_mut(&id).expect("known node");
-        node.state_machine.apply(entry);
-        if let Some(hash) = meta_hash {
-            node.state_machine.fold(hash);
-        }
+        node.state_machine.apply(entry, meta_hash);
         let digest = node.state_machine.digest;
         let check = invariants::state_machine_safety::observe_digest(
             &mut self.history,

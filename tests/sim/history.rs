@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
+use keel_broker::partition::machine::Applied;
 use keel_raft::{EntryKind, Index, NodeId, Term};
 
 /// A broken safety property: which rule, and what was seen.
@@ -64,6 +65,9 @@ pub struct History {
     pub applied_by_node: BTreeMap<NodeId, Index>,
     /// The state machine's digest after applying each index (the first node to get there).
     pub digest_at: BTreeMap<Index, u64>,
+    /// The partition machine's applied state after each index, its log start cleared (each
+    /// replica moves its own): what a snapshot at that index must hold.
+    pub partition_at: BTreeMap<Index, Applied>,
     pub acknowledged: Vec<Acknowledgement>,
 }
 

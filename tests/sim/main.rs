@@ -58,12 +58,19 @@ fn simulate_chunk(chunk: u64) {
     let started = Instant::now();
     let mut failures = Vec::new();
     let (mut messages, mut acknowledged, mut crashes) = (0, 0, 0);
+    // Snapshots taken (below the applied index), installed, restarted from.
+    let mut snapshots = [0u64; 4];
     for seed in seeds.clone() {
         match run_seed(seed, PlantedBugs::default()) {
             Ok(report) => {
                 messages += report.messages_sent;
                 acknowledged += report.acknowledged;
                 crashes += report.crashes;
+                let coverage = &report.coverage;
+                snapshots[0] += coverage.snapshots_taken;
+                snapshots[1] += coverage.snapshots_below_applied;
+                snapshots[2] += coverage.snapshots_installed;
+                snapshots[3] += coverage.restarts_from_snapshot;
                 if seeds.end - seeds.start == 1 {
                     println!("{report:?}");
                 }
@@ -75,8 +82,12 @@ fn simulate_chunk(chunk: u64) {
         }
     }
     println!(
-        "sim chunk {chunk}: seeds {seeds:?} in {:.1}s; {messages} messages, {acknowledged} acknowledged proposals, {crashes} crashes",
-        started.elapsed().as_secs_f64()
+        "sim chunk {chunk}: seeds {seeds:?} in {:.1}s; {messages} messages, {acknowledged} acknowledged proposals, {crashes} crashes; snapshots: {} taken ({} below the applied index), {} installed, {} restarts from one",
+        started.elapsed().as_secs_f64(),
+        snapshots[0],
+        snapshots[1],
+        snapshots[2],
+        snapshots[3],
     );
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
 }
@@ -141,6 +152,7 @@ fn the_simulator_exercises_every_kind_of_fault() {
         total.voters_removed += coverage.voters_removed;
         total.leaders_removed_themselves += coverage.leaders_removed_themselves;
         total.snapshots_taken += coverage.snapshots_taken;
+        total.snapshots_below_applied += coverage.snapshots_below_applied;
         total.snapshots_installed += coverage.snapshots_installed;
         total.restarts_from_snapshot += coverage.restarts_from_snapshot;
         total.reads_released += coverage.reads_released;
@@ -191,8 +203,12 @@ fn the_simulator_exercises_every_kind_of_fault() {
         total.transfers_started > 0 && total.transfers_completed > 0,
         "{total:?}"
     );
+    // Snapshots are taken at a log start below the applied index (folded, then checked by
+    // restoring and replaying), installed on followers the leader's log start has passed, and
+    // restarted from.
     assert!(
         total.snapshots_taken > 0
+            && total.snapshots_below_applied > 0
             && total.snapshots_installed > 0
             && total.restarts_from_snapshot > 0,
         "{total:?}"
@@ -270,6 +286,23 @@ fn planted_bug_lease_reads_ignoring_a_transfer_is_caught() {
     };
     let (seed, failure) = first_violation(bugs, 500);
     println!("lease reads ignoring a transfer caught at seed {seed}: {failure:?}");
+}
+
+/// A snapshot at log start S that holds the live state at the applied index N instead of the
+/// state folded up to S: the snapshot checks (invariants/snapshot_fold.rs) must catch it, or they
+/// prove nothing about the fold.
+#[test]
+fn planted_bug_labelling_the_live_state_as_the_log_start_is_caught() {
+    let bugs = Bugs {
+        label_live_state_as_log_start: true,
+        ..Bugs::default()
+    };
+    let (seed, failure) = first_violation(bugs, 50);
+    assert!(
+        matches!(&failure, Failure::Safety(violation) if violation.rule == "snapshot at a log start"),
+        "{failure:?}"
+    );
+    println!("live state labelled as the log start caught at seed {seed}: {failure:?}");
 }
 
 /// The product's group driver runs here, so a bug in its pipelined fdatasync is the simulator's

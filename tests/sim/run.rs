@@ -57,7 +57,7 @@ struct FaultRates {
     wipe_per_tick: f64,
     /// A random voter is removed and later added back.
     churn_per_tick: f64,
-    /// A random node snapshots its state machine and compacts its log.
+    /// A random node compacts its log at a random log start up to its applied index.
     snapshot_per_tick: f64,
     /// A linearizable read (ReadIndex or lease, at random) at the node a client believes leads.
     read_per_unit: f64,
@@ -70,6 +70,9 @@ struct FaultRates {
 pub struct Bugs {
     pub core: PlantedBugs,
     pub driver: DriverBugs,
+    /// In the simulator's compaction: the live state goes into the snapshot at the log start
+    /// (`ClusterOptions::label_live_state_as_log_start`).
+    pub label_live_state_as_log_start: bool,
 }
 
 impl From<PlantedBugs> for Bugs {
@@ -170,6 +173,7 @@ fn draw_options(rng: &mut ChaCha8Rng, bugs: Bugs) -> (ClusterOptions, FaultRates
         producer_count: rng.random_range(1..=6),
         max_tick_skew_units: rng.random_range(0..=2),
         driver_bugs: bugs.driver,
+        label_live_state_as_log_start: bugs.label_live_state_as_log_start,
     };
     let rates = FaultRates {
         crash_per_tick: [0.002, 0.01, 0.03][rng.random_range(0..3)],

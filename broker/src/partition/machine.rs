@@ -112,6 +112,42 @@ impl Applied {
         }
     }
 
+    /// The snapshot at the new log start `through`: this state (the previous snapshot) with the
+    /// entries of `log` after it, up to `through`, folded in, read `read_bytes` at a time, and
+    /// the log start moved there. The one way a snapshot is built, by a replica compacting
+    /// (partition/mod.rs) and by the simulator (tests/sim), so what the simulator checks is what
+    /// the product does. The entries must still be in `log`: a caller folds before it deletes.
+    pub fn fold_log(
+        mut self,
+        log: &impl RaftLog,
+        through: Index,
+        read_bytes: u64,
+    ) -> Result<Applied, MissingEntries> {
+        let mut next = self.applied_index + 1;
+        // `RaftLog::entries` asserts that the range is held; a log that lost the entries is the
+        // caller's to report.
+        let missing = MissingEntries {
+            from: next,
+            through,
+        };
+        if next <= through && (next < log.first_index() || through > log.last_index()) {
+            return Err(missing);
+        }
+        while next <= through {
+            let entries = log.entries(next, through + 1, read_bytes);
+            let Some(last) = entries.last().map(|entry| entry.index) else {
+                return Err(MissingEntries {
+                    from: next,
+                    through,
+                });
+            };
+            self.fold(&entries);
+            next = last + 1;
+        }
+        self.compacted(through, self.high_watermark);
+        Ok(self)
+    }
+
     /// The log now starts after `through`, at offset `offset` (the high watermark there).
     pub fn compacted(&mut self, through: Index, offset: u64) {
         if through > self.log_start_index {
@@ -128,6 +164,22 @@ impl Applied {
         postcard::from_bytes(bytes).ok()
     }
 }
+
+/// Entries a snapshot needs folded in are no longer in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MissingEntries {
+    pub from: Index,
+    pub through: Index,
+}
+
+impl std::fmt::Display for MissingEntries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let MissingEntries { from, through } = self;
+        write!(f, "entries {from}..={through} to fold are missing")
+    }
+}
+
+impl std::error::Error for MissingEntries {}
 
 #[derive(Debug, Default)]
 pub struct PartitionMachine {
@@ -493,6 +545,34 @@ mod tests {
         assert_eq!(follower.next_append_time_ms(10), 1_000);
     }
 
+    #[test]
+    fn a_fold_needs_every_entry_after_the_previous_snapshot() {
+        let mut log = MemoryLog::new();
+        log.append(&[data(1, batch(0, 2, 0, 0)), data(2, batch(2, 3, 0, 0))]);
+        log.compact(1);
+        assert_eq!(
+            Applied::default().fold_log(&log, 2, u64::MAX),
+            Err(MissingEntries {
+                from: 1,
+                through: 2
+            }),
+            "entry 1 went before the fold read it"
+        );
+        let nothing = Applied::default()
+            .fold_log(&MemoryLog::new(), 0, u64::MAX)
+            .unwrap();
+        assert_eq!(nothing, Applied::default(), "nothing to fold");
+        let mut full = MemoryLog::new();
+        full.append(&[data(1, batch(0, 2, 0, 0)), data(2, batch(2, 3, 0, 0))]);
+        let folded = Applied::default().fold_log(&full, 1, 1).unwrap();
+        assert_eq!(
+            (folded.applied_index, folded.high_watermark),
+            (1, 2),
+            "entry 2 is after the log start: not folded"
+        );
+        assert_eq!((folded.log_start_index, folded.log_start_offset), (1, 2));
+    }
+
     /// One step of a partition's log in the property test below.
     #[derive(Debug, Clone)]
     enum Step {
@@ -578,13 +658,14 @@ mod tests {
             ..PartitionMachine::default()
         };
         let mut taken = Vec::new();
+        let mut held = MemoryLog::new();
+        held.append(log);
         let from = machine.applied_index() as usize;
         for entry in &log[from..upto as usize] {
             machine.apply(entry);
             if let Some(through) = machine.take_compaction() {
-                let covered = snapshot.applied_index as usize;
-                snapshot.fold(&log[covered..through as usize]);
-                snapshot.compacted(through, snapshot.high_watermark);
+                // A few entries per read: the fold continues across reads.
+                snapshot = snapshot.fold_log(&held, through, 256).unwrap();
                 machine.compacted(through, snapshot.log_start_offset);
                 taken.push((through, snapshot.encode()));
             }

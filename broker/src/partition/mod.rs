@@ -746,18 +746,9 @@ fn persist_compaction(group: &mut RaftGroup, state: &mut PartitionState) {
 /// `previous` with the log's entries after it, up to `through`, folded in. They are committed,
 /// so the log hands them out in place.
 fn fold_log(log: &StorageLog, previous: Applied, through: Index) -> Applied {
-    let mut folded = previous;
-    let mut next = folded.applied_index + 1;
-    while next <= through {
-        let entries = keel_raft::RaftLog::entries(log, next, through + 1, FOLD_READ_BYTES);
-        let Some(last) = entries.last().map(|entry| entry.index) else {
-            fatal_message(&format!("entries {next}..={through} to fold are missing"));
-        };
-        folded.fold(&entries);
-        next = last + 1;
-    }
-    folded.compacted(through, folded.high_watermark);
-    folded
+    previous
+        .fold_log(log, through, FOLD_READ_BYTES)
+        .unwrap_or_else(|missing| fatal_message(&missing.to_string()))
 }
 
 /// Committed batches from the one holding `offset`, up to `max_bytes` (the first batch whole).

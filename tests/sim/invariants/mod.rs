@@ -9,6 +9,7 @@ pub mod leader_completeness;
 pub mod linearizable_reads;
 pub mod log_matching;
 pub mod membership_rule;
+pub mod snapshot_fold;
 pub mod state_machine_safety;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
