@@ -72,6 +72,10 @@ pub struct Coverage {
     pub reads_failed: u64,
     pub transfers_started: u64,
     pub transfers_completed: u64,
+    /// Disks that filled up (appends and hard states refused until they were freed).
+    pub disks_filled: u64,
+    /// Driver runs that ended with writes the disk refused still held.
+    pub drives_with_refused_writes: u64,
 }
 
 /// A read in flight: where, how, and the highest write acknowledged before it began.
@@ -1134,6 +1138,21 @@ impl Cluster {
 
     /// A power loss at node `id`: every write not yet synced may be lost or torn; with
     /// `may_abstain`, holes (and rarely damage to synced entries) that make it abstain.
+    /// Node `id`'s disk fills up (`full`) or gets room again; it stays so across crashes.
+    pub fn set_disk_full(&mut self, id: NodeId, full: bool) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let disk = match &mut node.state {
+            NodeState::Up(raft) => raft.storage_mut(),
+            NodeState::Down(disk) => disk,
+        };
+        if full && !disk.full {
+            self.coverage.disks_filled += 1;
+        }
+        disk.full = full;
+        self.trace
+            .line(self.now, || format!("disk {id} full: {full}"));
+    }
+
     pub fn crash(&mut self, id: NodeId, may_abstain: bool) {
         let node = self.nodes.get_mut(&id).expect("known node");
         let NodeState::Up(raft) =
@@ -1276,7 +1295,15 @@ impl Cluster {
         if sync_done {
             driver.sync_finished(raft, (), &mut outbox, &mut recorder);
         } else {
+            // The product offers refused writes again once a tick; here on every run, which
+            // only makes the retries more frequent.
+            if driver.is_stalled() {
+                driver.retry_writes(raft, &mut outbox, &mut recorder);
+            }
             driver.process(raft, &mut outbox, &mut recorder);
+        }
+        if driver.is_stalled() {
+            self.coverage.drives_with_refused_writes += 1;
         }
         let syncing = driver.is_syncing();
         let events = recorder.events;

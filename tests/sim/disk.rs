@@ -29,6 +29,10 @@ pub struct SimDisk {
     /// The abstain index survives further crashes until the node's log reaches it: a second
     /// recovery no longer sees the frames the first one cut (RAFT-CORE.md, abstain rule).
     abstain_until_index: Option<Index>,
+    /// The disk has no free block: appends and hard states are refused, nothing written (the
+    /// product's segments reserve their extents before writing, so ENOSPC changes nothing).
+    /// A property of the disk, so it outlives a crash.
+    pub full: bool,
 }
 
 /// What a restarted node learns from its recovery.
@@ -133,6 +137,9 @@ impl DriverLog for SimDisk {
     type SyncDone = ();
 
     fn store_hard_state(&mut self, hard_state: HardState) -> Result<(), WriteRefused> {
+        if self.full {
+            return Err(WriteRefused);
+        }
         self.hard_state = hard_state;
         Ok(())
     }
@@ -151,6 +158,9 @@ impl DriverLog for SimDisk {
     }
 
     fn append(&mut self, entries: &[Entry]) -> Result<(), WriteRefused> {
+        if self.full {
+            return Err(WriteRefused);
+        }
         // Entries a snapshot taken meanwhile already covers are not written; the rest must
         // continue the log (asserted).
         let first_new = entries

@@ -160,6 +160,8 @@ fn the_simulator_exercises_every_kind_of_fault() {
         total.reads_failed += coverage.reads_failed;
         total.transfers_started += coverage.transfers_started;
         total.transfers_completed += coverage.transfers_completed;
+        total.disks_filled += coverage.disks_filled;
+        total.drives_with_refused_writes += coverage.drives_with_refused_writes;
     }
     println!("100 seeds: {leaders} leaders elected, {crashes} crashes, {total:?}");
     assert!(
@@ -201,6 +203,11 @@ fn the_simulator_exercises_every_kind_of_fault() {
     );
     assert!(
         total.transfers_started > 0 && total.transfers_completed > 0,
+        "{total:?}"
+    );
+    // Full disks: the driver holds what the disk refused and acknowledges none of it.
+    assert!(
+        total.disks_filled > 0 && total.drives_with_refused_writes > 0,
         "{total:?}"
     );
     // Snapshots are taken at a log start below the applied index (folded, then checked by
@@ -316,6 +323,18 @@ fn planted_bug_in_the_driver_releasing_unsynced_writes_is_caught() {
     };
     let (seed, failure) = first_violation(bugs, 200);
     println!("driver releasing unsynced writes caught at seed {seed}: {failure:?}");
+}
+
+/// And for a driver whose replica, its disk full, acknowledges entries it never stored: a crash
+/// then loses entries a quorum was counted on.
+#[test]
+fn planted_bug_in_the_driver_acknowledging_refused_writes_is_caught() {
+    let bugs = DriverBugs {
+        acknowledge_refused_writes: true,
+        ..DriverBugs::default()
+    };
+    let (seed, failure) = first_violation(bugs, 500);
+    println!("driver acknowledging refused writes caught at seed {seed}: {failure:?}");
 }
 
 /// The same for a driver that lets acknowledgements out before the sync that covers the writes

@@ -3,6 +3,7 @@
 //! phase two heals everything and demands liveness: a leader within a bounded number of ticks,
 //! then every new proposal committed on every node (TigerBeetle VOPR).
 
+use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bytes::Bytes;
@@ -112,11 +113,17 @@ pub fn run_seed(seed: u64, bugs: impl Into<Bugs>) -> Result<RunReport, Failure> 
 fn run_seed_unguarded(seed: u64, bugs: Bugs) -> Result<RunReport, Failure> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (options, rates) = draw_options(&mut rng, bugs);
+    // Drawn apart from the main stream, so seeds without full disks run as they did before
+    // full disks were simulated (the planted-bug tests search seeds in order).
+    let disk_full_per_tick =
+        [0.0, 0.002, 0.01][ChaCha8Rng::seed_from_u64(seed ^ DISK_FULL_STREAM).random_range(0..3)];
     let mut cluster = Cluster::new(options, rng.random());
     let mut crashes = 0;
     let mut partition_ends_at = None;
+    let mut full_until = BTreeMap::new();
     for _ in 0..FAULT_PHASE_TICKS {
         inject_faults(&mut cluster, &rates, &mut partition_ends_at, &mut crashes);
+        fill_disks(&mut cluster, disk_full_per_tick, &mut full_until);
         change_membership(&mut cluster, &rates, &mut partition_ends_at);
         for _ in 0..TICK_UNITS {
             drive_producers(&mut cluster, rates.propose_per_unit);
@@ -187,6 +194,34 @@ fn draw_options(rng: &mut ChaCha8Rng, bugs: Bugs) -> (ClusterOptions, FaultRates
         transfer_per_tick: [0.0, 0.005, 0.03][rng.random_range(0..3)],
     };
     (options, rates)
+}
+
+/// Seeds the RNG that picks a run's rate of full disks.
+const DISK_FULL_STREAM: u64 = 0xd15c_f011;
+
+/// Now and then a node's disk fills up for a while (5 to 80 ticks): it refuses appends and hard
+/// states, nothing written; it must acknowledge nothing it has not stored, and catch up after.
+fn fill_disks(cluster: &mut Cluster, per_tick: f64, full_until: &mut BTreeMap<NodeId, u64>) {
+    if per_tick == 0.0 {
+        return;
+    }
+    let now = cluster.now;
+    let freed: Vec<NodeId> = full_until
+        .iter()
+        .filter(|&(_, &until)| until <= now)
+        .map(|(&id, _)| id)
+        .collect();
+    for id in freed {
+        full_until.remove(&id);
+        cluster.set_disk_full(id, false);
+    }
+    for id in cluster.ids() {
+        if !full_until.contains_key(&id) && cluster.rng.random_bool(per_tick) {
+            let until = now + cluster.rng.random_range(5..80) * TICK_UNITS;
+            full_until.insert(id, until);
+            cluster.set_disk_full(id, true);
+        }
+    }
 }
 
 fn inject_faults(
@@ -485,6 +520,7 @@ fn heal_everything(cluster: &mut Cluster) {
         max_delay_units: cluster.network.faults.max_delay_units,
     };
     for id in cluster.ids() {
+        cluster.set_disk_full(id, false);
         if !cluster.is_up(id) {
             cluster.restart(id);
         }

@@ -15,8 +15,11 @@
 //! (nothing written) or a hard state. Refused entries wait here, in order, with every later
 //! entry queued behind them and every message that claims their durability held, until
 //! [`GroupDriver::retry_writes`] lands them; the core's own view is untouched, so this node
-//! simply does not acknowledge what it has not stored. A refused hard state silences the group
-//! (no message leaves) until it is stored: a node never grants a vote it could forget.
+//! simply does not acknowledge what it has not stored. Committed entries it has not stored (the
+//! others committed them) wait to be applied too: a replica applies only what its log holds, so
+//! its state machine never runs ahead of the log a compaction folds or a restart replays. A
+//! refused hard state silences the group (no message leaves) until it is stored: a node never
+//! grants a vote it could forget.
 
 use bytes::Bytes;
 use keel_raft::{
@@ -102,6 +105,8 @@ pub struct GroupDriver {
     /// Messages that need the durability of `unwritten` entries: they join the pipeline once
     /// those are written.
     held: Vec<PeerMessages>,
+    /// Committed entries at or after the first unwritten one: applied once written.
+    unapplied: Vec<Entry>,
     /// A hard state the disk refused: nothing leaves until it is stored.
     unstored_hard_state: Option<HardState>,
 }
@@ -114,8 +119,17 @@ impl GroupDriver {
             abstaining: node.abstain_until_index().is_some(),
             unwritten: Vec::new(),
             held: Vec::new(),
+            unapplied: Vec::new(),
             unstored_hard_state: None,
         }
+    }
+
+    /// A planted bug (fault-injection builds only): acknowledging what the disk refused.
+    fn acknowledges_refused_writes(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        return self.pipeline.bugs().acknowledge_refused_writes;
+        #[cfg(not(feature = "fault-injection"))]
+        false
     }
 
     /// Whether a write the disk refused is waiting ([`GroupDriver::retry_writes`]).
@@ -142,6 +156,35 @@ impl GroupDriver {
         let held = std::mem::take(&mut self.held);
         let may_go = self.pipeline.after_persist(held);
         self.send(network, may_go);
+        let unapplied = std::mem::take(&mut self.unapplied);
+        self.apply(node, machine, unapplied);
+    }
+
+    /// Applies committed entries the log holds, in order; those past the first unwritten entry
+    /// wait (behind any already waiting) until [`GroupDriver::retry_writes`] writes them.
+    fn apply<L: DriverLog>(
+        &mut self,
+        node: &mut RaftNode<L>,
+        machine: &mut impl Machine<L>,
+        committed: Vec<Entry>,
+    ) {
+        let first_unwritten = self.unwritten.first().map(|entry| entry.index);
+        let held_from = if !self.unapplied.is_empty() {
+            0
+        } else {
+            first_unwritten.map_or(committed.len(), |first| {
+                committed.partition_point(|entry| entry.index < first)
+            })
+        };
+        let mut committed = committed;
+        let waiting = committed.split_off(held_from);
+        self.unapplied.extend(waiting);
+        if let Some(last) = committed.last().map(|entry| entry.index) {
+            for entry in &committed {
+                machine.apply(entry, node.storage());
+            }
+            node.on_applied(last);
+        }
     }
 
     fn store_hard_state<L: DriverLog>(&mut self, node: &mut RaftNode<L>) {
@@ -230,11 +273,23 @@ impl GroupDriver {
             self.unwritten.retain(|entry| entry.index < from);
             self.held.clear();
             node.storage_mut().truncate_suffix(from);
-            machine.on_truncated(node.storage(), from);
+            // The machine has heard of written entries only (the rest it hears of when they
+            // land), so for it the cut starts at most just after the log's last entry.
+            let stored_end = node.storage().last_index() + 1;
+            machine.on_truncated(node.storage(), from.min(stored_end));
         }
         if let Some(snapshot) = &ready.snapshot {
             self.settle(node, network);
-            self.unwritten.clear();
+            // The core keeps the entries after the snapshot when its log agreed at the
+            // snapshot's last entry: those still waiting to be written or applied keep waiting
+            // (the log, which may not hold that entry, starts right after it). Everything else
+            // the snapshot covers or the core dropped.
+            let through = snapshot.meta.last_included_index;
+            let kept = |entry: &Entry| {
+                entry.index > through && node.term_at(entry.index) == Some(entry.term)
+            };
+            self.unwritten.retain(kept);
+            self.unapplied.retain(kept);
             self.held.clear();
             node.storage_mut().write_snapshot(snapshot);
             machine.restore(node.storage(), snapshot);
@@ -255,18 +310,15 @@ impl GroupDriver {
             }
             let may_go = self.pipeline.after_persist(ready.messages_after_persist);
             self.send(network, may_go);
+        } else if self.acknowledges_refused_writes() {
+            self.send(network, ready.messages_after_persist);
         } else {
             self.held.extend(ready.messages_after_persist);
         }
         if !ready.read_states.is_empty() {
             machine.on_read_states(&ready.read_states);
         }
-        if let Some(last) = ready.committed_entries.last().map(|entry| entry.index) {
-            for entry in &ready.committed_entries {
-                machine.apply(entry, node.storage());
-            }
-            node.on_applied(last);
-        }
+        self.apply(node, machine, ready.committed_entries);
         self.notice_role_change(node, machine);
     }
 

@@ -44,6 +44,9 @@ pub struct DriverBugs {
     /// Messages that need durability leave at once, before any sync covers the writes before
     /// them: a follower acknowledges entries a crash loses.
     pub release_messages_early: bool,
+    /// Messages that claim entries the disk refused leave anyway (group/driver.rs): a follower
+    /// with a full disk acknowledges entries it never stored.
+    pub acknowledge_refused_writes: bool,
 }
 
 #[derive(Debug, Default)]
@@ -59,6 +62,11 @@ pub struct SyncPipeline {
 }
 
 impl SyncPipeline {
+    #[cfg(feature = "fault-injection")]
+    pub fn bugs(&self) -> DriverBugs {
+        self.bugs
+    }
+
     #[cfg(feature = "fault-injection")]
     pub fn plant(&mut self, bugs: DriverBugs) {
         if bugs != DriverBugs::default() {
