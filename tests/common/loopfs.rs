@@ -64,7 +64,11 @@ impl Drop for LoopFs {
 }
 
 fn run(command: &mut Command) -> Result<(), String> {
-    match command.stdout(Stdio::null()).stderr(Stdio::piped()).output() {
+    match command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+    {
         Ok(output) if output.status.success() => Ok(()),
         Ok(output) => Err(format!(
             "{}: {}",
