@@ -184,6 +184,8 @@ pub const CAPACITY_REPORT_MAX_AGE: Duration = Duration::from_secs(10);
 /// How long the metadata leader waits for a missing report before refusing: a leader elected a
 /// moment ago has not heard every peer's announcement yet.
 pub const CAPACITY_REPORT_WAIT: Duration = Duration::from_secs(3);
+/// How often the waiting leader looks again for the missing reports.
+pub const CAPACITY_REPORT_POLL: Duration = Duration::from_millis(100);
 /// Offline replicas whose reason a node puts in its report; the rest are listed by group only,
 /// so a node with thousands offline does not send megabytes twice a second.
 pub const MAX_REPORTED_OFFLINE_REASONS: usize = 256;

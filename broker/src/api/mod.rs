@@ -23,9 +23,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::group::replace::replacement_done;
 use crate::limits::{
-    ADMIN_TIMEOUT, CAPACITY_REPORT_WAIT, DEFAULT_REPLICATION_FACTOR, FRESH_HELLO_TIMEOUT,
-    MAX_FETCH_WAIT, MAX_PARTITIONS, MAX_PRODUCE_TIMEOUT, MAX_UP_FRONT_BYTES, REPLACE_ANSWER_MARGIN,
-    REPLACE_POLL,
+    ADMIN_TIMEOUT, CAPACITY_REPORT_POLL, CAPACITY_REPORT_WAIT, DEFAULT_REPLICATION_FACTOR,
+    FRESH_HELLO_TIMEOUT, MAX_FETCH_WAIT, MAX_PARTITIONS, MAX_PRODUCE_TIMEOUT, MAX_UP_FRONT_BYTES,
+    REPLACE_ANSWER_MARGIN, REPLACE_POLL,
 };
 use crate::meta::actor::{MetaHandle, MetaInput};
 use crate::meta::{MetaCommand, MetaOutcome, MetaState, TopicConfig, TopicInfo, META_GROUP};
@@ -487,7 +487,7 @@ async fn capacity_reports_for(
         if complete || tokio::time::Instant::now() >= deadline {
             return reports;
         }
-        tokio::time::sleep(REPLACE_POLL).await;
+        tokio::time::sleep(CAPACITY_REPORT_POLL).await;
     }
 }
 

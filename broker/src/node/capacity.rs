@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
@@ -121,11 +122,21 @@ fn process_token() -> u64 {
     *TOKEN.get_or_init(|| rand::random::<u64>().max(1))
 }
 
+/// Logs a measurement that cannot be made the first time only: it is retried every 2 s and
+/// would otherwise bury the log.
+fn warn_once(logged: &AtomicBool, what: &str, error: &dyn std::fmt::Display) {
+    if !logged.swap(true, Ordering::Relaxed) {
+        tracing::warn!(%error, "cannot measure {what}; admission will not check it");
+    }
+}
+
 fn disk_space(data_dir: &Path) -> Option<DiskSpace> {
+    static LOGGED: AtomicBool = AtomicBool::new(false);
     let stat = match rustix::fs::statvfs(data_dir) {
         Ok(stat) => stat,
         Err(error) => {
-            tracing::warn!(dir = %data_dir.display(), %error, "cannot measure free disk (statvfs); admission will not check it");
+            let what = format!("free disk of {} (statvfs)", data_dir.display());
+            warn_once(&LOGGED, &what, &error);
             return None;
         }
     };
@@ -154,21 +165,23 @@ fn boot_id() -> u64 {
 }
 
 fn count_entries(dir: &str) -> Option<u64> {
+    static LOGGED: AtomicBool = AtomicBool::new(false);
     match std::fs::read_dir(dir) {
         // The directory handle read_dir holds is one of the entries: not the node's own.
         Ok(entries) => Some((entries.count() as u64).saturating_sub(1)),
         Err(error) => {
-            tracing::warn!(dir, %error, "cannot count open files; admission will not check them");
+            warn_once(&LOGGED, &format!("open files ({dir})"), &error);
             None
         }
     }
 }
 
 fn count_lines(path: &str) -> Option<u64> {
+    static LOGGED: AtomicBool = AtomicBool::new(false);
     let mut file = match std::fs::File::open(path) {
         Ok(file) => file,
         Err(error) => {
-            tracing::warn!(path, %error, "cannot count memory maps; admission will not check them");
+            warn_once(&LOGGED, &format!("memory maps ({path})"), &error);
             return None;
         }
     };
@@ -181,16 +194,28 @@ fn count_lines(path: &str) -> Option<u64> {
             Ok(read) => lines += buffer[..read].iter().filter(|&&b| b == b'\n').count() as u64,
             Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
             Err(error) => {
-                tracing::warn!(path, %error, "cannot count memory maps; admission will not check them");
+                warn_once(&LOGGED, &format!("memory maps ({path})"), &error);
                 return None;
             }
         }
     }
 }
 
+/// `vm.max_map_count`; `None` (and a warning, once) when it cannot be read.
 fn read_number(path: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.trim().parse().ok()
+    static LOGGED: AtomicBool = AtomicBool::new(false);
+    let read = std::fs::read_to_string(path).map_err(|error| error.to_string());
+    match read.and_then(|text| {
+        text.trim()
+            .parse()
+            .map_err(|_| format!("not a number: {text:?}"))
+    }) {
+        Ok(number) => Some(number),
+        Err(error) => {
+            warn_once(&LOGGED, path, &error);
+            None
+        }
+    }
 }
 
 /// The latest capacity report of this node (written by its measuring task) and of each peer
