@@ -3,7 +3,8 @@
 //! by group 0's leader with the node and the limit named, while the cluster keeps serving and
 //! restarts cleanly; a partition cap from `--config` refuses too; a replica whose directory
 //! cannot be made is held offline, shown by `topic describe` and `cluster status`, survives a
-//! restart of its node without stopping it, and opens once the obstacle is gone.
+//! restart of its node without stopping it, and opens once the obstacle is gone; and the files
+//! and maps admission charges per replica are what a real replica holds.
 
 mod common;
 
@@ -340,4 +341,64 @@ fn a_replica_that_cannot_be_opened_is_held_offline_and_shown_while_its_node_serv
         "{log}"
     );
     assert!(!cluster.logs().contains("fatal"), "{}", cluster.logs());
+}
+
+fn count_open_files(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as u64
+}
+
+fn count_memory_maps(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap()
+        .lines()
+        .count() as u64
+}
+
+/// Admission charges each new replica `REPLICA_OPEN_FILES` and `REPLICA_MEMORY_MAPS`: a real
+/// node's replicas must not hold more, or admission would let a create through that runs out.
+#[test]
+fn a_new_replica_holds_no_more_files_and_maps_than_admission_charges() {
+    use keel_broker::limits::{REPLICA_MEMORY_MAPS, REPLICA_OPEN_FILES};
+    const PARTITIONS: u64 = 200;
+    let cluster = TestCluster::start(1);
+    let pid = cluster.pid(1).expect("node 1 runs");
+    let (files, maps) = (count_open_files(pid), count_memory_maps(pid));
+    succeeds(
+        &cluster,
+        &[
+            "topic",
+            "create",
+            "many",
+            "--partitions",
+            &PARTITIONS.to_string(),
+        ],
+        None,
+    );
+    eventually("every replica started", Duration::from_secs(30), || {
+        let log = std::fs::read_to_string(&cluster.node(1).log).unwrap();
+        let started = log.matches("partition replica started").count() as u64;
+        (started == PARTITIONS)
+            .then_some(())
+            .ok_or(format!("{started} started"))
+    });
+    // Measured with the topic in use, not just opened.
+    produce_and_consume(&cluster, "many", 50, 50);
+    let opened_files = count_open_files(pid) - files;
+    let added_maps = count_memory_maps(pid).saturating_sub(maps);
+    eprintln!("{PARTITIONS} replicas: {opened_files} files, {added_maps} maps");
+    assert!(
+        opened_files <= PARTITIONS * REPLICA_OPEN_FILES,
+        "{opened_files} files for {PARTITIONS} replicas"
+    );
+    assert!(
+        opened_files >= PARTITIONS * REPLICA_OPEN_FILES * 9 / 10,
+        "the charge should be the real cost, not a guess far above it: {opened_files}"
+    );
+    // New runtime threads (a stack and its guard each) may come with the opens.
+    assert!(
+        added_maps <= PARTITIONS * REPLICA_MEMORY_MAPS + 64,
+        "{added_maps} maps for {PARTITIONS} replicas"
+    );
 }
