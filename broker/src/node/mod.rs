@@ -425,7 +425,8 @@ impl NodeContext {
                     topic,
                     partition,
                     reason,
-                } => Some((topic.partitions[*partition as usize].group, reason.clone())),
+                } => (topic.partitions.get(*partition as usize))
+                    .map(|placement| (placement.group, reason.clone())),
                 _ => None,
             })
             .collect();
