@@ -46,7 +46,7 @@ pub struct ServerArgs {
     #[arg(long)]
     require_client_cert: bool,
     /// A TOML file with settings (flags win): fsync, segment_bytes, max_message_bytes,
-    /// max_record_batch_bytes, max_request_bytes, min_free_bytes.
+    /// max_record_batch_bytes, max_request_bytes, min_free_bytes, max_partition_replicas.
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -85,6 +85,7 @@ struct FileConfig {
     max_record_batch_bytes: Option<u64>,
     max_request_bytes: Option<u64>,
     min_free_bytes: Option<u64>,
+    max_partition_replicas: Option<u64>,
 }
 
 pub fn run_server(args: &ServerArgs) -> anyhow::Result<()> {
@@ -124,6 +125,11 @@ pub fn run_server(args: &ServerArgs) -> anyhow::Result<()> {
     }
     if let Some(bytes) = file.max_request_bytes {
         config.limits.max_request_bytes = bytes;
+    }
+    match file.max_partition_replicas {
+        Some(0) => bail!("max_partition_replicas in config must be at least 1"),
+        Some(cap) => config.max_partition_replicas = cap,
+        None => {}
     }
     config
         .limits

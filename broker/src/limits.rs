@@ -172,3 +172,53 @@ pub const FOLD_READ_BYTES: u64 = 4 << 20;
 /// Smallest read from the log when serving a fetch: a small `max_bytes` still reads a useful
 /// chunk of entries per call, as the batches it skips cost a read each.
 pub const FETCH_READ_CHUNK_MIN_BYTES: u64 = 64 * 1024;
+
+// Capacity admission (node/capacity.rs, node/admission.rs; docs/OPERATIONS.md "Capacity
+// admission").
+
+/// Partition replicas a node hosts at most unless its config says otherwise
+/// (`max_partition_replicas`): each replica is a Raft group with its own loop, timers, files and
+/// memory map, and a thousand idle ones already cost a node tens of MB and a steady trickle of
+/// heartbeats. Raise it on purpose, not by accident.
+pub const DEFAULT_MAX_PARTITION_REPLICAS: u64 = 1000;
+/// How often a node measures its own capacity. Admission works from a measurement at most this
+/// old plus the announcement interval, and accounts for replicas placed since (`pending`).
+pub const CAPACITY_MEASURE_INTERVAL: Duration = Duration::from_secs(2);
+/// A peer's capacity report older than this counts as missing: the node is probably down, and
+/// a create that would place replicas on it is refused rather than admitted blind.
+pub const CAPACITY_REPORT_MAX_AGE: Duration = Duration::from_secs(10);
+/// How long the metadata leader waits for a missing report before refusing: a leader elected a
+/// moment ago has not heard every peer's announcement yet.
+pub const CAPACITY_REPORT_WAIT: Duration = Duration::from_secs(3);
+/// How often the waiting leader looks again for the missing reports.
+pub const CAPACITY_REPORT_POLL: Duration = Duration::from_millis(100);
+/// Offline replicas whose reason a node puts in its report; the rest are listed by group only,
+/// so a node with thousands offline does not send megabytes twice a second.
+pub const MAX_REPORTED_OFFLINE_REASONS: usize = 256;
+/// Longest offline reason a report carries (a storage error with its path fits).
+pub const MAX_OFFLINE_REASON_BYTES: usize = 300;
+/// Disk a new replica needs up front: the first extent its active segment reserves once a
+/// produce passes its first 4 KiB page (keel-storage `SEGMENT_EXTENT_BYTES`), plus its hard
+/// state (8 KiB) and the blocks of its two directories and index files.
+pub const REPLICA_UP_FRONT_DISK_BYTES: u64 = keel_storage::limits::SEGMENT_EXTENT_BYTES + 64 * 1024;
+/// File descriptors an open replica holds: its active segment's `.log`, `.index` and `.offsets`
+/// files (measured: 3 per replica on a fresh topic; each rolled segment kept adds 3 more, which
+/// the headroom below covers).
+pub const REPLICA_OPEN_FILES: u64 = 3;
+/// Memory maps an open replica holds: its active segment's read-only map (one more per segment
+/// kept).
+pub const REPLICA_MEMORY_MAPS: u64 = 1;
+/// Inodes a new replica takes: its directory, `log/`, the hard state and the three segment files.
+pub const REPLICA_INODES: u64 = 6;
+/// Free disk admission never hands out, as a fraction of the file system (1/20, what ext4
+/// reserves for root by default): existing partitions grow into it and group 0 writes there.
+pub const DISK_RESERVE_DIVISOR: u64 = 20;
+/// ... and at least this much, for small file systems.
+pub const MIN_DISK_RESERVE_BYTES: u64 = 8 << 20;
+/// Open files and memory maps admission never hands out, as a fraction of the limit (1/10):
+/// segments roll and stay open, clients and snapshots open files.
+pub const HANDLE_RESERVE_DIVISOR: u64 = 10;
+/// ... and at least this many.
+pub const MIN_HANDLE_RESERVE: u64 = 256;
+/// Inodes admission never hands out: deleted segments' replacements, snapshots, temp files.
+pub const MIN_INODE_RESERVE: u64 = 256;

@@ -16,8 +16,8 @@ use crate::group::{
     decode_coalesced, decode_messages, PeerBatch, Peers, RaftGroup, COALESCED_BASE,
 };
 use crate::limits::{
-    CONTROL_CHANNEL_CAPACITY, DISK_SAMPLE_INTERVAL, GROUP_INBOX_CAPACITY, GROUP_SHUTDOWN_TIMEOUT,
-    OFFLINE_RETRY_INTERVAL, TRANSPORT_DRAIN_TIMEOUT,
+    CAPACITY_MEASURE_INTERVAL, CONTROL_CHANNEL_CAPACITY, DISK_SAMPLE_INTERVAL,
+    GROUP_INBOX_CAPACITY, GROUP_SHUTDOWN_TIMEOUT, OFFLINE_RETRY_INTERVAL, TRANSPORT_DRAIN_TIMEOUT,
 };
 use crate::meta::actor::{MetaHandle, MetaInput};
 use crate::meta::{MetaState, NodeInfo, META_GROUP};
@@ -86,6 +86,7 @@ impl RunningNode {
             meta_state: Mutex::new(None),
             reports: Arc::new(Reports::default()),
             disk: disk.clone(),
+            capacity: Default::default(),
         });
         let context = NodeContext {
             shared: shared.clone(),
@@ -114,6 +115,8 @@ impl RunningNode {
         ))];
         tasks.push(tokio::spawn(flush_heartbeats(peers.clone(), config.tick)));
         tasks.push(tokio::spawn(sample_free_space(disk)));
+        // Measured from the start, so the first announcement after founding carries a report.
+        tasks.push(tokio::spawn(measure_capacity(context.clone())));
         let founding = Founding::new(&config.data_dir, me.clone(), config.founders.clone());
         let founders = founding
             .run(
@@ -121,6 +124,7 @@ impl RunningNode {
                 control_receiver,
                 &config.peers,
                 shared.reports.clone(),
+                shared.capacity.clone(),
             )
             .await?;
         let (founders, control_task) = founders;
@@ -167,6 +171,7 @@ impl RunningNode {
             crate::api::ApiContext {
                 node: context.clone(),
                 meta: meta.clone(),
+                create_lock: Default::default(),
             },
         )));
         Ok(RunningNode {
@@ -310,6 +315,22 @@ async fn sample_free_space(disk: Arc<crate::disk::DiskSpace>) {
     loop {
         ticker.tick().await;
         tokio::task::block_in_place(|| disk.refresh());
+    }
+}
+
+/// Every [`CAPACITY_MEASURE_INTERVAL`], this node measures what it can still take on; its
+/// announcements carry the latest measurement to group 0's leader (node/capacity.rs).
+async fn measure_capacity(context: NodeContext) {
+    let mut ticker = tokio::time::interval(CAPACITY_MEASURE_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let context = context.clone();
+        // Reading /proc/self/maps of a node with thousands of replicas takes a while: off the
+        // runtime's workers.
+        if let Err(error) = tokio::task::spawn_blocking(move || context.measure_capacity()).await {
+            tracing::warn!(%error, "measuring capacity failed");
+        }
     }
 }
 

@@ -135,6 +135,14 @@ pub fn status_text(status: &ClusterStatusResponse) -> String {
             }
         ));
     }
+    // Added after the groups so the sections before read as they always did.
+    text.push_str("\nnode\toffline_replicas\n");
+    for node in &status.nodes {
+        let offline = node
+            .offline_replicas
+            .map_or_else(|| "-".to_string(), |count| count.to_string());
+        text.push_str(&format!("{}\t{offline}\n", node.node_id));
+    }
     text
 }
 
@@ -148,6 +156,7 @@ pub fn status_json(status: &ClusterStatusResponse) -> serde_json::Value {
                 "incarnation": node.incarnation,
                 "address": node.address,
                 "up": node.up,
+                "offline_replicas": node.offline_replicas,
             })
         })
         .collect();
@@ -184,6 +193,7 @@ mod tests {
                 incarnation: 0xab,
                 address: "127.0.0.1:7070".into(),
                 up: true,
+                offline_replicas: Some(2),
             }],
             partitions: vec![
                 PartitionStatus {
@@ -206,10 +216,24 @@ mod tests {
         assert_eq!(
             status_text(&status),
             "node\tincarnation\taddress\tstate\n1\t00000000000000ab\t127.0.0.1:7070\tup\n\
-             \ngroup\tleader\tfollower_lag\n_meta/0\t1\t2:3\norders/1\t-\t-\n"
+             \ngroup\tleader\tfollower_lag\n_meta/0\t1\t2:3\norders/1\t-\t-\n\
+             \nnode\toffline_replicas\n1\t2\n"
         );
         let json = status_json(&status);
         assert_eq!(json["partitions"][0]["topic"], serde_json::Value::Null);
         assert_eq!(json["nodes"][0]["up"], true);
+        assert_eq!(json["nodes"][0]["offline_replicas"], 2);
+        let unknown = ClusterStatusResponse {
+            nodes: vec![NodeStatus {
+                offline_replicas: None,
+                ..status.nodes[0].clone()
+            }],
+            partitions: vec![],
+        };
+        assert!(status_text(&unknown).ends_with("\nnode\toffline_replicas\n1\t-\n"));
+        assert_eq!(
+            status_json(&unknown)["nodes"][0]["offline_replicas"],
+            serde_json::Value::Null
+        );
     }
 }

@@ -274,6 +274,11 @@ pub fn description_json(description: &TopicDescription) -> serde_json::Value {
                 "replicas": partition.replicas,
                 "log_start_offset": partition.log_start_offset,
                 "high_watermark": partition.high_watermark,
+                "offline": partition
+                    .offline
+                    .iter()
+                    .map(|replica| json!({ "node_id": replica.node_id, "reason": replica.reason }))
+                    .collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -313,7 +318,7 @@ fn config_text(config: &TopicConfigView) -> String {
 
 /// A header line, then one tab-separated line per partition (`-` for no leader), then the
 /// retention settings (after the partitions, so scripts reading the first lines see what they
-/// always did).
+/// always did), then one `offline` line per replica held offline (none when all are open).
 pub fn description_text(description: &TopicDescription) -> String {
     let mut text = format!(
         "topic {} partitions={} replication={}\npartition\tleader\treplicas\tlog_start_offset\thigh_watermark\n",
@@ -336,13 +341,25 @@ pub fn description_text(description: &TopicDescription) -> String {
         ));
     }
     text.push_str(&config_text(&description.config));
+    for partition in &description.partitions {
+        for replica in &partition.offline {
+            // One line each: a reason with a newline or tab would break the line format.
+            let reason: String = (replica.reason.chars())
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            text.push_str(&format!(
+                "offline partition={} node={} reason={}\n",
+                partition.partition, replica.node_id, reason
+            ));
+        }
+    }
     text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keel_client::wire::messages::PartitionDescription;
+    use keel_client::wire::messages::{OfflineReplica, PartitionDescription};
 
     #[test]
     fn describe_text_and_json_shapes() {
@@ -356,6 +373,7 @@ mod tests {
                     replicas: vec![1, 2, 3],
                     log_start_offset: 0,
                     high_watermark: 42,
+                    offline: vec![],
                 },
                 PartitionDescription {
                     partition: 1,
@@ -363,6 +381,10 @@ mod tests {
                     replicas: vec![2],
                     log_start_offset: 5,
                     high_watermark: 5,
+                    offline: vec![OfflineReplica {
+                        node_id: 2,
+                        reason: "create groups/3:\tNot a directory".into(),
+                    }],
                 },
             ],
             config: TopicConfigView {
@@ -379,7 +401,8 @@ mod tests {
              1\t-\t2\t5\t5\n\
              retention.bytes=unlimited\n\
              retention.ms=604800000\n\
-             segment.ms=3600000\n"
+             segment.ms=3600000\n\
+             offline partition=1 node=2 reason=create groups/3: Not a directory\n"
         );
         let json = description_json(&description);
         assert_eq!(json["partitions"][1]["leader"], serde_json::Value::Null);
@@ -387,5 +410,11 @@ mod tests {
         assert_eq!(json["config"]["retention.bytes"], -1);
         assert_eq!(json["config"]["retention.ms"], 604_800_000);
         assert_eq!(json["config"]["segment.ms"], 3_600_000);
+        assert_eq!(json["partitions"][0]["offline"], serde_json::json!([]));
+        assert_eq!(json["partitions"][1]["offline"][0]["node_id"], 2);
+        assert_eq!(
+            json["partitions"][1]["offline"][0]["reason"],
+            "create groups/3:\tNot a directory"
+        );
     }
 }

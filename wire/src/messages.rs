@@ -326,6 +326,19 @@ pub struct PartitionDescription {
     pub replicas: Vec<NodeId>,
     pub log_start_offset: u64,
     pub high_watermark: u64,
+    /// Replicas of this partition that their node holds offline (it could not open them), as
+    /// the answering node last heard from each replica's node; empty when all are open or
+    /// nothing recent was heard (docs/OPERATIONS.md "Offline replicas").
+    pub offline: Vec<OfflineReplica>,
+}
+
+/// One replica a node could not open and holds offline, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfflineReplica {
+    pub node_id: NodeId,
+    /// The node's own words (the storage error); a node with very many offline replicas
+    /// reports the reason of the first ones only, and says so here for the rest.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -341,6 +354,9 @@ pub struct NodeStatus {
     pub incarnation: u64,
     pub address: String,
     pub up: bool,
+    /// Partition replicas the node holds offline; `None` when the answering node has no
+    /// recent report from it (a node that is down).
+    pub offline_replicas: Option<u32>,
 }
 
 /// One Raft group: a topic partition, or the metadata group (`topic: None`, group 0).
@@ -461,6 +477,12 @@ pub enum ErrorCode {
     /// (transactions, control batches, LogAppendTime).
     #[error("unsupported for message format")]
     UnsupportedForMessageFormat,
+    /// Group 0's leader refused a topic create before proposing it: a node would go over one of
+    /// its capacity limits (partition cap, free disk, inodes, open files, memory maps), or has
+    /// not reported its capacity recently (docs/OPERATIONS.md "Capacity admission"). `reason`
+    /// names the limit and the numbers.
+    #[error("insufficient capacity on node {node_id}: {reason}")]
+    InsufficientCapacity { node_id: NodeId, reason: String },
 }
 
 impl ErrorCode {
@@ -491,7 +513,8 @@ impl ErrorCode {
             | ErrorCode::UnknownNode
             | ErrorCode::NotAuthorized
             | ErrorCode::Internal
-            | ErrorCode::UnsupportedForMessageFormat => false,
+            | ErrorCode::UnsupportedForMessageFormat
+            | ErrorCode::InsufficientCapacity { .. } => false,
         }
     }
 }
@@ -531,6 +554,10 @@ mod tests {
                 expected_sequence: 3,
             },
             ErrorCode::CorruptBatch,
+            ErrorCode::InsufficientCapacity {
+                node_id: 2,
+                reason: "partition cap".into(),
+            },
         ];
         for code in fatal {
             assert!(!code.is_retriable(), "{code:?}");
@@ -648,5 +675,14 @@ mod tests {
         });
         let bytes = postcard::to_stdvec(&error).unwrap();
         assert_eq!(bytes, [10, 7, 1, 3, b'h', b':', b'1']);
+        // Appended last: every older code keeps its tag.
+        let capacity = Response::Error(ErrorCode::InsufficientCapacity {
+            node_id: 3,
+            reason: "r".into(),
+        });
+        assert_eq!(
+            postcard::to_stdvec(&capacity).unwrap(),
+            [10, 24, 3, 1, b'r']
+        );
     }
 }

@@ -14,21 +14,22 @@ use keel_wire::limits::{DEFAULT_REQUEST_TIMEOUT_MS, REPLACE_NODE_TIMEOUT_MS};
 use keel_wire::messages::{
     AlterTopicRequest, AlterTopicResponse, ClusterStatusResponse, CreateTopicRequest, FetchRequest,
     InitProducerIdResponse, ListTopicsResponse, MetadataRequest, MetadataResponse, NodeAddress,
-    NodeStatus, PartitionDescription, PartitionMetadata, PartitionStatus, ProduceRequest,
-    ReplaceNodeRequest, ReplaceNodeResponse, ReplaceNodeWait, TopicDescription, TopicMetadata,
-    TopicSettings, TopicSummary,
+    NodeStatus, OfflineReplica, PartitionDescription, PartitionMetadata, PartitionStatus,
+    ProduceRequest, ReplaceNodeRequest, ReplaceNodeResponse, ReplaceNodeWait, TopicDescription,
+    TopicMetadata, TopicSettings, TopicSummary,
 };
 use keel_wire::{ErrorCode, Frame, RecordBatchView, Request, Response};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::group::replace::replacement_done;
 use crate::limits::{
-    ADMIN_TIMEOUT, DEFAULT_REPLICATION_FACTOR, FRESH_HELLO_TIMEOUT, MAX_FETCH_WAIT, MAX_PARTITIONS,
-    MAX_PRODUCE_TIMEOUT, MAX_UP_FRONT_BYTES, REPLACE_ANSWER_MARGIN, REPLACE_POLL,
+    ADMIN_TIMEOUT, CAPACITY_REPORT_POLL, CAPACITY_REPORT_WAIT, DEFAULT_REPLICATION_FACTOR,
+    FRESH_HELLO_TIMEOUT, MAX_FETCH_WAIT, MAX_PARTITIONS, MAX_PRODUCE_TIMEOUT, MAX_UP_FRONT_BYTES,
+    REPLACE_ANSWER_MARGIN, REPLACE_POLL,
 };
 use crate::meta::actor::{MetaHandle, MetaInput};
 use crate::meta::{MetaCommand, MetaOutcome, MetaState, TopicConfig, TopicInfo, META_GROUP};
-use crate::node::NodeContext;
+use crate::node::{admission, NodeContext};
 use crate::partition::{PartitionHandle, PartitionInput};
 use crate::transport::{ClientConnection, GroupId};
 
@@ -36,6 +37,9 @@ use crate::transport::{ClientConnection, GroupId};
 pub struct ApiContext {
     pub node: NodeContext,
     pub meta: MetaHandle,
+    /// Held from a create's admission to its being applied, so the next create is admitted
+    /// against a map that holds this one's replicas (two at once would each see room for both).
+    pub create_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Accepts client connections until the transport closes.
@@ -401,34 +405,51 @@ async fn create_topic(
     let settings = request.settings();
     check_settings(&request.name, &settings, "create topic")?;
     let config = TopicConfig::NEW_TOPIC_DEFAULT.overlaid(&settings);
-    let (placement, replication_factor) = {
-        let state: &MetaState = &context.meta.state.borrow();
-        let nodes = state.nodes.len();
-        let replication_factor = request
-            .replication_factor
-            .unwrap_or(nodes.min(DEFAULT_REPLICATION_FACTOR) as u16);
-        if request.partitions == 0
-            || request.partitions > MAX_PARTITIONS
-            || replication_factor == 0
-            || usize::from(replication_factor) > nodes
-        {
-            tracing::warn!(
-                topic = %request.name,
-                partitions = request.partitions,
-                replication_factor,
-                nodes,
-                "create topic refused: invalid partitions or replication factor"
-            );
-            return Err(ErrorCode::InvalidTopicConfig);
-        }
-        if state.topics.contains_key(&request.name) {
-            return Err(ErrorCode::TopicAlreadyExists);
-        }
-        (
-            state.place(request.partitions, replication_factor),
+    // Only group 0's leader admits: it holds the newest map and hears every node's reports. A
+    // follower sends the client there.
+    let _serialized = context.create_lock.lock().await;
+    let leader = *context.meta.leader.borrow();
+    if leader != Some(context.node.node_id()) {
+        return Err(ErrorCode::NotLeader {
+            leader_addr: leader.and_then(|id| context.node.client_address(id)),
+        });
+    }
+    let state: MetaState = context.meta.state.borrow().clone();
+    let nodes = state.nodes.len();
+    let replication_factor = request
+        .replication_factor
+        .unwrap_or(nodes.min(DEFAULT_REPLICATION_FACTOR) as u16);
+    if request.partitions == 0
+        || request.partitions > MAX_PARTITIONS
+        || replication_factor == 0
+        || usize::from(replication_factor) > nodes
+    {
+        tracing::warn!(
+            topic = %request.name,
+            partitions = request.partitions,
             replication_factor,
-        )
-    };
+            nodes,
+            "create topic refused: invalid partitions or replication factor"
+        );
+        return Err(ErrorCode::InvalidTopicConfig);
+    }
+    if state.topics.contains_key(&request.name) {
+        return Err(ErrorCode::TopicAlreadyExists);
+    }
+    // The placement proposed is the one admitted: both come from this one copy of the map.
+    let placement = state.place(request.partitions, replication_factor);
+    let reports = capacity_reports_for(context, &placement).await;
+    if let Err(refusal) = admission::admit(&state, &placement, &reports) {
+        tracing::warn!(
+            topic = %request.name,
+            partitions = request.partitions,
+            replication_factor,
+            node = refusal.node_id,
+            reason = %refusal.reason,
+            "create topic refused: insufficient capacity"
+        );
+        return Err(refusal.error_code());
+    }
     let outcome = propose(
         context,
         MetaCommand::CreateTopicWithConfig {
@@ -442,6 +463,27 @@ async fn create_topic(
     match outcome {
         MetaOutcome::TopicCreated(topic) => Ok(summary(&topic)),
         _ => Err(ErrorCode::Internal),
+    }
+}
+
+/// The fresh capacity reports, once every node `placement` names has one or
+/// [`CAPACITY_REPORT_WAIT`] has passed: a leader elected a moment ago has not heard every peer
+/// yet, and refusing its first create for that would be a false alarm.
+async fn capacity_reports_for(
+    context: &ApiContext,
+    placement: &[Vec<u64>],
+) -> std::collections::BTreeMap<u64, crate::node::capacity::CapacityReport> {
+    let deadline = tokio::time::Instant::now() + CAPACITY_REPORT_WAIT;
+    loop {
+        let reports = context.node.capacity_reports();
+        let complete = placement
+            .iter()
+            .flatten()
+            .all(|node| reports.contains_key(node));
+        if complete || tokio::time::Instant::now() >= deadline {
+            return reports;
+        }
+        tokio::time::sleep(CAPACITY_REPORT_POLL).await;
     }
 }
 
@@ -594,6 +636,13 @@ async fn describe(name: &str, context: &ApiContext) -> Result<TopicDescription, 
         .get(name)
         .cloned()
         .ok_or(ErrorCode::UnknownTopic)?;
+    let reports = context.node.capacity_reports();
+    let mut offline_by_node = std::collections::BTreeMap::new();
+    for &node in info.partitions.iter().flat_map(|p| &p.replicas) {
+        offline_by_node
+            .entry(node)
+            .or_insert_with(|| context.node.offline_of(node, &reports));
+    }
     let partitions = info
         .partitions
         .iter()
@@ -604,12 +653,29 @@ async fn describe(name: &str, context: &ApiContext) -> Result<TopicDescription, 
                 .partition(placement.group)
                 .map(|handle| *handle.view.borrow())
                 .unwrap_or_default();
+            let offline = placement
+                .replicas
+                .iter()
+                .filter_map(|node| {
+                    let (_, groups) = offline_by_node.get(node)?.as_ref()?;
+                    let reason = groups.get(&placement.group)?.clone();
+                    Some(OfflineReplica {
+                        node_id: *node,
+                        reason: reason.unwrap_or_else(|| {
+                            "held offline (its node reports the reason of its first offline \
+                             replicas only: see that node's log)"
+                                .to_string()
+                        }),
+                    })
+                })
+                .collect();
             PartitionDescription {
                 partition: partition as u32,
                 leader: view.leader,
                 replicas: placement.replicas.clone(),
                 log_start_offset: view.log_start_offset,
                 high_watermark: view.high_watermark,
+                offline,
             }
         })
         .collect();
@@ -623,6 +689,7 @@ async fn describe(name: &str, context: &ApiContext) -> Result<TopicDescription, 
 
 async fn cluster_status(context: &ApiContext) -> ClusterStatusResponse {
     let state = context.meta.state.borrow().clone();
+    let reports = context.node.capacity_reports();
     let nodes = state
         .nodes
         .values()
@@ -631,6 +698,10 @@ async fn cluster_status(context: &ApiContext) -> ClusterStatusResponse {
             incarnation: info.incarnation,
             address: info.client_address.clone(),
             up: context.node.peer_connected(info.node_id),
+            offline_replicas: context
+                .node
+                .offline_of(info.node_id, &reports)
+                .map(|(total, _)| u32::try_from(total).unwrap_or(u32::MAX)),
         })
         .collect();
     let mut partitions = vec![PartitionStatus {

@@ -16,7 +16,8 @@
 //!
 //! After founding every node keeps saying hello, twice a second, with its incarnation and its
 //! standing in each of its groups (`Announcement`): what `replace-node` needs to learn a new
-//! incarnation and to see a replacement through.
+//! incarnation and to see a replacement through. The same hello carries the node's latest
+//! capacity report (node/capacity.rs), which group 0's leader admits creates by.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -31,6 +32,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use super::capacity::{CapacityBoard, CapacityReport};
 use super::{NodeError, CONTROL_GROUP};
 use crate::group::replace::{Announcement, MemberState, Reports};
 use crate::group::Peers;
@@ -110,6 +112,19 @@ struct Hello {
     want_reply: bool,
     /// The sender's standing in each of its groups (empty while founding).
     groups: Vec<(GroupId, MemberState)>,
+    /// The sender's latest capacity report (`None` while founding). Last, so a node of an older
+    /// release still reads the fields before it (postcard ignores trailing bytes), and a hello
+    /// from such a node decodes as [`HelloWithoutCapacity`].
+    capacity: Option<CapacityReport>,
+}
+
+/// A hello as nodes sent it before capacity reports existed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct HelloWithoutCapacity {
+    node: NodeInfo,
+    founders: Option<Vec<NodeInfo>>,
+    want_reply: bool,
+    groups: Vec<(GroupId, MemberState)>,
 }
 
 pub struct Founding {
@@ -135,6 +150,7 @@ impl Founding {
         mut control: mpsc::Receiver<PeerMessage>,
         peer_addresses: &BTreeMap<NodeId, SocketAddr>,
         reports: Arc<Reports>,
+        capacity: Arc<CapacityBoard>,
     ) -> Result<(Vec<NodeInfo>, tokio::task::JoinHandle<()>), NodeError> {
         let stored = load_founders(&self.data_dir)?;
         let others: Vec<NodeId> = peer_addresses
@@ -157,7 +173,14 @@ impl Founding {
             (None, None) => self.discover(&peers, &mut control, &others).await?,
         };
         let me = self.me.clone();
-        let task = tokio::spawn(announce(control, peers, me, founders.clone(), reports));
+        let task = tokio::spawn(announce(
+            control,
+            peers,
+            me,
+            founders.clone(),
+            reports,
+            capacity,
+        ));
         Ok((founders, task))
     }
 
@@ -178,6 +201,7 @@ impl Founding {
                         founders: None,
                         want_reply: true,
                         groups: Vec::new(),
+                        capacity: None,
                     };
                     send_hello(peers, others.iter().copied(), &hello);
                 }
@@ -192,6 +216,7 @@ impl Founding {
                             founders: None,
                             want_reply: false,
                             groups: Vec::new(),
+                            capacity: None,
                         };
                         send_hello(peers, [message.from], &answer);
                     }
@@ -227,6 +252,7 @@ impl Founding {
                     founders: Some(founders.clone()),
                     want_reply: false,
                     groups: Vec::new(),
+                    capacity: None,
                 };
                 send_hello(peers, others.iter().copied(), &hello);
                 return Ok(founders);
@@ -245,7 +271,18 @@ fn send_hello(peers: &Peers, to: impl IntoIterator<Item = NodeId>, hello: &Hello
 }
 
 fn decode_hello(message: &PeerMessage) -> Option<Hello> {
-    match postcard::from_bytes::<Hello>(&message.payload) {
+    let decoded = postcard::from_bytes::<Hello>(&message.payload).or_else(|error| {
+        postcard::from_bytes::<HelloWithoutCapacity>(&message.payload)
+            .map(|old| Hello {
+                node: old.node,
+                founders: old.founders,
+                want_reply: old.want_reply,
+                groups: old.groups,
+                capacity: None,
+            })
+            .map_err(|_| error)
+    });
+    match decoded {
         Ok(hello) if hello.node.node_id == message.from => Some(hello),
         Ok(_) => {
             tracing::warn!(from = message.from, "hello naming another node ignored");
@@ -268,12 +305,14 @@ async fn announce(
     me: NodeInfo,
     founders: Vec<NodeInfo>,
     reports: Arc<Reports>,
+    capacity: Arc<CapacityBoard>,
 ) {
     let hello = |want_reply: bool| Hello {
         node: me.clone(),
         founders: Some(founders.clone()),
         want_reply,
         groups: reports.local().into_iter().collect(),
+        capacity: capacity.local(),
     };
     let everyone: Vec<NodeId> = peers.senders.keys().copied().collect();
     let mut ticker = tokio::time::interval(ANNOUNCE_INTERVAL);
@@ -293,6 +332,9 @@ async fn announce(
         if heard.want_reply {
             send_hello(&peers, [message.from], &hello(false));
         }
+        if let Some(report) = heard.capacity {
+            capacity.record(message.from, report);
+        }
         reports.record(
             message.from,
             Announcement {
@@ -301,5 +343,66 @@ async fn announce(
                 heard_at: std::time::Instant::now(),
             },
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::capacity::{measure, Hosted};
+
+    fn node(node_id: NodeId) -> NodeInfo {
+        NodeInfo {
+            node_id,
+            incarnation: 7,
+            peer_address: "127.0.0.1:1".into(),
+            client_address: "127.0.0.1:1".into(),
+        }
+    }
+
+    fn message(from: NodeId, payload: Vec<u8>) -> PeerMessage {
+        PeerMessage {
+            from,
+            group: CONTROL_GROUP,
+            payload: Bytes::from(payload),
+        }
+    }
+
+    /// A rolling upgrade mixes releases: each must read the other's hellos.
+    #[test]
+    fn hellos_with_and_without_capacity_decode_on_both_releases() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = measure(
+            dir.path(),
+            Hosted {
+                replicas: 1,
+                max_partition_replicas: 10,
+                offline: vec![(4, "cannot open".into())],
+            },
+        );
+        let groups = vec![(0, MemberState::Voter)];
+        let new = Hello {
+            node: node(2),
+            founders: Some(vec![node(1), node(2)]),
+            want_reply: false,
+            groups: groups.clone(),
+            capacity: Some(report.clone()),
+        };
+        let bytes = postcard::to_allocvec(&new).unwrap();
+        let decoded = decode_hello(&message(2, bytes.clone())).expect("new hello");
+        assert_eq!(decoded.capacity, Some(report));
+        // An older node reads the fields it knows and ignores the report after them.
+        let old: HelloWithoutCapacity = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(
+            (old.node.clone(), old.groups.clone()),
+            (node(2), groups.clone())
+        );
+        // A hello from an older node decodes, without a report.
+        let old_bytes = postcard::to_allocvec(&old).unwrap();
+        let decoded = decode_hello(&message(2, old_bytes)).expect("old hello");
+        assert_eq!((decoded.groups, decoded.capacity), (groups, None));
+        // Garbage and a hello naming another node are ignored.
+        assert!(decode_hello(&message(2, vec![0xff; 3])).is_none());
+        assert!(decode_hello(&message(3, bytes)).is_none());
     }
 }

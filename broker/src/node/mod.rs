@@ -4,6 +4,8 @@
 //! the map changes. It hosts the groups (`GroupHost`, `MetaHost`); `server.rs` starts it all.
 //! Data directory layout: docs/FORMAT.md "Node data directory".
 
+pub mod admission;
+pub mod capacity;
 pub mod identity;
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,7 +22,8 @@ use crate::group::replace::{Announcement, MemberState, Reports};
 use crate::group::storage_log::GroupDir;
 use crate::group::{Peers, RaftGroup};
 use crate::limits::{
-    DEFAULT_TICK, ENTRY_ENVELOPE_BYTES, GROUP_INBOX_CAPACITY, OFFLINE_RETRY_INTERVAL,
+    DEFAULT_MAX_PARTITION_REPLICAS, DEFAULT_TICK, ENTRY_ENVELOPE_BYTES, GROUP_INBOX_CAPACITY,
+    OFFLINE_RETRY_INTERVAL,
 };
 use crate::meta::actor::MetaInput;
 use crate::meta::{MetaEffect, MetaState, NodeInfo, TopicInfo, META_GROUP};
@@ -52,6 +55,9 @@ pub struct NodeConfig {
     pub min_free_bytes: Option<u64>,
     /// `keel dev` knows every founder in advance and founds without discovery.
     pub founders: Option<Vec<NodeInfo>>,
+    /// Partition replicas this node accepts at most; group 0's leader refuses creates beyond
+    /// it (docs/OPERATIONS.md "Capacity admission").
+    pub max_partition_replicas: u64,
 }
 
 impl NodeConfig {
@@ -70,6 +76,7 @@ impl NodeConfig {
             segment_bytes: keel_storage::limits::DEFAULT_SEGMENT_BYTES,
             min_free_bytes: None,
             founders: None,
+            max_partition_replicas: DEFAULT_MAX_PARTITION_REPLICAS,
         }
     }
 
@@ -135,6 +142,7 @@ pub(crate) struct Shared {
     pub(crate) meta_state: Mutex<Option<watch::Receiver<MetaState>>>,
     pub(crate) reports: Arc<Reports>,
     pub(crate) disk: Arc<crate::disk::DiskSpace>,
+    pub(crate) capacity: Arc<capacity::CapacityBoard>,
 }
 
 /// What groups need of their node; cheap to clone.
@@ -412,11 +420,76 @@ impl NodeContext {
         offline
     }
 
+    /// Replicas held offline on this node by group, with why, sorted by group.
+    pub fn offline_groups(&self) -> Vec<(GroupId, String)> {
+        let routes = self.shared.routes.lock().expect("routes lock");
+        let mut offline: Vec<_> = routes
+            .values()
+            .filter_map(|route| match route {
+                Route::Offline {
+                    topic,
+                    partition,
+                    reason,
+                } => (topic.partitions.get(*partition as usize))
+                    .map(|placement| (placement.group, reason.clone())),
+                _ => None,
+            })
+            .collect();
+        offline.sort();
+        offline
+    }
+
+    /// Measures this node's capacity now and keeps it as its own report (blocking: /proc).
+    pub fn measure_capacity(&self) {
+        // Opening and offline replicas count too: the map places them here, and an opening one
+        // is about to hold its files.
+        let replicas = (self.shared.routes.lock().expect("routes lock").values())
+            .filter(|route| !matches!(route, Route::Meta(_)))
+            .count() as u64;
+        let hosted = capacity::Hosted {
+            replicas,
+            max_partition_replicas: self.shared.config.max_partition_replicas,
+            offline: self.offline_groups(),
+        };
+        let report = capacity::measure(&self.shared.config.data_dir, hosted);
+        self.shared.capacity.set_local(report);
+    }
+
+    /// The fresh capacity reports of every node, this one's included (node/admission.rs).
+    pub fn capacity_reports(&self) -> BTreeMap<NodeId, capacity::CapacityReport> {
+        self.shared.capacity.fresh(self.node_id())
+    }
+
+    /// The replicas `node` holds offline, by group with the reason (`None` where its report
+    /// left it out), and how many in all; `None` when nothing recent was heard from it. This
+    /// node answers from its routes, the others from their last report.
+    pub fn offline_of(
+        &self,
+        node: NodeId,
+        reports: &BTreeMap<NodeId, capacity::CapacityReport>,
+    ) -> Option<(u64, HashMap<GroupId, Option<String>>)> {
+        if node == self.node_id() {
+            let offline = self.offline_groups();
+            let total = offline.len() as u64;
+            return Some((
+                total,
+                offline
+                    .into_iter()
+                    .map(|(group, reason)| (group, Some(reason)))
+                    .collect(),
+            ));
+        }
+        let report = reports.get(&node)?;
+        Some((
+            report.offline_total,
+            report.offline.iter().cloned().collect(),
+        ))
+    }
+
     fn publish_offline_count(&self) {
-        let count = (self.shared.routes.lock().expect("routes lock").values())
-            .filter(|route| matches!(route, Route::Offline { .. }))
-            .count();
-        metrics::gauge!("keel_partition_replicas_offline").set(count as f64);
+        let offline = self.offline_groups();
+        metrics::gauge!("keel_partition_replicas_offline").set(offline.len() as f64);
+        self.shared.capacity.set_local_offline(offline);
     }
 
     /// Stops this node's replicas of a deleted topic and removes their data.
