@@ -1,0 +1,1070 @@
+//! One consumer group's membership under Kafka's classic group protocol, in the coordinator's
+//! memory only, pure: no tasks, no clock (every call takes `now_ms`, a monotonic clock in
+//! milliseconds), no reply channels. Join, sync, heartbeat and leave; session, rebalance and sync
+//! timeouts through [`GroupMembership::poll`] and [`GroupMembership::next_deadline`]; the states
+//! Empty, PreparingRebalance, CompletingRebalance, Stable and Dead (docs/CONSUMER-GROUPS.md).
+//!
+//! Joins and syncs that must wait are answered later, as values: every call returns [`Effects`],
+//! the [`Reply`]s now due (keyed by member id, so the async shell keeps one reply channel per
+//! member and kind) and the [`OffsetsCommand`]s to propose to the group's offsets partition
+//! (a completed generation, members removed). A generation with members becomes Stable only when
+//! the shell reports it stored ([`GroupMembership::generation_stored`]), so no member receives an
+//! assignment the offsets partition does not hold.
+//!
+//! The coordinator is assignor-agnostic: protocols and their metadata, and the assignments the
+//! elected leader computes, are opaque bytes.
+//!
+//! New members are admitted on their first join and given an id in its answer; Kafka's
+//! MEMBER_ID_REQUIRED round trip is not used (clients of every version accept an id handed out
+//! this way). Static membership (`group.instance.id`) is not supported.
+
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::offsets::{GroupRecord, MemberRecord, OffsetsCommand};
+use super::{Generation, GroupError, MemberId};
+
+/// The coordinator's limits and delays, Kafka's broker settings of the same meaning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MembershipConfig {
+    /// `group.min.session.timeout.ms`: a shorter session would make the group rebalance on
+    /// every hiccup.
+    pub min_session_timeout_ms: u64,
+    /// `group.max.session.timeout.ms`: a longer one hides dead consumers too long.
+    pub max_session_timeout_ms: u64,
+    /// `group.initial.rebalance.delay.ms`: a group formed from empty waits this long (again
+    /// after each new member, within the rebalance timeout) so a fleet of consumers starting
+    /// together forms one generation instead of one per arrival.
+    pub initial_rebalance_delay_ms: u64,
+    /// Kafka's `NewMemberJoinTimeoutMs`: a new member's first join is dropped after this (its
+    /// client may have timed out and retried under a new id), so abandoned joins cannot hold a
+    /// rebalance open for the whole rebalance timeout.
+    pub new_member_join_timeout_ms: u64,
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        MembershipConfig {
+            min_session_timeout_ms: 6_000,
+            max_session_timeout_ms: 1_800_000,
+            initial_rebalance_delay_ms: 3_000,
+            new_member_join_timeout_ms: 300_000,
+        }
+    }
+}
+
+/// Kafka's classic group states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupState {
+    /// No members; offsets may still be stored (and expire).
+    Empty,
+    /// Waiting for members to (re)join, up to the rebalance timeout.
+    PreparingRebalance,
+    /// Joined: waiting for the leader's assignment (and for it to be stored).
+    CompletingRebalance,
+    Stable,
+    /// Deleted or unloaded: nothing more is served from this value.
+    Dead,
+}
+
+/// One protocol a member supports, with its opaque metadata (for consumers: the subscription).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Protocol {
+    pub name: String,
+    pub metadata: Bytes,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinRequest {
+    /// `None` for a new member (Kafka's empty member id).
+    pub member_id: Option<MemberId>,
+    pub client_id: String,
+    pub session_timeout_ms: u64,
+    pub rebalance_timeout_ms: u64,
+    pub protocol_type: String,
+    /// In the member's order of preference.
+    pub protocols: Vec<Protocol>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinResponse {
+    pub member_id: MemberId,
+    pub generation: Generation,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub leader: MemberId,
+    /// Every member with its metadata for the chosen protocol, for the leader only (followers
+    /// get none): the leader computes the assignment from it.
+    pub members: Vec<(MemberId, Bytes)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncRequest {
+    pub member_id: MemberId,
+    pub generation: Generation,
+    /// Checked when given (Kafka's SyncGroup v5+).
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+    /// The leader's assignment (followers send none). Members it leaves out get empty bytes;
+    /// ids that are not members are ignored.
+    pub assignments: Vec<(MemberId, Bytes)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncResponse {
+    pub protocol_type: String,
+    pub protocol: String,
+    pub assignment: Bytes,
+}
+
+/// The answer to a waiting join or sync, for the member's reply channel of that kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    Join {
+        member_id: MemberId,
+        result: Result<JoinResponse, GroupError>,
+    },
+    Sync {
+        member_id: MemberId,
+        result: Result<SyncResponse, GroupError>,
+    },
+}
+
+/// What a call asks of the shell, in order: deliver the replies, propose the commands (to the
+/// group's offsets partition, in this order).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[must_use]
+pub struct Effects {
+    pub replies: Vec<Reply>,
+    pub proposals: Vec<OffsetsCommand>,
+}
+
+impl Effects {
+    pub fn is_empty(&self) -> bool {
+        self.replies.is_empty() && self.proposals.is_empty()
+    }
+
+    /// Removals in a row become one command: one entry however many sessions expired at once.
+    fn remove_member(&mut self, group: &str, member_id: MemberId) {
+        if let Some(OffsetsCommand::RemoveMembers { members, .. }) = self.proposals.last_mut() {
+            members.push(member_id);
+        } else {
+            self.proposals.push(OffsetsCommand::RemoveMembers {
+                group: group.to_string(),
+                members: vec![member_id],
+            });
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberDescription {
+    pub member_id: MemberId,
+    pub client_id: String,
+    /// Its metadata for the chosen protocol (empty while none is chosen).
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+/// A group as DescribeGroups shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupDescription {
+    pub state: GroupState,
+    pub generation: Generation,
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+    pub leader: Option<MemberId>,
+    pub members: Vec<MemberDescription>,
+}
+
+#[derive(Clone, Debug)]
+struct Member {
+    id: MemberId,
+    client_id: String,
+    session_timeout_ms: u64,
+    rebalance_timeout_ms: u64,
+    protocols: Vec<Protocol>,
+    /// A join of this member waits for the join phase to end.
+    awaiting_join: bool,
+    /// A sync of this member waits for the assignment to be stored.
+    awaiting_sync: bool,
+    /// It has not sent its sync for this generation yet (removed at the sync deadline).
+    sync_pending: bool,
+    /// Its first join has not completed yet.
+    is_new: bool,
+    assignment: Bytes,
+    /// When it is removed unless heard from: its session's end, or for a new member the end of
+    /// its first join's time.
+    deadline_ms: u64,
+}
+
+impl Member {
+    /// Whether its deadline can remove it: a member waiting on a join or a sync is covered by
+    /// the rebalance and sync deadlines instead, except a new member (Kafka's
+    /// `hasSatisfiedHeartbeat`).
+    fn expires(&self) -> bool {
+        self.is_new || !(self.awaiting_join || self.awaiting_sync)
+    }
+
+    fn metadata(&self, protocol: &str) -> Bytes {
+        self.protocols
+            .iter()
+            .find(|p| p.name == protocol)
+            .map(|p| p.metadata.clone())
+            .unwrap_or_default()
+    }
+
+    fn supports(&self, protocol: &str) -> bool {
+        self.protocols.iter().any(|p| p.name == protocol)
+    }
+}
+
+/// One group's membership: the classic protocol's state machine.
+#[derive(Clone, Debug)]
+pub struct GroupMembership {
+    group: String,
+    config: MembershipConfig,
+    state: GroupState,
+    generation: Generation,
+    protocol_type: Option<String>,
+    protocol: Option<String>,
+    leader: Option<MemberId>,
+    /// In joining order: the leader's successor is the longest-standing member.
+    members: Vec<Member>,
+    /// PreparingRebalance: the join phase ends here whoever has rejoined.
+    join_deadline_ms: Option<u64>,
+    /// PreparingRebalance from Empty: the join phase does not end before this.
+    join_not_before_ms: Option<u64>,
+    /// CompletingRebalance and Stable: members that have not synced by then are removed.
+    sync_deadline_ms: Option<u64>,
+    /// The generation whose assignment is being stored (a `GroupGeneration` proposed).
+    storing: Option<Generation>,
+    rng: ChaCha8Rng,
+}
+
+impl GroupMembership {
+    /// A group the offsets partition holds nothing for. `seed` feeds member ids: the shell
+    /// passes a random one, so ids never repeat across coordinators.
+    pub fn new(group: impl Into<String>, config: MembershipConfig, seed: u64) -> Self {
+        GroupMembership {
+            group: group.into(),
+            config,
+            state: GroupState::Empty,
+            generation: 0,
+            protocol_type: None,
+            protocol: None,
+            leader: None,
+            members: Vec::new(),
+            join_deadline_ms: None,
+            join_not_before_ms: None,
+            sync_deadline_ms: None,
+            storing: None,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    /// A group as a new coordinator finds it in the offsets partition: Stable with the stored
+    /// members, who keep their assignments and need not rejoin (each gets a fresh session), or
+    /// Empty. The generation continues from the stored one, so the next one stored is newer.
+    /// If members were removed since the generation was stored, their partitions are
+    /// unassigned: the group starts rebalancing instead.
+    pub fn restore(
+        group: impl Into<String>,
+        record: &GroupRecord,
+        config: MembershipConfig,
+        now_ms: u64,
+        seed: u64,
+    ) -> Self {
+        let mut membership = GroupMembership::new(group, config, seed);
+        membership.generation = record.generation;
+        membership.protocol_type = record.protocol_type.clone();
+        let Some(protocol) = record.protocol.clone().filter(|_| !record.is_empty()) else {
+            return membership;
+        };
+        membership.members = record
+            .members
+            .iter()
+            .map(|m| Member {
+                id: m.member_id.clone(),
+                client_id: m.client_id.clone(),
+                session_timeout_ms: m.session_timeout_ms,
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                protocols: vec![Protocol {
+                    name: protocol.clone(),
+                    metadata: m.subscription.clone(),
+                }],
+                awaiting_join: false,
+                awaiting_sync: false,
+                sync_pending: false,
+                is_new: false,
+                assignment: m.assignment.clone(),
+                deadline_ms: now_ms.saturating_add(m.session_timeout_ms),
+            })
+            .collect();
+        membership.leader = record
+            .leader
+            .clone()
+            .filter(|leader| membership.index_of(leader).is_some())
+            .or_else(|| membership.members.first().map(|m| m.id.clone()));
+        membership.protocol = Some(protocol);
+        membership.state = GroupState::Stable;
+        if record.members_removed {
+            let effects = membership.prepare_rebalance(now_ms);
+            debug_assert!(effects.is_empty(), "nothing waits on a restored group");
+        }
+        debug_assert!(membership.consistent());
+        membership
+    }
+
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    pub fn state(&self) -> GroupState {
+        self.state
+    }
+
+    pub fn generation(&self) -> Generation {
+        self.generation
+    }
+
+    pub fn leader(&self) -> Option<&str> {
+        self.leader.as_deref()
+    }
+
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_member(&self, member_id: &str) -> bool {
+        self.index_of(member_id).is_some()
+    }
+
+    pub fn describe(&self) -> GroupDescription {
+        let protocol = self.protocol.as_deref().unwrap_or_default();
+        GroupDescription {
+            state: self.state,
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone(),
+            protocol: self.protocol.clone(),
+            leader: self.leader.clone(),
+            members: self
+                .members
+                .iter()
+                .map(|m| MemberDescription {
+                    member_id: m.id.clone(),
+                    client_id: m.client_id.clone(),
+                    metadata: m.metadata(protocol),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// A join. Ok with the member's id (new for a new member): its answer is in the returned
+    /// effects or in a later call's, keyed by that id. A second join from a member whose first
+    /// still waits takes its place (the shell drops the older reply channel, as Kafka does).
+    pub fn join(
+        &mut self,
+        now_ms: u64,
+        request: JoinRequest,
+    ) -> Result<(MemberId, Effects), GroupError> {
+        if self.state == GroupState::Dead {
+            return Err(GroupError::CoordinatorNotAvailable);
+        }
+        let timeouts = self.config.min_session_timeout_ms..=self.config.max_session_timeout_ms;
+        if !timeouts.contains(&request.session_timeout_ms) {
+            return Err(GroupError::InvalidSessionTimeout);
+        }
+        let mut effects = Effects::default();
+        let member_id = match request.member_id.clone() {
+            None => {
+                if !self.supports(&request, None) {
+                    return Err(GroupError::InconsistentGroupProtocol);
+                }
+                let id = self.new_member_id(&request.client_id);
+                self.members.push(Member {
+                    id: id.clone(),
+                    client_id: request.client_id,
+                    session_timeout_ms: request.session_timeout_ms,
+                    rebalance_timeout_ms: request.rebalance_timeout_ms,
+                    protocols: request.protocols,
+                    awaiting_join: true,
+                    awaiting_sync: false,
+                    sync_pending: false,
+                    is_new: true,
+                    assignment: Bytes::new(),
+                    deadline_ms: now_ms.saturating_add(self.config.new_member_join_timeout_ms),
+                });
+                self.protocol_type = Some(request.protocol_type);
+                if self.leader.is_none() {
+                    self.leader = Some(id.clone());
+                }
+                match self.state {
+                    GroupState::PreparingRebalance => self.extend_initial_delay(now_ms),
+                    _ => effects = self.prepare_rebalance(now_ms),
+                }
+                self.try_complete_join(now_ms, &mut effects);
+                id
+            }
+            Some(id) => {
+                let index = self.index_of(&id).ok_or(GroupError::UnknownMemberId)?;
+                if !self.supports(&request, Some(&id)) {
+                    return Err(GroupError::InconsistentGroupProtocol);
+                }
+                let unchanged = self.members[index].protocols == request.protocols;
+                let is_leader = self.leader.as_deref() == Some(id.as_str());
+                match self.state {
+                    // Its earlier join's answer was lost: the current one again, no rebalance.
+                    GroupState::CompletingRebalance if unchanged => {
+                        let response = self.join_response(&id, is_leader);
+                        effects.replies.push(Reply::Join {
+                            member_id: id.clone(),
+                            result: Ok(response),
+                        });
+                    }
+                    // A follower with nothing new need not disturb the group; a leader's
+                    // rejoin asks for a new assignment (Kafka: topic metadata changed).
+                    GroupState::Stable if unchanged && !is_leader => {
+                        self.members[index].deadline_ms =
+                            now_ms.saturating_add(self.members[index].session_timeout_ms);
+                        let response = self.join_response(&id, false);
+                        effects.replies.push(Reply::Join {
+                            member_id: id.clone(),
+                            result: Ok(response),
+                        });
+                    }
+                    GroupState::PreparingRebalance
+                    | GroupState::CompletingRebalance
+                    | GroupState::Stable => {
+                        let member = &mut self.members[index];
+                        member.protocols = request.protocols;
+                        member.session_timeout_ms = request.session_timeout_ms;
+                        member.rebalance_timeout_ms = request.rebalance_timeout_ms;
+                        member.awaiting_join = true;
+                        self.protocol_type = Some(request.protocol_type);
+                        if self.state != GroupState::PreparingRebalance {
+                            effects = self.prepare_rebalance(now_ms);
+                        }
+                        self.try_complete_join(now_ms, &mut effects);
+                    }
+                    // An Empty group has no members: index_of refused it above.
+                    GroupState::Empty | GroupState::Dead => {
+                        return Err(GroupError::UnknownMemberId)
+                    }
+                }
+                id
+            }
+        };
+        debug_assert!(self.consistent());
+        Ok((member_id, effects))
+    }
+
+    /// A sync. Ok: its answer is in the returned effects or a later call's.
+    pub fn sync(&mut self, now_ms: u64, request: SyncRequest) -> Result<Effects, GroupError> {
+        if self.state == GroupState::Dead {
+            return Err(GroupError::CoordinatorNotAvailable);
+        }
+        let index = self
+            .index_of(&request.member_id)
+            .ok_or(GroupError::UnknownMemberId)?;
+        if request.generation != self.generation {
+            return Err(GroupError::IllegalGeneration);
+        }
+        let mismatch = |given: &Option<String>, ours: &Option<String>| {
+            given
+                .as_ref()
+                .is_some_and(|given| Some(given) != ours.as_ref())
+        };
+        if mismatch(&request.protocol_type, &self.protocol_type)
+            || mismatch(&request.protocol, &self.protocol)
+        {
+            return Err(GroupError::InconsistentGroupProtocol);
+        }
+        let mut effects = Effects::default();
+        match self.state {
+            GroupState::Empty | GroupState::Dead => return Err(GroupError::UnknownMemberId),
+            GroupState::PreparingRebalance => return Err(GroupError::RebalanceInProgress),
+            GroupState::CompletingRebalance => {
+                let member = &mut self.members[index];
+                member.awaiting_sync = true;
+                member.sync_pending = false;
+                let is_leader = self.leader.as_deref() == Some(request.member_id.as_str());
+                if is_leader && self.storing.is_none() {
+                    for member in &mut self.members {
+                        member.assignment = request
+                            .assignments
+                            .iter()
+                            .find(|(id, _)| *id == member.id)
+                            .map(|(_, assignment)| assignment.clone())
+                            .unwrap_or_default();
+                    }
+                    self.storing = Some(self.generation);
+                    effects.proposals.push(self.generation_command());
+                }
+            }
+            GroupState::Stable => {
+                let member = &mut self.members[index];
+                member.sync_pending = false;
+                member.deadline_ms = now_ms.saturating_add(member.session_timeout_ms);
+                let response = self.sync_response(index);
+                effects.replies.push(Reply::Sync {
+                    member_id: request.member_id,
+                    result: Ok(response),
+                });
+            }
+        }
+        if !self.members.iter().any(|m| m.sync_pending) {
+            self.sync_deadline_ms = None;
+        }
+        debug_assert!(self.consistent());
+        Ok(effects)
+    }
+
+    /// The `GroupGeneration` proposed for `generation` was applied (`Ok`) or failed (the
+    /// partition refused it, or leadership was lost). Stored: the group is Stable and the
+    /// waiting syncs get their assignments. Failed: they get the error and the group rebalances.
+    /// A report for a generation no longer being stored changes nothing.
+    pub fn generation_stored(
+        &mut self,
+        now_ms: u64,
+        generation: Generation,
+        result: Result<(), GroupError>,
+    ) -> Effects {
+        let mut effects = Effects::default();
+        if self.storing != Some(generation) {
+            return effects;
+        }
+        self.storing = None;
+        debug_assert_eq!(self.state, GroupState::CompletingRebalance);
+        debug_assert_eq!(self.generation, generation);
+        match result {
+            Ok(()) => {
+                self.state = GroupState::Stable;
+                for index in 0..self.members.len() {
+                    if !self.members[index].awaiting_sync {
+                        continue;
+                    }
+                    let response = self.sync_response(index);
+                    let member = &mut self.members[index];
+                    member.awaiting_sync = false;
+                    member.deadline_ms = now_ms.saturating_add(member.session_timeout_ms);
+                    effects.replies.push(Reply::Sync {
+                        member_id: member.id.clone(),
+                        result: Ok(response),
+                    });
+                }
+            }
+            Err(error) => {
+                for member in &mut self.members {
+                    member.assignment = Bytes::new();
+                    if member.awaiting_sync {
+                        member.awaiting_sync = false;
+                        effects.replies.push(Reply::Sync {
+                            member_id: member.id.clone(),
+                            result: Err(error.clone()),
+                        });
+                    }
+                }
+                let more = self.prepare_rebalance(now_ms);
+                effects.replies.extend(more.replies);
+                effects.proposals.extend(more.proposals);
+            }
+        }
+        debug_assert!(self.consistent());
+        effects
+    }
+
+    /// A heartbeat: keeps the member's session. During a rebalance it says so
+    /// (REBALANCE_IN_PROGRESS), which is how Stable members learn to rejoin.
+    pub fn heartbeat(
+        &mut self,
+        now_ms: u64,
+        member_id: &str,
+        generation: Generation,
+    ) -> Result<(), GroupError> {
+        if self.state == GroupState::Dead {
+            return Err(GroupError::CoordinatorNotAvailable);
+        }
+        let index = self
+            .index_of(member_id)
+            .ok_or(GroupError::UnknownMemberId)?;
+        if generation != self.generation {
+            return Err(GroupError::IllegalGeneration);
+        }
+        let member = &mut self.members[index];
+        member.deadline_ms = now_ms.saturating_add(member.session_timeout_ms);
+        match self.state {
+            GroupState::PreparingRebalance => Err(GroupError::RebalanceInProgress),
+            GroupState::CompletingRebalance | GroupState::Stable => Ok(()),
+            GroupState::Empty | GroupState::Dead => Err(GroupError::UnknownMemberId),
+        }
+    }
+
+    /// A member leaves: the group rebalances without it.
+    pub fn leave(&mut self, now_ms: u64, member_id: &str) -> Result<Effects, GroupError> {
+        if self.state == GroupState::Dead {
+            return Err(GroupError::CoordinatorNotAvailable);
+        }
+        if self.index_of(member_id).is_none() {
+            return Err(GroupError::UnknownMemberId);
+        }
+        let mut effects = Effects::default();
+        self.remove_member(now_ms, member_id, &mut effects);
+        debug_assert!(self.consistent());
+        Ok(effects)
+    }
+
+    /// Whether an offset commit may be proposed (Kafka's validateOffsetCommit); the offsets
+    /// partition checks member and generation again when it applies. A member's commit counts
+    /// as a heartbeat.
+    pub fn validate_commit(
+        &mut self,
+        now_ms: u64,
+        member_id: &str,
+        generation: Generation,
+    ) -> Result<(), GroupError> {
+        if self.state == GroupState::Dead {
+            return Err(GroupError::CoordinatorNotAvailable);
+        }
+        if generation < 0 && self.state == GroupState::Empty {
+            return Ok(());
+        }
+        if generation < 0 && member_id.is_empty() {
+            // Only members commit to a group that has them.
+            return Err(GroupError::UnknownMemberId);
+        }
+        let index = self
+            .index_of(member_id)
+            .ok_or(GroupError::UnknownMemberId)?;
+        if generation != self.generation {
+            return Err(GroupError::IllegalGeneration);
+        }
+        if self.state == GroupState::CompletingRebalance {
+            // The generation's assignment is not handed out yet: nothing to commit for it.
+            return Err(GroupError::RebalanceInProgress);
+        }
+        let member = &mut self.members[index];
+        member.deadline_ms = now_ms.saturating_add(member.session_timeout_ms);
+        Ok(())
+    }
+
+    /// Whether offsets may be reset or the group deleted: only while it is Empty.
+    pub fn check_empty(&self) -> Result<(), GroupError> {
+        match self.state {
+            GroupState::Empty => Ok(()),
+            GroupState::Dead => Err(GroupError::GroupIdNotFound),
+            _ => Err(GroupError::NonEmptyGroup),
+        }
+    }
+
+    /// A delete is being proposed: the group is Dead from now on (joins meanwhile get
+    /// COORDINATOR_NOT_AVAILABLE and retry). The shell drops it once the delete applies, and
+    /// rebuilds it from the offsets partition if the delete fails.
+    pub fn delete(&mut self) -> Result<(), GroupError> {
+        self.check_empty()?;
+        self.state = GroupState::Dead;
+        Ok(())
+    }
+
+    /// This node stops coordinating the group (leadership of its offsets partition lost): every
+    /// waiting join and sync is answered NOT_COORDINATOR, so its client looks for the new one.
+    pub fn unload(&mut self) -> Effects {
+        let mut effects = Effects::default();
+        for member in &mut self.members {
+            if member.awaiting_join {
+                effects.replies.push(Reply::Join {
+                    member_id: member.id.clone(),
+                    result: Err(GroupError::NotCoordinator),
+                });
+            }
+            if member.awaiting_sync {
+                effects.replies.push(Reply::Sync {
+                    member_id: member.id.clone(),
+                    result: Err(GroupError::NotCoordinator),
+                });
+            }
+            member.awaiting_join = false;
+            member.awaiting_sync = false;
+        }
+        self.state = GroupState::Dead;
+        self.join_deadline_ms = None;
+        self.join_not_before_ms = None;
+        self.sync_deadline_ms = None;
+        self.storing = None;
+        effects
+    }
+
+    /// The earliest time [`GroupMembership::poll`] has something to do, if any.
+    pub fn next_deadline(&self) -> Option<u64> {
+        if self.state == GroupState::Dead {
+            return None;
+        }
+        let sessions = self
+            .members
+            .iter()
+            .filter(|m| m.expires())
+            .map(|m| m.deadline_ms);
+        let join = match self.state {
+            GroupState::PreparingRebalance => {
+                let all_joined = self.members.iter().all(|m| m.awaiting_join);
+                let not_before = self.join_not_before_ms.filter(|_| all_joined);
+                self.join_deadline_ms.into_iter().chain(not_before).min()
+            }
+            _ => None,
+        };
+        let sync = match self.state {
+            GroupState::CompletingRebalance | GroupState::Stable => self.sync_deadline_ms,
+            _ => None,
+        };
+        sessions.chain(join).chain(sync).min()
+    }
+
+    /// Runs the timers due at `now_ms`: expired sessions (and new members' first joins) are
+    /// removed, a join phase past its deadline completes without the members that did not
+    /// rejoin, members that did not sync in time are removed and the group rebalances.
+    pub fn poll(&mut self, now_ms: u64) -> Effects {
+        let mut effects = Effects::default();
+        if self.state == GroupState::Dead {
+            return effects;
+        }
+        let expired: Vec<MemberId> = self
+            .members
+            .iter()
+            .filter(|m| m.expires() && m.deadline_ms <= now_ms)
+            .map(|m| m.id.clone())
+            .collect();
+        for member_id in expired {
+            self.remove_member(now_ms, &member_id, &mut effects);
+        }
+        self.try_complete_join(now_ms, &mut effects);
+        let syncing = matches!(
+            self.state,
+            GroupState::CompletingRebalance | GroupState::Stable
+        );
+        if syncing && self.sync_deadline_ms.is_some_and(|at| at <= now_ms) {
+            self.sync_deadline_ms = None;
+            let late: Vec<MemberId> = self
+                .members
+                .iter()
+                .filter(|m| m.sync_pending)
+                .map(|m| m.id.clone())
+                .collect();
+            if !late.is_empty() {
+                for member_id in &late {
+                    self.drop_member(member_id, &mut effects);
+                }
+                let more = self.prepare_rebalance(now_ms);
+                effects.replies.extend(more.replies);
+                effects.proposals.extend(more.proposals);
+                self.try_complete_join(now_ms, &mut effects);
+            }
+        }
+        debug_assert!(self.consistent());
+        effects
+    }
+
+    fn index_of(&self, member_id: &str) -> Option<usize> {
+        self.members.iter().position(|m| m.id == member_id)
+    }
+
+    fn new_member_id(&mut self, client_id: &str) -> MemberId {
+        loop {
+            let id = format!("{client_id}-{:032x}", self.rng.random::<u128>());
+            if self.index_of(&id).is_none() {
+                return id;
+            }
+        }
+    }
+
+    /// Whether a join's protocols fit the group (Kafka's `supportsProtocols`): any non-empty
+    /// type and list when no other member is there; otherwise the same type and at least one
+    /// protocol every other member supports. `rejoining` is left out: its old protocols do not
+    /// count against its new ones.
+    fn supports(&self, request: &JoinRequest, rejoining: Option<&str>) -> bool {
+        if request.protocol_type.is_empty() || request.protocols.is_empty() {
+            return false;
+        }
+        let mut others = self
+            .members
+            .iter()
+            .filter(|m| Some(m.id.as_str()) != rejoining)
+            .peekable();
+        if others.peek().is_none() {
+            return true;
+        }
+        self.protocol_type.as_deref() == Some(request.protocol_type.as_str())
+            && request.protocols.iter().any(|p| {
+                self.members
+                    .iter()
+                    .filter(|m| Some(m.id.as_str()) != rejoining)
+                    .all(|m| m.supports(&p.name))
+            })
+    }
+
+    /// Into PreparingRebalance: waiting syncs are told to rejoin, and the join phase gets the
+    /// longest rebalance timeout of the members.
+    fn prepare_rebalance(&mut self, now_ms: u64) -> Effects {
+        let mut effects = Effects::default();
+        for member in &mut self.members {
+            if member.awaiting_sync {
+                member.awaiting_sync = false;
+                effects.replies.push(Reply::Sync {
+                    member_id: member.id.clone(),
+                    result: Err(GroupError::RebalanceInProgress),
+                });
+            }
+            member.sync_pending = false;
+        }
+        self.sync_deadline_ms = None;
+        self.storing = None;
+        let from_empty = self.state == GroupState::Empty;
+        self.state = GroupState::PreparingRebalance;
+        let timeout = self.rebalance_timeout_ms();
+        self.join_deadline_ms = Some(now_ms.saturating_add(timeout));
+        self.join_not_before_ms = from_empty
+            .then(|| now_ms.saturating_add(self.config.initial_rebalance_delay_ms.min(timeout)));
+        effects
+    }
+
+    /// A new member arrived during the initial delay: wait for more, within the deadline.
+    fn extend_initial_delay(&mut self, now_ms: u64) {
+        if let (Some(not_before), Some(deadline)) = (self.join_not_before_ms, self.join_deadline_ms)
+        {
+            let extended = now_ms.saturating_add(self.config.initial_rebalance_delay_ms);
+            self.join_not_before_ms = Some(not_before.max(extended).min(deadline));
+        }
+    }
+
+    fn rebalance_timeout_ms(&self) -> u64 {
+        self.members
+            .iter()
+            .map(|m| m.rebalance_timeout_ms)
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn try_complete_join(&mut self, now_ms: u64, effects: &mut Effects) {
+        if self.state != GroupState::PreparingRebalance {
+            return;
+        }
+        let all_joined = self.members.iter().all(|m| m.awaiting_join);
+        let delay_over = self.join_not_before_ms.is_none_or(|at| at <= now_ms);
+        let timed_out = self.join_deadline_ms.is_some_and(|at| at <= now_ms);
+        if (all_joined && delay_over) || timed_out {
+            self.complete_join(now_ms, effects);
+        }
+    }
+
+    /// The join phase ends: members that did not rejoin are out, the generation moves on, and
+    /// every joined member gets its answer (the leader with everyone's metadata).
+    fn complete_join(&mut self, now_ms: u64, effects: &mut Effects) {
+        let gone: Vec<MemberId> = self
+            .members
+            .iter()
+            .filter(|m| !m.awaiting_join)
+            .map(|m| m.id.clone())
+            .collect();
+        for member_id in &gone {
+            self.drop_member(member_id, effects);
+        }
+        self.generation += 1;
+        self.join_deadline_ms = None;
+        self.join_not_before_ms = None;
+        if self.members.is_empty() {
+            self.state = GroupState::Empty;
+            self.protocol = None;
+            self.leader = None;
+            debug_assert!(self.protocol_type.is_some(), "a join set the type");
+            effects.proposals.push(self.generation_command());
+            return;
+        }
+        self.protocol = Some(self.select_protocol());
+        self.state = GroupState::CompletingRebalance;
+        self.sync_deadline_ms = Some(now_ms.saturating_add(self.rebalance_timeout_ms()));
+        let leader = self.leader.clone().unwrap_or_default();
+        for index in 0..self.members.len() {
+            let id = self.members[index].id.clone();
+            let response = self.join_response(&id, id == leader);
+            let member = &mut self.members[index];
+            member.awaiting_join = false;
+            member.is_new = false;
+            member.sync_pending = true;
+            member.deadline_ms = now_ms.saturating_add(member.session_timeout_ms);
+            effects.replies.push(Reply::Join {
+                member_id: id,
+                result: Ok(response),
+            });
+        }
+    }
+
+    /// The protocol every member supports that most members prefer (each votes for its first
+    /// choice among those all support), ties going to the leader's preference: Kafka's
+    /// `selectProtocol`, with a deterministic tie-break.
+    fn select_protocol(&self) -> String {
+        let leader = self
+            .leader
+            .as_deref()
+            .and_then(|id| self.index_of(id))
+            .unwrap_or(0);
+        let candidates: Vec<&str> = self.members[leader]
+            .protocols
+            .iter()
+            .map(|p| p.name.as_str())
+            .filter(|name| self.members.iter().all(|m| m.supports(name)))
+            .collect();
+        let mut votes = vec![0usize; candidates.len()];
+        for member in &self.members {
+            let choice = member
+                .protocols
+                .iter()
+                .find_map(|p| candidates.iter().position(|c| *c == p.name));
+            if let Some(choice) = choice {
+                votes[choice] += 1;
+            }
+        }
+        // Joins admit only members sharing a protocol with all others, so there is one.
+        debug_assert!(!candidates.is_empty());
+        let best = (0..candidates.len())
+            .rev()
+            .max_by_key(|&i| votes[i])
+            .map(|i| candidates[i]);
+        best.or_else(|| {
+            self.members[leader]
+                .protocols
+                .first()
+                .map(|p| p.name.as_str())
+        })
+        .unwrap_or_default()
+        .to_string()
+    }
+
+    fn join_response(&self, member_id: &str, for_leader: bool) -> JoinResponse {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        let members = if for_leader {
+            self.members
+                .iter()
+                .map(|m| (m.id.clone(), m.metadata(&protocol)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        JoinResponse {
+            member_id: member_id.to_string(),
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            protocol,
+            leader: self.leader.clone().unwrap_or_default(),
+            members,
+        }
+    }
+
+    fn sync_response(&self, index: usize) -> SyncResponse {
+        SyncResponse {
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            protocol: self.protocol.clone().unwrap_or_default(),
+            assignment: self.members[index].assignment.clone(),
+        }
+    }
+
+    /// The current generation as the offsets partition stores it.
+    fn generation_command(&self) -> OffsetsCommand {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        OffsetsCommand::GroupGeneration {
+            group: self.group.clone(),
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            protocol: self.protocol.clone(),
+            leader: self.leader.clone(),
+            members: self
+                .members
+                .iter()
+                .map(|m| MemberRecord {
+                    member_id: m.id.clone(),
+                    client_id: m.client_id.clone(),
+                    session_timeout_ms: m.session_timeout_ms,
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    subscription: m.metadata(&protocol),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Takes a member out, answering what it waits on, and has its removal stored if it was
+    /// ever part of a generation. The group's state is the caller's to move.
+    fn drop_member(&mut self, member_id: &str, effects: &mut Effects) {
+        let Some(index) = self.index_of(member_id) else {
+            return;
+        };
+        let member = self.members.remove(index);
+        if member.awaiting_join {
+            effects.replies.push(Reply::Join {
+                member_id: member.id.clone(),
+                result: Err(GroupError::UnknownMemberId),
+            });
+        }
+        if member.awaiting_sync {
+            effects.replies.push(Reply::Sync {
+                member_id: member.id.clone(),
+                result: Err(GroupError::UnknownMemberId),
+            });
+        }
+        if self.leader.as_deref() == Some(member_id) {
+            // The longest-standing member that is rejoining, else the longest-standing one.
+            self.leader = self
+                .members
+                .iter()
+                .find(|m| m.awaiting_join)
+                .or(self.members.first())
+                .map(|m| m.id.clone());
+        }
+        if !member.is_new {
+            effects.remove_member(&self.group, member.id);
+        }
+    }
+
+    /// A member leaves or times out: the group rebalances without it.
+    fn remove_member(&mut self, now_ms: u64, member_id: &str, effects: &mut Effects) {
+        self.drop_member(member_id, effects);
+        match self.state {
+            GroupState::Stable | GroupState::CompletingRebalance => {
+                let more = self.prepare_rebalance(now_ms);
+                effects.replies.extend(more.replies);
+                effects.proposals.extend(more.proposals);
+                self.try_complete_join(now_ms, effects);
+            }
+            GroupState::PreparingRebalance => self.try_complete_join(now_ms, effects),
+            GroupState::Empty | GroupState::Dead => {}
+        }
+    }
+
+    /// The invariants every public call leaves behind.
+    fn consistent(&self) -> bool {
+        let leader_is_member = match &self.leader {
+            Some(leader) => self.index_of(leader).is_some(),
+            None => self.members.is_empty(),
+        };
+        let by_state = match self.state {
+            GroupState::Empty => self.members.is_empty() && self.protocol.is_none(),
+            GroupState::PreparingRebalance => self.join_deadline_ms.is_some(),
+            GroupState::CompletingRebalance => self.protocol.is_some() && !self.members.is_empty(),
+            GroupState::Stable => {
+                self.protocol.is_some()
+                    && !self.members.is_empty()
+                    && self
+                        .members
+                        .iter()
+                        .all(|m| !m.awaiting_sync && !m.awaiting_join)
+            }
+            GroupState::Dead => true,
+        };
+        let storing_ok = self.storing.is_none() || self.state == GroupState::CompletingRebalance;
+        (leader_is_member || self.state == GroupState::Dead) && by_state && storing_ok
+    }
+}
