@@ -1068,3 +1068,1127 @@ impl GroupMembership {
         (leader_is_member || self.state == GroupState::Dead) && by_state && storing_ok
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordinator::offsets::{
+        OffsetAndMetadata, OffsetsOutcome, OffsetsState, TopicPartition,
+    };
+    use crate::coordinator::NO_GENERATION;
+
+    const SESSION: u64 = 10_000;
+    const REBALANCE: u64 = 30_000;
+    const DELAY: u64 = 100;
+
+    fn config() -> MembershipConfig {
+        MembershipConfig {
+            initial_rebalance_delay_ms: DELAY,
+            ..MembershipConfig::default()
+        }
+    }
+
+    fn protocols(names: &[&str]) -> Vec<Protocol> {
+        names
+            .iter()
+            .map(|name| Protocol {
+                name: name.to_string(),
+                metadata: Bytes::from(format!("{name}-metadata")),
+            })
+            .collect()
+    }
+
+    fn join_request(member_id: Option<&str>, names: &[&str]) -> JoinRequest {
+        JoinRequest {
+            member_id: member_id.map(String::from),
+            client_id: "client".into(),
+            session_timeout_ms: SESSION,
+            rebalance_timeout_ms: REBALANCE,
+            protocol_type: "consumer".into(),
+            protocols: protocols(names),
+        }
+    }
+
+    fn sync_request(member_id: &str, generation: Generation) -> SyncRequest {
+        SyncRequest {
+            member_id: member_id.into(),
+            generation,
+            protocol_type: None,
+            protocol: None,
+            assignments: Vec::new(),
+        }
+    }
+
+    fn joins(effects: &Effects) -> Vec<(MemberId, Result<JoinResponse, GroupError>)> {
+        effects
+            .replies
+            .iter()
+            .filter_map(|reply| match reply {
+                Reply::Join { member_id, result } => Some((member_id.clone(), result.clone())),
+                Reply::Sync { .. } => None,
+            })
+            .collect()
+    }
+
+    fn syncs(effects: &Effects) -> Vec<(MemberId, Result<SyncResponse, GroupError>)> {
+        effects
+            .replies
+            .iter()
+            .filter_map(|reply| match reply {
+                Reply::Sync { member_id, result } => Some((member_id.clone(), result.clone())),
+                Reply::Join { .. } => None,
+            })
+            .collect()
+    }
+
+    fn only<T: std::fmt::Debug>(items: Vec<T>) -> T {
+        assert_eq!(items.len(), 1, "exactly one expected: {items:?}");
+        items.into_iter().next().expect("one")
+    }
+
+    fn join_new(group: &mut GroupMembership, now: u64, names: &[&str]) -> (MemberId, Effects) {
+        let joined = group.join(now, join_request(None, names)).unwrap();
+        assert!(group.consistent());
+        joined
+    }
+
+    /// The assignment the leader hands `member` in the tests.
+    fn assignment_of(member: &str) -> Bytes {
+        Bytes::from(format!("partitions of {member}"))
+    }
+
+    /// A Stable group of `n` members formed at time 0 (generation 1), and the time it formed.
+    fn stable_group(n: usize) -> (GroupMembership, Vec<MemberId>, u64) {
+        let mut group = GroupMembership::new("g", config(), 7);
+        let ids: Vec<MemberId> = (0..n)
+            .map(|_| {
+                let (id, effects) = join_new(&mut group, 0, &["range"]);
+                assert!(effects.is_empty(), "the join waits for the initial delay");
+                id
+            })
+            .collect();
+        let now = DELAY;
+        let formed = group.poll(now);
+        assert_eq!(joins(&formed).len(), n);
+        assert_eq!(group.state(), GroupState::CompletingRebalance);
+        complete_sync(&mut group, &ids, now);
+        (group, ids, now)
+    }
+
+    /// Every member syncs (the leader last, with an assignment for each) and the generation is
+    /// stored: returns the stored command.
+    fn complete_sync(group: &mut GroupMembership, ids: &[MemberId], now: u64) -> OffsetsCommand {
+        let generation = group.generation();
+        let leader = group.leader().unwrap().to_string();
+        for id in ids.iter().filter(|id| **id != leader) {
+            let waiting = group.sync(now, sync_request(id, generation)).unwrap();
+            assert!(waiting.is_empty(), "a follower waits for the leader");
+        }
+        let mut request = sync_request(&leader, generation);
+        request.assignments = ids
+            .iter()
+            .map(|id| (id.clone(), assignment_of(id)))
+            .collect();
+        let effects = group.sync(now, request).unwrap();
+        assert!(
+            effects.replies.is_empty(),
+            "nothing is handed out before it is stored"
+        );
+        let [command] = effects.proposals.as_slice() else {
+            panic!("one GroupGeneration expected: {effects:?}")
+        };
+        let stored = group.generation_stored(now, generation, Ok(()));
+        assert_eq!(group.state(), GroupState::Stable);
+        let replies = syncs(&stored);
+        assert_eq!(replies.len(), ids.len());
+        for (id, result) in replies {
+            assert_eq!(result.unwrap().assignment, assignment_of(&id));
+        }
+        assert!(group.consistent());
+        command.clone()
+    }
+
+    #[test]
+    fn the_first_joiner_leads_and_a_group_forms_after_the_initial_delay() {
+        let mut group = GroupMembership::new("g", config(), 1);
+        let (a, effects) = join_new(&mut group, 0, &["range"]);
+        assert!(effects.is_empty());
+        assert_eq!(group.state(), GroupState::PreparingRebalance);
+        assert_eq!(group.next_deadline(), Some(DELAY));
+        // A second consumer arriving during the delay extends it.
+        let (b, effects) = join_new(&mut group, 60, &["range"]);
+        assert!(effects.is_empty());
+        assert_ne!(a, b);
+        assert!(a.starts_with("client-"), "ids are client id + random: {a}");
+        assert!(group.poll(DELAY).is_empty(), "the delay was extended");
+        let formed = group.poll(60 + DELAY);
+        let replies = joins(&formed);
+        assert_eq!(replies.len(), 2);
+        for (id, result) in replies {
+            let response = result.unwrap();
+            assert_eq!(response.member_id, id);
+            assert_eq!(response.generation, 1);
+            assert_eq!(response.leader, a);
+            assert_eq!(response.protocol, "range");
+            assert_eq!(response.protocol_type, "consumer");
+            if id == a {
+                let metadata = Bytes::from_static(b"range-metadata");
+                assert_eq!(
+                    response.members,
+                    vec![(a.clone(), metadata.clone()), (b.clone(), metadata)],
+                    "the leader gets everyone's metadata"
+                );
+            } else {
+                assert!(response.members.is_empty(), "followers get none");
+            }
+        }
+        assert_eq!(group.state(), GroupState::CompletingRebalance);
+        assert!(formed.proposals.is_empty(), "stored at the leader's sync");
+    }
+
+    #[test]
+    fn the_protocol_most_members_prefer_among_those_all_support_wins() {
+        let mut group = GroupMembership::new("g", config(), 1);
+        // The leader prefers range, two others roundrobin; sticky is not supported by all.
+        let _ = join_new(&mut group, 0, &["range", "roundrobin", "sticky"]);
+        let _ = join_new(&mut group, 0, &["roundrobin", "range"]);
+        let _ = join_new(&mut group, 0, &["sticky", "roundrobin", "range"]);
+        let formed = group.poll(DELAY);
+        assert_eq!(group.protocol(), Some("roundrobin"));
+        for (_, result) in joins(&formed) {
+            assert_eq!(result.unwrap().protocol, "roundrobin");
+        }
+
+        // A tie goes to the leader's preference.
+        let mut group = GroupMembership::new("g", config(), 1);
+        let _ = join_new(&mut group, 0, &["roundrobin", "range"]);
+        let _ = join_new(&mut group, 0, &["range", "roundrobin"]);
+        let _ = group.poll(DELAY);
+        assert_eq!(group.protocol(), Some("roundrobin"));
+    }
+
+    #[test]
+    fn a_join_without_a_common_protocol_or_with_another_type_is_refused() {
+        let (mut group, _, now) = stable_group(2);
+        assert_eq!(
+            group.join(now, join_request(None, &["sticky"])),
+            Err(GroupError::InconsistentGroupProtocol)
+        );
+        let mut other_type = join_request(None, &["range"]);
+        other_type.protocol_type = "connect".into();
+        assert_eq!(
+            group.join(now, other_type),
+            Err(GroupError::InconsistentGroupProtocol)
+        );
+        assert_eq!(
+            group.join(now, join_request(None, &[])),
+            Err(GroupError::InconsistentGroupProtocol)
+        );
+        assert_eq!(
+            group.state(),
+            GroupState::Stable,
+            "a refused join changes nothing"
+        );
+        assert_eq!(group.member_count(), 2);
+    }
+
+    #[test]
+    fn a_session_timeout_outside_the_range_is_refused() {
+        let mut group = GroupMembership::new("g", config(), 1);
+        let mut short = join_request(None, &["range"]);
+        short.session_timeout_ms = 5_999;
+        assert_eq!(group.join(0, short), Err(GroupError::InvalidSessionTimeout));
+        let mut long = join_request(None, &["range"]);
+        long.session_timeout_ms = 1_800_001;
+        assert_eq!(group.join(0, long), Err(GroupError::InvalidSessionTimeout));
+        assert_eq!(group.state(), GroupState::Empty);
+    }
+
+    #[test]
+    fn followers_wait_for_the_leaders_assignment_until_it_is_stored() {
+        let (mut group, ids, now) = stable_group(3);
+        // stable_group checked the waits; here: what was stored, and a late sync in Stable.
+        assert_eq!(group.generation(), 1);
+        let description = group.describe();
+        assert_eq!(description.state, GroupState::Stable);
+        for member in &description.members {
+            assert_eq!(member.assignment, assignment_of(&member.member_id));
+        }
+        let again = group.sync(now + 1, sync_request(&ids[1], 1)).unwrap();
+        let (id, result) = only(syncs(&again));
+        let response = result.unwrap();
+        assert_eq!(
+            (id, response.assignment),
+            (ids[1].clone(), assignment_of(&ids[1]))
+        );
+        assert_eq!(
+            group.sync(now, sync_request(&ids[1], 2)),
+            Err(GroupError::IllegalGeneration)
+        );
+        assert_eq!(
+            group.sync(now, sync_request("stranger", 1)),
+            Err(GroupError::UnknownMemberId)
+        );
+        let mut wrong = sync_request(&ids[1], 1);
+        wrong.protocol = Some("roundrobin".into());
+        assert_eq!(
+            group.sync(now, wrong),
+            Err(GroupError::InconsistentGroupProtocol)
+        );
+    }
+
+    #[test]
+    fn the_stored_generation_holds_members_and_assignments() {
+        let mut group = GroupMembership::new("g", config(), 3);
+        let (a, _) = join_new(&mut group, 0, &["range"]);
+        let (b, _) = join_new(&mut group, 0, &["range"]);
+        let _ = group.poll(DELAY);
+        let command = complete_sync(&mut group, &[a.clone(), b.clone()], DELAY);
+        let OffsetsCommand::GroupGeneration {
+            group: name,
+            generation,
+            protocol_type,
+            protocol,
+            leader,
+            members,
+        } = command
+        else {
+            panic!("{command:?}")
+        };
+        assert_eq!((name.as_str(), generation), ("g", 1));
+        assert_eq!(
+            (protocol_type.as_str(), protocol.as_deref()),
+            ("consumer", Some("range"))
+        );
+        assert_eq!(leader.as_deref(), Some(a.as_str()));
+        let stored: Vec<_> = members
+            .iter()
+            .map(|m| {
+                (
+                    m.member_id.clone(),
+                    m.subscription.clone(),
+                    m.assignment.clone(),
+                )
+            })
+            .collect();
+        let subscription = Bytes::from_static(b"range-metadata");
+        assert_eq!(
+            stored,
+            vec![
+                (a.clone(), subscription.clone(), assignment_of(&a)),
+                (b.clone(), subscription, assignment_of(&b)),
+            ]
+        );
+        assert!(members.iter().all(|m| m.session_timeout_ms == SESSION));
+    }
+
+    #[test]
+    fn heartbeats_keep_the_session_and_say_when_to_rejoin() {
+        let (mut group, ids, now) = stable_group(2);
+        assert_eq!(group.heartbeat(now + 1, &ids[1], 1), Ok(()));
+        assert_eq!(
+            group.heartbeat(now + 1, &ids[1], 0),
+            Err(GroupError::IllegalGeneration)
+        );
+        assert_eq!(
+            group.heartbeat(now + 1, "stranger", 1),
+            Err(GroupError::UnknownMemberId)
+        );
+        // Heartbeats every few seconds keep both members far past one session.
+        let mut t = now;
+        while t < now + 5 * SESSION {
+            t += SESSION / 3;
+            assert_eq!(group.heartbeat(t, &ids[0], 1), Ok(()));
+            assert_eq!(group.heartbeat(t, &ids[1], 1), Ok(()));
+            assert!(group.poll(t).is_empty());
+        }
+        // A new member starts a rebalance: heartbeats tell the members to rejoin.
+        let (_, effects) = join_new(&mut group, t, &["range"]);
+        assert!(effects.is_empty());
+        assert_eq!(
+            group.heartbeat(t, &ids[1], 1),
+            Err(GroupError::RebalanceInProgress)
+        );
+    }
+
+    #[test]
+    fn a_member_that_leaves_is_removed_and_its_removal_stored() {
+        let (mut group, ids, now) = stable_group(2);
+        let effects = group.leave(now, &ids[1]).unwrap();
+        assert_eq!(
+            effects.proposals,
+            vec![OffsetsCommand::RemoveMembers {
+                group: "g".into(),
+                members: vec![ids[1].clone()],
+            }]
+        );
+        assert_eq!(group.state(), GroupState::PreparingRebalance);
+        assert_eq!(group.leave(now, &ids[1]), Err(GroupError::UnknownMemberId));
+        // The remaining member rejoins and forms generation 2 alone.
+        let (id, effects) = group
+            .join(now + 5, join_request(Some(&ids[0]), &["range"]))
+            .unwrap();
+        assert_eq!(id, ids[0]);
+        let (_, result) = only(joins(&effects));
+        let response = result.unwrap();
+        assert_eq!((response.generation, response.leader), (2, ids[0].clone()));
+        assert_eq!(response.members.len(), 1);
+    }
+
+    #[test]
+    fn an_expired_session_removes_the_member_and_rebalances() {
+        let (mut group, ids, now) = stable_group(2);
+        assert_eq!(group.next_deadline(), Some(now + SESSION));
+        // Only the leader heartbeats.
+        assert_eq!(group.heartbeat(now + SESSION - 1, &ids[0], 1), Ok(()));
+        let effects = group.poll(now + SESSION);
+        assert_eq!(
+            effects.proposals,
+            vec![OffsetsCommand::RemoveMembers {
+                group: "g".into(),
+                members: vec![ids[1].clone()],
+            }]
+        );
+        assert!(!group.is_member(&ids[1]));
+        assert_eq!(group.state(), GroupState::PreparingRebalance);
+        // Its heartbeats and commits are refused from now on.
+        assert_eq!(
+            group.heartbeat(now + SESSION, &ids[1], 1),
+            Err(GroupError::UnknownMemberId)
+        );
+        assert_eq!(
+            group.validate_commit(now + SESSION, &ids[1], 1),
+            Err(GroupError::UnknownMemberId)
+        );
+    }
+
+    #[test]
+    fn members_that_do_not_rejoin_within_the_rebalance_timeout_are_removed() {
+        let (mut group, ids, now) = stable_group(3);
+        // The leader rejoins (a rebalance), the second member too; the third never does.
+        let (_, effects) = group
+            .join(now, join_request(Some(&ids[0]), &["range"]))
+            .unwrap();
+        assert!(effects.is_empty());
+        let (_, effects) = group
+            .join(now, join_request(Some(&ids[1]), &["range"]))
+            .unwrap();
+        assert!(effects.is_empty());
+        // Members waiting on their join need no heartbeat; the third keeps heartbeating but
+        // heartbeats do not rejoin.
+        let mut t = now;
+        while t + SESSION / 2 < now + REBALANCE {
+            t += SESSION / 2;
+            assert_eq!(
+                group.heartbeat(t, &ids[2], 1),
+                Err(GroupError::RebalanceInProgress)
+            );
+            assert!(group.poll(t).is_empty());
+        }
+        assert_eq!(group.next_deadline(), Some(now + REBALANCE));
+        let effects = group.poll(now + REBALANCE);
+        assert_eq!(
+            effects.proposals,
+            vec![OffsetsCommand::RemoveMembers {
+                group: "g".into(),
+                members: vec![ids[2].clone()],
+            }]
+        );
+        let replies = joins(&effects);
+        assert_eq!(
+            replies.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
+            vec![ids[0].clone(), ids[1].clone()]
+        );
+        assert!(replies
+            .iter()
+            .all(|(_, r)| r.as_ref().unwrap().generation == 2));
+        assert_eq!(group.state(), GroupState::CompletingRebalance);
+    }
+
+    #[test]
+    fn a_leader_that_does_not_rejoin_is_replaced_by_a_member_that_did() {
+        let (mut group, ids, now) = stable_group(2);
+        let (_, _) = join_new(&mut group, now, &["range"]);
+        let _ = group
+            .join(now, join_request(Some(&ids[1]), &["range"]))
+            .unwrap();
+        let effects = group.poll(now + REBALANCE);
+        assert_eq!(group.leader(), Some(ids[1].as_str()));
+        for (_, result) in joins(&effects) {
+            assert_eq!(result.unwrap().leader, ids[1]);
+        }
+    }
+
+    #[test]
+    fn members_that_do_not_sync_within_the_rebalance_timeout_are_removed() {
+        let mut group = GroupMembership::new("g", config(), 1);
+        let (a, _) = join_new(&mut group, 0, &["range"]);
+        let (b, _) = join_new(&mut group, 0, &["range"]);
+        let _ = group.poll(DELAY);
+        // The follower syncs and waits; the leader heartbeats but never sends its assignment.
+        let waiting = group.sync(DELAY, sync_request(&b, 1)).unwrap();
+        assert!(waiting.is_empty());
+        let mut t = DELAY;
+        while t + SESSION / 2 < DELAY + REBALANCE {
+            t += SESSION / 2;
+            assert_eq!(group.heartbeat(t, &a, 1), Ok(()));
+            assert!(group.poll(t).is_empty());
+        }
+        assert_eq!(group.next_deadline(), Some(DELAY + REBALANCE));
+        let effects = group.poll(DELAY + REBALANCE);
+        assert!(!group.is_member(&a));
+        assert_eq!(
+            syncs(&effects),
+            vec![(b.clone(), Err(GroupError::RebalanceInProgress))],
+            "the waiting follower is told to rejoin"
+        );
+        assert_eq!(
+            effects.proposals,
+            vec![OffsetsCommand::RemoveMembers {
+                group: "g".into(),
+                members: vec![a.clone()],
+            }]
+        );
+        assert_eq!(group.state(), GroupState::PreparingRebalance);
+        assert_eq!(group.leader(), Some(b.as_str()));
+    }
+
+    #[test]
+    fn a_leader_rejoin_rebalances_a_follower_rejoin_with_the_same_metadata_does_not() {
+        let (mut group, ids, now) = stable_group(2);
+        let (_, effects) = group
+            .join(now, join_request(Some(&ids[1]), &["range"]))
+            .unwrap();
+        let (_, result) = only(joins(&effects));
+        let response = result.unwrap();
+        assert_eq!(response.generation, 1);
+        assert_eq!(group.state(), GroupState::Stable);
+        // New metadata from a follower rebalances.
+        let (_, effects) = group
+            .join(now, join_request(Some(&ids[1]), &["range", "roundrobin"]))
+            .unwrap();
+        assert!(effects.is_empty());
+        assert_eq!(group.state(), GroupState::PreparingRebalance);
+
+        let (mut group, ids, now) = stable_group(2);
+        let (_, effects) = group
+            .join(now, join_request(Some(&ids[0]), &["range"]))
+            .unwrap();
+        assert!(effects.is_empty(), "the leader's join waits for the others");
+        assert_eq!(group.state(), GroupState::PreparingRebalance);
+    }
+
+    #[test]
+    fn a_rejoin_during_completing_rebalance_gets_the_same_answer_again() {
+        let mut group = GroupMembership::new("g", config(), 1);
+        let (a, _) = join_new(&mut group, 0, &["range"]);
+        let (b, _) = join_new(&mut group, 0, &["range"]);
+        let formed = group.poll(DELAY);
+        let first: Vec<_> = joins(&formed);
+        for id in [&a, &b] {
+            let (_, again) = group
+                .join(DELAY, join_request(Some(id), &["range"]))
+                .unwrap();
+            let again = joins(&again);
+            assert_eq!(again.len(), 1);
+            assert!(first.contains(&again[0]), "the lost answer, exactly");
+        }
+        assert_eq!(group.state(), GroupState::CompletingRebalance);
+    }
+
+    #[test]
+    fn a_group_whose_members_all_leave_is_empty_with_a_new_generation_stored() {
+        let (mut group, ids, now) = stable_group(2);
+        let first = group.leave(now, &ids[0]).unwrap();
+        assert_eq!(group.leader(), Some(ids[1].as_str()));
+        let effects = group.leave(now, &ids[1]).unwrap();
+        assert_eq!(first.proposals.len(), 1);
+        assert_eq!(group.state(), GroupState::Empty);
+        assert_eq!(group.generation(), 2);
+        assert_eq!(
+            effects.proposals,
+            vec![
+                OffsetsCommand::RemoveMembers {
+                    group: "g".into(),
+                    members: vec![ids[1].clone()],
+                },
+                OffsetsCommand::GroupGeneration {
+                    group: "g".into(),
+                    generation: 2,
+                    protocol_type: "consumer".into(),
+                    protocol: None,
+                    leader: None,
+                    members: vec![],
+                },
+            ]
+        );
+        assert_eq!(group.next_deadline(), None);
+        assert_eq!(group.check_empty(), Ok(()));
+    }
+
+    #[test]
+    fn a_new_member_that_never_completes_its_first_join_is_dropped() {
+        let config = MembershipConfig {
+            new_member_join_timeout_ms: 1_000,
+            ..config()
+        };
+        let mut group = GroupMembership::new("g", config, 1);
+        let (a, _) = join_new(&mut group, 0, &["range"]);
+        let (b, _) = join_new(&mut group, 0, &["range"]);
+        let _ = group.poll(DELAY);
+        let _ = complete_sync(&mut group, &[a.clone(), b.clone()], DELAY);
+        // A new member starts a rebalance the others are slow to rejoin (they heartbeat):
+        // its join waits in vain and is dropped at its own limit, long before the rebalance
+        // timeout.
+        let (c, _) = join_new(&mut group, DELAY, &["range"]);
+        assert_eq!(group.next_deadline(), Some(DELAY + 1_000));
+        assert_eq!(
+            group.heartbeat(DELAY + 900, &a, 1),
+            Err(GroupError::RebalanceInProgress)
+        );
+        assert_eq!(
+            group.heartbeat(DELAY + 900, &b, 1),
+            Err(GroupError::RebalanceInProgress)
+        );
+        let effects = group.poll(DELAY + 1_000);
+        assert!(!group.is_member(&c));
+        assert_eq!(joins(&effects), vec![(c, Err(GroupError::UnknownMemberId))]);
+        assert!(
+            effects.proposals.is_empty(),
+            "a member that never completed a join was never stored"
+        );
+        assert_eq!(group.state(), GroupState::PreparingRebalance);
+    }
+
+    #[test]
+    fn commits_are_fenced_before_proposal() {
+        let (mut group, ids, now) = stable_group(2);
+        assert_eq!(group.validate_commit(now, &ids[1], 1), Ok(()));
+        assert_eq!(
+            group.validate_commit(now, &ids[1], 0),
+            Err(GroupError::IllegalGeneration)
+        );
+        assert_eq!(
+            group.validate_commit(now, "stranger", 1),
+            Err(GroupError::UnknownMemberId)
+        );
+        assert_eq!(
+            group.validate_commit(now, "", NO_GENERATION),
+            Err(GroupError::UnknownMemberId),
+            "a simple commit to a group with members"
+        );
+        // Between the join phase and the stored assignment nothing may commit.
+        let _ = group
+            .join(now, join_request(Some(&ids[0]), &["range"]))
+            .unwrap();
+        assert_eq!(
+            group.validate_commit(now, &ids[1], 1),
+            Ok(()),
+            "the previous generation may commit while its members rejoin"
+        );
+        let effects = group
+            .join(now, join_request(Some(&ids[1]), &["range"]))
+            .unwrap()
+            .1;
+        assert_eq!(joins(&effects).len(), 2);
+        assert_eq!(
+            group.validate_commit(now, &ids[1], 2),
+            Err(GroupError::RebalanceInProgress)
+        );
+        assert_eq!(
+            group.validate_commit(now, &ids[1], 1),
+            Err(GroupError::IllegalGeneration)
+        );
+        // A commit counts as a heartbeat.
+        let (mut group, ids, now) = stable_group(1);
+        assert_eq!(group.validate_commit(now + SESSION - 1, &ids[0], 1), Ok(()));
+        assert!(group.poll(now + SESSION).is_empty());
+        assert!(group.is_member(&ids[0]));
+        // Once empty, simple commits pass.
+        let _ = group.leave(now + SESSION, &ids[0]).unwrap();
+        assert_eq!(
+            group.validate_commit(now + SESSION, "", NO_GENERATION),
+            Ok(())
+        );
+    }
+
+    /// The coordinator's pre-check passed, but the rebalance's generation landed first in the
+    /// log: the commit is refused when it applies.
+    #[test]
+    fn a_commit_accepted_before_a_rebalance_is_refused_when_it_lands_after_it() {
+        let mut offsets = OffsetsState::default();
+        let (mut group, ids, now) = stable_group(2);
+        // stable_group's generation, as the partition stored it.
+        let members: Vec<MemberRecord> = ids
+            .iter()
+            .map(|id| MemberRecord {
+                member_id: id.clone(),
+                client_id: "client".into(),
+                session_timeout_ms: SESSION,
+                rebalance_timeout_ms: REBALANCE,
+                subscription: Bytes::from_static(b"range-metadata"),
+                assignment: assignment_of(id),
+            })
+            .collect();
+        let stored = OffsetsCommand::GroupGeneration {
+            group: "g".into(),
+            generation: 1,
+            protocol_type: "consumer".into(),
+            protocol: Some("range".into()),
+            leader: Some(ids[0].clone()),
+            members,
+        };
+        assert_eq!(
+            offsets.execute(now, stored),
+            Ok(OffsetsOutcome::GenerationStored)
+        );
+
+        // The follower's commit for generation 1 passes the pre-check and is proposed...
+        assert_eq!(group.validate_commit(now, &ids[1], 1), Ok(()));
+        let commit = OffsetsCommand::CommitOffsets {
+            group: "g".into(),
+            member_id: ids[1].clone(),
+            generation: 1,
+            offsets: vec![(
+                TopicPartition {
+                    topic: "t".into(),
+                    partition: 0,
+                },
+                OffsetAndMetadata {
+                    offset: 10,
+                    leader_epoch: None,
+                    metadata: String::new(),
+                },
+            )],
+        };
+        // ...but a rebalance completes and its generation is proposed before it.
+        let _ = group
+            .join(now, join_request(Some(&ids[0]), &["range"]))
+            .unwrap();
+        let _ = group
+            .join(now, join_request(Some(&ids[1]), &["range"]))
+            .unwrap();
+        let second = complete_sync_proposal(&mut group, &ids, now);
+        assert_eq!(
+            offsets.execute(now + 1, second),
+            Ok(OffsetsOutcome::GenerationStored)
+        );
+        assert_eq!(
+            offsets.execute(now + 2, commit),
+            Err(GroupError::IllegalGeneration)
+        );
+        assert!(offsets.group("g").unwrap().offsets.is_empty());
+    }
+
+    /// The leader's sync in CompletingRebalance: the proposal it makes.
+    fn complete_sync_proposal(
+        group: &mut GroupMembership,
+        ids: &[MemberId],
+        now: u64,
+    ) -> OffsetsCommand {
+        let mut request = sync_request(group.leader().unwrap(), group.generation());
+        request.assignments = ids
+            .iter()
+            .map(|id| (id.clone(), assignment_of(id)))
+            .collect();
+        let effects = group.sync(now, request).unwrap();
+        effects
+            .proposals
+            .into_iter()
+            .next()
+            .expect("a GroupGeneration")
+    }
+
+    #[test]
+    fn a_new_coordinator_serves_the_stored_generation_without_a_rebalance() {
+        let (mut group, ids, now) = stable_group(2);
+        let mut offsets = OffsetsState::default();
+        // Replay what the old coordinator stored (its generation at the leader's sync).
+        let _ = group
+            .join(now, join_request(Some(&ids[0]), &["range"]))
+            .unwrap();
+        let _ = group
+            .join(now, join_request(Some(&ids[1]), &["range"]))
+            .unwrap();
+        let command = complete_sync_proposal(&mut group, &ids, now);
+        offsets.execute(now, command).unwrap();
+        let record = offsets.group("g").unwrap();
+
+        let later = now + 60_000;
+        let mut restored = GroupMembership::restore("g", record, config(), later, 99);
+        assert!(restored.consistent());
+        assert_eq!(restored.state(), GroupState::Stable);
+        assert_eq!(restored.generation(), 2);
+        assert_eq!(restored.leader(), Some(ids[0].as_str()));
+        assert_eq!(restored.heartbeat(later, &ids[1], 2), Ok(()));
+        let effects = restored.sync(later, sync_request(&ids[1], 2)).unwrap();
+        assert_eq!(
+            syncs(&effects)[0].1.as_ref().unwrap().assignment,
+            assignment_of(&ids[1])
+        );
+        assert_eq!(
+            restored.next_deadline(),
+            Some(later + SESSION),
+            "fresh sessions from the takeover"
+        );
+        // A follower with unchanged metadata rejoins without a rebalance.
+        let (_, effects) = restored
+            .join(later, join_request(Some(&ids[1]), &["range"]))
+            .unwrap();
+        assert_eq!(joins(&effects)[0].1.as_ref().unwrap().generation, 2);
+
+        // Had a member been removed since, the group would rebalance at once.
+        offsets
+            .execute(
+                later,
+                OffsetsCommand::RemoveMembers {
+                    group: "g".into(),
+                    members: vec![ids[1].clone()],
+                },
+            )
+            .unwrap();
+        let record = offsets.group("g").unwrap();
+        let rebalancing = GroupMembership::restore("g", record, config(), later, 5);
+        assert!(rebalancing.consistent());
+        assert_eq!(rebalancing.state(), GroupState::PreparingRebalance);
+        assert_eq!(rebalancing.member_count(), 1);
+
+        // And an empty record gives an Empty group that continues its generations.
+        offsets
+            .execute(
+                later,
+                OffsetsCommand::GroupGeneration {
+                    group: "g".into(),
+                    generation: 3,
+                    protocol_type: "consumer".into(),
+                    protocol: None,
+                    leader: None,
+                    members: vec![],
+                },
+            )
+            .unwrap();
+        let mut empty =
+            GroupMembership::restore("g", offsets.group("g").unwrap(), config(), later, 5);
+        assert_eq!((empty.state(), empty.generation()), (GroupState::Empty, 3));
+        let (_, _) = join_new(&mut empty, later, &["range"]);
+        let effects = empty.poll(later + DELAY);
+        assert_eq!(joins(&effects)[0].1.as_ref().unwrap().generation, 4);
+    }
+
+    #[test]
+    fn a_failed_store_fails_the_waiting_syncs_and_rebalances() {
+        let mut group = GroupMembership::new("g", config(), 1);
+        let (a, _) = join_new(&mut group, 0, &["range"]);
+        let (b, _) = join_new(&mut group, 0, &["range"]);
+        let _ = group.poll(DELAY);
+        let _ = group.sync(DELAY, sync_request(&b, 1)).unwrap();
+        let _ = complete_sync_proposal(&mut group, &[a.clone(), b.clone()], DELAY);
+        let effects = group.generation_stored(DELAY, 1, Err(GroupError::NotCoordinator));
+        let mut replies = syncs(&effects);
+        replies.sort_by(|x, y| x.0.cmp(&y.0));
+        let mut expected = vec![
+            (a.clone(), Err(GroupError::NotCoordinator)),
+            (b.clone(), Err(GroupError::NotCoordinator)),
+        ];
+        expected.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(replies, expected);
+        assert_eq!(group.state(), GroupState::PreparingRebalance);
+        assert!(group
+            .describe()
+            .members
+            .iter()
+            .all(|m| m.assignment.is_empty()));
+        // A late report for that generation changes nothing.
+        assert!(group.generation_stored(DELAY, 1, Ok(())).is_empty());
+        assert_eq!(group.state(), GroupState::PreparingRebalance);
+    }
+
+    #[test]
+    fn unloading_answers_every_waiting_request_not_coordinator() {
+        let mut group = GroupMembership::new("g", config(), 1);
+        let (a, _) = join_new(&mut group, 0, &["range"]);
+        let effects = group.unload();
+        assert_eq!(
+            joins(&effects),
+            vec![(a.clone(), Err(GroupError::NotCoordinator))]
+        );
+        assert_eq!(group.state(), GroupState::Dead);
+        assert_eq!(group.next_deadline(), None);
+        assert!(group.poll(u64::MAX).is_empty());
+        assert_eq!(
+            group.join(0, join_request(None, &["range"])),
+            Err(GroupError::CoordinatorNotAvailable)
+        );
+        assert_eq!(
+            group.heartbeat(0, &a, 0),
+            Err(GroupError::CoordinatorNotAvailable)
+        );
+    }
+
+    #[test]
+    fn reset_and_delete_need_an_empty_group() {
+        let (mut group, ids, now) = stable_group(1);
+        assert_eq!(group.check_empty(), Err(GroupError::NonEmptyGroup));
+        assert_eq!(group.delete(), Err(GroupError::NonEmptyGroup));
+        let _ = group.leave(now, &ids[0]).unwrap();
+        assert_eq!(group.delete(), Ok(()));
+        assert_eq!(group.state(), GroupState::Dead);
+        assert_eq!(group.check_empty(), Err(GroupError::GroupIdNotFound));
+        assert_eq!(
+            group.join(now, join_request(None, &["range"])),
+            Err(GroupError::CoordinatorNotAvailable)
+        );
+    }
+
+    // Property test: a model shell drives the group with random requests from four clients and
+    // random time steps, applying every proposal to an offsets partition at once.
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Join { client: usize, protocols: usize },
+        Sync { client: usize },
+        Heartbeat { client: usize },
+        Leave { client: usize },
+        Commit { client: usize },
+        Advance { ms: u64 },
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => (0..4usize, 0..3usize).prop_map(|(client, protocols)| Op::Join { client, protocols }),
+            3 => (0..4usize).prop_map(|client| Op::Sync { client }),
+            3 => (0..4usize).prop_map(|client| Op::Heartbeat { client }),
+            1 => (0..4usize).prop_map(|client| Op::Leave { client }),
+            2 => (0..4usize).prop_map(|client| Op::Commit { client }),
+            3 => prop_oneof![0u64..200, 0u64..40_000].prop_map(|ms| Op::Advance { ms }),
+        ]
+    }
+
+    #[derive(Default)]
+    struct Client {
+        id: Option<MemberId>,
+        generation: Generation,
+    }
+
+    struct Shell {
+        group: GroupMembership,
+        offsets: OffsetsState,
+        clients: Vec<Client>,
+        waiting_joins: std::collections::BTreeSet<MemberId>,
+        waiting_syncs: std::collections::BTreeSet<MemberId>,
+        now: u64,
+    }
+
+    impl Shell {
+        fn client_of(&mut self, member_id: &str) -> Option<&mut Client> {
+            self.clients
+                .iter_mut()
+                .find(|c| c.id.as_deref() == Some(member_id))
+        }
+
+        /// Delivers replies (each must answer a request that waits) and applies proposals,
+        /// reporting stored generations back, until nothing is left.
+        fn deliver(
+            &mut self,
+            effects: Effects,
+        ) -> Result<(), proptest::test_runner::TestCaseError> {
+            let mut queue = vec![effects];
+            while let Some(effects) = queue.pop() {
+                for reply in effects.replies {
+                    match reply {
+                        Reply::Join { member_id, result } => {
+                            proptest::prop_assert!(
+                                self.waiting_joins.remove(&member_id),
+                                "a join answer nobody waits for: {}",
+                                member_id
+                            );
+                            if let Some(client) = self.client_of(&member_id) {
+                                match result {
+                                    Ok(response) => client.generation = response.generation,
+                                    Err(_) => client.id = None,
+                                }
+                            }
+                        }
+                        Reply::Sync { member_id, result } => {
+                            proptest::prop_assert!(
+                                self.waiting_syncs.remove(&member_id),
+                                "a sync answer nobody waits for: {}",
+                                member_id
+                            );
+                            if let (Some(client), Err(GroupError::UnknownMemberId)) =
+                                (self.client_of(&member_id), &result)
+                            {
+                                client.id = None;
+                            }
+                        }
+                    }
+                }
+                for command in effects.proposals {
+                    let generation = match &command {
+                        OffsetsCommand::GroupGeneration { generation, .. } => Some(*generation),
+                        _ => None,
+                    };
+                    let result = self.offsets.execute(self.now, command);
+                    proptest::prop_assert!(result.is_ok(), "a proposal refused: {:?}", result);
+                    if let Some(generation) = generation {
+                        queue.push(self.group.generation_stored(self.now, generation, Ok(())));
+                    }
+                }
+            }
+            proptest::prop_assert!(self.group.consistent());
+            // A Stable group is exactly what its offsets partition stores.
+            if self.group.state() == GroupState::Stable {
+                let record = self.offsets.group("g").expect("stored");
+                proptest::prop_assert_eq!(record.generation, self.group.generation());
+                let stored: Vec<&str> = record
+                    .members
+                    .iter()
+                    .map(|m| m.member_id.as_str())
+                    .collect();
+                let live: Vec<MemberId> = self
+                    .group
+                    .describe()
+                    .members
+                    .into_iter()
+                    .map(|m| m.member_id)
+                    .collect();
+                proptest::prop_assert_eq!(
+                    stored,
+                    live.iter().map(String::as_str).collect::<Vec<_>>()
+                );
+            }
+            Ok(())
+        }
+
+        fn step(&mut self, op: Op) -> Result<(), proptest::test_runner::TestCaseError> {
+            const CHOICES: [&[&str]; 3] = [
+                &["range"],
+                &["range", "roundrobin"],
+                &["roundrobin", "range"],
+            ];
+            let now = self.now;
+            match op {
+                Op::Join { client, protocols } => {
+                    let member_id = self.clients[client].id.clone();
+                    let request = join_request(member_id.as_deref(), CHOICES[protocols]);
+                    match self.group.join(now, request) {
+                        Ok((id, effects)) => {
+                            self.clients[client].id = Some(id.clone());
+                            self.waiting_joins.insert(id);
+                            self.deliver(effects)?;
+                        }
+                        Err(GroupError::UnknownMemberId) => self.clients[client].id = None,
+                        Err(error) => proptest::prop_assert!(false, "join refused: {:?}", error),
+                    }
+                }
+                Op::Sync { client } => {
+                    let Some(id) = self.clients[client].id.clone() else {
+                        return Ok(());
+                    };
+                    let mut request = sync_request(&id, self.clients[client].generation);
+                    if self.group.leader() == Some(id.as_str()) {
+                        request.assignments = self
+                            .group
+                            .describe()
+                            .members
+                            .into_iter()
+                            .map(|m| (m.member_id.clone(), assignment_of(&m.member_id)))
+                            .collect();
+                    }
+                    if let Ok(effects) = self.group.sync(now, request) {
+                        self.waiting_syncs.insert(id);
+                        self.deliver(effects)?;
+                    }
+                }
+                Op::Heartbeat { client } => {
+                    if let Some(id) = self.clients[client].id.clone() {
+                        let generation = self.clients[client].generation;
+                        if self.group.heartbeat(now, &id, generation)
+                            == Err(GroupError::UnknownMemberId)
+                        {
+                            self.clients[client].id = None;
+                        }
+                    }
+                }
+                Op::Leave { client } => {
+                    if let Some(id) = self.clients[client].id.take() {
+                        if let Ok(effects) = self.group.leave(now, &id) {
+                            self.deliver(effects)?;
+                        }
+                    }
+                }
+                Op::Commit { client } => {
+                    let (member_id, generation) = match &self.clients[client].id {
+                        Some(id) => (id.clone(), self.clients[client].generation),
+                        None => (String::new(), NO_GENERATION),
+                    };
+                    if self
+                        .group
+                        .validate_commit(now, &member_id, generation)
+                        .is_ok()
+                    {
+                        let state = self.group.state();
+                        let result = self.offsets.execute(
+                            now,
+                            OffsetsCommand::CommitOffsets {
+                                group: "g".into(),
+                                member_id,
+                                generation,
+                                offsets: vec![],
+                            },
+                        );
+                        // What a Stable or Empty group accepts, its partition accepts.
+                        if matches!(state, GroupState::Stable | GroupState::Empty) {
+                            proptest::prop_assert_eq!(result, Ok(OffsetsOutcome::Committed));
+                        }
+                    }
+                }
+                Op::Advance { ms } => {
+                    self.now += ms;
+                    let effects = self.group.poll(self.now);
+                    self.deliver(effects)?;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the clients do: the invariants hold after every call, generations only
+        /// grow, every answer goes to a request that waits, every proposal applies, a Stable
+        /// group is what its partition stores, and once the clients go quiet every waiting
+        /// request is answered and the group ends Empty.
+        #[test]
+        fn the_group_protocol_keeps_its_invariants_whatever_the_clients_do(
+            ops in proptest::collection::vec(op(), 1..150)
+        ) {
+            let mut shell = Shell {
+                group: GroupMembership::new("g", config(), 11),
+                offsets: OffsetsState::default(),
+                clients: (0..4).map(|_| Client::default()).collect(),
+                waiting_joins: Default::default(),
+                waiting_syncs: Default::default(),
+                now: 0,
+            };
+            let mut generation = 0;
+            for op in ops {
+                shell.step(op)?;
+                proptest::prop_assert!(shell.group.generation() >= generation);
+                generation = shell.group.generation();
+            }
+            for _ in 0..1_000 {
+                let Some(deadline) = shell.group.next_deadline() else { break };
+                shell.now = shell.now.max(deadline);
+                let effects = shell.group.poll(shell.now);
+                shell.deliver(effects)?;
+            }
+            proptest::prop_assert_eq!(shell.group.state(), GroupState::Empty);
+            proptest::prop_assert!(shell.waiting_joins.is_empty(), "{:?}", shell.waiting_joins);
+            proptest::prop_assert!(shell.waiting_syncs.is_empty(), "{:?}", shell.waiting_syncs);
+            if let Some(record) = shell.offsets.group("g") {
+                proptest::prop_assert!(record.members.is_empty());
+            }
+        }
+    }
+}
