@@ -740,7 +740,14 @@ impl GroupMembership {
             .map(|m| m.id.clone())
             .collect();
         for member_id in expired {
-            self.remove_member(now_ms, &member_id, &mut effects);
+            // An earlier removal may have completed a join phase that renewed this member's
+            // deadline and answered its join: it stays.
+            let still_due = self.index_of(&member_id).is_some_and(|i| {
+                self.members[i].expires() && self.members[i].deadline_ms <= now_ms
+            });
+            if still_due {
+                self.remove_member(now_ms, &member_id, &mut effects);
+            }
         }
         self.try_complete_join(now_ms, &mut effects);
         let syncing = matches!(
@@ -1658,6 +1665,33 @@ mod tests {
             "a member that never completed a join was never stored"
         );
         assert_eq!(group.state(), GroupState::PreparingRebalance);
+    }
+
+    #[test]
+    fn a_member_answered_by_a_join_that_a_removal_completed_is_not_removed_in_the_same_poll() {
+        let config = MembershipConfig {
+            new_member_join_timeout_ms: 1_000,
+            ..config()
+        };
+        let mut group = GroupMembership::new("g", config, 1);
+        let (x, _) = join_new(&mut group, 0, &["range"]);
+        let _ = group.poll(DELAY);
+        let _ = complete_sync(&mut group, std::slice::from_ref(&x), DELAY);
+        let (y, _) = join_new(&mut group, DELAY, &["range"]);
+        // A late poll finds both due: x's session and y's first join. Removing x completes the
+        // join phase with y, which is answered and renewed, so it stays.
+        let effects = group.poll(DELAY + SESSION);
+        assert_eq!(
+            effects.proposals,
+            vec![OffsetsCommand::RemoveMembers {
+                group: "g".into(),
+                members: vec![x],
+            }]
+        );
+        let (id, result) = only(joins(&effects));
+        assert_eq!((id.as_str(), result.unwrap().generation), (y.as_str(), 2));
+        assert!(group.is_member(&y));
+        assert_eq!(group.state(), GroupState::CompletingRebalance);
     }
 
     #[test]

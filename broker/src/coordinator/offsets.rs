@@ -376,7 +376,6 @@ impl OffsetsState {
             }
             Some(_) => return Err(GroupError::UnknownMemberId),
         }
-        debug_assert!(generation >= NO_GENERATION || self.groups.contains_key(&group));
         let record = self.groups.entry(group).or_insert_with(|| GroupRecord {
             empty_since_ms: now,
             ..GroupRecord::default()
