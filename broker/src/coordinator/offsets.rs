@@ -20,7 +20,7 @@ use bytes::Bytes;
 use keel_raft::{Entry, EntryKind, Index};
 use serde::{Deserialize, Serialize};
 
-use super::{check_group_id, Generation, GroupError, MemberId, NO_GENERATION};
+use super::{check_group_id, Generation, GroupError, MemberId};
 
 /// The longest metadata string an offset commit may carry: Kafka's `offset.metadata.max.bytes`
 /// default. It bounds what one commit can add to the state (and to every snapshot).
@@ -103,7 +103,7 @@ impl GroupRecord {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OffsetsCommand {
     /// A consumer's commit. From a member: `member_id` must be in the stored generation and
-    /// `generation` equal to it. With [`NO_GENERATION`] and an empty member id (Kafka's simple
+    /// `generation` equal to it. With [`NO_GENERATION`](super::NO_GENERATION) and an empty member id (Kafka's simple
     /// consumers and admin tools): only while the group has no members.
     CommitOffsets {
         group: String,
@@ -442,6 +442,7 @@ fn store(record: &mut GroupRecord, now: u64, offsets: Vec<(TopicPartition, Offse
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::coordinator::NO_GENERATION;
 
     const G: &str = "g";
 
