@@ -24,8 +24,13 @@ use rand_chacha::ChaCha8Rng;
 
 use super::offsets::{GroupRecord, MemberRecord, OffsetsCommand};
 use super::{Generation, GroupError, MemberId};
+use crate::limits::{
+    GROUP_INITIAL_REBALANCE_DELAY_MS, GROUP_MAX_SESSION_TIMEOUT_MS, GROUP_MIN_SESSION_TIMEOUT_MS,
+    GROUP_NEW_MEMBER_JOIN_TIMEOUT_MS,
+};
 
-/// The coordinator's limits and delays, Kafka's broker settings of the same meaning.
+/// The coordinator's limits and delays, Kafka's broker settings of the same meaning (defaults
+/// and their reasons: `limits.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MembershipConfig {
     /// `group.min.session.timeout.ms`: a shorter session would make the group rebalance on
@@ -46,10 +51,10 @@ pub struct MembershipConfig {
 impl Default for MembershipConfig {
     fn default() -> Self {
         MembershipConfig {
-            min_session_timeout_ms: 6_000,
-            max_session_timeout_ms: 1_800_000,
-            initial_rebalance_delay_ms: 3_000,
-            new_member_join_timeout_ms: 300_000,
+            min_session_timeout_ms: GROUP_MIN_SESSION_TIMEOUT_MS,
+            max_session_timeout_ms: GROUP_MAX_SESSION_TIMEOUT_MS,
+            initial_rebalance_delay_ms: GROUP_INITIAL_REBALANCE_DELAY_MS,
+            new_member_join_timeout_ms: GROUP_NEW_MEMBER_JOIN_TIMEOUT_MS,
         }
     }
 }

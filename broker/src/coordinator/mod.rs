@@ -15,7 +15,8 @@
 //! resets and deletes after the membership's pre-checks. Apply re-checks member and generation,
 //! so what a pre-check accepted can still be refused if a rebalance landed first in the log: a
 //! commit proposed before a rebalance can never land after it. Expiry is proposed on a timer by
-//! the leader with its wall clock in the entry, never read from a replica's clock.
+//! the leader with its wall clock in the entry, never read from a replica's clock. Timeouts,
+//! delays and the default retention are in `limits.rs` ("Consumer groups").
 //!
 //! A group maps to one offsets partition by [`offsets_partition_for`] (a stable hash, fixed for
 //! the life of a cluster), and that partition's leader is the group's coordinator;
@@ -45,10 +46,6 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// produce to them (Kafka reserves the same prefix for `__consumer_offsets` and
 /// `__transaction_state`).
 pub const RESERVED_TOPIC_PREFIX: &str = "__";
-
-/// How long the offsets of a group with no members are kept: Kafka's `offsets.retention.minutes`
-/// default, 7 days.
-pub const DEFAULT_OFFSETS_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
 
 /// Whether `topic` is one of the cluster's internal topics (reserved for the cluster).
 pub fn is_reserved_topic(topic: &str) -> bool {
@@ -121,7 +118,7 @@ pub enum GroupError {
     GroupIdNotFound,
     #[error(
         "an offset's metadata is longer than {} bytes (OFFSET_METADATA_TOO_LARGE)",
-        offsets::MAX_METADATA_BYTES
+        crate::limits::OFFSET_METADATA_MAX_BYTES
     )]
     OffsetMetadataTooLarge,
     /// An offsets-partition entry that does not decode: every replica refuses it alike.

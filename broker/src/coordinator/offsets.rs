@@ -21,10 +21,7 @@ use keel_raft::{Entry, EntryKind, Index};
 use serde::{Deserialize, Serialize};
 
 use super::{check_group_id, Generation, GroupError, MemberId};
-
-/// The longest metadata string an offset commit may carry: Kafka's `offset.metadata.max.bytes`
-/// default. It bounds what one commit can add to the state (and to every snapshot).
-pub const MAX_METADATA_BYTES: usize = 4096;
+use crate::limits::OFFSET_METADATA_MAX_BYTES;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TopicPartition {
@@ -40,7 +37,7 @@ pub struct OffsetAndMetadata {
     /// The leader epoch of the last record consumed, when the client knows it (Kafka's
     /// `committedLeaderEpoch`, -1 on the wire for none).
     pub leader_epoch: Option<i32>,
-    /// Opaque to Keel, at most [`MAX_METADATA_BYTES`].
+    /// Opaque to Keel, at most [`OFFSET_METADATA_MAX_BYTES`].
     pub metadata: String,
 }
 
@@ -420,7 +417,7 @@ impl OffsetsState {
 fn check_metadata(offsets: &[(TopicPartition, OffsetAndMetadata)]) -> Result<(), GroupError> {
     if offsets
         .iter()
-        .any(|(_, o)| o.metadata.len() > MAX_METADATA_BYTES)
+        .any(|(_, o)| o.metadata.len() > OFFSET_METADATA_MAX_BYTES)
     {
         return Err(GroupError::OffsetMetadataTooLarge);
     }
@@ -774,7 +771,7 @@ mod tests {
                 OffsetAndMetadata {
                     offset: 1,
                     leader_epoch: None,
-                    metadata: "x".repeat(MAX_METADATA_BYTES + 1),
+                    metadata: "x".repeat(OFFSET_METADATA_MAX_BYTES + 1),
                 },
             )],
         };
