@@ -1819,6 +1819,53 @@ mod tests {
         assert!(offsets.group("g").unwrap().offsets.is_empty());
     }
 
+    /// The pre-check passed while the member's session was alive; its removal reached the log
+    /// first: the commit is refused when it applies.
+    #[test]
+    fn a_commit_accepted_before_a_session_expired_is_refused_when_it_lands_after_the_removal() {
+        let mut offsets = OffsetsState::default();
+        let mut group = GroupMembership::new("g", config(), 5);
+        let (a, _) = join_new(&mut group, 0, &["range"]);
+        let (b, _) = join_new(&mut group, 0, &["range"]);
+        let _ = group.poll(DELAY);
+        let stored = complete_sync(&mut group, &[a.clone(), b.clone()], DELAY);
+        offsets.execute(DELAY, stored).unwrap();
+
+        let t = DELAY + SESSION - 1;
+        assert_eq!(group.heartbeat(t, &a, 1), Ok(()));
+        assert_eq!(group.validate_commit(t, &b, 1), Ok(()));
+        let commit = OffsetsCommand::CommitOffsets {
+            group: "g".into(),
+            member_id: b.clone(),
+            generation: 1,
+            offsets: vec![],
+        };
+        // "b" is heard from no more (the commit renewed its session once): its session ends,
+        // and its removal is proposed first.
+        assert_eq!(group.heartbeat(t + SESSION - 1, &a, 1), Ok(()));
+        let expired = group.poll(t + SESSION);
+        assert!(!group.is_member(&b));
+        assert!(group.is_member(&a));
+        assert_eq!(
+            expired.proposals,
+            vec![OffsetsCommand::RemoveMembers {
+                group: "g".into(),
+                members: vec![b.clone()],
+            }]
+        );
+        for command in expired.proposals {
+            offsets.execute(t + SESSION, command).unwrap();
+        }
+        assert_eq!(
+            offsets.execute(t + SESSION, commit),
+            Err(GroupError::UnknownMemberId)
+        );
+        assert_eq!(
+            group.validate_commit(t + SESSION, &b, 1),
+            Err(GroupError::UnknownMemberId)
+        );
+    }
+
     /// The leader's sync in CompletingRebalance: the proposal it makes.
     fn complete_sync_proposal(
         group: &mut GroupMembership,
