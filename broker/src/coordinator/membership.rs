@@ -23,7 +23,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::offsets::{GroupRecord, MemberRecord, OffsetsCommand};
-use super::{Generation, GroupError, MemberId};
+use super::{Generation, GroupError, MemberId, Protocol};
 use crate::limits::{
     GROUP_INITIAL_REBALANCE_DELAY_MS, GROUP_MAX_SESSION_TIMEOUT_MS, GROUP_MIN_SESSION_TIMEOUT_MS,
     GROUP_NEW_MEMBER_JOIN_TIMEOUT_MS,
@@ -71,13 +71,6 @@ pub enum GroupState {
     Stable,
     /// Deleted or unloaded: nothing more is served from this value.
     Dead,
-}
-
-/// One protocol a member supports, with its opaque metadata (for consumers: the subscription).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Protocol {
-    pub name: String,
-    pub metadata: Bytes,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -295,10 +288,7 @@ impl GroupMembership {
                 client_id: m.client_id.clone(),
                 session_timeout_ms: m.session_timeout_ms,
                 rebalance_timeout_ms: m.rebalance_timeout_ms,
-                protocols: vec![Protocol {
-                    name: protocol.clone(),
-                    metadata: m.subscription.clone(),
-                }],
+                protocols: m.protocols.clone(),
                 awaiting_join: false,
                 awaiting_sync: false,
                 sync_pending: false,
@@ -986,7 +976,6 @@ impl GroupMembership {
 
     /// The current generation as the offsets partition stores it.
     fn generation_command(&self) -> OffsetsCommand {
-        let protocol = self.protocol.clone().unwrap_or_default();
         OffsetsCommand::GroupGeneration {
             group: self.group.clone(),
             generation: self.generation,
@@ -1001,7 +990,7 @@ impl GroupMembership {
                     client_id: m.client_id.clone(),
                     session_timeout_ms: m.session_timeout_ms,
                     rebalance_timeout_ms: m.rebalance_timeout_ms,
-                    subscription: m.metadata(&protocol),
+                    protocols: m.protocols.clone(),
                     assignment: m.assignment.clone(),
                 })
                 .collect(),
@@ -1378,17 +1367,16 @@ mod tests {
             .map(|m| {
                 (
                     m.member_id.clone(),
-                    m.subscription.clone(),
+                    m.protocols.clone(),
                     m.assignment.clone(),
                 )
             })
             .collect();
-        let subscription = Bytes::from_static(b"range-metadata");
         assert_eq!(
             stored,
             vec![
-                (a.clone(), subscription.clone(), assignment_of(&a)),
-                (b.clone(), subscription, assignment_of(&b)),
+                (a.clone(), protocols(&["range"]), assignment_of(&a)),
+                (b.clone(), protocols(&["range"]), assignment_of(&b)),
             ]
         );
         assert!(members.iter().all(|m| m.session_timeout_ms == SESSION));
@@ -1765,7 +1753,7 @@ mod tests {
                 client_id: "client".into(),
                 session_timeout_ms: SESSION,
                 rebalance_timeout_ms: REBALANCE,
-                subscription: Bytes::from_static(b"range-metadata"),
+                protocols: protocols(&["range"]),
                 assignment: assignment_of(id),
             })
             .collect();
@@ -2027,16 +2015,34 @@ mod tests {
     }
 
     // Property test: a model shell drives the group with random requests from four clients and
-    // random time steps, applying every proposal to an offsets partition at once.
+    // random time steps, applying every proposal to an offsets partition at once, with lost
+    // stores and coordinator failovers.
 
     #[derive(Debug, Clone)]
     enum Op {
-        Join { client: usize, protocols: usize },
-        Sync { client: usize },
-        Heartbeat { client: usize },
-        Leave { client: usize },
-        Commit { client: usize },
-        Advance { ms: u64 },
+        Join {
+            client: usize,
+            protocols: usize,
+        },
+        Sync {
+            client: usize,
+        },
+        Heartbeat {
+            client: usize,
+        },
+        Leave {
+            client: usize,
+        },
+        Commit {
+            client: usize,
+        },
+        Advance {
+            ms: u64,
+        },
+        /// The next generation proposed is lost (leadership lost before it committed).
+        LoseNextStore,
+        /// A new coordinator takes over: the group is unloaded and rebuilt from the partition.
+        Failover,
     }
 
     fn op() -> impl proptest::strategy::Strategy<Value = Op> {
@@ -2048,6 +2054,8 @@ mod tests {
             1 => (0..4usize).prop_map(|client| Op::Leave { client }),
             2 => (0..4usize).prop_map(|client| Op::Commit { client }),
             3 => prop_oneof![0u64..200, 0u64..40_000].prop_map(|ms| Op::Advance { ms }),
+            1 => Just(Op::LoseNextStore),
+            1 => Just(Op::Failover),
         ]
     }
 
@@ -2064,6 +2072,8 @@ mod tests {
         waiting_joins: std::collections::BTreeSet<MemberId>,
         waiting_syncs: std::collections::BTreeSet<MemberId>,
         now: u64,
+        lose_next_store: bool,
+        failovers: u64,
     }
 
     impl Shell {
@@ -2092,7 +2102,9 @@ mod tests {
                             if let Some(client) = self.client_of(&member_id) {
                                 match result {
                                     Ok(response) => client.generation = response.generation,
-                                    Err(_) => client.id = None,
+                                    Err(GroupError::UnknownMemberId) => client.id = None,
+                                    // Kafka clients keep their id and find the coordinator again.
+                                    Err(_) => {}
                                 }
                             }
                         }
@@ -2115,6 +2127,12 @@ mod tests {
                         OffsetsCommand::GroupGeneration { generation, .. } => Some(*generation),
                         _ => None,
                     };
+                    if let Some(generation) = generation.filter(|_| self.lose_next_store) {
+                        self.lose_next_store = false;
+                        let lost = Err(GroupError::NotCoordinator);
+                        queue.push(self.group.generation_stored(self.now, generation, lost));
+                        continue;
+                    }
                     let result = self.offsets.execute(self.now, command);
                     proptest::prop_assert!(result.is_ok(), "a proposal refused: {:?}", result);
                     if let Some(generation) = generation {
@@ -2235,6 +2253,22 @@ mod tests {
                     let effects = self.group.poll(self.now);
                     self.deliver(effects)?;
                 }
+                Op::LoseNextStore => self.lose_next_store = true,
+                Op::Failover => {
+                    let effects = self.group.unload();
+                    self.deliver(effects)?;
+                    proptest::prop_assert!(
+                        self.waiting_joins.is_empty() && self.waiting_syncs.is_empty()
+                    );
+                    self.failovers += 1;
+                    self.group = match self.offsets.group("g") {
+                        Some(record) => {
+                            GroupMembership::restore("g", record, config(), now, self.failovers)
+                        }
+                        None => GroupMembership::new("g", config(), self.failovers),
+                    };
+                    self.deliver(Effects::default())?;
+                }
             }
             Ok(())
         }
@@ -2256,11 +2290,20 @@ mod tests {
                 waiting_joins: Default::default(),
                 waiting_syncs: Default::default(),
                 now: 0,
+                lose_next_store: false,
+                failovers: 0,
             };
             let mut generation = 0;
             for op in ops {
+                let coordinator = shell.failovers;
                 shell.step(op)?;
-                proptest::prop_assert!(shell.group.generation() >= generation);
+                // Generations only grow under one coordinator, and a new one continues from
+                // the stored generation.
+                let stored = shell.offsets.group("g").map_or(0, |r| r.generation);
+                proptest::prop_assert!(shell.group.generation() >= stored);
+                if shell.failovers == coordinator {
+                    proptest::prop_assert!(shell.group.generation() >= generation);
+                }
                 generation = shell.group.generation();
             }
             for _ in 0..1_000 {

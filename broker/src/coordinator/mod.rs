@@ -27,13 +27,23 @@ pub mod offsets;
 
 use std::num::NonZeroU32;
 
+use bytes::Bytes;
 use keel_raft::{Entry, EntryKind, Term};
+use serde::{Deserialize, Serialize};
 
 /// A member's id, handed out by the coordinator on its first join (`client_id-<128 random bits>`).
 pub type MemberId = String;
 
 /// A group's generation, Kafka's `generationId`: +1 on every completed join phase.
 pub type Generation = i32;
+
+/// One protocol a member supports, with its opaque metadata (for consumers: the subscription).
+/// The coordinator never looks inside: it is assignor-agnostic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Protocol {
+    pub name: String,
+    pub metadata: Bytes,
+}
 
 /// The generation of a commit from outside group management (Kafka's "simple consumer" and
 /// admin commits), sent with an empty member id.
@@ -216,7 +226,6 @@ impl CoordinatorGate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
     #[test]
     fn the_hash_is_javas_string_hash_code() {

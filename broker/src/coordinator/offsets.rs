@@ -20,7 +20,7 @@ use bytes::Bytes;
 use keel_raft::{Entry, EntryKind, Index};
 use serde::{Deserialize, Serialize};
 
-use super::{check_group_id, Generation, GroupError, MemberId};
+use super::{check_group_id, Generation, GroupError, MemberId, Protocol};
 use crate::limits::OFFSET_METADATA_MAX_BYTES;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -51,15 +51,18 @@ pub struct CommittedOffset {
 }
 
 /// One member of a stored generation: enough for a new coordinator to serve it as a Stable
-/// group without a rebalance (Kafka stores the same in its group metadata record).
+/// group without a rebalance (Kafka stores the same in its group metadata record, except that
+/// Kafka keeps only the chosen protocol's metadata: see `protocols`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberRecord {
     pub member_id: MemberId,
     pub client_id: String,
     pub session_timeout_ms: u64,
     pub rebalance_timeout_ms: u64,
-    /// The member's metadata for the group's chosen protocol.
-    pub subscription: Bytes,
+    /// Every protocol the member joined with, not only the chosen one: a new coordinator then
+    /// admits a joining member that shares any of them with everyone, as the old one did
+    /// (Kafka's takeover knows only the chosen protocol and refuses such a join).
+    pub protocols: Vec<Protocol>,
     /// What the leader assigned it.
     pub assignment: Bytes,
 }
@@ -464,7 +467,10 @@ mod tests {
             client_id: "c".into(),
             session_timeout_ms: 10_000,
             rebalance_timeout_ms: 30_000,
-            subscription: Bytes::from_static(b"sub"),
+            protocols: vec![Protocol {
+                name: "range".into(),
+                metadata: Bytes::from_static(b"sub"),
+            }],
             assignment: Bytes::from_static(b"asg"),
         }
     }
