@@ -7,7 +7,7 @@
 //! Apply is deterministic and total: it reads nothing but the state and the entry (time comes
 //! from the entry, stamped by the proposer's wall clock, never from the replica's), and a command
 //! that may not apply (a commit from a stale generation, a reset of a group with members) yields
-//! a typed [`GroupError`] and changes nothing. Fencing happens here, at apply, not only when the
+//! a typed [`GroupError`] and changes nothing but the partition's clock. Fencing happens here, at apply, not only when the
 //! coordinator accepts a request for proposal: a commit proposed before a rebalance that lands
 //! after the new generation is refused, because the log orders the two.
 //!
@@ -280,7 +280,17 @@ impl OffsetsState {
                         return Err(GroupError::IllegalGeneration);
                     }
                 }
-                if members.is_empty() != protocol.is_none() || protocol_type.is_empty() {
+                // What a takeover rebuilds the group from must make sense: a protocol exactly
+                // when there are members, one every member joined with.
+                let supported = protocol.as_ref().is_none_or(|protocol| {
+                    members
+                        .iter()
+                        .all(|m| m.protocols.iter().any(|p| &p.name == protocol))
+                });
+                if members.is_empty() != protocol.is_none()
+                    || protocol_type.is_empty()
+                    || !supported
+                {
                     return Err(GroupError::InconsistentGroupProtocol);
                 }
                 let leader_known = match &leader {
@@ -631,6 +641,18 @@ mod tests {
         };
         assert_eq!(
             state.execute(3, no_protocol),
+            Err(GroupError::InconsistentGroupProtocol)
+        );
+        let unsupported = OffsetsCommand::GroupGeneration {
+            group: G.into(),
+            generation: 4,
+            protocol_type: "consumer".into(),
+            protocol: Some("sticky".into()),
+            leader: Some("a".into()),
+            members: vec![member("a")],
+        };
+        assert_eq!(
+            state.execute(3, unsupported),
             Err(GroupError::InconsistentGroupProtocol)
         );
         let stranger_leads = OffsetsCommand::GroupGeneration {
