@@ -4,6 +4,8 @@
 //! - [`server`]: a running `keel server`: starts the node, the client API, peer routing.
 //! - [`api`]: the client request handlers.
 //! - [`node`]: the node's configuration, identity and shared context; hosts the groups.
+//! - [`coordinator`]: consumer groups, pure: the classic group protocol in memory and the
+//!   replicated state of a `__consumer_offsets` partition (offsets, generations).
 //! - [`meta`]: the metadata group (group 0): topics, placement, members, producer ids.
 //! - [`partition`]: a partition's state: offsets, fetch, idempotent-producer dedup.
 //! - [`group`]: what every Raft group runs on: the driver step function (`driver.rs`), the
@@ -16,6 +18,7 @@
 //! The broker uses keel-raft, keel-storage and keel-wire; nothing here is used by the SDK.
 
 pub mod api;
+pub mod coordinator;
 pub mod disk;
 pub mod group;
 pub mod limits;

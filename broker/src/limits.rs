@@ -1,6 +1,7 @@
 //! Every capacity, deadline, interval, queue size and cap keel-broker uses, with the reason for
 //! its value: the transport's defaults and buffers, the client API's bounds on what a request
-//! may ask, the founding and announcement intervals, and the producer table's limits. The
+//! may ask, the founding and announcement intervals, the producer table's limits, and the
+//! consumer-group coordinator's timeouts and retention. The
 //! protocol's size limits are keel-wire's; the Raft core's defaults are keel-raft's config.
 
 use std::time::Duration;
@@ -222,3 +223,27 @@ pub const HANDLE_RESERVE_DIVISOR: u64 = 10;
 pub const MIN_HANDLE_RESERVE: u64 = 256;
 /// Inodes admission never hands out: deleted segments' replacements, snapshots, temp files.
 pub const MIN_INODE_RESERVE: u64 = 256;
+
+// Consumer groups (coordinator/): Kafka's broker defaults, so the timeouts Kafka clients are
+// configured with fit and groups behave as their users expect.
+
+/// Shortest session a member may ask for (`group.min.session.timeout.ms`): shorter, a group
+/// would rebalance on every pause of a consumer.
+pub const GROUP_MIN_SESSION_TIMEOUT_MS: u64 = 6_000;
+/// Longest session a member may ask for (`group.max.session.timeout.ms`): longer hides a dead
+/// consumer, and its partitions go unread, for too long.
+pub const GROUP_MAX_SESSION_TIMEOUT_MS: u64 = 1_800_000;
+/// How long a group formed from empty waits for more members (`group.initial.rebalance.delay.ms`),
+/// again after each arrival within the rebalance timeout: consumers started together form one
+/// generation instead of one per arrival.
+pub const GROUP_INITIAL_REBALANCE_DELAY_MS: u64 = 3_000;
+/// How long a new member's first join may wait (Kafka's `NewMemberJoinTimeoutMs`): a client that
+/// timed out and retried under a new id leaves its abandoned join behind, which must not hold a
+/// rebalance open for the whole rebalance timeout.
+pub const GROUP_NEW_MEMBER_JOIN_TIMEOUT_MS: u64 = 300_000;
+/// How long the offsets of an empty group are kept (`offsets.retention.minutes`, 7 days): a
+/// consumer fleet down over a long weekend still resumes where it stopped.
+pub const OFFSETS_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
+/// Longest metadata string an offset commit may carry (`offset.metadata.max.bytes`): it bounds
+/// what one commit adds to an offsets partition's state and to every snapshot of it.
+pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
