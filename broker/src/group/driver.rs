@@ -83,8 +83,9 @@ pub trait Machine<L> {
     fn apply(&mut self, entry: &Entry, log: &L);
     /// The node's role or the group's leader changed.
     fn on_role_change(&mut self, _role: Role, _leader: Option<NodeId>, _term: Term) {}
-    /// The state as of the last entry applied, for a snapshot at that index: what
-    /// [`Machine::restore`] takes back. Compaction takes it; the node does not compact yet.
+    /// The state as of the last entry applied: what [`Machine::restore`] takes back. Only a
+    /// group whose snapshot is its whole state at the applied index may compact with it (the
+    /// partitions fold their snapshot at the log start instead, partition/machine.rs).
     fn snapshot(&self) -> Bytes;
     /// A snapshot from the leader replaces the state (`log` already holds it); the entries
     /// after it apply next.
