@@ -293,13 +293,15 @@ fn a_full_disk_refuses_produce_serves_fetches_and_recovers_when_retention_frees_
         assert!(more.refused.is_empty(), "refused after space was freed");
         produced.acked.extend(more.acked);
 
+        let end = produced.acked.keys().next_back().unwrap().1 + 1;
+        let read_back = read(&client, "fill", 0, end).await;
+        // Retention may move the log start on while this reads (the produce above keeps it
+        // busy): judge against the log start after the read, which every offset read is above.
         let description = Admin::new(client.clone())
             .describe_topic("fill")
             .await
             .expect("describe");
         let log_start = description.partitions[0].log_start_offset;
-        let end = produced.acked.keys().next_back().unwrap().1 + 1;
-        let read_back = read(&client, "fill", 0, end).await;
         let missing: Vec<u64> = produced
             .acked
             .iter()
