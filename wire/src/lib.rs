@@ -6,7 +6,8 @@
 //!   by producers, checked once by [`RecordBatchView::parse`], then stored and served as the
 //!   same bytes; [`record_batch::BatchHeader`] is the only reader of its header.
 //! - [`frame`]: `frame_len | version | header_len | header | payload` on a QUIC stream.
-//! - [`messages`]: the request and response headers and [`ErrorCode`].
+//! - [`messages`]: the request and response headers and [`ErrorCode`]; [`groups`]: the
+//!   consumer-group requests.
 //! - [`limits`], [`topic`]: the size limits, shared deadlines and buffer sizes; topic name rules.
 //! - [`quic`]: the QUIC and TLS settings every endpoint shares (the only module that touches a
 //!   socket: it binds one).
@@ -16,6 +17,7 @@
 
 pub mod error;
 pub mod frame;
+pub mod groups;
 pub mod limits;
 pub mod messages;
 pub mod quic;

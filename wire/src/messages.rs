@@ -15,6 +15,12 @@
 use serde::{Deserialize, Serialize};
 
 use super::error::WireError;
+use super::groups::{
+    DeleteGroupRequest, DescribeGroupRequest, FindCoordinatorRequest, FindCoordinatorResponse,
+    GroupDescriptionView, HeartbeatRequest, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    ListGroupsResponse, OffsetCommitRequest, OffsetFetchRequest, OffsetFetchResponse,
+    ResetOffsetsRequest, SyncGroupRequest, SyncGroupResponse,
+};
 use super::topic::validate_topic_name;
 
 /// Node ids as in the cluster map.
@@ -36,6 +42,19 @@ pub enum Request {
     InitProducerId,
     ReplaceNode(ReplaceNodeRequest),
     AlterTopic(AlterTopicRequest),
+    // Consumer groups (groups.rs, docs/CONSUMER-GROUPS.md).
+    FindCoordinator(FindCoordinatorRequest),
+    JoinGroup(JoinGroupRequest),
+    SyncGroup(SyncGroupRequest),
+    Heartbeat(HeartbeatRequest),
+    LeaveGroup(LeaveGroupRequest),
+    OffsetCommit(OffsetCommitRequest),
+    OffsetFetch(OffsetFetchRequest),
+    /// The groups this node coordinates.
+    ListGroups,
+    DescribeGroup(DescribeGroupRequest),
+    ResetOffsets(ResetOffsetsRequest),
+    DeleteGroup(DeleteGroupRequest),
 }
 
 impl Request {
@@ -55,10 +74,48 @@ impl Request {
             Request::DeleteTopic(delete) => check(&delete.name),
             Request::DescribeTopic(describe) => check(&describe.name),
             Request::AlterTopic(alter) => check(&alter.name),
+            Request::OffsetCommit(commit) => commit
+                .offsets
+                .iter()
+                .try_for_each(|offset| check(&offset.topic)),
+            Request::OffsetFetch(fetch) => fetch
+                .partitions
+                .iter()
+                .flatten()
+                .try_for_each(|partition| check(&partition.topic)),
+            Request::ResetOffsets(reset) => reset
+                .offsets
+                .iter()
+                .try_for_each(|offset| check(&offset.topic)),
             Request::ListTopics
             | Request::ClusterStatus
             | Request::InitProducerId
-            | Request::ReplaceNode(_) => Ok(()),
+            | Request::ReplaceNode(_)
+            | Request::FindCoordinator(_)
+            | Request::JoinGroup(_)
+            | Request::SyncGroup(_)
+            | Request::Heartbeat(_)
+            | Request::LeaveGroup(_)
+            | Request::ListGroups
+            | Request::DescribeGroup(_)
+            | Request::DeleteGroup(_) => Ok(()),
+        }
+    }
+
+    /// The group id a group request names (`None` for every other request).
+    pub fn group(&self) -> Option<&str> {
+        match self {
+            Request::FindCoordinator(request) => Some(&request.group),
+            Request::JoinGroup(request) => Some(&request.group),
+            Request::SyncGroup(request) => Some(&request.group),
+            Request::Heartbeat(request) => Some(&request.group),
+            Request::LeaveGroup(request) => Some(&request.group),
+            Request::OffsetCommit(request) => Some(&request.group),
+            Request::OffsetFetch(request) => Some(&request.group),
+            Request::DescribeGroup(request) => Some(&request.group),
+            Request::ResetOffsets(request) => Some(&request.group),
+            Request::DeleteGroup(request) => Some(&request.group),
+            _ => None,
         }
     }
 }
@@ -80,6 +137,17 @@ pub enum Response {
     /// The request failed as a whole.
     Error(ErrorCode),
     AlterTopic(AlterTopicResponse),
+    FindCoordinator(FindCoordinatorResponse),
+    JoinGroup(JoinGroupResponse),
+    SyncGroup(SyncGroupResponse),
+    Heartbeat,
+    LeaveGroup,
+    OffsetCommit,
+    OffsetFetch(OffsetFetchResponse),
+    ListGroups(ListGroupsResponse),
+    DescribeGroup(GroupDescriptionView),
+    ResetOffsets,
+    DeleteGroup,
 }
 
 /// When the leader answers a produce request.
@@ -483,6 +551,39 @@ pub enum ErrorCode {
     /// names the limit and the numbers.
     #[error("insufficient capacity on node {node_id}: {reason}")]
     InsufficientCapacity { node_id: NodeId, reason: String },
+    // Consumer groups: Kafka's errors of the same names (docs/CONSUMER-GROUPS.md).
+    /// This node does not coordinate the group (it does not lead the group's offsets
+    /// partition): find the coordinator again.
+    #[error("not the group's coordinator")]
+    NotCoordinator,
+    /// This node has just become the coordinator and is loading its groups: retry shortly.
+    #[error("the coordinator is loading its groups")]
+    CoordinatorLoadInProgress,
+    /// No coordinator now (an election, or the group was unloaded or deleted meanwhile).
+    #[error("the group's coordinator is not available")]
+    CoordinatorNotAvailable,
+    /// The group is between generations: rejoin.
+    #[error("the group is rebalancing")]
+    RebalanceInProgress,
+    /// The coordinator does not know this member (it left or its session expired): join anew.
+    #[error("unknown member id")]
+    UnknownMemberId,
+    /// The generation is not the group's current one: rejoin.
+    #[error("illegal generation")]
+    IllegalGeneration,
+    #[error("the protocol type or protocols do not match the group's")]
+    InconsistentGroupProtocol,
+    #[error("the session timeout is outside the coordinator's range")]
+    InvalidSessionTimeout,
+    #[error("invalid group id")]
+    InvalidGroupId,
+    /// Offsets may be reset and a group deleted only while it has no members.
+    #[error("the group has members")]
+    NonEmptyGroup,
+    #[error("the group does not exist")]
+    GroupIdNotFound,
+    #[error("an offset's metadata is too large")]
+    OffsetMetadataTooLarge,
 }
 
 impl ErrorCode {
@@ -494,7 +595,10 @@ impl ErrorCode {
             | ErrorCode::Overloaded
             | ErrorCode::Unavailable
             | ErrorCode::Timeout
-            | ErrorCode::DiskFull => true,
+            | ErrorCode::DiskFull
+            | ErrorCode::NotCoordinator
+            | ErrorCode::CoordinatorLoadInProgress
+            | ErrorCode::CoordinatorNotAvailable => true,
             ErrorCode::UnknownTopic
             | ErrorCode::TopicAlreadyExists
             | ErrorCode::InvalidTopicName
@@ -514,7 +618,17 @@ impl ErrorCode {
             | ErrorCode::NotAuthorized
             | ErrorCode::Internal
             | ErrorCode::UnsupportedForMessageFormat
-            | ErrorCode::InsufficientCapacity { .. } => false,
+            | ErrorCode::InsufficientCapacity { .. }
+            // A member acts on these (it rejoins); sending the same request again cannot help.
+            | ErrorCode::RebalanceInProgress
+            | ErrorCode::UnknownMemberId
+            | ErrorCode::IllegalGeneration
+            | ErrorCode::InconsistentGroupProtocol
+            | ErrorCode::InvalidSessionTimeout
+            | ErrorCode::InvalidGroupId
+            | ErrorCode::NonEmptyGroup
+            | ErrorCode::GroupIdNotFound
+            | ErrorCode::OffsetMetadataTooLarge => false,
         }
     }
 }
