@@ -312,6 +312,56 @@ impl RaftGroup {
         self.notice_leadership();
     }
 
+    /// For a group whose state machine's snapshot is its whole live state (group 0, the offsets
+    /// partitions): once `every` entries were applied since the last snapshot, the state as
+    /// applied becomes a snapshot at the applied index, written durably, and the log below it
+    /// goes. A snapshot that cannot be written keeps the log (retried at the next call).
+    pub fn compact_live_state_if_due<E: std::fmt::Display>(
+        &mut self,
+        every: u64,
+        what: &str,
+        state: impl FnOnce() -> Result<Bytes, E>,
+    ) {
+        let applied = self.node.applied_index();
+        let snapshot_index = self
+            .node
+            .snapshot()
+            .map_or(0, |snapshot| snapshot.meta.last_included_index);
+        if applied < snapshot_index + every {
+            return;
+        }
+        let data = match state() {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::error!(group = self.group, %error, "encoding the {what} state");
+                return;
+            }
+        };
+        let snapshot = match self.node.compact(applied, data) {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                tracing::debug!(group = self.group, %error, "no {what} snapshot");
+                return;
+            }
+        };
+        let storage = self.node.storage_mut();
+        if let Err(error) = tokio::task::block_in_place(|| storage.write_snapshot_file(&snapshot)) {
+            tracing::warn!(group = self.group, through = applied, %error, "cannot write the {what} snapshot; log kept");
+            return;
+        }
+        match tokio::task::block_in_place(|| storage.drop_through(applied)) {
+            Ok(()) => tracing::info!(
+                group = self.group,
+                through = applied,
+                "{what} snapshot taken"
+            ),
+            Err(error) if error.is_retriable() => {
+                tracing::warn!(group = self.group, through = applied, %error, "cannot roll to delete {what} segments")
+            }
+            Err(error) => fatal_storage_error(&format!("deleting {what} segments"), &error),
+        }
+    }
+
     /// Whether writes the disk refused are waiting: such a replica acknowledges nothing new.
     pub fn is_stalled(&self) -> bool {
         self.driver.is_stalled()
