@@ -265,3 +265,5 @@ pub const GROUP_ANSWER_MARGIN: Duration = Duration::from_secs(5);
 /// members that have not synced within the rebalance timeout, which a member chooses; this
 /// bounds the request whatever it chose).
 pub const GROUP_SYNC_WAIT: Duration = Duration::from_secs(300);
+/// How often a coordinator refreshes its consumer-lag gauges.
+pub const LAG_EXPORT_INTERVAL: Duration = Duration::from_secs(1);

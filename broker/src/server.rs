@@ -158,8 +158,10 @@ impl RunningNode {
             state_sender,
             leader_sender,
             Arc::new(context.clone()),
-            founders,
-            config.offsets_partitions,
+            crate::meta::actor::ClusterSeed {
+                founders,
+                offsets_partitions: config.offsets_partitions,
+            },
             campaign,
         )));
         let meta = MetaHandle {

@@ -15,7 +15,7 @@
 //! Time: memberships run on a monotonic clock (ms since this actor started); entries carry the
 //! leader's wall clock (`OffsetsEntry::at_ms`), which only expiry reads.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -36,7 +36,8 @@ use crate::group::driver::Machine;
 use crate::group::storage_log::{fatal_message, StorageLog};
 use crate::group::{Host, PeerBatch, RaftGroup};
 use crate::limits::{
-    OFFSETS_EXPIRY_CHECK_INTERVAL, OFFSETS_RETENTION_MS, OFFSETS_SNAPSHOT_EVERY_ENTRIES,
+    LAG_EXPORT_INTERVAL, OFFSETS_EXPIRY_CHECK_INTERVAL, OFFSETS_RETENTION_MS,
+    OFFSETS_SNAPSHOT_EVERY_ENTRIES,
 };
 use crate::transport::NodeId;
 
@@ -150,9 +151,40 @@ pub struct OffsetsPartition {
     last_expiry: Instant,
     view: watch::Sender<CoordinatorView>,
     group_label: String,
+    host: Host,
+    last_lag_export: Instant,
+    /// The (group, topic, partition) lag gauges this coordinator set: zeroed when it stops
+    /// coordinating them, so a query taking the maximum over nodes sees the live coordinator's.
+    exported_lag: BTreeSet<(String, String, u32)>,
 }
 
 impl OffsetsPartition {
+    /// Consumer lag, `keel_consumer_group_lag{group, topic, partition}`: the partition's high
+    /// watermark (as this node's replica has it) less the group's committed offset, for every
+    /// offset of the groups this node coordinates whose partition it replicates.
+    fn export_lag(&mut self) {
+        let mut exported = BTreeSet::new();
+        if self.gate.check().is_ok() {
+            for (name, record) in &self.state.groups {
+                for (partition, committed) in &record.offsets {
+                    let Some(high_watermark) = self
+                        .host
+                        .high_watermark(&partition.topic, partition.partition)
+                    else {
+                        continue;
+                    };
+                    let lag = high_watermark.saturating_sub(committed.offset.offset);
+                    lag_gauge(name, &partition.topic, partition.partition).set(lag as f64);
+                    exported.insert((name.clone(), partition.topic.clone(), partition.partition));
+                }
+            }
+        }
+        for (group, topic, partition) in self.exported_lag.difference(&exported) {
+            lag_gauge(group, topic, *partition).set(0.0);
+        }
+        self.exported_lag = exported;
+    }
+
     fn now_ms(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
@@ -182,6 +214,25 @@ impl OffsetsPartition {
                 GroupMembership::restore(name, record, self.config, self.now_ms(), seed)
             }
             None => GroupMembership::new(name, self.config, seed),
+        }
+    }
+
+    /// Drops the in-memory group a request made for a name the offsets state does not hold and
+    /// that has no members nor anything waiting (a heartbeat or describe of an unknown group):
+    /// requests for made-up names must not grow the coordinator's memory.
+    fn forget_if_unknown(&mut self, name: &str) {
+        let unused = self.groups.get(name).is_some_and(|entry| {
+            entry.membership.state() == GroupState::Empty
+                && entry.membership.member_count() == 0
+                && entry.joins.is_empty()
+                && entry.syncs.is_empty()
+        });
+        let proposed = self.pending.values().any(|(_, pending)| match pending {
+            Pending::Client { group, .. } | Pending::Generation { group, .. } => group == name,
+            Pending::Nobody => false,
+        });
+        if unused && !proposed && self.state.group(name).is_none() {
+            self.groups.remove(name);
         }
     }
 
@@ -390,6 +441,7 @@ impl GroupActor for OffsetsPartition {
                 }
                 let proposals = self.serve(&name, request, reply);
                 propose_all(group, self, &name, proposals);
+                self.forget_if_unknown(&name);
             }
             CoordinatorInput::List { reply } => {
                 let answer = self.gate.check().map(|_| {
@@ -410,6 +462,10 @@ impl GroupActor for OffsetsPartition {
     }
 
     fn on_tick(&mut self, group: &mut RaftGroup) {
+        if self.last_lag_export.elapsed() >= LAG_EXPORT_INTERVAL {
+            self.last_lag_export = Instant::now();
+            self.export_lag();
+        }
         if self.gate.check().is_err() {
             return;
         }
@@ -638,6 +694,15 @@ impl From<OffsetsCommand> for Proposal {
     }
 }
 
+fn lag_gauge(group: &str, topic: &str, partition: u32) -> metrics::Gauge {
+    metrics::gauge!(
+        "keel_consumer_group_lag",
+        "group" => group.to_string(),
+        "topic" => topic.to_string(),
+        "partition" => partition.to_string()
+    )
+}
+
 fn command_group(command: &OffsetsCommand) -> &str {
     match command {
         OffsetsCommand::CommitOffsets { group, .. }
@@ -747,6 +812,9 @@ pub async fn run(
         last_expiry: Instant::now(),
         view,
         group_label: group.group.to_string(),
+        host: host.clone(),
+        last_lag_export: Instant::now(),
+        exported_lag: BTreeSet::new(),
     };
     actor::run(group, inbox, machine, host.tick(), campaign_at_start).await;
 }

@@ -221,6 +221,10 @@ pub trait GroupHost: Send + Sync + 'static {
     /// Topic `topic`'s settings as this node's copy of group 0's map holds them (partitions read
     /// their retention here); `None` once the topic is gone.
     fn topic_config(&self, topic: &str) -> Option<crate::meta::TopicConfig>;
+    /// The high watermark of `topic`'s partition `partition` as this node's replica last
+    /// published it; `None` where this node holds no replica (a coordinator reports consumer lag
+    /// from it).
+    fn high_watermark(&self, topic: &str, partition: u32) -> Option<u64>;
     /// The free space under the data directory: below its line partitions take no new data.
     fn disk(&self) -> Arc<crate::disk::DiskSpace>;
 }

@@ -161,6 +161,13 @@ impl GroupActor for MetaMachine {
     }
 }
 
+/// What a leader of group 0 writes into a map that lacks it: the founders (from the founding
+/// record) and the partition count of `__consumer_offsets`.
+pub struct ClusterSeed {
+    pub founders: Vec<NodeInfo>,
+    pub offsets_partitions: u32,
+}
+
 /// Runs group 0 until shut down (group/actor.rs has the loop).
 pub async fn run(
     group: RaftGroup,
@@ -168,10 +175,13 @@ pub async fn run(
     state: watch::Sender<MetaState>,
     leader: watch::Sender<Option<NodeId>>,
     host: Arc<dyn MetaHost>,
-    founders: Vec<NodeInfo>,
-    offsets_partitions: u32,
+    seed: ClusterSeed,
     campaign_at_start: bool,
 ) {
+    let ClusterSeed {
+        founders,
+        offsets_partitions,
+    } = seed;
     let mut machine = MetaMachine {
         state,
         leader,

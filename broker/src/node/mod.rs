@@ -667,6 +667,13 @@ impl NodeContext {
 }
 
 impl crate::group::GroupHost for NodeContext {
+    fn high_watermark(&self, topic: &str, partition: u32) -> Option<u64> {
+        let group = self.topic(topic)?.partitions.get(partition as usize)?.group;
+        let handle = self.partition(group)?;
+        let high_watermark = handle.view.borrow().high_watermark;
+        Some(high_watermark)
+    }
+
     fn peers(&self) -> Arc<Peers> {
         self.shared.peers.clone()
     }
