@@ -262,7 +262,7 @@ fn replace_node_right_after_a_restart_waits_for_the_new_incarnation() {
             .expect("answered in time")
             .expect("replace again")
             .groups,
-        2
+        u32::try_from(common::FIRST_CLIENT_GROUP + 1).unwrap()
     );
     let status = rt.block_on(admin.cluster_status()).expect("status");
     let node = status.nodes.iter().find(|n| n.node_id == 2).unwrap();

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
 use bytes::Bytes;
-use keel_raft::{Entry, Index, ProposeError, Role, Snapshot, Term};
+use keel_raft::{Entry, Index, ProposeError, ReadError, ReadMode, ReadState, Role, Snapshot, Term};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::membership::{
@@ -156,6 +156,22 @@ pub struct OffsetsPartition {
     /// The (group, topic, partition) lag gauges this coordinator set: zeroed when it stops
     /// coordinating them, so a query taking the maximum over nodes sees the live coordinator's.
     exported_lag: BTreeSet<(String, String, u32)>,
+    /// Offset fetches and describes waiting for the core to confirm this node still leads, by
+    /// read request id.
+    reads_unconfirmed: HashMap<u64, Read>,
+    /// Confirmed reads, served once the state has applied their read index.
+    reads_confirmed: Vec<(Index, Read)>,
+    next_read_id: u64,
+}
+
+/// A read of the offsets state (an offset fetch, a describe): served only once the core confirms
+/// this node still leads at an index the state has applied, so a leader cut off from its peers,
+/// which a new leader may already have taken commits from, never answers with offsets older
+/// than an acknowledged commit.
+struct Read {
+    group: String,
+    request: GroupRequest,
+    reply: GroupReply,
 }
 
 impl OffsetsPartition {
@@ -280,7 +296,63 @@ impl OffsetsPartition {
                 let _ = reply.send(Err(GroupError::NotCoordinator));
             }
         }
+        let unconfirmed = std::mem::take(&mut self.reads_unconfirmed).into_values();
+        let confirmed =
+            (std::mem::take(&mut self.reads_confirmed).into_iter()).map(|(_, read)| read);
+        for read in unconfirmed.chain(confirmed) {
+            let _ = read.reply.send(Err(GroupError::NotCoordinator));
+        }
         self.deferred.clear();
+    }
+
+    /// Serves the confirmed reads whose index the state has applied.
+    fn serve_reads(&mut self) {
+        let applied = self.state.applied_index;
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_confirmed)
+            .into_iter()
+            .partition(|(index, _)| *index <= applied);
+        self.reads_confirmed = waiting;
+        for (_, read) in due {
+            let answer = self.read(&read.group, read.request);
+            let _ = read.reply.send(answer);
+        }
+    }
+
+    /// Answers a read from the state as applied.
+    fn read(&self, name: &str, request: GroupRequest) -> Result<GroupAnswer, GroupError> {
+        match request {
+            GroupRequest::FetchOffsets { partitions } => {
+                let offsets = match partitions {
+                    Some(partitions) => partitions
+                        .into_iter()
+                        .map(|partition| {
+                            let committed = self.state.committed(name, &partition).cloned();
+                            (partition, committed)
+                        })
+                        .collect(),
+                    None => self
+                        .state
+                        .group(name)
+                        .map(|record: &GroupRecord| {
+                            record
+                                .offsets
+                                .iter()
+                                .map(|(p, c)| (p.clone(), Some(c.clone())))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                };
+                Ok(GroupAnswer::Offsets(offsets))
+            }
+            GroupRequest::Describe => {
+                let (summary, offsets) = self.describe(name);
+                Ok(GroupAnswer::Described(summary, offsets))
+            }
+            other => {
+                tracing::error!(?other, "not a read");
+                Err(GroupError::CoordinatorNotAvailable)
+            }
+        }
     }
 
     /// Rebuilds every group from the offsets state: this leader's no-op applied, so the state
@@ -394,10 +466,28 @@ impl Machine<StorageLog> for OffsetsPartition {
             self.load_all();
         }
         self.settle(entry, result);
+        if !self.reads_confirmed.is_empty() {
+            self.serve_reads();
+        }
     }
 
     fn snapshot(&self) -> Bytes {
         self.state.snapshot()
+    }
+
+    fn on_read_states(&mut self, reads: &[ReadState]) {
+        for state in reads {
+            let Some(read) = self.reads_unconfirmed.remove(&state.request_id) else {
+                continue;
+            };
+            match state.read_index {
+                Some(index) => self.reads_confirmed.push((index, read)),
+                None => {
+                    let _ = read.reply.send(Err(GroupError::NotCoordinator));
+                }
+            }
+        }
+        self.serve_reads();
     }
 
     fn restore(&mut self, _log: &StorageLog, snapshot: &Snapshot) {
@@ -439,8 +529,12 @@ impl GroupActor for OffsetsPartition {
                     let _ = reply.send(Err(error));
                     return;
                 }
-                let proposals = self.serve(&name, request, reply);
+                let mut reads = Vec::new();
+                let proposals = self.serve(&name, request, reply, &mut reads);
                 propose_all(group, self, &name, proposals);
+                for id in reads {
+                    request_read(group, self, id);
+                }
                 self.forget_if_unknown(&name);
             }
             CoordinatorInput::List { reply } => {
@@ -514,7 +608,13 @@ impl GroupActor for OffsetsPartition {
 
 impl OffsetsPartition {
     /// Serves one request on the coordinator; returns what to propose for it.
-    fn serve(&mut self, name: &str, request: GroupRequest, reply: GroupReply) -> Vec<Proposal> {
+    fn serve(
+        &mut self,
+        name: &str,
+        request: GroupRequest,
+        reply: GroupReply,
+        reads: &mut Vec<u64>,
+    ) -> Vec<Proposal> {
         let now = self.now_ms();
         let mut proposals = Vec::new();
         match request {
@@ -597,32 +697,17 @@ impl OffsetsPartition {
                     }
                 }
             }
-            GroupRequest::FetchOffsets { partitions } => {
-                let offsets = match partitions {
-                    Some(partitions) => partitions
-                        .into_iter()
-                        .map(|partition| {
-                            let committed = self.state.committed(name, &partition).cloned();
-                            (partition, committed)
-                        })
-                        .collect(),
-                    None => self
-                        .state
-                        .group(name)
-                        .map(|record: &GroupRecord| {
-                            record
-                                .offsets
-                                .iter()
-                                .map(|(p, c)| (p.clone(), Some(c.clone())))
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                };
-                let _ = reply.send(Ok(GroupAnswer::Offsets(offsets)));
-            }
-            GroupRequest::Describe => {
-                let (summary, offsets) = self.describe(name);
-                let _ = reply.send(Ok(GroupAnswer::Described(summary, offsets)));
+            request @ (GroupRequest::FetchOffsets { .. } | GroupRequest::Describe) => {
+                self.reads_unconfirmed.insert(
+                    self.next_read_id,
+                    Read {
+                        group: name.to_string(),
+                        request,
+                        reply,
+                    },
+                );
+                reads.push(self.next_read_id);
+                self.next_read_id += 1;
             }
             GroupRequest::Reset { offsets } => {
                 match self.group_entry(name).membership.check_empty() {
@@ -783,6 +868,20 @@ fn propose_all<P: Into<Proposal>>(
     }
 }
 
+/// Asks the core to confirm this node's leadership for read `id` (a lease when it holds, else a
+/// round of messages); the answer comes as a read state (`on_read_states`).
+fn request_read(group: &mut RaftGroup, state: &mut OffsetsPartition, id: u64) {
+    if let Err(error) = group.node.request_read(id, ReadMode::Lease) {
+        let error = match error {
+            ReadError::LeaderNotReady => GroupError::CoordinatorLoadInProgress,
+            _ => GroupError::NotCoordinator,
+        };
+        if let Some(read) = state.reads_unconfirmed.remove(&id) {
+            let _ = read.reply.send(Err(error));
+        }
+    }
+}
+
 /// Runs an offsets partition until it is shut down (group/actor.rs has the loop).
 pub async fn run(
     group: RaftGroup,
@@ -815,6 +914,9 @@ pub async fn run(
         host: host.clone(),
         last_lag_export: Instant::now(),
         exported_lag: BTreeSet::new(),
+        reads_unconfirmed: HashMap::new(),
+        reads_confirmed: Vec::new(),
+        next_read_id: 0,
     };
     actor::run(group, inbox, machine, host.tick(), campaign_at_start).await;
 }
