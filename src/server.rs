@@ -46,7 +46,8 @@ pub struct ServerArgs {
     #[arg(long)]
     require_client_cert: bool,
     /// A TOML file with settings (flags win): fsync, segment_bytes, max_message_bytes,
-    /// max_record_batch_bytes, max_request_bytes, min_free_bytes, max_partition_replicas.
+    /// max_record_batch_bytes, max_request_bytes, min_free_bytes, max_partition_replicas,
+    /// offsets_partitions.
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -86,6 +87,7 @@ struct FileConfig {
     max_request_bytes: Option<u64>,
     min_free_bytes: Option<u64>,
     max_partition_replicas: Option<u64>,
+    offsets_partitions: Option<u32>,
 }
 
 pub fn run_server(args: &ServerArgs) -> anyhow::Result<()> {
@@ -129,6 +131,15 @@ pub fn run_server(args: &ServerArgs) -> anyhow::Result<()> {
     match file.max_partition_replicas {
         Some(0) => bail!("max_partition_replicas in config must be at least 1"),
         Some(cap) => config.max_partition_replicas = cap,
+        None => {}
+    }
+    match file.offsets_partitions {
+        Some(0) => bail!("offsets_partitions in config must be at least 1"),
+        Some(count) if count > keel_broker::limits::MAX_PARTITIONS => bail!(
+            "offsets_partitions in config must be at most {}",
+            keel_broker::limits::MAX_PARTITIONS
+        ),
+        Some(count) => config.offsets_partitions = count,
         None => {}
     }
     config

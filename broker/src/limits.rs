@@ -247,3 +247,23 @@ pub const OFFSETS_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
 /// Longest metadata string an offset commit may carry (`offset.metadata.max.bytes`): it bounds
 /// what one commit adds to an offsets partition's state and to every snapshot of it.
 pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
+/// Partitions of `__consumer_offsets` in a new cluster (Kafka's `offsets.topic.num.partitions`
+/// is 50, Redpanda's 16): each is a Raft group on every replica, ticking whether or not groups
+/// use it, so a small default suits the small clusters Keel starts as. Fixed once the topic
+/// exists: a group's partition is its id's hash modulo this count.
+pub const DEFAULT_OFFSETS_PARTITIONS: u32 = 8;
+/// How often a coordinator proposes the expiry of old offsets of empty groups (Kafka's
+/// `offsets.retention.check.interval.ms`).
+pub const OFFSETS_EXPIRY_CHECK_INTERVAL: Duration = Duration::from_secs(600);
+/// An offsets partition snapshots its state (and drops the log below) every this many entries,
+/// as group 0 does: commits arrive every few hundred ms per member, the state stays small.
+pub const OFFSETS_SNAPSHOT_EVERY_ENTRIES: u64 = 10_000;
+/// How long past its own deadline a group request waits for the coordinator's answer: the
+/// coordinator answers a join at the end of its rebalance timeout, this covers the round.
+pub const GROUP_ANSWER_MARGIN: Duration = Duration::from_secs(5);
+/// How long a sync may wait for the leader's assignment and its commit (the coordinator removes
+/// members that have not synced within the rebalance timeout, which a member chooses; this
+/// bounds the request whatever it chose).
+pub const GROUP_SYNC_WAIT: Duration = Duration::from_secs(300);
+/// How often a coordinator refreshes its consumer-lag gauges.
+pub const LAG_EXPORT_INTERVAL: Duration = Duration::from_secs(1);

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::coordinator::actor::CoordinatorInput;
 use crate::group::replace::Reports;
 use crate::group::storage_log::GroupDir;
 use crate::group::{
@@ -157,7 +158,10 @@ impl RunningNode {
             state_sender,
             leader_sender,
             Arc::new(context.clone()),
-            founders,
+            crate::meta::actor::ClusterSeed {
+                founders,
+                offsets_partitions: config.offsets_partitions,
+            },
             campaign,
         )));
         let meta = MetaHandle {
@@ -222,6 +226,11 @@ impl RunningNode {
                 Route::Partition { handle, .. } => handle
                     .inbox
                     .send(PartitionInput::Shutdown { done })
+                    .await
+                    .is_ok(),
+                Route::Offsets { handle, .. } => handle
+                    .inbox
+                    .send(CoordinatorInput::Shutdown { done })
                     .await
                     .is_ok(),
                 Route::Offline { .. } | Route::Opening => false,
@@ -359,6 +368,9 @@ fn deliver(shared: &Shared, group: GroupId, batch: PeerBatch) {
         Route::Meta(inbox) => inbox.try_send(MetaInput::Peer(batch)).is_ok(),
         Route::Partition { handle, .. } => {
             handle.inbox.try_send(PartitionInput::Peer(batch)).is_ok()
+        }
+        Route::Offsets { handle, .. } => {
+            handle.inbox.try_send(CoordinatorInput::Peer(batch)).is_ok()
         }
         // Its peers' messages have nowhere to go until it opens; to them it is down.
         Route::Offline { .. } | Route::Opening => true,

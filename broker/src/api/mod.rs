@@ -7,6 +7,8 @@
 //! Produce and fetch go to the partition's actor on this node, which answers NotLeader (with the
 //! leader's advertised address) when this node does not lead.
 
+mod groups;
+
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -165,6 +167,9 @@ async fn handle(frame: Frame<Request>, context: &ApiContext) -> (Response, Bytes
         tracing::debug!("request refused: this node is not a voter of the metadata group yet");
         return (Response::Error(ErrorCode::Unavailable), Bytes::new());
     }
+    if let Err(error) = check_reserved(&frame.header) {
+        return (Response::Error(error), Bytes::new());
+    }
     let result = match frame.header {
         Request::Produce(request) => produce(request, frame.payload, context)
             .await
@@ -185,7 +190,10 @@ async fn handle(frame: Frame<Request>, context: &ApiContext) -> (Response, Bytes
         }
         Request::ListTopics => {
             let state = context.meta.state.borrow();
-            let topics = state.topics.values().map(summary).collect();
+            let topics = (state.topics.values())
+                .filter(|topic| !crate::coordinator::is_reserved_topic(&topic.name))
+                .map(summary)
+                .collect();
             Ok((
                 Response::ListTopics(ListTopicsResponse { topics }),
                 Bytes::new(),
@@ -215,8 +223,7 @@ async fn handle(frame: Frame<Request>, context: &ApiContext) -> (Response, Bytes
         Request::AlterTopic(request) => alter_topic(request, context)
             .await
             .map(|response| (Response::AlterTopic(response), Bytes::new())),
-        // Not served yet: the coordinator is being wired in (docs/CONSUMER-GROUPS.md).
-        Request::FindCoordinator(_)
+        request @ (Request::FindCoordinator(_)
         | Request::JoinGroup(_)
         | Request::SyncGroup(_)
         | Request::Heartbeat(_)
@@ -226,12 +233,34 @@ async fn handle(frame: Frame<Request>, context: &ApiContext) -> (Response, Bytes
         | Request::ListGroups
         | Request::DescribeGroup(_)
         | Request::ResetOffsets(_)
-        | Request::DeleteGroup(_) => Err(ErrorCode::CoordinatorNotAvailable),
+        | Request::DeleteGroup(_)) => groups::handle(request, context)
+            .await
+            .map(|response| (response, Bytes::new())),
     };
     match result {
         Ok(answer) => answer,
         Err(error) => (Response::Error(error), Bytes::new()),
     }
+}
+
+/// The cluster's own topics (`__` prefix, coordinator/mod.rs) are not the clients': a create of
+/// such a name is an invalid name, and produce, fetch, delete and alter of one are refused (its
+/// partitions hold the coordinator's commands, not records). Describe and metadata may name them.
+fn check_reserved(request: &Request) -> Result<(), ErrorCode> {
+    let reserved = crate::coordinator::is_reserved_topic;
+    let (name, error) = match request {
+        Request::CreateTopic(create) => (&create.name, ErrorCode::InvalidTopicName),
+        Request::Produce(produce) => (&produce.topic, ErrorCode::NotAuthorized),
+        Request::Fetch(fetch) => (&fetch.topic, ErrorCode::NotAuthorized),
+        Request::DeleteTopic(delete) => (&delete.name, ErrorCode::NotAuthorized),
+        Request::AlterTopic(alter) => (&alter.name, ErrorCode::NotAuthorized),
+        _ => return Ok(()),
+    };
+    if reserved(name) {
+        tracing::warn!(topic = %name, %error, "request on a reserved topic name refused");
+        return Err(error);
+    }
+    Ok(())
 }
 
 fn summary(topic: &TopicInfo) -> TopicSummary {
@@ -369,7 +398,11 @@ fn metadata(request: MetadataRequest, context: &ApiContext) -> MetadataResponse 
         .collect();
     let names: Vec<String> = match request.topics {
         Some(names) => names,
-        None => state.topics.keys().cloned().collect(),
+        // Every client topic: the cluster's own are listed only when named.
+        None => (state.topics.keys())
+            .filter(|name| !crate::coordinator::is_reserved_topic(name))
+            .cloned()
+            .collect(),
     };
     let topics = names
         .into_iter()

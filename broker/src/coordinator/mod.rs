@@ -22,6 +22,7 @@
 //! the life of a cluster), and that partition's leader is the group's coordinator;
 //! [`CoordinatorGate`] says whether this node may answer for a group right now.
 
+pub mod actor;
 pub mod membership;
 pub mod offsets;
 

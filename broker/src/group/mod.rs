@@ -221,6 +221,10 @@ pub trait GroupHost: Send + Sync + 'static {
     /// Topic `topic`'s settings as this node's copy of group 0's map holds them (partitions read
     /// their retention here); `None` once the topic is gone.
     fn topic_config(&self, topic: &str) -> Option<crate::meta::TopicConfig>;
+    /// The high watermark of `topic`'s partition `partition` as this node's replica last
+    /// published it; `None` where this node holds no replica (a coordinator reports consumer lag
+    /// from it).
+    fn high_watermark(&self, topic: &str, partition: u32) -> Option<u64>;
     /// The free space under the data directory: below its line partitions take no new data.
     fn disk(&self) -> Arc<crate::disk::DiskSpace>;
 }
@@ -310,6 +314,56 @@ impl RaftGroup {
         }
         self.driver.process(&mut self.node, &mut network, machine);
         self.notice_leadership();
+    }
+
+    /// For a group whose state machine's snapshot is its whole live state (group 0, the offsets
+    /// partitions): once `every` entries were applied since the last snapshot, the state as
+    /// applied becomes a snapshot at the applied index, written durably, and the log below it
+    /// goes. A snapshot that cannot be written keeps the log (retried at the next call).
+    pub fn compact_live_state_if_due<E: std::fmt::Display>(
+        &mut self,
+        every: u64,
+        what: &str,
+        state: impl FnOnce() -> Result<Bytes, E>,
+    ) {
+        let applied = self.node.applied_index();
+        let snapshot_index = self
+            .node
+            .snapshot()
+            .map_or(0, |snapshot| snapshot.meta.last_included_index);
+        if applied < snapshot_index + every {
+            return;
+        }
+        let data = match state() {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::error!(group = self.group, %error, "encoding the {what} state");
+                return;
+            }
+        };
+        let snapshot = match self.node.compact(applied, data) {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                tracing::debug!(group = self.group, %error, "no {what} snapshot");
+                return;
+            }
+        };
+        let storage = self.node.storage_mut();
+        if let Err(error) = tokio::task::block_in_place(|| storage.write_snapshot_file(&snapshot)) {
+            tracing::warn!(group = self.group, through = applied, %error, "cannot write the {what} snapshot; log kept");
+            return;
+        }
+        match tokio::task::block_in_place(|| storage.drop_through(applied)) {
+            Ok(()) => tracing::info!(
+                group = self.group,
+                through = applied,
+                "{what} snapshot taken"
+            ),
+            Err(error) if error.is_retriable() => {
+                tracing::warn!(group = self.group, through = applied, %error, "cannot roll to delete {what} segments")
+            }
+            Err(error) => fatal_storage_error(&format!("deleting {what} segments"), &error),
+        }
     }
 
     /// Whether writes the disk refused are waiting: such a replica acknowledges nothing new.

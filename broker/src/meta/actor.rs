@@ -7,10 +7,11 @@ use bytes::Bytes;
 use keel_wire::ErrorCode;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{MetaCommand, MetaEffect, MetaOutcome, MetaState, NodeInfo};
+use super::{MetaCommand, MetaEffect, MetaOutcome, MetaState, NodeInfo, TopicConfig};
+use crate::coordinator::OFFSETS_TOPIC;
 use crate::group::actor::{self, Control, GroupActor, Waiters};
 use crate::group::driver::Machine;
-use crate::group::storage_log::{fatal_message, fatal_storage_error, StorageLog};
+use crate::group::storage_log::{fatal_message, StorageLog};
 use crate::group::{GroupHost, PeerBatch, RaftGroup};
 use crate::limits::META_SNAPSHOT_EVERY_ENTRIES;
 use crate::transport::NodeId;
@@ -55,6 +56,10 @@ struct MetaMachine {
     founders: Vec<NodeInfo>,
     /// Set once this leader's no-op was applied, so it proposes `Found` at most once per term.
     founding_proposed_in: Option<Term>,
+    /// Partitions `__consumer_offsets` gets if this leader creates it.
+    offsets_partitions: u32,
+    /// The term in which this leader proposed creating `__consumer_offsets`, at most once each.
+    offsets_topic_proposed_in: Option<Term>,
 }
 
 impl Machine<StorageLog> for MetaMachine {
@@ -147,12 +152,20 @@ impl GroupActor for MetaMachine {
 
     fn after_round(&mut self, group: &mut RaftGroup) {
         propose_founding_if_needed(group, self);
+        propose_offsets_topic_if_needed(group, self);
         compact_if_due(group, self);
     }
 
     fn on_stop(&mut self) {
         self.waiters.fail_all(&ErrorCode::Unavailable);
     }
+}
+
+/// What a leader of group 0 writes into a map that lacks it: the founders (from the founding
+/// record) and the partition count of `__consumer_offsets`.
+pub struct ClusterSeed {
+    pub founders: Vec<NodeInfo>,
+    pub offsets_partitions: u32,
 }
 
 /// Runs group 0 until shut down (group/actor.rs has the loop).
@@ -162,9 +175,13 @@ pub async fn run(
     state: watch::Sender<MetaState>,
     leader: watch::Sender<Option<NodeId>>,
     host: Arc<dyn MetaHost>,
-    founders: Vec<NodeInfo>,
+    seed: ClusterSeed,
     campaign_at_start: bool,
 ) {
+    let ClusterSeed {
+        founders,
+        offsets_partitions,
+    } = seed;
     let mut machine = MetaMachine {
         state,
         leader,
@@ -172,6 +189,8 @@ pub async fn run(
         host: host.clone(),
         founders,
         founding_proposed_in: None,
+        offsets_partitions,
+        offsets_topic_proposed_in: None,
     };
     // A restart from a snapshot: the map as of it, and the replicas it places here.
     if let Some(snapshot) = group.node.snapshot().cloned() {
@@ -231,43 +250,46 @@ fn propose_founding_if_needed(group: &mut RaftGroup, machine: &mut MetaMachine) 
     group.process(machine);
 }
 
+/// A founded cluster's leader creates the internal topic `__consumer_offsets` (consumer groups'
+/// committed offsets, docs/CONSUMER-GROUPS.md) once its no-op has applied and the map shows no
+/// such topic. Its partition count is this leader's setting; it never changes afterwards, since
+/// clients can neither delete nor alter a reserved topic and a group's partition is its id's
+/// hash modulo the count.
+fn propose_offsets_topic_if_needed(group: &mut RaftGroup, machine: &mut MetaMachine) {
+    let node = &group.node;
+    if node.role() != Role::Leader
+        || machine.offsets_topic_proposed_in == Some(node.term())
+        || node.applied_index() < node.commit_index()
+        || node.term_at(node.applied_index()) != Some(node.term())
+    {
+        return;
+    }
+    let command = {
+        let state = machine.state.borrow();
+        if state.nodes.is_empty() || state.topics.contains_key(OFFSETS_TOPIC) {
+            return;
+        }
+        let replication_factor = state.nodes.len().min(3) as u16;
+        MetaCommand::CreateTopicWithConfig {
+            name: OFFSETS_TOPIC.to_string(),
+            replication_factor,
+            placement: state.place(machine.offsets_partitions.max(1), replication_factor),
+            // Compacted by snapshots of its state, never by retention.
+            config: TopicConfig::UNLIMITED,
+        }
+    };
+    machine.offsets_topic_proposed_in = Some(node.term());
+    let (reply, _) = oneshot::channel();
+    propose(group, machine, command, reply);
+    group.process(machine);
+}
+
 /// Every `META_SNAPSHOT_EVERY_ENTRIES` applied entries, the map as applied becomes a snapshot at
 /// the applied index and the log below it goes, so a restart reads the map and a short tail
 /// (docs/ARCHITECTURE.md "Snapshots"). Unlike a partition's, this snapshot is the live state:
 /// the map is all there is to the group, and it is taken exactly at the index it is labelled.
 fn compact_if_due(group: &mut RaftGroup, machine: &MetaMachine) {
-    let node = &group.node;
-    let applied = node.applied_index();
-    let snapshot_index = node
-        .snapshot()
-        .map_or(0, |snapshot| snapshot.meta.last_included_index);
-    if applied < snapshot_index + META_SNAPSHOT_EVERY_ENTRIES {
-        return;
-    }
-    let data = match postcard::to_allocvec(&*machine.state.borrow()) {
-        Ok(bytes) => Bytes::from(bytes),
-        Err(error) => {
-            tracing::error!(%error, "encoding the metadata map");
-            return;
-        }
-    };
-    let snapshot = match group.node.compact(applied, data) {
-        Ok(snapshot) => snapshot,
-        Err(error) => {
-            tracing::debug!(%error, "no metadata snapshot");
-            return;
-        }
-    };
-    let storage = group.node.storage_mut();
-    if let Err(error) = tokio::task::block_in_place(|| storage.write_snapshot_file(&snapshot)) {
-        tracing::warn!(through = applied, %error, "cannot write the metadata snapshot; log kept");
-        return;
-    }
-    match tokio::task::block_in_place(|| storage.drop_through(applied)) {
-        Ok(()) => tracing::info!(through = applied, "metadata snapshot taken"),
-        Err(error) if error.is_retriable() => {
-            tracing::warn!(through = applied, %error, "cannot roll to delete metadata segments")
-        }
-        Err(error) => fatal_storage_error("deleting metadata segments", &error),
-    }
+    group.compact_live_state_if_due(META_SNAPSHOT_EVERY_ENTRIES, "metadata", || {
+        postcard::to_allocvec(&*machine.state.borrow()).map(Bytes::from)
+    });
 }

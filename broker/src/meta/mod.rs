@@ -332,6 +332,11 @@ impl MetaState {
                     }
                 }
             }
+            // The cluster's own topics (consumer offsets) outlive every client request; the API
+            // refuses the delete first, this keeps the map whole whoever proposed it.
+            MetaCommand::DeleteTopic { name } if crate::coordinator::is_reserved_topic(&name) => {
+                Err(ErrorCode::NotAuthorized)
+            }
             MetaCommand::DeleteTopic { name } => match self.topics.remove(&name) {
                 Some(_) => Ok(MetaOutcome::Done),
                 None => Err(ErrorCode::UnknownTopic),

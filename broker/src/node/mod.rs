@@ -22,8 +22,8 @@ use crate::group::replace::{Announcement, MemberState, Reports};
 use crate::group::storage_log::GroupDir;
 use crate::group::{Peers, RaftGroup};
 use crate::limits::{
-    DEFAULT_MAX_PARTITION_REPLICAS, DEFAULT_TICK, ENTRY_ENVELOPE_BYTES, GROUP_INBOX_CAPACITY,
-    OFFLINE_RETRY_INTERVAL,
+    DEFAULT_MAX_PARTITION_REPLICAS, DEFAULT_OFFSETS_PARTITIONS, DEFAULT_TICK, ENTRY_ENVELOPE_BYTES,
+    GROUP_INBOX_CAPACITY, OFFLINE_RETRY_INTERVAL,
 };
 use crate::meta::actor::MetaInput;
 use crate::meta::{MetaEffect, MetaState, NodeInfo, TopicInfo, META_GROUP};
@@ -58,6 +58,9 @@ pub struct NodeConfig {
     /// Partition replicas this node accepts at most; group 0's leader refuses creates beyond
     /// it (docs/OPERATIONS.md "Capacity admission").
     pub max_partition_replicas: u64,
+    /// Partitions of `__consumer_offsets` if this node creates it (as group 0's first leader of
+    /// a founded cluster); fixed once the topic exists.
+    pub offsets_partitions: u32,
 }
 
 impl NodeConfig {
@@ -77,6 +80,7 @@ impl NodeConfig {
             min_free_bytes: None,
             founders: None,
             max_partition_replicas: DEFAULT_MAX_PARTITION_REPLICAS,
+            offsets_partitions: DEFAULT_OFFSETS_PARTITIONS,
         }
     }
 
@@ -127,6 +131,11 @@ pub(crate) enum Route {
         topic: TopicInfo,
         partition: u32,
         reason: String,
+    },
+    /// A partition of `__consumer_offsets`: its group's coordinator when this node leads it.
+    Offsets {
+        handle: crate::coordinator::actor::CoordinatorHandle,
+        partition: u32,
     },
     /// Claimed by a caller that is opening the replica (`NodeContext::open_replica`): nobody
     /// else may open it meanwhile. Like `Offline` to everyone else.
@@ -216,6 +225,33 @@ impl NodeContext {
         }
     }
 
+    /// This node's replica of `__consumer_offsets`' group `group`, if it has one.
+    pub fn offsets_partition(
+        &self,
+        group: GroupId,
+    ) -> Option<crate::coordinator::actor::CoordinatorHandle> {
+        match self.shared.routes.lock().expect("routes lock").get(&group) {
+            Some(Route::Offsets { handle, .. }) => Some(handle.clone()),
+            _ => None,
+        }
+    }
+
+    /// This node's replicas of `__consumer_offsets`: (partition, handle).
+    pub fn local_offsets_partitions(
+        &self,
+    ) -> Vec<(u32, crate::coordinator::actor::CoordinatorHandle)> {
+        let routes = self.shared.routes.lock().expect("routes lock");
+        let mut partitions: Vec<_> = routes
+            .values()
+            .filter_map(|route| match route {
+                Route::Offsets { handle, partition } => Some((*partition, handle.clone())),
+                _ => None,
+            })
+            .collect();
+        partitions.sort_by_key(|(partition, _)| *partition);
+        partitions
+    }
+
     /// Every partition this node replicates: (topic, partition, handle).
     pub fn local_partitions(&self) -> Vec<(String, u32, PartitionHandle)> {
         let routes = self.shared.routes.lock().expect("routes lock");
@@ -227,7 +263,9 @@ impl NodeContext {
                     topic,
                     partition,
                 } => Some((topic.clone(), *partition, handle.clone())),
-                Route::Meta(_) | Route::Offline { .. } | Route::Opening => None,
+                Route::Meta(_) | Route::Offsets { .. } | Route::Offline { .. } | Route::Opening => {
+                    None
+                }
             })
             .collect();
         partitions.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
@@ -279,7 +317,13 @@ impl NodeContext {
         let placement = &topic.partitions[partition as usize];
         let group = placement.group;
         let dir = GroupDir::new(group_dir(&self.shared.config, group));
-        let opened = match tokio::task::block_in_place(|| dir.open(self.partition_log_options())) {
+        // Offsets partitions hold commands only: no record offsets to index.
+        let options = if crate::coordinator::is_reserved_topic(&topic.name) {
+            self.shared.config.log_options()
+        } else {
+            self.partition_log_options()
+        };
+        let opened = match tokio::task::block_in_place(|| dir.open(options)) {
             Ok(opened) => opened,
             Err(error) => {
                 // Stopping here would stop every other group too, and a restart would re-apply
@@ -306,6 +350,13 @@ impl NodeContext {
         };
         let fresh = opened.log.log().last_index() == 0 && opened.hard_state.term == 0;
         let node = self.raft_node(group, placement.membership(), opened);
+        // The preferred leader of a new partition campaigns at once, so leaders spread over the
+        // nodes as placed instead of going to whoever times out first.
+        let campaign = fresh && placement.replicas.first() == Some(&self.node_id());
+        if crate::coordinator::is_reserved_topic(&topic.name) {
+            self.start_offsets_partition(topic, partition, node, campaign);
+            return;
+        }
         let raft_group = RaftGroup::new(
             group,
             node,
@@ -327,9 +378,6 @@ impl NodeContext {
             self.remove_deleted_replica(group);
             return;
         }
-        // The preferred leader of a new partition campaigns at once, so leaders spread over the
-        // nodes as placed instead of going to whoever times out first.
-        let campaign = fresh && placement.replicas.first() == Some(&self.node_id());
         tracing::info!(group, topic = %topic.name, partition, "partition replica started");
         tokio::spawn(crate::partition::run(
             raft_group,
@@ -337,6 +385,42 @@ impl NodeContext {
             view_sender,
             self.host(),
             topic.name.clone(),
+            campaign,
+        ));
+    }
+
+    /// Starts a replica of a `__consumer_offsets` partition: its state machine is the offsets
+    /// state and, where it leads, the coordinator of its groups (coordinator/actor.rs).
+    fn start_offsets_partition(
+        &self,
+        topic: &TopicInfo,
+        partition: u32,
+        node: RaftNode<crate::group::storage_log::StorageLog>,
+        campaign: bool,
+    ) {
+        let placement = &topic.partitions[partition as usize];
+        let group = placement.group;
+        let raft_group = RaftGroup::new(
+            group,
+            node,
+            self.host(),
+            None,
+            placement.replicas.first().copied(),
+        );
+        let (inbox, receiver) = mpsc::channel(GROUP_INBOX_CAPACITY);
+        let (view_sender, view) = watch::channel(Default::default());
+        let handle = crate::coordinator::actor::CoordinatorHandle { inbox, view };
+        if !self.replace_claim(group, Route::Offsets { handle, partition }) {
+            drop(raft_group);
+            self.remove_deleted_replica(group);
+            return;
+        }
+        tracing::info!(group, topic = %topic.name, partition, "offsets partition replica started");
+        tokio::spawn(crate::coordinator::actor::run(
+            raft_group,
+            receiver,
+            view_sender,
+            self.host(),
             campaign,
         ));
     }
@@ -501,8 +585,22 @@ impl NodeContext {
                 .lock()
                 .expect("routes lock")
                 .remove(&placement.group);
-            let handle = match route {
-                Some(Route::Partition { handle, .. }) => handle,
+            let (done, stopped) = oneshot::channel();
+            let stop = match route {
+                Some(Route::Partition { handle, .. }) => tokio::spawn(async move {
+                    handle
+                        .inbox
+                        .send(PartitionInput::Shutdown { done })
+                        .await
+                        .is_ok()
+                }),
+                // Never deleted by clients (reserved); a map that deletes it anyway is obeyed.
+                Some(Route::Offsets { handle, .. }) => tokio::spawn(async move {
+                    (handle.inbox)
+                        .send(crate::coordinator::actor::CoordinatorInput::Shutdown { done })
+                        .await
+                        .is_ok()
+                }),
                 Some(Route::Offline { .. }) => {
                     self.publish_offline_count();
                     self.remove_deleted_replica(placement.group);
@@ -514,13 +612,7 @@ impl NodeContext {
             self.shared.reports.set_local(placement.group, None);
             let dir = group_dir(&self.shared.config, placement.group);
             tokio::spawn(async move {
-                let (done, stopped) = oneshot::channel();
-                if handle
-                    .inbox
-                    .send(PartitionInput::Shutdown { done })
-                    .await
-                    .is_ok()
-                {
+                if matches!(stop.await, Ok(true)) {
                     let _ = stopped.await;
                 }
                 if let Err(error) = std::fs::remove_dir_all(&dir) {
@@ -575,6 +667,13 @@ impl NodeContext {
 }
 
 impl crate::group::GroupHost for NodeContext {
+    fn high_watermark(&self, topic: &str, partition: u32) -> Option<u64> {
+        let group = self.topic(topic)?.partitions.get(partition as usize)?.group;
+        let handle = self.partition(group)?;
+        let high_watermark = handle.view.borrow().high_watermark;
+        Some(high_watermark)
+    }
+
     fn peers(&self) -> Arc<Peers> {
         self.shared.peers.clone()
     }
