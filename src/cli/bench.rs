@@ -459,11 +459,9 @@ async fn consume_group(
                         );
                     }
                     let poll_start = Instant::now();
-                    // A short poll: the others may finish the count while this one waits.
-                    let records = match tokio::time::timeout(Duration::from_secs(1), consumer.poll()).await {
-                        Ok(records) => records?,
-                        Err(_) => continue,
-                    };
+                    // No timeout around the poll: one cut short in its join would leave a ghost
+                    // member and start over. A joined poll returns within the fetch wait.
+                    let records = consumer.poll().await?;
                     if records.is_empty() {
                         if consumer.group_generation().is_none() {
                             last_message = Instant::now();
