@@ -143,12 +143,18 @@ impl PartitionRow {
     }
 }
 
-/// Each member's decoded assignment: (member id, client id, topic -> partitions). Bytes that
-/// do not decode show as no partitions (the broker never checks them; a foreign client may
-/// use another protocol type).
-fn member_assignments(
-    view: &GroupDescriptionView,
-) -> Vec<(String, String, BTreeMap<String, Vec<u32>>)> {
+/// A member with its decoded assignment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MemberRow {
+    member_id: String,
+    client_id: String,
+    /// Topic -> partitions.
+    assigned: BTreeMap<String, Vec<u32>>,
+}
+
+/// Each member's decoded assignment. Bytes that do not decode show as no partitions (the
+/// broker never checks them; a foreign client may use another protocol type).
+fn member_assignments(view: &GroupDescriptionView) -> Vec<MemberRow> {
     view.members
         .iter()
         .map(|member| {
@@ -166,11 +172,11 @@ fn member_assignments(
                 } else {
                     BTreeMap::new()
                 };
-            (
-                member.member_id.clone(),
-                member.client_id.clone(),
-                partitions,
-            )
+            MemberRow {
+                member_id: member.member_id.clone(),
+                client_id: member.client_id.clone(),
+                assigned: partitions,
+            }
         })
         .collect()
 }
@@ -179,7 +185,7 @@ fn member_assignments(
 /// watermark (`topics`: the descriptions of the topics involved that exist).
 fn partition_rows(
     view: &GroupDescriptionView,
-    members: &[(String, String, BTreeMap<String, Vec<u32>>)],
+    members: &[MemberRow],
     topics: &BTreeMap<String, TopicDescription>,
 ) -> Vec<PartitionRow> {
     let mut keys: BTreeSet<(String, u32)> = view
@@ -188,7 +194,12 @@ fn partition_rows(
         .map(|offset| (offset.topic.clone(), offset.partition))
         .collect();
     let mut owners: BTreeMap<(String, u32), String> = BTreeMap::new();
-    for (member_id, _, assigned) in members {
+    for MemberRow {
+        member_id,
+        assigned,
+        ..
+    } in members
+    {
         for (topic, partitions) in assigned {
             for &partition in partitions {
                 keys.insert((topic.clone(), partition));
@@ -246,8 +257,8 @@ async fn describe(admin: &Admin, args: &GroupArgs) -> anyhow::Result<()> {
         .map_err(|error| anyhow::Error::new(error).context(context()))?;
     let members = member_assignments(&view);
     let mut topic_names: BTreeSet<String> = view.offsets.iter().map(|o| o.topic.clone()).collect();
-    for (_, _, assigned) in &members {
-        topic_names.extend(assigned.keys().cloned());
+    for member in &members {
+        topic_names.extend(member.assigned.keys().cloned());
     }
     let mut topics = BTreeMap::new();
     for topic in topic_names {
@@ -284,8 +295,13 @@ async fn describe(admin: &Admin, args: &GroupArgs) -> anyhow::Result<()> {
         view.leader.as_deref().unwrap_or("-"),
     );
     println!("member\tclient_id\tassignment");
-    for (member_id, client_id, assigned) in &members {
-        println!("{member_id}\t{client_id}\t{}", assignment_text(assigned));
+    for member in &members {
+        println!(
+            "{}\t{}\t{}",
+            member.member_id,
+            member.client_id,
+            assignment_text(&member.assigned)
+        );
     }
     println!();
     println!("topic\tpartition\tcommitted\thigh_watermark\tlag\tmember");
@@ -305,7 +321,7 @@ async fn describe(admin: &Admin, args: &GroupArgs) -> anyhow::Result<()> {
 
 fn description_json(
     view: &GroupDescriptionView,
-    members: &[(String, String, BTreeMap<String, Vec<u32>>)],
+    members: &[MemberRow],
     rows: &[PartitionRow],
 ) -> serde_json::Value {
     json!({
@@ -315,10 +331,10 @@ fn description_json(
         "protocol_type": view.protocol_type,
         "protocol": view.protocol,
         "leader": view.leader,
-        "members": members.iter().map(|(member_id, client_id, assigned)| json!({
-            "member_id": member_id,
-            "client_id": client_id,
-            "assignment": assigned.iter().map(|(topic, partitions)| json!({
+        "members": members.iter().map(|member| json!({
+            "member_id": member.member_id,
+            "client_id": member.client_id,
+            "assignment": member.assigned.iter().map(|(topic, partitions)| json!({
                 "topic": topic,
                 "partitions": partitions,
             })).collect::<Vec<_>>(),
@@ -493,7 +509,7 @@ mod tests {
     fn rows_cover_committed_and_assigned_partitions_with_lag() {
         let view = view();
         let members = member_assignments(&view);
-        assert_eq!(assignment_text(&members[0].2), "t/0,t/1");
+        assert_eq!(assignment_text(&members[0].assigned), "t/0,t/1");
         let topics = BTreeMap::from([("t".to_string(), topic(&[10, 7]))]);
         let rows = partition_rows(&view, &members, &topics);
         let summary: Vec<_> = rows
