@@ -253,9 +253,9 @@ impl Consumer {
     pub fn commit_async(&mut self) -> Result<CommitHandle, ConsumeError> {
         let offsets = self.positions();
         let group = self.group.as_mut().ok_or(ConsumeError::NotInGroup)?;
+        // Not noted in `committed`: its outcome is unknown here, so the next automatic commit
+        // (if on) sends these offsets again rather than trusting it.
         let task = group.member.commit_task(to_partition_offsets(&offsets))?;
-        // Assumed committed: a failure only means the next interval commits them again.
-        group.committed.extend(offsets);
         Ok(CommitHandle(tokio::spawn(task)))
     }
 
@@ -380,6 +380,11 @@ impl Consumer {
                 group.last_auto_commit = Instant::now();
                 match self.commit_changed().await {
                     Ok(()) | Err(ConsumeError::CommitFailed { .. }) => {} // rejoins next poll
+                    // As Kafka's auto-commit: a coordinator out of reach for a while is logged,
+                    // and the next interval tries again; reading goes on meanwhile.
+                    Err(error) if error.is_retriable() => {
+                        tracing::warn!(%error, "automatic commit failed; retrying at the next interval");
+                    }
                     Err(error) => return Err(error),
                 }
             }
