@@ -2,7 +2,8 @@
 //! server`: a lone member gets every partition; a second member's join makes the first one's
 //! heartbeat see the rebalance, its next poll revoke (listener), rejoin and take half; the new
 //! member starts at the committed offsets; commits (sync and async) work under the current
-//! generation, and a member that closes hands its partitions back.
+//! generation, and a member that closes hands its partitions back. A member whose coordinator's
+//! node is killed finds the new coordinator and goes on reading and committing.
 
 mod common;
 
@@ -11,7 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::raw::ask_nodes;
 use common::{runtime, TestCluster};
+use keel_client::wire::groups::FindCoordinatorRequest;
+use keel_client::wire::{Request, Response};
 use keel_client::{
     Admin, AutoOffsetReset, ConsumeError, Consumer, GroupConfig, Producer, ProducerRecord,
     RebalanceListener,
@@ -215,5 +219,89 @@ fn a_second_member_rebalances_the_first_and_starts_at_its_commits() {
             .expect("describe");
         assert!(description.members.is_empty(), "{description:?}");
         client.close().await;
+    });
+}
+
+#[test]
+fn a_member_follows_its_coordinator_to_another_node() {
+    let mut cluster = TestCluster::start(3);
+    let runtime = runtime();
+    // The producer's task and the consumer's heartbeats live on this runtime between the
+    // blocks below, while the test kills a node from outside it.
+    let _context = runtime.enter();
+    let client = runtime.block_on(cluster.client());
+    let producer = Producer::new(client.clone());
+    let mut consumer = Consumer::new(client.clone());
+    let mut seen = BTreeSet::new();
+    runtime.block_on(async {
+        Admin::new(client.clone())
+            .create_topic("f", 2, Some(3))
+            .await
+            .expect("create");
+        produce_per_partition(&producer, "f", 2, 10).await;
+        let config = GroupConfig {
+            auto_commit_interval_ms: Some(100),
+            ..config()
+        };
+        consumer
+            .subscribe_with("failover", &["f"], config)
+            .await
+            .expect("subscribe");
+        seen.extend(read(&mut consumer, 20).await);
+        consumer.commit().await.expect("commit");
+    });
+    let request = Request::FindCoordinator(FindCoordinatorRequest {
+        group: "failover".into(),
+    });
+    let coordinator = runtime.block_on(ask_nodes(
+        &cluster,
+        &request,
+        &Default::default(),
+        |response, _| match response {
+            Response::FindCoordinator(found) => Some(found.node_id),
+            _ => None,
+        },
+    ));
+    cluster.kill(coordinator);
+    runtime.block_on(async {
+        produce_per_partition(&producer, "f", 2, 10).await;
+        // Reads go on; a poll may fail while leaders and the coordinator move (a caller
+        // retries), and a rejoin may re-read from the last commit (at least once).
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while seen.len() < 40 {
+            assert!(
+                Instant::now() < deadline,
+                "read {} of 40 after the kill",
+                seen.len()
+            );
+            match consumer.poll().await {
+                Ok(records) => seen.extend(records.iter().map(|r| (r.partition, r.offset))),
+                Err(error) => eprintln!("poll during the failover: {error}"),
+            }
+        }
+        let expected: BTreeSet<(u32, u64)> =
+            (0..2).flat_map(|p| (0..20).map(move |o| (p, o))).collect();
+        assert_eq!(seen, expected);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match consumer.commit().await {
+                Ok(()) => break,
+                Err(error) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "no commit after the kill: {error}"
+                    );
+                    // A refused commit means a rebalance: the next poll rejoins.
+                    let _ = consumer.poll().await;
+                }
+            }
+        }
+        let description = Admin::new(client.clone())
+            .describe_group("failover")
+            .await
+            .expect("describe");
+        let committed: Vec<Option<u64>> = description.offsets.iter().map(|o| o.offset).collect();
+        assert_eq!(committed, [Some(20), Some(20)], "{description:?}");
+        consumer.close().await.expect("close");
     });
 }
