@@ -138,6 +138,8 @@ struct GroupState {
     /// What this member last committed per partition, so an idle consumer does not commit
     /// the same offsets on every interval.
     committed: BTreeMap<Assigned, u64>,
+    /// The partitions the last join gave, until their positions are installed.
+    pending: Option<Vec<crate::wire::consumer_protocol::TopicPartitions>>,
 }
 
 /// A commit running in its own task ([`Consumer::commit_async`]); await it for the outcome,
@@ -224,6 +226,7 @@ impl Consumer {
             listener: None,
             last_auto_commit: Instant::now(),
             committed: BTreeMap::new(),
+            pending: None,
         });
         Ok(())
     }
@@ -317,6 +320,7 @@ impl Consumer {
         };
         let left = group.member.leave().await;
         group.committed.clear();
+        group.pending = None;
         self.partitions.clear();
         self.fetches = JoinSet::new();
         self.fetch_tasks.clear();
@@ -364,12 +368,20 @@ impl Consumer {
                 return Ok(());
             };
             group.committed.clear();
-            let assigned = group.member.join().await?;
+            group.pending = Some(group.member.join().await?);
+        }
+        let Some(group) = &mut self.group else {
+            return Ok(());
+        };
+        if let Some(assigned) = group.pending.clone() {
+            // Kept until installed: a poll cancelled (or failed) while fetching the committed
+            // offsets leaves the assignment for the next poll instead of losing it.
             let reset = group.member.config().auto_offset_reset;
             self.take_assignment(assigned, reset).await?;
             let Some(group) = &mut self.group else {
                 return Ok(());
             };
+            group.pending = None;
             group.last_auto_commit = Instant::now();
             let assignment = self.assignment();
             if let Some(listener) = self.group.as_mut().and_then(|g| g.listener.as_mut()) {
