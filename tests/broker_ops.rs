@@ -203,12 +203,27 @@ fn a_wiped_node_waits_to_be_replaced_instead_of_founding_a_cluster() {
     // The other two still form the cluster and serve.
     rt.block_on(async {
         let client = cluster.client().await;
-        Admin::new(client.clone())
-            .create_topic("w", 1, Some(2))
+        let admin = Admin::new(client.clone());
+        admin
+            .create_topic("w", 3, Some(2))
             .await
             .expect("create with two live nodes");
+        // Placement rotates over every node of the map, the wiped one too: write to a
+        // partition both of whose replicas are up.
+        let description = admin.describe_topic("w").await.expect("describe");
+        let live = (description.partitions.iter())
+            .find(|p| !p.replicas.contains(&3))
+            .expect("a partition on nodes 1 and 2")
+            .partition;
         Producer::new(client.clone())
-            .send("w", None, Bytes::from("x"))
+            .send_record(keel_client::ProducerRecord {
+                topic: "w".into(),
+                partition: Some(live),
+                key: None,
+                value: Some(Bytes::from("x")),
+                headers: Vec::new(),
+                timestamp_ms: None,
+            })
             .await
             .expect("produce with two live nodes");
         client.close().await;
@@ -222,12 +237,12 @@ fn a_wiped_node_waits_to_be_replaced_instead_of_founding_a_cluster() {
 #[test]
 fn a_replica_that_cannot_be_opened_is_held_offline_and_retried() {
     let mut cluster = TestCluster::start(3);
-    // The first topic's partition is group 1.
+    // The first topic's partition is the first client group.
     let blocker = cluster
         .node(3)
         .data_dir
         .join("groups")
-        .join(format!("{:020}", 1));
+        .join(format!("{:020}", common::FIRST_CLIENT_GROUP));
     std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
     std::fs::write(&blocker, b"not a directory").unwrap();
     let rt = runtime();

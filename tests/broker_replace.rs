@@ -150,14 +150,15 @@ fn a_wiped_node_is_replaced_catches_up_is_promoted_and_leads_again() {
             cluster.logs()
         );
     }
-    // Group 0 and the three partitions.
+    // Group 0, the partitions of __consumer_offsets and the topic's three.
+    let groups = common::FIRST_CLIENT_GROUP + 3;
     assert_eq!(
         String::from_utf8_lossy(&learners.stdout).trim(),
-        "node 3 added as a learner in 4 groups"
+        format!("node 3 added as a learner in {groups} groups")
     );
     assert_eq!(
         String::from_utf8_lossy(&replaced.stdout).trim(),
-        "node 3 replaced in 4 groups"
+        format!("node 3 replaced in {groups} groups")
     );
 
     rt.block_on(async {
@@ -241,7 +242,11 @@ fn replace_node_right_after_a_restart_waits_for_the_new_incarnation() {
     let response = rt
         .block_on(admin.replace_node(2, ReplaceNodeWait::UntilReplaced))
         .expect("replace-node");
-    assert_eq!(response.groups, 2, "group 0 and the partition");
+    assert_eq!(
+        u64::from(response.groups),
+        common::FIRST_CLIENT_GROUP + 1,
+        "group 0, the offsets partitions and the partition"
+    );
     let new = logged_incarnation(&cluster, 2).expect("node 2's new incarnation");
     assert_ne!(new, old);
     // Asking again once it is done is harmless and answers at once.

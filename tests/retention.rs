@@ -182,7 +182,7 @@ fn retention_deletes_whole_segments_and_consumers_start_at_the_log_start() {
         let bound = RETENTION + 2 * SEGMENT_BYTES;
         loop {
             let held: Vec<u64> = (1..=3)
-                .map(|node| segment_blocks_bytes(&cluster, node, 1))
+                .map(|node| segment_blocks_bytes(&cluster, node, common::FIRST_CLIENT_GROUP))
                 .collect();
             if held.iter().all(|&bytes| bytes <= bound) {
                 eprintln!("segment bytes held per node: {held:?} (bound {bound})");
@@ -359,7 +359,7 @@ fn a_quiet_partition_expires_on_every_replica() {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let held: Vec<u64> = (1..=3)
-                .map(|node| segment_blocks_bytes(&cluster, node, 1))
+                .map(|node| segment_blocks_bytes(&cluster, node, common::FIRST_CLIENT_GROUP))
                 .collect();
             let log_start = log_start_offset(&client, "quiet").await;
             // What is left is at most the empty active segment and the small one holding the
@@ -440,8 +440,8 @@ fn a_follower_behind_the_log_start_catches_up_by_snapshot() {
     for id in 1..=3 {
         cluster.kill(id);
     }
-    let leader_log = open_log(&group_dir(&cluster, leader, 1));
-    let follower_log = open_log(&group_dir(&cluster, follower, 1));
+    let leader_log = open_log(&group_dir(&cluster, leader, common::FIRST_CLIENT_GROUP));
+    let follower_log = open_log(&group_dir(&cluster, follower, common::FIRST_CLIENT_GROUP));
     assert!(
         follower_log.first_index() > 1,
         "the follower's old entries are gone"

@@ -17,6 +17,11 @@ use keel_client::{Client, ClientTls};
 
 pub const KEEL: &str = env!("CARGO_BIN_EXE_keel");
 
+/// The Raft group of the first client topic's first partition: group 0 is the metadata group,
+/// and the groups after it go to `__consumer_offsets`, which the cluster creates as soon as it
+/// is founded (docs/CONSUMER-GROUPS.md).
+pub const FIRST_CLIENT_GROUP: u64 = 1 + keel_broker::limits::DEFAULT_OFFSETS_PARTITIONS as u64;
+
 /// Bound on how long a node may take to log "ready".
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -290,11 +290,14 @@ fn locate(
     ))
 }
 
-/// The answer for a partition this node does not replicate: its preferred leader.
+/// The answer for a partition this node has no open replica of: its preferred leader, or when
+/// that is this node (its replica held offline) the next replica, never this node itself, which
+/// would send the client straight back here.
 fn not_a_replica(context: &ApiContext, replicas: &[u64]) -> ErrorCode {
+    let me = context.node.node_id();
     ErrorCode::NotLeader {
-        leader_addr: replicas
-            .first()
+        leader_addr: (replicas.iter())
+            .find(|&&id| id != me)
             .and_then(|&id| context.node.client_address(id)),
     }
 }

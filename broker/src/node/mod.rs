@@ -415,7 +415,7 @@ impl NodeContext {
             self.remove_deleted_replica(group);
             return;
         }
-        tracing::info!(group, topic = %topic.name, partition, "offsets partition replica started");
+        tracing::info!(group, topic = %topic.name, partition, "consumer offsets replica started");
         tokio::spawn(crate::coordinator::actor::run(
             raft_group,
             receiver,
