@@ -50,3 +50,8 @@ pub const STORAGE_BENCH_MAX_LATENCY_US: u64 = 60_000_000;
 /// Bytes of entries read per call in the storage bench's read-back: large sequential reads, as a
 /// follower catching up does them.
 pub const STORAGE_BENCH_READ_CHUNK_BYTES: u64 = 4 << 20;
+/// How often `keel consume --group` commits what it printed (at most): often enough that a
+/// restarted consumer repeats little, rare enough not to load the coordinator.
+pub const CLI_GROUP_COMMIT_INTERVAL_MS: u64 = 100;
+/// The `client_id` the CLI's group members announce (member ids start with it).
+pub const CLI_GROUP_CLIENT_ID: &str = "keel-cli";

@@ -1,5 +1,5 @@
 //! `keel`: the command line (docs/CLI.md): the node (`server`, `dev`), the client commands
-//! (`topic`, `produce`, `consume`, `cluster`, `bench`; in `cli/`) and `certs init`.
+//! (`topic`, `produce`, `consume`, `group`, `cluster`, `bench`; in `cli/`) and `certs init`.
 
 mod bench_storage;
 mod certs;
@@ -40,6 +40,9 @@ enum Command {
     /// Cluster status and node replacement.
     #[command(subcommand)]
     Cluster(cli::cluster::ClusterCommand),
+    /// Consumer groups: list, describe, reset offsets, delete.
+    #[command(subcommand)]
+    Group(cli::group::GroupCommand),
 }
 
 #[derive(Subcommand)]
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         Command::Produce(args) => cli::block_on(cli::produce::run(args)),
         Command::Consume(args) => cli::block_on(cli::consume::run(args)),
         Command::Cluster(command) => cli::block_on(cli::cluster::run(command)),
+        Command::Group(command) => cli::block_on(cli::group::run(command)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

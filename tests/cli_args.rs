@@ -137,3 +137,138 @@ fn help_lists_the_client_commands() {
         assert!(bench.contains(mode), "bench {mode} missing");
     }
 }
+
+/// `consume --group` and `keel group` (docs/CLI.md): a group member's partitions and offsets are
+/// the group's, so naming them is a usage error, as are a bad group id, a session timeout out of
+/// the broker's range, and a reset without exactly one target.
+#[test]
+fn group_flags_are_checked_while_parsing() {
+    for args in [
+        &["consume", "t", "--group", "g", "--partition", "0"][..],
+        &["consume", "t", "--group", "g", "--offset", "3"],
+        &[
+            "consume",
+            "t",
+            "--group",
+            "g",
+            "--partition",
+            "0",
+            "--offset",
+            "3",
+        ],
+        &["consume", "t", "--group", ""],
+        &["consume", "t", "--session-timeout-ms", "10000"],
+        &[
+            "consume",
+            "t",
+            "--group",
+            "g",
+            "--session-timeout-ms",
+            "5999",
+        ],
+        &[
+            "consume",
+            "t",
+            "--group",
+            "g",
+            "--session-timeout-ms",
+            "1800001",
+        ],
+        &["consume", "t", "--group", "g", "--with-offsets", "--json"],
+        &["group"],
+        &["group", "describe"],
+        &["group", "delete"],
+        &["group", "list", "extra"],
+        &["group", "reset-offsets", "g", "--topic", "t"],
+        &[
+            "group",
+            "reset-offsets",
+            "g",
+            "--topic",
+            "t",
+            "--to-earliest",
+            "--to-latest",
+        ],
+        &[
+            "group",
+            "reset-offsets",
+            "g",
+            "--topic",
+            "t",
+            "--to-offset",
+            "-1",
+        ],
+        &["group", "reset-offsets", "g", "--to-earliest"],
+        &[
+            "group",
+            "reset-offsets",
+            "g",
+            "--topic",
+            "a/b",
+            "--to-latest",
+        ],
+        &["bench", "consume", "--consumers", "2"],
+        &["bench", "consume", "--group", "g", "--consumers", "0"],
+    ] {
+        assert_usage_error(args);
+    }
+    let long = "g".repeat(256);
+    assert_usage_error(&["group", "describe", &long]);
+    // Found at run time, before anything is dialled: --group is for bench consume only.
+    let output = keel(&[
+        "bench",
+        "produce",
+        "--group",
+        "g",
+        "--bootstrap",
+        "127.0.0.1:9",
+        "--ca",
+        "missing.pem",
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+}
+
+#[test]
+fn group_commands_parse_and_then_need_the_cluster() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let ca = directory.path().join("missing-ca.pem");
+    let ca = ca.to_str().expect("utf-8 path");
+    for args in [
+        &["group", "list", "--json"][..],
+        &["group", "describe", "g", "--json"],
+        &["group", "delete", "g"],
+        &[
+            "group",
+            "reset-offsets",
+            "g",
+            "--topic",
+            "t",
+            "--to-offset",
+            "5",
+        ],
+        &[
+            "consume",
+            "t",
+            "--group",
+            "g",
+            "--session-timeout-ms",
+            "6000",
+            "--max",
+            "1",
+        ],
+    ] {
+        let mut full = args.to_vec();
+        full.extend(["--bootstrap", "127.0.0.1:9", "--ca", ca]);
+        let output = keel(&full);
+        // Parsing succeeded: the failure is the missing CA file (exit 1, one line).
+        assert_eq!(output.status.code(), Some(1), "keel {full:?}: {output:?}");
+        assert!(output.stdout.is_empty());
+    }
+    let help = String::from_utf8_lossy(&keel(&["group", "--help"]).stdout).to_string();
+    for command in ["list", "describe", "reset-offsets", "delete"] {
+        assert!(
+            help.contains(command),
+            "group {command} missing from --help"
+        );
+    }
+}

@@ -1,5 +1,6 @@
-//! [`Admin`]: topic and cluster management (docs/CLIENT.md "Admin"): create, delete, list,
-//! describe and alter topics, cluster status, node replacement. Each call is one request to any node (the
+//! [`Admin`]: topic, cluster and consumer-group management (docs/CLIENT.md "Admin"): create,
+//! delete, list, describe and alter topics, cluster status, node replacement; list, describe,
+//! reset and delete groups (those go to the group's coordinator, `group/coordinator.rs`). Each call is one request to any node (the
 //! client follows `NotLeader` redirects to the metadata leader) with the client's retries.
 //!
 //! Retrying a create or delete after a lost answer can meet its own earlier success
@@ -9,6 +10,8 @@ use std::time::Duration;
 
 use crate::client::{check_topic_name, unexpected, Client};
 use crate::error::ClientError;
+use crate::group;
+use crate::wire::groups::{GroupDescriptionView, GroupListing, PartitionOffset};
 use crate::wire::messages::NodeId;
 use crate::wire::messages::{
     AlterTopicRequest, AlterTopicResponse, ClusterStatusResponse, CreateTopicRequest,
@@ -179,6 +182,39 @@ impl Admin {
             Response::ReplaceNode(response) => Ok(response),
             other => Err(unexpected(&request, &other)),
         }
+    }
+
+    /// Every consumer group of the cluster with its state, protocol type and member count,
+    /// sorted by group id (ListGroups asks each node for the groups it coordinates, so every
+    /// node is asked; one that does not answer fails the list).
+    pub async fn list_groups(&self) -> Result<Vec<GroupListing>, ClientError> {
+        group::coordinator::list_groups(&self.client).await
+    }
+
+    /// A group as its coordinator holds it: state, generation, members (their metadata and
+    /// assignments are ConsumerProtocol bytes, [`crate::wire::consumer_protocol`]) and committed
+    /// offsets. A group the coordinator does not know is `Dead` with no members.
+    pub async fn describe_group(&self, group: &str) -> Result<GroupDescriptionView, ClientError> {
+        group::coordinator::describe_group(&self.client, group).await
+    }
+
+    /// Sets a group's committed offsets (each the next offset to read). Only while the group
+    /// has no members: otherwise `ClientError::Server(ErrorCode::NonEmptyGroup)`.
+    pub async fn reset_group_offsets(
+        &self,
+        group: &str,
+        offsets: Vec<PartitionOffset>,
+    ) -> Result<(), ClientError> {
+        for offset in &offsets {
+            check_topic_name(&offset.topic)?;
+        }
+        group::coordinator::reset_offsets(&self.client, group, offsets).await
+    }
+
+    /// Deletes a group and its offsets. Only while it has no members (`NonEmptyGroup`); an
+    /// unknown group is `GroupIdNotFound`.
+    pub async fn delete_group(&self, group: &str) -> Result<(), ClientError> {
+        group::coordinator::delete_group(&self.client, group).await
     }
 }
 

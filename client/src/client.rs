@@ -286,6 +286,26 @@ impl Client {
         }
     }
 
+    /// Sends `request` to one node, once: no redirects, no retries (the caller owns the loop,
+    /// as a group member does for its coordinator). A `Response::Error` comes back as
+    /// [`ClientError::Server`].
+    pub(crate) async fn request_at(
+        &self,
+        address: &BrokerAddress,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Response, ClientError> {
+        let frame = self
+            .inner
+            .connections
+            .request(address, request, Bytes::new(), timeout)
+            .await?;
+        match frame.header {
+            Response::Error(code) => Err(ClientError::Server(code)),
+            other => Ok(other),
+        }
+    }
+
     /// The order in which any-node requests try nodes: the last good one, the bootstrap list,
     /// then the map's nodes. Never empty (the bootstrap list is not).
     fn any_node_candidates(&self) -> Vec<BrokerAddress> {

@@ -1,5 +1,8 @@
-//! [`Consumer`]: reads assigned partitions from chosen offsets with long-poll fetches
-//! (docs/CLIENT.md "Consumer"; consumer groups come later).
+//! [`Consumer`]: reads partitions with long-poll fetches (docs/CLIENT.md "Consumer"), either
+//! ones it names (`assign`, positions from seeks) or ones a consumer group gives it
+//! (`subscribe`, positions from the group's committed offsets; the membership itself is
+//! `group/`). In a group, `poll` also (re)joins when needed, commits on the auto-commit
+//! interval, and resets a position below the log start per `auto_offset_reset`.
 //!
 //! Each assigned partition has a position: the offset of the next record to return. A position
 //! set by [`SeekTo::Beginning`] or [`SeekTo::End`] is resolved on the next `poll` by asking the
@@ -17,18 +20,25 @@
 //! the batch that crosses it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::task::JoinSet;
 
 use crate::client::{check_topic_name, unexpected, Client};
 use crate::error::{ClientError, ConsumeError};
+use crate::group::coordinator::Coordinator;
+use crate::group::member::GroupMember;
+use crate::group::{AutoOffsetReset, GroupConfig, RebalanceListener};
 use crate::limits::{
     DEFAULT_FETCH_MAX_BYTES, DEFAULT_FETCH_MAX_WAIT_MS, DEFAULT_FETCH_MIN_BYTES,
-    POLL_BACKSTOP_REQUEST_TIMEOUTS,
+    POLL_BACKSTOP_REQUEST_TIMEOUTS, UNASSIGNED_POLL_WAIT_MS,
 };
+use crate::wire::groups::{PartitionOffset, TopicPartitionRef};
 use crate::wire::limits::{MAX_DECOMPRESSED_BATCH_BYTES, REQUEST_OVERHEAD_BYTES};
 use crate::wire::messages::{FetchRequest, FetchResponse};
 use crate::wire::record_batch::Compression;
@@ -116,6 +126,39 @@ pub struct Consumer {
     fetch_tasks: HashMap<tokio::task::Id, Assigned>,
     /// An error met while other partitions returned records: reported by the next poll.
     deferred_error: Option<ConsumeError>,
+    /// Set by `subscribe`: the group decides the partitions.
+    group: Option<GroupState>,
+}
+
+/// A subscribed consumer's group side.
+struct GroupState {
+    member: GroupMember,
+    listener: Option<Box<dyn RebalanceListener>>,
+    last_auto_commit: Instant,
+    /// What this member last committed per partition, so an idle consumer does not commit
+    /// the same offsets on every interval.
+    committed: BTreeMap<Assigned, u64>,
+    /// The partitions the last join gave, until their positions are installed.
+    pending: Option<Vec<crate::wire::consumer_protocol::TopicPartitions>>,
+}
+
+/// A commit running in its own task ([`Consumer::commit_async`]); await it for the outcome,
+/// or drop it (the commit still completes).
+pub struct CommitHandle(tokio::task::JoinHandle<Result<(), ConsumeError>>);
+
+impl Future for CommitHandle {
+    type Output = Result<(), ConsumeError>;
+
+    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(context).map(|joined| {
+            joined.unwrap_or_else(|error| {
+                Err(
+                    ClientError::protocol("consumer", format!("commit task failed: {error}"))
+                        .into(),
+                )
+            })
+        })
+    }
 }
 
 impl Consumer {
@@ -138,12 +181,308 @@ impl Consumer {
             fetches: JoinSet::new(),
             fetch_tasks: HashMap::new(),
             deferred_error: None,
+            group: None,
         }
+    }
+
+    /// Makes this consumer a member of `group`, reading the partitions of `topics` the group
+    /// assigns it, with the default [`GroupConfig`]. Nothing is sent until the next `poll`,
+    /// which joins. Refused after `assign` ([`ConsumeError::InvalidState`]).
+    pub async fn subscribe(&mut self, group: &str, topics: &[&str]) -> Result<(), ConsumeError> {
+        self.subscribe_with(group, topics, GroupConfig::default())
+            .await
+    }
+
+    /// [`Consumer::subscribe`] with explicit settings.
+    pub async fn subscribe_with(
+        &mut self,
+        group: &str,
+        topics: &[&str],
+        config: GroupConfig,
+    ) -> Result<(), ConsumeError> {
+        if !self.partitions.is_empty() || self.group.is_some() {
+            return Err(ConsumeError::InvalidState(
+                "subscribe needs a consumer with no assignment and no subscription",
+            ));
+        }
+        let invalid = |reason: String| ConsumeError::from(ClientError::InvalidArgument(reason));
+        if group.is_empty() || group.len() > crate::wire::groups::MAX_GROUP_ID_BYTES {
+            return Err(invalid(format!("invalid group id {group:?}")));
+        }
+        if topics.is_empty() || config.assignors.is_empty() {
+            return Err(invalid(
+                "subscribe needs at least one topic and one assignor".into(),
+            ));
+        }
+        for topic in topics {
+            check_topic_name(topic)?;
+        }
+        let mut topics: Vec<String> = topics.iter().map(ToString::to_string).collect();
+        topics.sort();
+        topics.dedup();
+        let coordinator = Coordinator::new(self.client.clone(), group);
+        self.group = Some(GroupState {
+            member: GroupMember::new(coordinator, config, topics),
+            listener: None,
+            last_auto_commit: Instant::now(),
+            committed: BTreeMap::new(),
+            pending: None,
+        });
+        Ok(())
+    }
+
+    /// Hears of partitions revoked before each rejoin and assigned after it (subscribe mode).
+    pub fn set_rebalance_listener(&mut self, listener: Box<dyn RebalanceListener>) {
+        if let Some(group) = &mut self.group {
+            group.listener = Some(listener);
+        }
+    }
+
+    /// The member id and generation this consumer holds in its group, once joined.
+    pub fn group_generation(&self) -> Option<(String, i32)> {
+        let generation = self.group.as_ref()?.member.generation()?;
+        Some((generation.member_id.clone(), generation.generation))
+    }
+
+    /// Commits the current positions (the next offset to read of each assigned partition) and
+    /// waits for the answer. Only in a group ([`ConsumeError::NotInGroup`]); a commit the
+    /// group refused because it rebalanced is [`ConsumeError::CommitFailed`].
+    pub async fn commit(&mut self) -> Result<(), ConsumeError> {
+        let offsets = self.positions();
+        self.commit_offsets_inner(offsets).await
+    }
+
+    /// [`Consumer::commit`] in a task of its own: returns at once.
+    pub fn commit_async(&mut self) -> Result<CommitHandle, ConsumeError> {
+        let offsets = self.positions();
+        let group = self.group.as_mut().ok_or(ConsumeError::NotInGroup)?;
+        // Not noted in `committed`: its outcome is unknown here, so the next automatic commit
+        // (if on) sends these offsets again rather than trusting it.
+        let task = group.member.commit_task(to_partition_offsets(&offsets))?;
+        Ok(CommitHandle(tokio::spawn(task)))
+    }
+
+    /// Commits explicit offsets, each the next offset to read (the last one processed + 1).
+    pub async fn commit_offsets(
+        &mut self,
+        offsets: &[(&str, u32, u64)],
+    ) -> Result<(), ConsumeError> {
+        let offsets = offsets
+            .iter()
+            .map(|&(topic, partition, offset)| {
+                check_topic_name(topic)?;
+                Ok((
+                    Assigned {
+                        topic: Arc::from(topic),
+                        partition,
+                    },
+                    offset,
+                ))
+            })
+            .collect::<Result<Vec<_>, ClientError>>()?;
+        self.commit_offsets_inner(offsets).await
+    }
+
+    async fn commit_offsets_inner(
+        &mut self,
+        offsets: Vec<(Assigned, u64)>,
+    ) -> Result<(), ConsumeError> {
+        let group = self.group.as_mut().ok_or(ConsumeError::NotInGroup)?;
+        group
+            .member
+            .commit_task(to_partition_offsets(&offsets))?
+            .await?;
+        group.committed.extend(offsets);
+        Ok(())
+    }
+
+    /// Commits (when auto-commit is on) and leaves the group. The consumer keeps its
+    /// subscription: a later `poll` joins again.
+    pub async fn close(&mut self) -> Result<(), ConsumeError> {
+        let auto_commit = self
+            .group
+            .as_ref()
+            .is_some_and(|group| group.member.config().auto_commit_interval_ms.is_some());
+        let committed = if auto_commit && self.group_generation().is_some() {
+            self.commit().await
+        } else {
+            Ok(())
+        };
+        let left = self.leave().await;
+        committed.and(left)
+    }
+
+    /// Leaves the group at once (LeaveGroup), committing nothing: the group rebalances without
+    /// waiting for this member's session to expire.
+    pub async fn leave(&mut self) -> Result<(), ConsumeError> {
+        let Some(group) = &mut self.group else {
+            return Ok(());
+        };
+        let left = group.member.leave().await;
+        group.committed.clear();
+        group.pending = None;
+        self.partitions.clear();
+        self.fetches = JoinSet::new();
+        self.fetch_tasks.clear();
+        left
+    }
+
+    /// Each assigned partition's resolved position.
+    fn positions(&self) -> Vec<(Assigned, u64)> {
+        self.partitions
+            .iter()
+            .filter_map(|(assigned, state)| match state.position {
+                Position::At(offset) => Some((assigned.clone(), offset)),
+                Position::Seek(_) => None,
+            })
+            .collect()
+    }
+
+    /// The group's part of a poll: commits on the interval, and on a rebalance gives every
+    /// partition up (after the automatic commit and the listener) and takes the new ones.
+    async fn poll_group(&mut self) -> Result<(), ConsumeError> {
+        let Some(group) = &mut self.group else {
+            return Ok(());
+        };
+        let auto_commit = group.member.config().auto_commit_interval_ms;
+        if group.member.needs_join() {
+            if group.member.generation().is_some() {
+                if auto_commit.is_some() {
+                    if let Err(error) = self.commit_changed().await {
+                        // The rejoin goes ahead: a refused commit means another member may
+                        // own these partitions already.
+                        tracing::debug!(%error, "commit before the rejoin failed");
+                    }
+                }
+                let revoked = self.assignment();
+                if let Some(listener) = self.group.as_mut().and_then(|g| g.listener.as_mut()) {
+                    listener.on_partitions_revoked(&revoked);
+                }
+            }
+            self.partitions.clear();
+            // Dropping the set aborts fetches for partitions this member may no longer own.
+            self.fetches = JoinSet::new();
+            self.fetch_tasks.clear();
+            self.deferred_error = None;
+            let Some(group) = &mut self.group else {
+                return Ok(());
+            };
+            group.committed.clear();
+            group.pending = Some(group.member.join().await?);
+        }
+        let Some(group) = &mut self.group else {
+            return Ok(());
+        };
+        if let Some(assigned) = group.pending.clone() {
+            // Kept until installed: a poll cancelled (or failed) while fetching the committed
+            // offsets leaves the assignment for the next poll instead of losing it.
+            let reset = group.member.config().auto_offset_reset;
+            self.take_assignment(assigned, reset).await?;
+            let Some(group) = &mut self.group else {
+                return Ok(());
+            };
+            group.pending = None;
+            group.last_auto_commit = Instant::now();
+            let assignment = self.assignment();
+            if let Some(listener) = self.group.as_mut().and_then(|g| g.listener.as_mut()) {
+                listener.on_partitions_assigned(&assignment);
+            }
+        } else if let Some(interval) = auto_commit {
+            if group.last_auto_commit.elapsed() >= Duration::from_millis(interval) {
+                group.last_auto_commit = Instant::now();
+                match self.commit_changed().await {
+                    Ok(()) | Err(ConsumeError::CommitFailed { .. }) => {} // rejoins next poll
+                    // As Kafka's auto-commit: a coordinator out of reach for a while is logged,
+                    // and the next interval tries again; reading goes on meanwhile.
+                    Err(error) if error.is_retriable() => {
+                        tracing::warn!(%error, "automatic commit failed; retrying at the next interval");
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits the positions that moved since this member last committed them.
+    async fn commit_changed(&mut self) -> Result<(), ConsumeError> {
+        let Some(group) = &self.group else {
+            return Ok(());
+        };
+        let changed: Vec<(Assigned, u64)> = self
+            .positions()
+            .into_iter()
+            .filter(|(assigned, offset)| group.committed.get(assigned) != Some(offset))
+            .collect();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        self.commit_offsets_inner(changed).await
+    }
+
+    /// Installs a new assignment: each partition at its committed offset, or where
+    /// `auto_offset_reset` says when none is committed.
+    async fn take_assignment(
+        &mut self,
+        assigned: Vec<crate::wire::consumer_protocol::TopicPartitions>,
+        reset: AutoOffsetReset,
+    ) -> Result<(), ConsumeError> {
+        let Some(group) = &self.group else {
+            return Ok(());
+        };
+        let refs: Vec<TopicPartitionRef> = assigned
+            .iter()
+            .flat_map(|entry| {
+                entry.partitions.iter().map(|&partition| TopicPartitionRef {
+                    topic: entry.topic.clone(),
+                    partition,
+                })
+            })
+            .collect();
+        if refs.is_empty() {
+            return Ok(());
+        }
+        let coordinator = Coordinator::new(self.client.clone(), group.member.group());
+        let committed = coordinator
+            .fetch_offsets(Some(refs.clone()), self.client.request_timeout())
+            .await?;
+        let reset_to = match reset {
+            AutoOffsetReset::Earliest => SeekTo::Beginning,
+            AutoOffsetReset::Latest => SeekTo::End,
+        };
+        for partition in refs {
+            check_topic_name(&partition.topic)?;
+            let offset = committed
+                .iter()
+                .find(|c| c.topic == partition.topic && c.partition == partition.partition)
+                .and_then(|c| c.offset);
+            self.partitions.insert(
+                Assigned {
+                    topic: Arc::from(partition.topic.as_str()),
+                    partition: partition.partition,
+                },
+                PartitionState {
+                    position: match offset {
+                        Some(offset) => Position::At(offset),
+                        None => Position::Seek(reset_to),
+                    },
+                    generation: 0,
+                    fetch_in_flight: false,
+                    high_watermark: None,
+                },
+            );
+        }
+        Ok(())
     }
 
     /// Adds `partitions` of `topic` to the assignment, each positioned at the end (new records
     /// only) until a seek says otherwise. Partitions already assigned keep their position.
     pub async fn assign(&mut self, topic: &str, partitions: &[u32]) -> Result<(), ConsumeError> {
+        if self.group.is_some() {
+            return Err(ConsumeError::InvalidState(
+                "assign is not for a subscribed consumer: its group assigns the partitions",
+            ));
+        }
         check_topic_name(topic)?;
         let count = self.client.partition_count(topic).await?;
         if let Some(&partition) = partitions.iter().find(|&&partition| partition >= count) {
@@ -243,7 +582,14 @@ impl Consumer {
         if let Some(error) = self.deferred_error.take() {
             return Err(error);
         }
+        self.poll_group().await?;
         if self.partitions.is_empty() {
+            if self.group.is_some() {
+                // The group gave this member nothing (more members than partitions): wait a
+                // little, then the next poll checks for a rebalance.
+                tokio::time::sleep(Duration::from_millis(UNASSIGNED_POLL_WAIT_MS)).await;
+                return Ok(Vec::new());
+            }
             return Err(ConsumeError::NothingAssigned);
         }
         self.resolve_seeks().await?;
@@ -384,6 +730,17 @@ impl Consumer {
                 high_watermark,
             })) => {
                 state.high_watermark = Some(high_watermark);
+                if let Some(group) = &self.group {
+                    // A group member's position (a committed offset retention has since
+                    // removed) goes where auto_offset_reset says, as in Kafka.
+                    state.position =
+                        Position::Seek(match group.member.config().auto_offset_reset {
+                            AutoOffsetReset::Earliest => SeekTo::Beginning,
+                            AutoOffsetReset::Latest => SeekTo::End,
+                        });
+                    state.generation += 1;
+                    return Ok(());
+                }
                 return Err(ConsumeError::OffsetOutOfRange {
                     topic: topic.to_string(),
                     partition,
@@ -404,6 +761,19 @@ impl Consumer {
         state.position = Position::At(next);
         Ok(())
     }
+}
+
+fn to_partition_offsets(offsets: &[(Assigned, u64)]) -> Vec<PartitionOffset> {
+    offsets
+        .iter()
+        .map(|(assigned, offset)| PartitionOffset {
+            topic: assigned.topic.to_string(),
+            partition: assigned.partition,
+            offset: *offset,
+            leader_epoch: None,
+            metadata: String::new(),
+        })
+        .collect()
 }
 
 async fn fetch(

@@ -172,6 +172,19 @@ pub enum ConsumeError {
     /// `poll` was called with nothing assigned. Fatal.
     #[error("no partitions assigned")]
     NothingAssigned,
+    /// A group call (commit, subscribe) on a consumer that is not a member of a group: not
+    /// subscribed, or not yet given a generation by its first `poll`. Fatal for the call.
+    #[error("not a member of a consumer group (subscribe, then poll until the group assigns partitions)")]
+    NotInGroup,
+    /// The coordinator refused a commit because the group rebalanced (`RebalanceInProgress`,
+    /// `IllegalGeneration`, `UnknownMemberId`): the partitions may belong to another member
+    /// now. The next `poll` rejoins; commit again after it. Not retriable as is.
+    #[error("commit refused: the group rebalanced ({code})")]
+    CommitFailed { code: ErrorCode },
+    /// `assign` after `subscribe` or the reverse: a consumer either names its partitions or
+    /// lets a group choose them (Kafka refuses the mix too). Fatal.
+    #[error("{0}")]
+    InvalidState(&'static str),
 }
 
 impl ConsumeError {
@@ -180,7 +193,10 @@ impl ConsumeError {
             ConsumeError::Client(error) => error.is_retriable(),
             ConsumeError::OffsetOutOfRange { .. }
             | ConsumeError::CorruptBatch { .. }
-            | ConsumeError::NothingAssigned => false,
+            | ConsumeError::NothingAssigned
+            | ConsumeError::NotInGroup
+            | ConsumeError::CommitFailed { .. }
+            | ConsumeError::InvalidState(_) => false,
         }
     }
 }

@@ -8,8 +8,10 @@
 //!   request per stream), the cluster map, routing to partition leaders, retries.
 //! - [`Producer`] (`producer.rs`, `accumulator.rs`, `partitioner.rs`): batching, partitioning,
 //!   pipelined sends.
-//! - [`Consumer`] (`consumer.rs`): assigned partitions, long-poll fetches, seeks.
-//! - [`Admin`] (`admin.rs`): topics and cluster management.
+//! - [`Consumer`] (`consumer.rs`): assigned partitions, long-poll fetches, seeks; or, after
+//!   [`Consumer::subscribe`], a consumer-group member ([`group`]: coordinator, membership,
+//!   assignors) reading what its group assigns from the committed offsets, with commits.
+//! - [`Admin`] (`admin.rs`): topics, cluster and consumer-group management.
 //! - Errors (`error.rs`) say whether they are retriable. docs/CLIENT.md records the choices.
 //!
 //! Producing and consuming (needs a running cluster, so not run as a test):
@@ -27,6 +29,26 @@
 //! consumer.assign("orders", &[partition]).await?;
 //! consumer.seek("orders", partition, SeekTo::Offset(offset));
 //! let records = consumer.poll().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! A consumer-group member (needs a running cluster):
+//!
+//! ```no_run
+//! use keel_client::{AutoOffsetReset, Client, ClientTls, Consumer, GroupConfig};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let tls = ClientTls::from_ca_file("keel-data/tls/ca.pem".as_ref())?;
+//! let client = Client::connect(&["127.0.0.1:7070"], tls).await?;
+//! let mut consumer = Consumer::new(client);
+//! let config = GroupConfig { auto_offset_reset: AutoOffsetReset::Earliest, ..GroupConfig::default() };
+//! consumer.subscribe_with("billing", &["orders"], config).await?;
+//! for _ in 0..10 {
+//!     for record in consumer.poll().await? {
+//!         println!("{}/{} {:?}", record.partition, record.offset, record.value);
+//!     }
+//! }
+//! consumer.close().await?; // commits the positions and leaves the group
 //! # Ok(()) }
 //! ```
 //!
@@ -65,6 +87,7 @@ mod client;
 mod conn;
 mod consumer;
 pub mod error;
+pub mod group;
 pub mod limits;
 mod metadata;
 pub mod partitioner;
@@ -75,8 +98,9 @@ mod tls;
 pub use address::{AddressError, BrokerAddress};
 pub use admin::{Admin, REPLACE_NODE_TIMEOUT_MS};
 pub use client::{Client, ClientConfig};
-pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
+pub use consumer::{CommitHandle, Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
 pub use error::{ClientError, ConsumeError, ProduceError};
+pub use group::{Assignor, AutoOffsetReset, GroupConfig, RebalanceListener};
 pub use limits::UNKNOWN_TOPIC_TTL;
 pub use producer::{Delivery, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
 pub use retry::RetryPolicy;

@@ -93,3 +93,21 @@ pub const DEFAULT_FETCH_MAX_BYTES: u32 = 1024 * 1024;
 /// Request timeouts a poll waits (plus the fetch wait) before giving up on its fetches: every
 /// fetch is bounded by the client's own timeouts, so this is only a backstop.
 pub const POLL_BACKSTOP_REQUEST_TIMEOUTS: u32 = 2;
+
+// Consumer groups.
+
+/// Default session timeout: Kafka's `session.timeout.ms` (45 s since Kafka 3.0, 10 s before);
+/// the shorter one moves a dead member's partitions on sooner, and the broker's minimum is 6 s.
+pub const DEFAULT_SESSION_TIMEOUT_MS: u32 = 10_000;
+/// Default rebalance timeout: Kafka's `max.poll.interval.ms` is 300 s; a minute bounds how long a
+/// member that stopped polling holds up everyone else's rebalance.
+pub const DEFAULT_REBALANCE_TIMEOUT_MS: u32 = 60_000;
+/// Default auto-commit interval: Kafka's `auto.commit.interval.ms`.
+pub const DEFAULT_AUTO_COMMIT_INTERVAL_MS: u64 = 5_000;
+/// Heartbeats per session timeout: three chances before the coordinator gives the member up.
+pub const HEARTBEATS_PER_SESSION: u32 = 3;
+/// The coordinator's initial delay for a group formed from empty (its
+/// `initial_rebalance_delay_ms`): a join may wait this long beyond the rebalance timeout.
+pub const GROUP_INITIAL_DELAY_MS: u64 = 3_000;
+/// How long `poll` waits when the group gave this member nothing, before checking again.
+pub const UNASSIGNED_POLL_WAIT_MS: u64 = 500;

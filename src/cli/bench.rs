@@ -5,7 +5,11 @@
 //!   `--messages` messages of `--size` bytes in all; latency is send-to-acknowledgement per
 //!   message. `--sync` keeps one message in flight per producer (pure latency).
 //! - consume: one consumer reads `--messages` messages from the beginning of every partition
-//!   (produce them first); latency is per fetch round trip that returned messages.
+//!   (produce them first); latency is per fetch round trip that returned messages. With
+//!   `--group G`, `--consumers` members of group G (one SDK `Consumer` each, one shared client)
+//!   share the partitions the group assigns them, starting at the log start; they commit
+//!   nothing, so every run reads from the beginning, and the clock starts at the first message
+//!   (the group's first join waits its 3 s initial delay).
 //! - e2e: a consumer waits at the end of every partition while the producers send; each message
 //!   carries its send time, latency is send-to-consume. Needs `--size` >= 8.
 //!
@@ -27,8 +31,8 @@ use hdrhistogram::Histogram;
 use keel_client::limits::MAX_IN_FLIGHT_PER_PARTITION;
 use keel_client::wire::ErrorCode;
 use keel_client::{
-    Admin, Client, Consumer, Delivery, DeliveryFuture, ProduceError, Producer, ProducerConfig,
-    SeekTo,
+    Admin, AutoOffsetReset, Client, Consumer, Delivery, DeliveryFuture, GroupConfig, ProduceError,
+    Producer, ProducerConfig, SeekTo,
 };
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -78,6 +82,12 @@ pub struct BenchArgs {
     /// Write the results as one JSON object to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// bench consume only: read as members of consumer group G.
+    #[arg(long, value_name = "G", value_parser = super::consume::parse_group)]
+    group: Option<String>,
+    /// bench consume --group only: members of the group in this process.
+    #[arg(long, value_name = "C", requires = "group", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    consumers: Option<u64>,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -132,6 +142,9 @@ fn round2(value: f64) -> f64 {
 }
 
 pub async fn run(mode: Mode, args: &BenchArgs) -> anyhow::Result<()> {
+    if mode != Mode::Consume && args.group.is_some() {
+        return Err(UsageError("--group is for bench consume only".into()).into());
+    }
     if mode == Mode::EndToEnd && args.size < 8 {
         return Err(
             UsageError("bench e2e needs --size of at least 8 (the send time)".into()).into(),
@@ -142,7 +155,10 @@ pub async fn run(mode: Mode, args: &BenchArgs) -> anyhow::Result<()> {
     let progress = Progress::start(mode, args.messages);
     let report = match mode {
         Mode::Produce => produce(&client, args, &progress.done).await,
-        Mode::Consume => consume(&client, args, &progress.done).await,
+        Mode::Consume => match &args.group {
+            Some(group) => consume_group(&client, args, group, &progress.done).await,
+            None => consume(&client, args, &progress.done).await,
+        },
         Mode::EndToEnd => end_to_end(&client, args, &progress.done).await,
     };
     progress.finish();
@@ -398,6 +414,99 @@ async fn consume(
         size,
         producers: args.producers,
         elapsed: start.elapsed(),
+        latency_us: histogram,
+    })
+}
+
+/// `bench consume --group G --consumers C`: C members share the topic's partitions and read
+/// until `--messages` messages arrived among them. A rebalance in the middle (a member joining
+/// late) can make a partition's new owner read it again from the beginning (nothing is
+/// committed); such repeats count as messages, as they are work done.
+async fn consume_group(
+    client: &Client,
+    args: &BenchArgs,
+    group: &str,
+    done: &Arc<AtomicU64>,
+) -> anyhow::Result<Report> {
+    let consumers = args.consumers.unwrap_or(1);
+    let received = Arc::new(AtomicU64::new(0));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let first_message: Arc<std::sync::OnceLock<Instant>> = Arc::default();
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..consumers {
+        let client = client.clone();
+        let (topic, group, target) = (args.topic.clone(), group.to_string(), args.messages);
+        let (received, bytes, done) = (received.clone(), bytes.clone(), done.clone());
+        let first_message = first_message.clone();
+        tasks.spawn(async move {
+            let mut consumer = Consumer::new(client);
+            let config = GroupConfig {
+                client_id: format!("keel-bench-{index}"),
+                auto_commit_interval_ms: None,
+                auto_offset_reset: AutoOffsetReset::Earliest,
+                ..GroupConfig::default()
+            };
+            consumer.subscribe_with(&group, &[topic.as_str()], config).await?;
+            let mut histogram = new_histogram();
+            let mut last_message = Instant::now();
+            let outcome: anyhow::Result<()> = async {
+                while received.load(Ordering::Relaxed) < target {
+                    if last_message.elapsed() > BENCH_IDLE_TIMEOUT {
+                        bail!(
+                            "only {} of {target} messages in {topic} after {} s without a new one (run bench produce first)",
+                            received.load(Ordering::Relaxed),
+                            BENCH_IDLE_TIMEOUT.as_secs()
+                        );
+                    }
+                    let poll_start = Instant::now();
+                    // No timeout around the poll: one cut short in its join would leave a ghost
+                    // member and start over. A joined poll returns within the fetch wait.
+                    let records = consumer.poll().await?;
+                    if records.is_empty() {
+                        if consumer.group_generation().is_none() {
+                            last_message = Instant::now();
+                        }
+                        continue;
+                    }
+                    first_message.get_or_init(Instant::now);
+                    last_message = Instant::now();
+                    record_latency(&mut histogram, poll_start.elapsed());
+                    let count = records.len() as u64;
+                    let taken = received.fetch_add(count, Ordering::Relaxed);
+                    let take = count.min(target.saturating_sub(taken));
+                    bytes.fetch_add(
+                        records[..take as usize]
+                            .iter()
+                            .map(|record| record.value.as_ref().map_or(0, |value| value.len() as u64))
+                            .sum::<u64>(),
+                        Ordering::Relaxed,
+                    );
+                    done.fetch_add(take, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            .await;
+            let left = consumer.leave().await;
+            outcome?;
+            left?;
+            Ok::<_, anyhow::Error>(histogram)
+        });
+    }
+    let mut histogram = new_histogram();
+    while let Some(joined) = tasks.join_next().await {
+        let member = joined.context("a bench consumer task failed")??;
+        histogram
+            .add(&member)
+            .context("merging latency histograms")?;
+    }
+    let messages = received.load(Ordering::Relaxed).min(args.messages);
+    let elapsed = first_message.get().map_or(Duration::ZERO, Instant::elapsed);
+    Ok(Report {
+        messages,
+        size: usize::try_from(bytes.load(Ordering::Relaxed) / messages.max(1))
+            .unwrap_or(usize::MAX),
+        producers: args.producers,
+        elapsed,
         latency_us: histogram,
     })
 }

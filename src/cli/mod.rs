@@ -1,5 +1,5 @@
-//! The client commands of `keel` (docs/CLI.md): `topic`, `produce`, `consume`, `cluster` and
-//! the end-to-end `bench` modes. Each module owns one command's arguments (a clap type) and an
+//! The client commands of `keel` (docs/CLI.md): `topic`, `produce`, `consume`, `group`,
+//! `cluster` and the end-to-end `bench` modes. Each module owns one command's arguments (a clap type) and an
 //! async `run`; they all reach the cluster through the SDK (keel-client) with the connection
 //! flags of `common`. docs/CLIENT.md "Command line output" records the output details.
 
@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cluster;
 pub mod common;
 pub mod consume;
+pub mod group;
 pub mod produce;
 pub mod topic;
 

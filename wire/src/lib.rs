@@ -7,7 +7,8 @@
 //!   same bytes; [`record_batch::BatchHeader`] is the only reader of its header.
 //! - [`frame`]: `frame_len | version | header_len | header | payload` on a QUIC stream.
 //! - [`messages`]: the request and response headers and [`ErrorCode`]; [`groups`]: the
-//!   consumer-group requests.
+//!   consumer-group requests; [`consumer_protocol`]: Kafka's ConsumerProtocol, the
+//!   subscriptions and assignments consumers put in those requests' opaque bytes.
 //! - [`limits`], [`topic`]: the size limits, shared deadlines and buffer sizes; topic name rules.
 //! - [`quic`]: the QUIC and TLS settings every endpoint shares (the only module that touches a
 //!   socket: it binds one).
@@ -15,6 +16,7 @@
 //! Every decoder is total: any bytes give a value or a [`WireError`], never a panic.
 //! docs/WIRE.md specifies every byte.
 
+pub mod consumer_protocol;
 pub mod error;
 pub mod frame;
 pub mod groups;
