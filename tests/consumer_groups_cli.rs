@@ -382,3 +382,146 @@ fn bench_consume_with_a_group_reads_every_message() {
         "{line}"
     );
 }
+
+/// What each member printed so far, from its stdout file.
+fn printed(files: &[std::path::PathBuf]) -> Vec<Vec<(u32, u64, String)>> {
+    files
+        .iter()
+        .map(|file| parse_lines(&std::fs::read_to_string(file).unwrap_or_default()))
+        .collect()
+}
+
+fn distinct_values(outputs: &[Vec<(u32, u64, String)>]) -> BTreeSet<String> {
+    outputs
+        .iter()
+        .flatten()
+        .map(|(_, _, value)| value.clone())
+        .collect()
+}
+
+/// kill -9 of one of three members: the others take its partitions within the session timeout
+/// plus one rebalance, and together with what it printed they cover every message. It was killed
+/// after a quiet moment, so it had committed everything it printed: nobody prints anything
+/// twice. Then the committed offsets survive a full-cluster kill -9 and restart: a new member
+/// resumes exactly after them.
+#[test]
+fn a_killed_member_s_partitions_move_and_commits_survive_a_cluster_restart() {
+    const SESSION_MS: u64 = 6_000;
+    let mut cluster = TestCluster::start(3);
+    succeeds(&cluster, &["topic", "create", "jobs", "--partitions", "6"]);
+    let files: Vec<_> = (0..3)
+        .map(|i| cluster.dir.path().join(format!("member-{i}.out")))
+        .collect();
+    let session = SESSION_MS.to_string();
+    let mut members: Vec<Child> = files
+        .iter()
+        .map(|file| {
+            command(
+                &cluster,
+                &[
+                    "consume",
+                    "jobs",
+                    "--group",
+                    "workers",
+                    "--from-beginning",
+                    "--with-offsets",
+                    "--session-timeout-ms",
+                    &session,
+                ],
+            )
+            .stdout(std::fs::File::create(file).expect("member output"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning keel consume")
+        })
+        .collect();
+    wait_for_state(&cluster, "workers", "Stable", 3);
+    let batch = |from: usize, to: usize| -> Vec<String> {
+        (from..to).map(|i| format!("k{i}:j{i}")).collect()
+    };
+    let wait_for_all = |count: usize, within: Duration| {
+        let deadline = Instant::now() + within;
+        loop {
+            let outputs = printed(&files);
+            if distinct_values(&outputs).len() == count {
+                return outputs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {count} messages printed: {outputs:?}",
+                distinct_values(&outputs).len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    produce(&cluster, "jobs", &batch(0, 300));
+    let before = wait_for_all(300, Duration::from_secs(30));
+    let victim_partitions: BTreeSet<u32> = before[0].iter().map(|(p, ..)| *p).collect();
+    assert!(
+        !victim_partitions.is_empty(),
+        "member 0 was assigned nothing"
+    );
+    // A quiet moment: the CLI commits what it printed within 100 ms.
+    std::thread::sleep(Duration::from_millis(500));
+    signal(members[0].id(), "KILL");
+    let killed_at = Instant::now();
+    let _ = members[0].wait();
+    produce(&cluster, "jobs", &batch(300, 600));
+    let after = wait_for_all(600, Duration::from_secs(60));
+    let moved_within = killed_at.elapsed();
+    eprintln!("member killed: every message printed {moved_within:?} later");
+    assert!(
+        moved_within < Duration::from_millis(SESSION_MS) + Duration::from_secs(12),
+        "the killed member's partitions took {moved_within:?} to move"
+    );
+    let survivors: BTreeSet<u32> = after[1..].iter().flatten().map(|(p, ..)| *p).collect();
+    assert!(
+        victim_partitions.is_subset(&survivors),
+        "its partitions {victim_partitions:?} were taken over: {survivors:?}"
+    );
+    let total: usize = after.iter().map(Vec::len).sum();
+    assert_eq!(
+        total, 600,
+        "no message printed twice (everything printed was committed)"
+    );
+    for output in &after {
+        let mut last: BTreeMap<u32, u64> = BTreeMap::new();
+        for (partition, offset, _) in output {
+            if let Some(previous) = last.insert(*partition, *offset) {
+                assert!(
+                    *offset > previous,
+                    "partition {partition} out of order: {output:?}"
+                );
+            }
+        }
+    }
+
+    // The survivors commit and leave on SIGTERM; then the whole cluster dies and comes back.
+    for member in members.drain(1..) {
+        signal(member.id(), "TERM");
+        let output = wait_exit(member, Duration::from_secs(20));
+        assert!(output.status.success(), "member exit {}", output.status);
+    }
+    cluster.restart_all();
+    produce(&cluster, "jobs", &batch(600, 660));
+    let resumed = succeeds(
+        &cluster,
+        &[
+            "consume",
+            "jobs",
+            "--group",
+            "workers",
+            "--timeout-ms",
+            "5000",
+            "--max",
+            "60",
+        ],
+    );
+    let values: BTreeSet<&str> = resumed.lines().collect();
+    let expected: Vec<String> = (600..660).map(|i| format!("j{i}")).collect();
+    assert_eq!(resumed.lines().count(), 60, "{resumed}");
+    assert!(
+        expected.iter().all(|value| values.contains(value.as_str())),
+        "a new member resumes after the commits, with nothing old: {resumed}"
+    );
+}
