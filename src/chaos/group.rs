@@ -35,17 +35,23 @@ pub const GROUP: &str = "keel-chaos";
 /// nemesis's schedule of a seed as it was.
 const LEAVE_SCHEDULE_SALT: u64 = 0x6b65_656c_6772_6f75;
 
-/// When a member leaves the group (closes its consumer) and how long it stays away before it
-/// subscribes anew, counted from the start of the faults.
+/// When a member leaves the group and how long it stays away before it subscribes anew, counted
+/// from the start of the faults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Leave {
     pub member: u32,
     pub at: Duration,
     pub away: Duration,
+    /// Leave as a crashed application would: drop the consumer right after a poll, its records
+    /// recorded but not committed, without LeaveGroup. The coordinator removes it when its
+    /// session expires, and whoever gets its partitions reads those records again. Otherwise
+    /// the member closes its consumer (LeaveGroup) after committing what it read.
+    pub abandon: bool,
 }
 
 /// The seeded leaves of a run: [`GROUP_LEAVES`] of them at random members, within the middle of
-/// the fault period, so rebalances happen even when no fault moves the coordinator.
+/// the fault period, each a clean leave or an abandoned consumer, so rebalances happen even when
+/// no fault moves the coordinator.
 pub fn leave_schedule(seed: u64, members: u32, duration: Duration) -> Vec<Leave> {
     if members == 0 {
         return Vec::new();
@@ -58,6 +64,7 @@ pub fn leave_schedule(seed: u64, members: u32, duration: Duration) -> Vec<Leave>
             member: rng.random_range(0..members),
             at: Duration::from_secs_f64(window * rng.random_range(GROUP_LEAVE_WINDOW)),
             away: Duration::from_millis(rng.random_range(GROUP_LEAVE_AWAY_MS)),
+            abandon: rng.random_bool(0.5),
         })
         .collect();
     leaves.sort_by_key(|leave| leave.at);
@@ -117,12 +124,18 @@ pub async fn run_member(
     // a failed commit is retried after the next poll, or the drain would never finish.
     let mut pending: BTreeMap<u32, u64> = BTreeMap::new();
     let mut last_error_note = Instant::now() - CONSUMER_ERROR_NOTE_INTERVAL;
+    // A leave that is due: taken before the next poll, or (abandoning) right after it.
+    let mut due: Option<Leave> = None;
     while !*stop.borrow() {
-        if leaves
-            .peek()
-            .is_some_and(|leave| started.elapsed() >= leave.at)
+        if due.is_none()
+            && leaves
+                .peek()
+                .is_some_and(|leave| started.elapsed() >= leave.at)
         {
-            let leave = leaves.next().expect("peeked");
+            due = leaves.next();
+        }
+        if let Some(leave) = due.filter(|leave| !leave.abandon) {
+            due = None;
             history.note(format!(
                 "group member {member}: leaving for {} ms",
                 leave.away.as_millis()
@@ -186,6 +199,31 @@ pub async fn run_member(
                 }
                 tokio::time::sleep(CONSUMER_ERROR_PAUSE).await;
             }
+        }
+        if let Some(leave) = due.filter(|leave| leave.abandon) {
+            due = None;
+            history.note(format!(
+                "group member {member}: abandoning its consumer (reads uncommitted, no leave) \
+                 for {} ms",
+                leave.away.as_millis()
+            ));
+            // Dropping the consumer stops its heartbeats; nothing is sent.
+            drop(consumer);
+            generation = None;
+            pending.clear();
+            tokio::select! {
+                _ = tokio::time::sleep(leave.away) => {}
+                _ = stop.changed() => return,
+            }
+            consumer = match subscribed(&client, member, &topic).await {
+                Ok(consumer) => consumer,
+                Err(error) => {
+                    history.note(format!("group member {member}: subscribe: {error}"));
+                    return;
+                }
+            };
+            history.note(format!("group member {member}: subscribed again"));
+            continue;
         }
         if pending.is_empty() || generation.is_none() {
             continue;
