@@ -1,5 +1,5 @@
 //! Bounded runs of `keel-chaos` (docs/CHAOS.md) against the `keel` binary of this build: fixed
-//! seeds on 3 nodes must come out clean, and the planted bug KEEL_FAULT_ACK_BEFORE_COMMIT must
+//! seeds on 3 nodes must come out clean (the consumer group's reads and commits included), and the planted bug KEEL_FAULT_ACK_BEFORE_COMMIT must
 //! make the checker report losses, which proves the checker can fail.
 //!
 //! The runs take the whole machine's attention (3 servers, relays, clients), so the tests of
@@ -114,6 +114,21 @@ fn fixed_seeds_on_three_nodes_keep_every_acknowledged_message() {
             assert_eq!(summary.count(field), 0, "{field}: {report}");
         }
         assert!(summary.count("acked") > 1_000, "the workload ran: {report}");
+        // The consumer group read and committed, and its rules held (they are in the verdict
+        // too; named here so a failure says which).
+        for field in [
+            "group_lost",
+            "group_gap",
+            "offset_fetch_stale",
+            "group_dirty",
+        ] {
+            assert_eq!(summary.count(field), 0, "{field}: {report}");
+        }
+        assert!(summary.count("group_reads") > 0, "the group read: {report}");
+        assert!(
+            summary.count("group_commits") > 0,
+            "the group committed: {report}"
+        );
         assert!(summary.faults.values().sum::<u64>() > 0, "faults: {report}");
         if faults == Some("wipe") {
             assert!(summary.faults["wipe"] > 0, "no disk was lost: {report}");

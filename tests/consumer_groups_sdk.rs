@@ -2,7 +2,7 @@
 //! server`: a lone member gets every partition; a second member's join makes the first one's
 //! heartbeat see the rebalance, its next poll revoke (listener), rejoin and take half; the new
 //! member starts at the committed offsets; commits (sync and async) work under the current
-//! generation, and a member that closes hands its partitions back. A member whose coordinator's
+//! generation and an outsider reads them (`Admin::committed_offsets`), and a member that closes hands its partitions back. A member whose coordinator's
 //! node is killed finds the new coordinator and goes on reading and committing.
 
 mod common;
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::raw::ask_nodes;
 use common::{runtime, TestCluster};
-use keel_client::wire::groups::FindCoordinatorRequest;
+use keel_client::wire::groups::{FindCoordinatorRequest, TopicPartitionRef};
 use keel_client::wire::{Request, Response};
 use keel_client::{
     Admin, AutoOffsetReset, ConsumeError, Consumer, GroupConfig, Producer, ProducerRecord,
@@ -129,6 +129,46 @@ fn a_second_member_rebalances_the_first_and_starts_at_its_commits() {
             .expect("in a group")
             .await
             .expect("async commit");
+        // An outsider reads the commits without joining: each partition at 10, and a partition
+        // (or a group) with none is answered `None`.
+        let admin = Admin::new(client.clone());
+        let refs = |partitions: &[u32]| {
+            Some(
+                partitions
+                    .iter()
+                    .map(|&partition| TopicPartitionRef {
+                        topic: "r".into(),
+                        partition,
+                    })
+                    .collect(),
+            )
+        };
+        let committed = admin
+            .committed_offsets("sdk", refs(&[0, 1, 2, 3, 7]))
+            .await
+            .expect("committed offsets");
+        let offsets: Vec<(u32, Option<u64>)> =
+            committed.iter().map(|c| (c.partition, c.offset)).collect();
+        assert_eq!(
+            offsets,
+            [
+                (0, Some(10)),
+                (1, Some(10)),
+                (2, Some(10)),
+                (3, Some(10)),
+                (7, None)
+            ]
+        );
+        let every = admin
+            .committed_offsets("sdk", None)
+            .await
+            .expect("every committed offset");
+        assert_eq!(every.len(), 4, "{every:?}");
+        let unknown = admin
+            .committed_offsets("no-such-group", refs(&[0]))
+            .await
+            .expect("an unknown group's offsets");
+        assert_eq!(unknown[0].offset, None, "{unknown:?}");
 
         // A second member: its join waits until the first rejoins, which the first's heartbeat
         // (every 2 s) tells its next poll to do.

@@ -1,6 +1,7 @@
 //! [`Admin`]: topic, cluster and consumer-group management (docs/CLIENT.md "Admin"): create,
 //! delete, list, describe and alter topics, cluster status, node replacement; list, describe,
-//! reset and delete groups (those go to the group's coordinator, `group/coordinator.rs`). Each call is one request to any node (the
+//! read committed offsets, reset and delete groups (those go to the group's coordinator,
+//! `group/coordinator.rs`). Each call is one request to any node (the
 //! client follows `NotLeader` redirects to the metadata leader) with the client's retries.
 //!
 //! Retrying a create or delete after a lost answer can meet its own earlier success
@@ -11,7 +12,10 @@ use std::time::Duration;
 use crate::client::{check_topic_name, unexpected, Client};
 use crate::error::ClientError;
 use crate::group;
-use crate::wire::groups::{GroupDescriptionView, GroupListing, PartitionOffset};
+use crate::wire::groups::{
+    CommittedPartitionOffset, GroupDescriptionView, GroupListing, PartitionOffset,
+    TopicPartitionRef,
+};
 use crate::wire::messages::NodeId;
 use crate::wire::messages::{
     AlterTopicRequest, AlterTopicResponse, ClusterStatusResponse, CreateTopicRequest,
@@ -196,6 +200,24 @@ impl Admin {
     /// offsets. A group the coordinator does not know is `Dead` with no members.
     pub async fn describe_group(&self, group: &str) -> Result<GroupDescriptionView, ClientError> {
         group::coordinator::describe_group(&self.client, group).await
+    }
+
+    /// A group's committed offsets (OffsetFetch to its coordinator), of `partitions` or, with
+    /// `None`, of every partition the group has one for. A partition without one is answered
+    /// with `offset: None`. The coordinator answers from its applied state, which holds every
+    /// acknowledged commit (docs/CONSUMER-GROUPS.md "The coordinator at run time"); this is the
+    /// read a monitor (or keel-chaos's offset watcher) uses without joining the group.
+    pub async fn committed_offsets(
+        &self,
+        group: &str,
+        partitions: Option<Vec<TopicPartitionRef>>,
+    ) -> Result<Vec<CommittedPartitionOffset>, ClientError> {
+        for partition in partitions.iter().flatten() {
+            check_topic_name(&partition.topic)?;
+        }
+        group::coordinator::Coordinator::new(self.client.clone(), group)
+            .fetch_offsets(partitions, self.client.request_timeout())
+            .await
     }
 
     /// Sets a group's committed offsets (each the next offset to read). Only while the group

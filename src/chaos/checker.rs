@@ -15,6 +15,19 @@
 //! - unacked landed: messages whose send failed or never resolved but that are in the final
 //!   log (allowed: their outcome was unknown);
 //! - phantoms: messages in the final log that no producer sent (corruption), and offset gaps.
+//!
+//! And for the consumer group (group.rs; docs/CHAOS.md "The consumer group"), whose members
+//! read the main topic and commit what they read while an offset watcher fetches the committed
+//! offsets:
+//! - group lost: acknowledged messages below their partition's final committed offset (the
+//!   last one the watcher saw) that no member ever read: at least once across rebalances;
+//! - group gap: acknowledged commits of offset c while a message of the final log below c had
+//!   not been read by any member yet (in history order): a commit never skips a message;
+//! - offset fetch stale: a fetched committed offset below a commit acknowledged before the
+//!   fetch was sent, or one no member ever tried to commit (made up);
+//! - group dirty: distinct (partition, offset, message) a member read that the final log does
+//!   not hold there;
+//! - a drain that did not reach every high watermark; duplicate reads are counted, not judged.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -46,6 +59,24 @@ pub struct Report {
     pub expired: u64,
     /// Whether the final read reached every partition's high watermark.
     pub final_complete: bool,
+    /// Messages the group's members read (`group_read` lines), and reads of an offset beyond
+    /// the first (rebalances and failed commits make them: at least once, not exactly once).
+    pub group_reads: u64,
+    pub group_duplicates: u64,
+    /// Acknowledged and failed commits, one per partition of a commit.
+    pub group_commits: u64,
+    pub group_commit_failures: u64,
+    /// Distinct generations the members were assigned partitions in.
+    pub group_generations: u64,
+    /// The watcher's fetched offsets (`committed_seen` lines).
+    pub committed_seen: u64,
+    pub group_lost: u64,
+    pub group_gap: u64,
+    pub offset_fetch_stale: u64,
+    pub group_dirty: u64,
+    /// Whether the group's drain after the heal reached every high watermark (`None`: the run
+    /// had no group, as histories from before it).
+    pub group_drained: Option<bool>,
     /// Faults started, per kind.
     pub faults: BTreeMap<String, u64>,
     /// A few examples of each violation, for the post-mortem.
@@ -63,6 +94,11 @@ impl Report {
             + self.phantoms
             + self.offset_gaps
             + u64::from(!self.final_complete)
+            + self.group_lost
+            + self.group_gap
+            + self.offset_fetch_stale
+            + self.group_dirty
+            + u64::from(self.group_drained == Some(false))
     }
 
     pub fn fault_count(&self, kind: &str) -> u64 {
@@ -90,7 +126,8 @@ pub fn check(lines: &[Line]) -> Report {
     // Where each partition's log started when the final read reached it (0 unless retention
     // deleted a prefix): offsets below it are gone by design and not judged.
     let mut log_start: HashMap<TopicPartition, u64> = HashMap::new();
-    for line in lines {
+    let mut group = GroupHistory::default();
+    for (index, line) in lines.iter().enumerate() {
         match &line.event {
             Event::Send { id, .. } => {
                 sent.insert(*id);
@@ -145,6 +182,60 @@ pub fn check(lines: &[Line]) -> Report {
                 report.nodes = *nodes;
                 report.duration_s = *duration_s;
             }
+            Event::GroupRead {
+                topic,
+                partition,
+                offset,
+                stored,
+                ..
+            } => group.reads.push(GroupRead {
+                line: index,
+                tp: (topic.clone(), *partition),
+                offset: *offset,
+                stored: stored.clone(),
+            }),
+            Event::GroupCommit {
+                member,
+                topic,
+                partition,
+                offset,
+            } => {
+                let tp = (topic.clone(), *partition);
+                group.attempted.insert((tp.clone(), *offset));
+                group.commits.push(GroupCommit {
+                    line: index,
+                    t_ms: line.t_ms,
+                    member: *member,
+                    tp,
+                    offset: *offset,
+                });
+            }
+            Event::GroupCommitFailed {
+                topic,
+                partition,
+                offset,
+                ..
+            } => {
+                report.group_commit_failures += 1;
+                group
+                    .attempted
+                    .insert(((topic.clone(), *partition), *offset));
+            }
+            Event::GroupAssigned { generation, .. } => {
+                group.generations.insert(*generation);
+            }
+            Event::CommittedSeen {
+                topic,
+                partition,
+                offset,
+                started_ms,
+            } => group.seen.push(CommittedSeen {
+                line: index,
+                tp: (topic.clone(), *partition),
+                offset: *offset,
+                started_ms: *started_ms,
+            }),
+            Event::GroupDone { complete } => report.group_drained = Some(*complete),
             Event::FaultEnd { .. } | Event::Note { .. } => {}
         }
     }
@@ -262,7 +353,222 @@ pub fn check(lines: &[Line]) -> Report {
             ));
         }
     }
+    check_group(&mut report, &group, &acks, &final_log, &floor);
     report
+}
+
+/// A member's read, at its line of the history.
+struct GroupRead {
+    line: usize,
+    tp: TopicPartition,
+    offset: u64,
+    stored: Stored,
+}
+
+/// An acknowledged commit of one partition.
+struct GroupCommit {
+    line: usize,
+    t_ms: u64,
+    member: u32,
+    tp: TopicPartition,
+    offset: u64,
+}
+
+/// One partition's committed offset as the watcher fetched it.
+struct CommittedSeen {
+    line: usize,
+    tp: TopicPartition,
+    offset: Option<u64>,
+    started_ms: u64,
+}
+
+/// The consumer group's part of a history.
+#[derive(Default)]
+struct GroupHistory {
+    reads: Vec<GroupRead>,
+    commits: Vec<GroupCommit>,
+    /// Every (partition, offset) some member sent a commit of, acknowledged or not.
+    attempted: HashSet<(TopicPartition, u64)>,
+    generations: HashSet<i32>,
+    seen: Vec<CommittedSeen>,
+}
+
+/// The consumer group's rules (module comment). `floor` is a partition's final log start.
+fn check_group(
+    report: &mut Report,
+    group: &GroupHistory,
+    acks: &BTreeMap<MessageId, (TopicPartition, u64)>,
+    final_log: &BTreeMap<TopicPartition, BTreeMap<u64, Stored>>,
+    floor: &dyn Fn(&TopicPartition) -> u64,
+) {
+    report.group_reads = group.reads.len() as u64;
+    report.group_commits = group.commits.len() as u64;
+    report.group_generations = group.generations.len() as u64;
+    report.committed_seen = group.seen.len() as u64;
+
+    // Dirty and duplicate reads; the line of each offset's first read.
+    let mut first_read: HashMap<(TopicPartition, u64), usize> = HashMap::new();
+    let mut read_values: HashSet<(TopicPartition, u64, Stored)> = HashSet::new();
+    let mut dirty: HashSet<(TopicPartition, u64, Stored)> = HashSet::new();
+    for read in &group.reads {
+        match first_read.entry((read.tp.clone(), read.offset)) {
+            std::collections::hash_map::Entry::Occupied(_) => report.group_duplicates += 1,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(read.line);
+            }
+        }
+        read_values.insert((read.tp.clone(), read.offset, read.stored.clone()));
+        if read.offset < floor(&read.tp) {
+            continue; // deleted before the final read: nothing to compare with
+        }
+        let at_offset = final_log
+            .get(&read.tp)
+            .and_then(|log| log.get(&read.offset));
+        if at_offset != Some(&read.stored)
+            && dirty.insert((read.tp.clone(), read.offset, read.stored.clone()))
+        {
+            report.group_dirty += 1;
+            report.example(format!(
+                "{}/{} offset {}: a group member read {:?} (history line {}), final log holds {at_offset:?}",
+                read.tp.0,
+                read.tp.1,
+                read.offset,
+                read.stored,
+                read.line + 1
+            ));
+        }
+    }
+
+    // At least once: everything acknowledged below the final committed offset was read.
+    // The highest offset fetched: committed offsets only move forward (a fetch that went back
+    // is judged below), and the drain's last fetches are among the watcher's.
+    let mut final_committed: HashMap<&TopicPartition, u64> = HashMap::new();
+    for seen in &group.seen {
+        if let Some(offset) = seen.offset {
+            let committed = final_committed.entry(&seen.tp).or_default();
+            *committed = (*committed).max(offset);
+        }
+    }
+    for (id, (tp, offset)) in acks {
+        let committed = final_committed.get(tp).copied().unwrap_or(0);
+        if *offset < floor(tp) || *offset >= committed {
+            continue;
+        }
+        if !read_values.contains(&(tp.clone(), *offset, Stored::Message(*id))) {
+            report.group_lost += 1;
+            report.example(format!(
+                "{} acked at {}/{} offset {offset}, below the group's final committed offset {committed}, was never read by a member",
+                id.value(),
+                tp.0,
+                tp.1
+            ));
+        }
+    }
+
+    // No skipped message: per partition, the latest line by which every final-log offset up
+    // to each one had been read (usize::MAX: one of them never was).
+    let mut read_by: HashMap<&TopicPartition, Vec<(u64, usize)>> = HashMap::new();
+    for (tp, log) in final_log {
+        let start = floor(tp);
+        let mut latest = 0_usize;
+        let prefix = log
+            .keys()
+            .filter(|offset| **offset >= start)
+            .map(|offset| {
+                let line = first_read
+                    .get(&(tp.clone(), *offset))
+                    .copied()
+                    .unwrap_or(usize::MAX);
+                latest = latest.max(line);
+                (*offset, latest)
+            })
+            .collect();
+        read_by.insert(tp, prefix);
+    }
+    for commit in &group.commits {
+        let Some(prefix) = read_by.get(&commit.tp) else {
+            continue;
+        };
+        // The offsets of the final log below the committed one.
+        let below = prefix.partition_point(|(offset, _)| *offset < commit.offset);
+        if below == 0 || prefix[below - 1].1 < commit.line {
+            continue;
+        }
+        report.group_gap += 1;
+        let unread = prefix[..below]
+            .iter()
+            .map(|(offset, _)| *offset)
+            .find(|offset| {
+                first_read
+                    .get(&(commit.tp.clone(), *offset))
+                    .is_none_or(|line| *line >= commit.line)
+            });
+        report.example(format!(
+            "member {} committed {}/{} offset {} (history line {}) before offset {unread:?} was read",
+            commit.member,
+            commit.tp.0,
+            commit.tp.1,
+            commit.offset,
+            commit.line + 1
+        ));
+    }
+
+    // Offset fetches: at least the last commit acknowledged before the fetch was sent, and
+    // never an offset nobody tried to commit. Per partition, commits by acknowledgement time
+    // with the highest offset acknowledged up to each.
+    let mut acknowledged: HashMap<&TopicPartition, Vec<(u64, u64, usize)>> = HashMap::new();
+    for commit in &group.commits {
+        acknowledged
+            .entry(&commit.tp)
+            .or_default()
+            .push((commit.t_ms, commit.offset, commit.line));
+    }
+    for commits in acknowledged.values_mut() {
+        commits.sort_unstable();
+        let mut highest: Option<(u64, usize)> = None;
+        for entry in commits.iter_mut() {
+            if highest.is_none_or(|(offset, _)| entry.1 > offset) {
+                highest = Some((entry.1, entry.2));
+            }
+            (entry.1, entry.2) = highest.expect("set above");
+        }
+    }
+    for seen in &group.seen {
+        if let Some(offset) = seen.offset {
+            if !group.attempted.contains(&(seen.tp.clone(), offset)) {
+                report.offset_fetch_stale += 1;
+                report.example(format!(
+                    "{}/{}: an offset fetch (history line {}) answered {offset}, which no member ever committed",
+                    seen.tp.0,
+                    seen.tp.1,
+                    seen.line + 1
+                ));
+                continue;
+            }
+        }
+        let Some(commits) = acknowledged.get(&seen.tp) else {
+            continue;
+        };
+        // Commits acknowledged strictly before the fetch was sent (ms truncation keeps a
+        // strict comparison honest: equal stamps may be either order).
+        let before = commits.partition_point(|(t_ms, _, _)| *t_ms < seen.started_ms);
+        if before == 0 {
+            continue;
+        }
+        let (_, required, commit_line) = commits[before - 1];
+        if seen.offset.is_none_or(|offset| offset < required) {
+            report.offset_fetch_stale += 1;
+            report.example(format!(
+                "{}/{}: an offset fetch sent at {} ms (history line {}) answered {:?}, below the commit of {required} acknowledged before it (history line {})",
+                seen.tp.0,
+                seen.tp.1,
+                seen.started_ms,
+                seen.line + 1,
+                seen.offset,
+                commit_line + 1
+            ));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -453,6 +759,187 @@ mod tests {
             report.dirty_reads, 2,
             "distinct dirty reads: offsets 0 and 5"
         );
+    }
+
+    fn group_read(offset: u64, message: MessageId) -> Line {
+        line(Event::GroupRead {
+            member: 0,
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            stored: Stored::Message(message),
+        })
+    }
+
+    fn group_commit(t_ms: u64, offset: u64) -> Line {
+        Line {
+            t_ms,
+            event: Event::GroupCommit {
+                member: 0,
+                topic: "t".into(),
+                partition: 0,
+                offset,
+            },
+        }
+    }
+
+    fn seen(started_ms: u64, offset: Option<u64>) -> Line {
+        Line {
+            t_ms: started_ms + 5,
+            event: Event::CommittedSeen {
+                topic: "t".into(),
+                partition: 0,
+                offset,
+                started_ms,
+            },
+        }
+    }
+
+    /// Three acknowledged messages, read and committed in two steps by the group, watched and
+    /// drained: every group rule holds.
+    fn clean_group_history() -> Vec<Line> {
+        vec![
+            send(id(0, 0)),
+            send(id(0, 1)),
+            send(id(0, 2)),
+            ack(id(0, 0), 0),
+            ack(id(0, 1), 1),
+            ack(id(0, 2), 2),
+            seen(10, None),
+            group_read(0, id(0, 0)),
+            group_read(1, id(0, 1)),
+            group_commit(20, 2),
+            seen(30, Some(2)),
+            // A rebalance: the next member starts at the committed offset, and reads offset 1
+            // again too (a duplicate, allowed).
+            group_read(1, id(0, 1)),
+            group_read(2, id(0, 2)),
+            group_commit(40, 3),
+            seen(50, Some(3)),
+            stored_at(0, id(0, 0)),
+            stored_at(1, id(0, 1)),
+            stored_at(2, id(0, 2)),
+            done(),
+            line(Event::GroupDone { complete: true }),
+        ]
+    }
+
+    #[test]
+    fn a_clean_group_history_has_no_violations() {
+        let report = check(&clean_group_history());
+        assert_eq!(report.violations(), 0, "{report:?}");
+        assert_eq!((report.group_reads, report.group_commits), (4, 2));
+        assert_eq!(report.group_duplicates, 1);
+        assert_eq!(report.committed_seen, 3);
+        assert_eq!(report.group_drained, Some(true));
+    }
+
+    #[test]
+    fn an_acknowledged_message_below_the_committed_offset_that_no_member_read_is_group_lost() {
+        let mut history = clean_group_history();
+        // Nobody read offset 2, yet the group ends committed past it (the commit itself then
+        // skips it too).
+        history.retain(|line| !matches!(line.event, Event::GroupRead { offset: 2, .. }));
+        let report = check(&history);
+        assert_eq!(report.group_lost, 1, "{report:?}");
+        assert_eq!(report.group_gap, 1, "{report:?}");
+        // Unread but above the final committed offset: not yet due, not lost.
+        let mut history = clean_group_history();
+        history.retain(|line| {
+            !matches!(
+                line.event,
+                Event::GroupRead { offset: 2, .. }
+                    | Event::GroupCommit { offset: 3, .. }
+                    | Event::CommittedSeen {
+                        offset: Some(3),
+                        ..
+                    }
+            )
+        });
+        let report = check(&history);
+        assert_eq!((report.group_lost, report.group_gap), (0, 0), "{report:?}");
+    }
+
+    #[test]
+    fn a_commit_past_a_message_no_member_had_read_yet_is_a_group_gap() {
+        let mut history = clean_group_history();
+        // Offset 2 is read only after the commit of 3 that covers it.
+        let read_2 = history
+            .iter()
+            .position(|line| matches!(line.event, Event::GroupRead { offset: 2, .. }))
+            .unwrap();
+        let late = history.remove(read_2);
+        history.insert(history.len() - 2, late);
+        let report = check(&history);
+        assert_eq!(report.group_gap, 1, "{report:?}");
+        assert_eq!(report.group_lost, 0, "it was read in the end");
+        assert!(report.violations() > 0);
+    }
+
+    #[test]
+    fn an_offset_fetch_below_an_earlier_acknowledged_commit_is_stale() {
+        let mut history = clean_group_history();
+        // Sent at 45 ms, after the commit of 3 was acknowledged (40 ms), answered 2.
+        history.insert(history.len() - 2, seen(45, Some(2)));
+        assert_eq!(check(&history).offset_fetch_stale, 1);
+        // Answered "nothing committed" after a commit: stale too.
+        let mut history = clean_group_history();
+        history.insert(history.len() - 2, seen(45, None));
+        assert_eq!(check(&history).offset_fetch_stale, 1);
+        // Sent at the commit's own millisecond: either order, so not judged.
+        let mut history = clean_group_history();
+        history.insert(history.len() - 2, seen(40, Some(2)));
+        assert_eq!(check(&history).offset_fetch_stale, 0);
+    }
+
+    #[test]
+    fn an_offset_fetch_answering_an_offset_nobody_committed_is_stale() {
+        let mut history = clean_group_history();
+        history.insert(history.len() - 2, seen(60, Some(7)));
+        let report = check(&history);
+        assert_eq!(report.offset_fetch_stale, 1, "{report:?}");
+        // A failed commit's offset may have been applied: fetching it is not made up.
+        let mut history = clean_group_history();
+        history.push(line(Event::GroupCommitFailed {
+            member: 1,
+            topic: "t".into(),
+            partition: 0,
+            offset: 3,
+            error: "timed out".into(),
+        }));
+        history.retain(|line| !matches!(line.event, Event::GroupCommit { offset: 3, .. }));
+        let report = check(&history);
+        assert_eq!(report.offset_fetch_stale, 0, "{report:?}");
+        assert_eq!(report.group_commit_failures, 1);
+    }
+
+    #[test]
+    fn a_group_read_the_final_log_does_not_hold_is_group_dirty() {
+        let mut history = clean_group_history();
+        history.insert(7, group_read(0, id(9, 9)));
+        let report = check(&history);
+        assert_eq!(report.group_dirty, 1, "{report:?}");
+        assert_eq!(
+            report.dirty_reads, 0,
+            "plain consumers' reads are judged apart"
+        );
+    }
+
+    #[test]
+    fn a_drain_that_did_not_finish_fails_the_run_and_old_histories_have_none() {
+        let mut history = clean_group_history();
+        history.pop();
+        history.push(line(Event::GroupDone { complete: false }));
+        assert_eq!(check(&history).violations(), 1);
+        // A history from before consumer groups: no group events, no group verdict.
+        let report = check(&[
+            send(id(0, 0)),
+            ack(id(0, 0), 0),
+            stored_at(0, id(0, 0)),
+            done(),
+        ]);
+        assert_eq!(report.violations(), 0);
+        assert_eq!(report.group_drained, None);
     }
 
     #[test]

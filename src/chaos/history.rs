@@ -114,6 +114,48 @@ pub enum Event {
         partition: u32,
         offset: u64,
     },
+    /// A member of the consumer group (group.rs) read this message at this offset.
+    GroupRead {
+        member: u32,
+        topic: String,
+        partition: u32,
+        offset: u64,
+        stored: Stored,
+    },
+    /// A member's commit of `offset` (the next offset to read) was acknowledged. Recorded after
+    /// the commit returned, so every read recorded before it had happened before it.
+    GroupCommit {
+        member: u32,
+        topic: String,
+        partition: u32,
+        offset: u64,
+    },
+    /// A member's commit of `offset` failed (refused after a rebalance, or its outcome unknown:
+    /// it may still have been applied).
+    GroupCommitFailed {
+        member: u32,
+        topic: String,
+        partition: u32,
+        offset: u64,
+        error: String,
+    },
+    /// A member joined a generation of the group and was given these partitions.
+    GroupAssigned {
+        member: u32,
+        generation: i32,
+        partitions: Vec<(String, u32)>,
+    },
+    /// The offset watcher's fetch of the group's committed offset, sent at `started_ms` (the
+    /// history's time base, as `Line::t_ms`); `None`: nothing committed.
+    CommittedSeen {
+        topic: String,
+        partition: u32,
+        offset: Option<u64>,
+        started_ms: u64,
+    },
+    /// The group's drain after the heal ended: `complete` when its committed offset of every
+    /// partition had reached the partition's high watermark.
+    GroupDone { complete: bool },
 }
 
 /// A line of the history file: the event and when it happened (ms since the run started).
@@ -138,9 +180,14 @@ impl History {
         })
     }
 
+    /// Now, in the history's time base (what `record` would stamp a line with).
+    pub fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
     pub fn record(&self, event: Event) {
         let line = Line {
-            t_ms: self.start.elapsed().as_millis() as u64,
+            t_ms: self.now_ms(),
             event,
         };
         let mut text = serde_json::to_string(&line).expect("history events serialise");

@@ -114,3 +114,28 @@ pub const FINAL_READ_CAUGHT_UP_POLLS_PER_PARTITION: usize = 3;
 pub const LEADER_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the leaders are asked again while waiting for every partition to have one.
 pub const LEADER_WAIT_INTERVAL: Duration = Duration::from_millis(200);
+
+// The consumer group (group.rs).
+
+/// Session timeout of the group's members: the broker's minimum is 6 s, and a node paused for up
+/// to 6 s (`PAUSE_HOLD_MS`) should not by itself expire every member it coordinates.
+pub const GROUP_SESSION_TIMEOUT_MS: u32 = 8_000;
+/// Rebalance timeout of the members: a member whose poll is stuck on a faulty node holds a
+/// rebalance up for at most this long, then the others go on without it.
+pub const GROUP_REBALANCE_TIMEOUT_MS: u32 = 20_000;
+/// How many times per run a member leaves the group and subscribes again (a rebalance without
+/// any fault).
+pub const GROUP_LEAVES: Range<u32> = 1..3;
+/// When those leaves happen, as a fraction of the fault period: away from its start (the group
+/// is still forming) and its end (the member must be back before the drain).
+pub const GROUP_LEAVE_WINDOW: Range<f64> = 0.2..0.8;
+/// How long a member that left stays away, in ms: long enough for the others to rebalance
+/// without it, short of a session timeout.
+pub const GROUP_LEAVE_AWAY_MS: Range<u64> = 1_000..4_000;
+/// How often the offset watcher fetches the group's committed offsets.
+pub const OFFSET_WATCH_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the drain after the heal checks the committed offsets.
+pub const GROUP_DRAIN_POLL: Duration = Duration::from_millis(500);
+/// Bound on that drain: the members have been reading all along, so what is left after the
+/// final read is at most a rebalance and a few polls; a minute means they are stuck.
+pub const GROUP_DRAIN_TIMEOUT: Duration = Duration::from_secs(60);

@@ -3,9 +3,9 @@
 //! JetStream tests.
 //!
 //! One run: start 3 or 5 nodes on 127.0.0.1 (relays between them: relay.rs), create topics,
-//! run producers and consumers (workload.rs) while the nemesis (nemesis.rs) injects faults on a
+//! run producers and consumers (workload.rs) and consumer-group members (group.rs) while the nemesis (nemesis.rs) injects faults on a
 //! seeded schedule; then heal everything, let the cluster settle, stop the clients, read every
-//! partition in full and let the checker (checker.rs) judge the history (history.rs). The last
+//! partition in full, let the group drain and let the checker (checker.rs) judge the history (history.rs). The last
 //! stdout line is the summary; the exit status is 0 only for a clean run with faults injected.
 //!
 //! ```text
@@ -15,6 +15,7 @@
 
 mod checker;
 mod cluster;
+mod group;
 mod history;
 mod limits;
 mod nemesis;
@@ -36,8 +37,8 @@ use crate::checker::Report;
 use crate::cluster::Cluster;
 use crate::history::{Event, History};
 use crate::limits::{
-    CREATE_TOPIC_RETRIES, CREATE_TOPIC_RETRY_INTERVAL, FINAL_READ_TIMEOUT, HEAL_TIMEOUT,
-    RETAINED_TOPIC, RETAINED_TOPIC_RETENTION_BYTES, RETAINED_TOPIC_SEGMENT_MS,
+    CREATE_TOPIC_RETRIES, CREATE_TOPIC_RETRY_INTERVAL, FINAL_READ_TIMEOUT, GROUP_DRAIN_TIMEOUT,
+    HEAL_TIMEOUT, RETAINED_TOPIC, RETAINED_TOPIC_RETENTION_BYTES, RETAINED_TOPIC_SEGMENT_MS,
     RUNTIME_SHUTDOWN_TIMEOUT, RUNTIME_WORKER_THREADS, START_FAILURE_LOG_LINES, START_TIMEOUT,
 };
 use crate::nemesis::{FaultKind, Nemesis};
@@ -78,6 +79,10 @@ struct Args {
     /// Concurrent consumers; partitions are dealt out between them.
     #[arg(long, default_value_t = 2)]
     consumers: u32,
+    /// Members of the consumer group `keel-chaos` reading the main topic (each its own client;
+    /// 0: no group).
+    #[arg(long, default_value_t = 2)]
+    group_consumers: u32,
     /// Messages per second per producer.
     #[arg(long, default_value_t = 100)]
     rate: u32,
@@ -145,7 +150,7 @@ fn passed(args: &Args, report: &Report) -> bool {
 
 fn summary_line(report: &Report) -> String {
     format!(
-        "chaos seed={} nodes={} duration_s={} acked={} lost={} duplicated={} reordered={} dirty_reads={} faults=kill:{},pause:{},partition:{},wipe:{}",
+        "chaos seed={} nodes={} duration_s={} acked={} lost={} duplicated={} reordered={} dirty_reads={} group_reads={} group_commits={} group_lost={} group_gap={} offset_fetch_stale={} group_dirty={} faults=kill:{},pause:{},partition:{},wipe:{}",
         report.seed,
         report.nodes,
         report.duration_s,
@@ -154,6 +159,12 @@ fn summary_line(report: &Report) -> String {
         report.duplicated,
         report.reordered,
         report.dirty_reads,
+        report.group_reads,
+        report.group_commits,
+        report.group_lost,
+        report.group_gap,
+        report.offset_fetch_stale,
+        report.group_dirty,
         report.fault_count("kill"),
         report.fault_count("pause"),
         report.fault_count("partition"),
@@ -174,6 +185,20 @@ fn print_examples(report: &Report) {
         report.phantoms,
         report.offset_gaps,
         report.final_complete
+    );
+    eprintln!(
+        "keel-chaos: group: reads={} duplicate_reads={} commits={} failed_commits={} generations={} offsets_seen={} drained={}",
+        report.group_reads,
+        report.group_duplicates,
+        report.group_commits,
+        report.group_commit_failures,
+        report.group_generations,
+        report.committed_seen,
+        match report.group_drained {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "-",
+        }
     );
     for example in &report.examples {
         eprintln!("keel-chaos: violation: {example}");
@@ -319,6 +344,43 @@ async fn drive(
         ));
     }
 
+    // The consumer group reads the main topic (the retained one deletes what a slow member has
+    // not read yet), with its own stop: it drains after the other clients have stopped.
+    let (group_stop_sender, group_stop) = watch::channel(false);
+    let mut group_tasks = tokio::task::JoinSet::new();
+    let (main_topic, main_partitions) = topics[0].clone();
+    let watcher = group::OffsetWatcher::new(
+        admin_client.clone(),
+        main_topic.clone(),
+        main_partitions,
+        history.clone(),
+    );
+    if args.group_consumers > 0 {
+        let started = Instant::now();
+        let leaves = group::leave_schedule(
+            args.seed,
+            args.group_consumers,
+            Duration::from_secs(args.duration_s),
+        );
+        for member in 0..args.group_consumers {
+            let client = workload::connect(&bootstrap, &ca).await?;
+            group_tasks.spawn(group::run_member(
+                member,
+                client,
+                main_topic.clone(),
+                started,
+                leaves
+                    .iter()
+                    .filter(|leave| leave.member == member)
+                    .copied()
+                    .collect(),
+                group_stop.clone(),
+                history.clone(),
+            ));
+        }
+        group_tasks.spawn(watcher.clone().run(group_stop.clone()));
+    }
+
     let mut nemesis = Nemesis::new(
         args.seed,
         args.faults.clone(),
@@ -344,9 +406,24 @@ async fn drive(
         ));
     }
     let final_client = workload::connect(&bootstrap, &ca).await?;
-    let complete =
+    let final_read =
         workload::read_final(final_client, &partitions, &history, FINAL_READ_TIMEOUT).await;
-    history.record(Event::FinalDone { complete });
+    history.record(Event::FinalDone {
+        complete: final_read.complete,
+    });
+    if args.group_consumers > 0 {
+        let high_watermarks = final_read
+            .reached
+            .iter()
+            .filter(|((topic, _), _)| *topic == main_topic)
+            .map(|((_, partition), offset)| (*partition, *offset))
+            .collect();
+        let complete = group::drain(&watcher, &high_watermarks, GROUP_DRAIN_TIMEOUT).await;
+        history.record(Event::GroupDone { complete });
+    }
+    // Members leave the group as they stop.
+    group_stop_sender.send_replace(true);
+    while group_tasks.join_next().await.is_some() {}
     if std::env::var(ACK_BEFORE_COMMIT_SWITCH).is_ok_and(|value| value == "1") {
         let nodes = cluster.logs_containing(ACK_BEFORE_COMMIT_LOG);
         let text = format!("fault switch {ACK_BEFORE_COMMIT_SWITCH}: active in {nodes} node logs");

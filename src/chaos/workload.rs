@@ -218,13 +218,38 @@ pub async fn run_consumer(
     }
 }
 
+/// What the final read reached: whether every partition got to its high watermark, and the
+/// next offset it would have read of each (the high watermark, when complete).
+pub struct FinalRead {
+    pub complete: bool,
+    pub reached: BTreeMap<(String, u32), u64>,
+}
+
 /// Reads every partition from offset 0 up to its high watermark (as the leaders report it in
-/// fetch answers), recording each message as `final`. Returns whether it got there in time.
+/// fetch answers), recording each message as `final`.
 pub async fn read_final(
     client: Client,
     partitions: &[(String, u32)],
     history: &History,
     timeout: Duration,
+) -> FinalRead {
+    let mut next: BTreeMap<(String, u32), u64> =
+        partitions.iter().map(|tp| (tp.clone(), 0)).collect();
+    let complete = read_final_into(client, partitions, history, timeout, &mut next).await;
+    FinalRead {
+        complete,
+        reached: next,
+    }
+}
+
+/// [`read_final`]'s loop; `next` holds the next offset to read of each partition. Returns
+/// whether it reached every high watermark in time.
+async fn read_final_into(
+    client: Client,
+    partitions: &[(String, u32)],
+    history: &History,
+    timeout: Duration,
+    next: &mut BTreeMap<(String, u32), u64>,
 ) -> bool {
     let mut consumer = Consumer::with_config(
         client,
@@ -243,8 +268,6 @@ pub async fn read_final(
         }
         consumer.seek(topic, *partition, SeekTo::Offset(0));
     }
-    let mut next: BTreeMap<(String, u32), u64> =
-        partitions.iter().map(|tp| (tp.clone(), 0)).collect();
     // Polls that found every partition at its high watermark, in a row: a couple of them make
     // sure no late commit (a batch of a failed send surviving a leader change) is missed.
     let mut caught_up_polls = 0;
