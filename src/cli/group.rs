@@ -386,20 +386,10 @@ async fn reset(admin: &Admin, args: &ResetArgs) -> anyhow::Result<()> {
         .await
         .map_err(|error| anyhow::Error::new(error).context(context()))?;
     let offsets = reset_targets(&description, args);
-    match admin
+    let reset = admin
         .reset_group_offsets(&args.group, offsets.clone())
-        .await
-    {
-        Ok(()) => {}
-        Err(error) if error.error_code() == Some(&ErrorCode::NonEmptyGroup) => {
-            anyhow::bail!(
-                "{}: group {} has active members; stop its consumers first",
-                context(),
-                args.group
-            );
-        }
-        Err(error) => return Err(anyhow::Error::new(error).context(context())),
-    }
+        .await;
+    refused_while_members(reset, &args.group, &context())?;
     if args.json {
         let offsets: Vec<_> = offsets
             .iter()
@@ -414,19 +404,26 @@ async fn reset(admin: &Admin, args: &ResetArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An operator's change to a group, which the coordinator refuses while the group has members
+/// (NonEmptyGroup): said so in words an operator acts on.
+fn refused_while_members(
+    result: Result<(), ClientError>,
+    group: &str,
+    context: &str,
+) -> anyhow::Result<()> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(error) if error.error_code() == Some(&ErrorCode::NonEmptyGroup) => {
+            anyhow::bail!("{context}: group {group} has active members; stop its consumers first")
+        }
+        Err(error) => Err(anyhow::Error::new(error).context(context.to_string())),
+    }
+}
+
 async fn delete(admin: &Admin, args: &GroupArgs) -> anyhow::Result<()> {
     let context = || format!("group delete {}", args.group);
-    match admin.delete_group(&args.group).await {
-        Ok(()) => {}
-        Err(error) if error.error_code() == Some(&ErrorCode::NonEmptyGroup) => {
-            anyhow::bail!(
-                "{}: group {} has active members; stop its consumers first",
-                context(),
-                args.group
-            );
-        }
-        Err(error) => return Err(anyhow::Error::new(error).context(context())),
-    }
+    let deleted = admin.delete_group(&args.group).await;
+    refused_while_members(deleted, &args.group, &context())?;
     if args.json {
         println!("{}", json!({"group": args.group, "deleted": true}));
     } else {
