@@ -553,3 +553,105 @@ fn the_metadata_group_restarts_from_its_snapshot() {
         "ids continue after the restart: {next} after {last_id}"
     );
 }
+
+/// A group's committed offset that retention has since deleted (below the log start) is no
+/// position to resume at: the member starts per `auto_offset_reset` instead, at the log start
+/// for Earliest and at the high watermark for Latest, as a Kafka consumer does.
+#[test]
+fn a_committed_offset_below_the_log_start_falls_back_to_auto_offset_reset() {
+    use keel_client::wire::groups::PartitionOffset;
+    use keel_client::{AutoOffsetReset, GroupConfig};
+    const RETENTION: u64 = 2 * MIB;
+    let cluster = small_segment_cluster(1);
+    runtime().block_on(async {
+        let client = cluster.client().await;
+        let settings = TopicSettings {
+            retention_bytes: Some(RETENTION as i64),
+            ..TopicSettings::default()
+        };
+        create_replicated(&client, "expired", 1, settings).await;
+        let admin = Admin::new(client.clone());
+        for group in ["early", "late"] {
+            // Offset 0 committed while it was still there.
+            admin
+                .reset_group_offsets(
+                    group,
+                    vec![PartitionOffset {
+                        topic: "expired".into(),
+                        partition: 0,
+                        offset: 0,
+                        leader_epoch: None,
+                        metadata: String::new(),
+                    }],
+                )
+                .await
+                .expect("reset to 0");
+        }
+        let acked = produce(&client, "expired", 12 * MIB / MESSAGE_BYTES as u64).await;
+        let high_watermark = acked.keys().last().unwrap() + 1;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while log_start_offset(&client, "expired").await == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "retention never moved the log start"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let log_start = log_start_offset(&client, "expired").await;
+
+        let first_read = |group: &'static str, reset: AutoOffsetReset| {
+            let client = client.clone();
+            async move {
+                let mut consumer = Consumer::new(client);
+                let config = GroupConfig {
+                    auto_offset_reset: reset,
+                    auto_commit_interval_ms: None,
+                    ..GroupConfig::default()
+                };
+                consumer
+                    .subscribe_with(group, &["expired"], config)
+                    .await
+                    .expect("subscribe");
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    let records = consumer.poll().await.expect("poll");
+                    if let Some(record) = records.first() {
+                        let offset = record.offset;
+                        consumer.leave().await.expect("leave");
+                        return offset;
+                    }
+                    assert!(Instant::now() < deadline, "{group} read nothing");
+                }
+            }
+        };
+        let earliest = first_read("early", AutoOffsetReset::Earliest).await;
+        assert!(
+            earliest >= log_start && earliest < high_watermark,
+            "Earliest starts at the log start {log_start}, not at the deleted 0: read {earliest}"
+        );
+        // Latest: nothing old; the first record read is one produced after the member joined.
+        let late = tokio::spawn(first_read("late", AutoOffsetReset::Latest));
+        // Produced only once the member holds the partition (Stable), so its start is the high
+        // watermark as it was before this record.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let described = admin.describe_group("late").await.expect("describe group");
+            if described.state == keel_client::wire::groups::GroupStateView::Stable {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "late never became Stable: {described:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The member positions itself after its sync, on its next poll: give it that poll.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        produce(&client, "expired", 1).await;
+        let latest = late.await.expect("late member");
+        assert_eq!(
+            latest, high_watermark,
+            "Latest starts at the high watermark"
+        );
+    });
+}
