@@ -470,3 +470,63 @@ fn reserved_topic_names_are_refused_to_clients() {
         }
     });
 }
+
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text
+}
+
+/// The coordinator's node exports each group's lag per partition: the high watermark less the
+/// committed offset.
+#[test]
+fn the_coordinator_exports_consumer_lag_per_group_and_partition() {
+    let mut cluster = TestCluster::new(1);
+    let port = common::free_tcp_port();
+    cluster.nodes[0].metrics_port = Some(port);
+    cluster.spawn(1);
+    cluster.wait_ready(1);
+    runtime().block_on(async {
+        let client = cluster.client().await;
+        keel_client::Admin::new(client.clone())
+            .create_topic("orders", 1, Some(1))
+            .await
+            .expect("create");
+        let producer = keel_client::Producer::new(client.clone());
+        for i in 0..10 {
+            producer
+                .send("orders", None, Bytes::from(format!("m{i}")))
+                .await
+                .expect("produce");
+        }
+        assert_eq!(
+            call(&cluster, "lagging", commit("lagging", "", NO_GENERATION, 4)).await,
+            Response::OffsetCommit
+        );
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = scrape(port);
+        let lag = text.lines().find(|line| {
+            line.starts_with("keel_consumer_group_lag{")
+                && line.contains("group=\"lagging\"")
+                && line.contains("topic=\"orders\"")
+                && line.contains("partition=\"0\"")
+        });
+        if let Some(line) = lag {
+            if line.ends_with(" 6") {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "no lag of 6 exported:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
