@@ -3,27 +3,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::raw::ask_nodes;
-use common::{free_tcp_port, runtime, TestCluster};
+use common::{free_tcp_port, runtime, scrape, TestCluster};
 use keel_client::wire::{Request, Response};
 use keel_client::{Admin, Consumer, Producer, SeekTo};
-
-fn scrape(port: u16) -> String {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
-    text
-}
 
 #[test]
 fn metrics_are_served_under_the_documented_names() {

@@ -471,20 +471,6 @@ fn reserved_topic_names_are_refused_to_clients() {
     });
 }
 
-fn scrape(port: u16) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
-    text
-}
-
 /// The coordinator's node exports each group's lag per partition: the high watermark less the
 /// committed offset.
 #[test]
@@ -514,7 +500,7 @@ fn the_coordinator_exports_consumer_lag_per_group_and_partition() {
     });
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let text = scrape(port);
+        let text = common::scrape(port);
         let lag = text.lines().find(|line| {
             line.starts_with("keel_consumer_group_lag{")
                 && line.contains("group=\"lagging\"")

@@ -25,7 +25,7 @@ use crate::coordinator::{offsets_partition_for, GroupError, Protocol, OFFSETS_TO
 use crate::limits::{ADMIN_TIMEOUT, GROUP_ANSWER_MARGIN};
 use crate::transport::GroupId;
 
-/// Serves one group request (the caller matched it as one); `None` for any other request.
+/// Serves one group request (the caller matched it as one; any other is an internal error).
 pub(super) async fn handle(request: Request, context: &ApiContext) -> Result<Response, ErrorCode> {
     keel_wire::groups::check_group_request(&request).inspect_err(|error| {
         tracing::warn!(%error, "group request refused");
